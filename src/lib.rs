@@ -1,0 +1,2 @@
+//! lossgraph: a Keras-style neural-network graph compiler.
+pub use lossgraph_ir as ir;

@@ -1,0 +1,4 @@
+//! The `lossgraph` command line.
+fn main() {
+    println!("lossgraph");
+}

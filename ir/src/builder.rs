@@ -72,7 +72,8 @@ impl IntoOperand for f32 {
             DType::F32 => Literal::F32(vec![self]),
             DType::I32 => Literal::I32(vec![self as i32]),
         };
-        like.builder().constant(lit, TensorType::new(like.ty.dtype, []))
+        like.builder()
+            .constant(lit, TensorType::new(like.ty.dtype, []))
     }
 }
 
@@ -109,7 +110,11 @@ impl Builder {
     pub fn tensor(&self, id: NodeId) -> Tensor {
         let ty = self.st.borrow().graph.get(id).map(|n| n.ty.clone());
         match ty {
-            Some(ty) => Tensor { st: self.st.clone(), id, ty },
+            Some(ty) => Tensor {
+                st: self.st.clone(),
+                id,
+                ty,
+            },
             None => {
                 self.fail("tensor", format!("no node %{}", id.index()));
                 self.placeholder(TensorType::scalar())
@@ -130,7 +135,11 @@ impl Builder {
     /// Runs `f` inside the child scope `name` of the current scope.
     pub fn with_scope<R>(&self, name: &str, f: impl FnOnce() -> R) -> R {
         let prev = self.scope();
-        let path = if prev.is_empty() { name.to_string() } else { format!("{prev}/{name}") };
+        let path = if prev.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prev}/{name}")
+        };
         self.set_scope(path);
         let r = f();
         self.set_scope(prev);
@@ -157,17 +166,35 @@ impl Builder {
 
     /// A per-step input.
     pub fn input(&self, name: &str, ty: TensorType) -> Tensor {
-        self.leaf(Op::Input { name: name.to_string() }, ty, Role::Input)
+        self.leaf(
+            Op::Input {
+                name: name.to_string(),
+            },
+            ty,
+            Role::Input,
+        )
     }
 
     /// A model variable.
     pub fn param(&self, name: &str, ty: TensorType) -> Tensor {
-        self.leaf(Op::Param { name: name.to_string() }, ty, Role::Parameter)
+        self.leaf(
+            Op::Param {
+                name: name.to_string(),
+            },
+            ty,
+            Role::Parameter,
+        )
     }
 
     /// An optimiser-state variable (a `param` node with role `state`).
     pub fn state(&self, name: &str, ty: TensorType) -> Tensor {
-        self.leaf(Op::Param { name: name.to_string() }, ty, Role::OptimizerState)
+        self.leaf(
+            Op::Param {
+                name: name.to_string(),
+            },
+            ty,
+            Role::OptimizerState,
+        )
     }
 
     /// A constant with the current role and scope.
@@ -212,7 +239,10 @@ impl Builder {
             return;
         }
         if !Rc::ptr_eq(&self.st, &t.st) {
-            self.fail("output", format!("tensor for '{name}' belongs to another builder"));
+            self.fail(
+                "output",
+                format!("tensor for '{name}' belongs to another builder"),
+            );
             return;
         }
         self.st.borrow_mut().graph.set_output(name, t.id);
@@ -249,11 +279,19 @@ impl Builder {
 
     fn fail(&self, op: &str, message: String) {
         let scope = self.scope();
-        self.record_error(IrError::Type { op: op.to_string(), scope, message });
+        self.record_error(IrError::Type {
+            op: op.to_string(),
+            scope,
+            message,
+        });
     }
 
     fn placeholder(&self, ty: TensorType) -> Tensor {
-        Tensor { st: self.st.clone(), id: NodeId::end(), ty }
+        Tensor {
+            st: self.st.clone(),
+            id: NodeId::end(),
+            ty,
+        }
     }
 
     fn leaf(&self, op: Op, ty: TensorType, role: Role) -> Tensor {
@@ -275,18 +313,38 @@ impl Builder {
             return self.placeholder(ty);
         }
         let scope = self.scope();
-        let id = self.st.borrow_mut().graph.add_node(Node { op, ty: ty.clone(), role, scope }, &[]);
-        Tensor { st: self.st.clone(), id, ty }
+        let id = self.st.borrow_mut().graph.add_node(
+            Node {
+                op,
+                ty: ty.clone(),
+                role,
+                scope,
+            },
+            &[],
+        );
+        Tensor {
+            st: self.st.clone(),
+            id,
+            ty,
+        }
     }
 
     /// Adds a checked node. On error records it and returns a placeholder.
     fn push(&self, op: Op, operands: &[&Tensor], declared: Option<TensorType>) -> Tensor {
-        let fallback = || declared.clone().or_else(|| operands.first().map(|t| t.ty.clone())).unwrap_or_else(TensorType::scalar);
+        let fallback = || {
+            declared
+                .clone()
+                .or_else(|| operands.first().map(|t| t.ty.clone()))
+                .unwrap_or_else(TensorType::scalar)
+        };
         if self.errored() {
             return self.placeholder(fallback());
         }
         if let Some(t) = operands.iter().find(|t| !Rc::ptr_eq(&t.st, &self.st)) {
-            self.fail(op.name(), format!("operand {t:?} belongs to another builder"));
+            self.fail(
+                op.name(),
+                format!("operand {t:?} belongs to another builder"),
+            );
             return self.placeholder(fallback());
         }
         let tys: SmallVec<[&TensorType; 4]> = operands.iter().map(|t| &t.ty).collect();
@@ -302,8 +360,20 @@ impl Builder {
             let st = self.st.borrow();
             (st.role.clone(), st.scope.clone())
         };
-        let id = self.st.borrow_mut().graph.add_node(Node { op, ty: ty.clone(), role, scope }, &ids);
-        Tensor { st: self.st.clone(), id, ty }
+        let id = self.st.borrow_mut().graph.add_node(
+            Node {
+                op,
+                ty: ty.clone(),
+                role,
+                scope,
+            },
+            &ids,
+        );
+        Tensor {
+            st: self.st.clone(),
+            id,
+            ty,
+        }
     }
 }
 
@@ -356,7 +426,9 @@ impl Tensor {
 
     /// The builder owning this tensor.
     pub fn builder(&self) -> Builder {
-        Builder { st: self.st.clone() }
+        Builder {
+            st: self.st.clone(),
+        }
     }
 
     fn unary(&self, u: UnaryOp) -> Tensor {
@@ -474,12 +546,23 @@ impl Tensor {
         let b = self.builder();
         let t = on_true.into_operand(self);
         let f = on_false.into_operand(&t);
-        let shape = broadcast_shapes(self.shape(), t.shape()).and_then(|s| broadcast_shapes(&s, f.shape()));
+        let shape =
+            broadcast_shapes(self.shape(), t.shape()).and_then(|s| broadcast_shapes(&s, f.shape()));
         let Some(shape) = shape else {
-            b.fail("select", format!("cannot broadcast mask {} with {} and {}", self.ty, t.ty, f.ty));
+            b.fail(
+                "select",
+                format!(
+                    "cannot broadcast mask {} with {} and {}",
+                    self.ty, t.ty, f.ty
+                ),
+            );
             return b.placeholder(t.ty.clone());
         };
-        let (m, t, f) = (self.broadcast_to(&shape), t.broadcast_to(&shape), f.broadcast_to(&shape));
+        let (m, t, f) = (
+            self.broadcast_to(&shape),
+            t.broadcast_to(&shape),
+            f.broadcast_to(&shape),
+        );
         b.push(Op::Select, &[&m, &t, &f], None)
     }
 
@@ -488,7 +571,8 @@ impl Tensor {
         if dtype == self.dtype() {
             return self.clone();
         }
-        self.builder().push(Op::Cast, &[self], Some(self.ty.with_dtype(dtype)))
+        self.builder()
+            .push(Op::Cast, &[self], Some(self.ty.with_dtype(dtype)))
     }
 
     /// NumPy-broadcasts to `shape`; returns `self` when the shape already matches.
@@ -496,7 +580,11 @@ impl Tensor {
         if self.shape() == shape {
             return self.clone();
         }
-        self.builder().push(Op::Broadcast, &[self], Some(TensorType::new(self.dtype(), shape)))
+        self.builder().push(
+            Op::Broadcast,
+            &[self],
+            Some(TensorType::new(self.dtype(), shape)),
+        )
     }
 
     /// Same elements in another shape; returns `self` when the shape already matches.
@@ -504,19 +592,30 @@ impl Tensor {
         if self.shape() == shape {
             return self.clone();
         }
-        self.builder().push(Op::Reshape, &[self], Some(TensorType::new(self.dtype(), shape)))
+        self.builder().push(
+            Op::Reshape,
+            &[self],
+            Some(TensorType::new(self.dtype(), shape)),
+        )
     }
 
     /// Permutes axes: result axis `i` is axis `perm[i]`.
     pub fn transpose(&self, perm: &[usize]) -> Tensor {
-        self.builder().push(Op::Transpose { perm: SmallVec::from_slice(perm) }, &[self], None)
+        self.builder().push(
+            Op::Transpose {
+                perm: SmallVec::from_slice(perm),
+            },
+            &[self],
+            None,
+        )
     }
 
     /// Swaps the last two axes.
     pub fn t(&self) -> Tensor {
         let r = self.rank();
         if r < 2 {
-            self.builder().fail("transpose", format!("t() needs rank >= 2, got {}", self.ty));
+            self.builder()
+                .fail("transpose", format!("t() needs rank >= 2, got {}", self.ty));
             return self.clone();
         }
         let mut perm: Vec<usize> = (0..r).collect();
@@ -533,9 +632,24 @@ impl Tensor {
                 return b.placeholder(self.ty.clone());
             }
         };
-        let r = b.push(Op::Reduce { op, axes: axes.clone() }, &[self], None);
+        let r = b.push(
+            Op::Reduce {
+                op,
+                axes: axes.clone(),
+            },
+            &[self],
+            None,
+        );
         if keepdims {
-            let kept: Vec<usize> = (0..self.rank()).map(|i| if axes.contains(&i) { 1 } else { self.shape()[i] }).collect();
+            let kept: Vec<usize> = (0..self.rank())
+                .map(|i| {
+                    if axes.contains(&i) {
+                        1
+                    } else {
+                        self.shape()[i]
+                    }
+                })
+                .collect();
             r.reshape(&kept)
         } else {
             r
@@ -592,14 +706,23 @@ impl Tensor {
 
     /// Matrix product with the last two axes of either operand transposed.
     pub fn matmul_t(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
-        self.builder().push(Op::MatMul { trans_a, trans_b }, &[self, other], None)
+        self.builder()
+            .push(Op::MatMul { trans_a, trans_b }, &[self, other], None)
     }
 
     /// Elements `start..end` along `axis`.
     pub fn slice(&self, axis: isize, start: usize, end: usize) -> Tensor {
         let b = self.builder();
         match norm_axis(axis, self.rank()) {
-            Ok(a) => b.push(Op::Slice { axis: a, start, end }, &[self], None),
+            Ok(a) => b.push(
+                Op::Slice {
+                    axis: a,
+                    start,
+                    end,
+                },
+                &[self],
+                None,
+            ),
             Err(m) => {
                 b.fail("slice", m);
                 b.placeholder(self.ty.clone())
@@ -622,7 +745,10 @@ impl Tensor {
         if self.shape() == shape {
             return true;
         }
-        self.builder().fail(what, format!("expected shape {}, got {}", shape_str(shape), self.ty));
+        self.builder().fail(
+            what,
+            format!("expected shape {}, got {}", shape_str(shape), self.ty),
+        );
         false
     }
 }

@@ -8,16 +8,29 @@ use thiserror::Error;
 pub enum IrError {
     /// An op was applied to operands of the wrong type or shape.
     #[error("{op} in scope '{scope}': {message}")]
-    Type { op: String, scope: String, message: String },
+    Type {
+        op: String,
+        scope: String,
+        message: String,
+    },
     /// A graph failed verification at a node (`%id` as printed).
     #[error("node %{node} ({op}) in scope '{scope}': {message}")]
-    Verify { node: usize, op: String, scope: String, message: String },
+    Verify {
+        node: usize,
+        op: String,
+        scope: String,
+        message: String,
+    },
     /// A graph-level verification failure (cycle, missing output, duplicate names).
     #[error("graph '{graph}': {message}")]
     Graph { graph: String, message: String },
     /// The text format could not be parsed.
     #[error("line {line}, column {col}: {message}")]
-    Parse { line: usize, col: usize, message: String },
+    Parse {
+        line: usize,
+        col: usize,
+        message: String,
+    },
 }
 
 /// Result alias for the IR crate.

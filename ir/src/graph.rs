@@ -6,8 +6,8 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use smallvec::SmallVec;
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 
 /// A node id. Stable across removals of other nodes.
@@ -90,7 +90,12 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Role::CompiledLoss { output, weight } => {
-                write!(f, "loss({}, {:?})", crate::text::quote_if_needed(output), weight)
+                write!(
+                    f,
+                    "loss({}, {:?})",
+                    crate::text::quote_if_needed(output),
+                    weight
+                )
             }
             Role::AddedLoss { reason, call } => {
                 if *call == 0 {
@@ -175,7 +180,9 @@ impl Graph {
 
     /// Ids of nodes using `id` (one entry per use, unordered).
     pub fn users(&self, id: NodeId) -> SmallVec<[NodeId; 4]> {
-        self.dag.neighbors_directed(id, Direction::Outgoing).collect()
+        self.dag
+            .neighbors_directed(id, Direction::Outgoing)
+            .collect()
     }
 
     /// Raw (position, operand) pairs, unsorted; used by the verifier.
@@ -316,8 +323,11 @@ impl Graph {
             .node_indices()
             .map(|i| (i, self.dag.edges_directed(i, Direction::Incoming).count()))
             .collect();
-        let mut ready: BinaryHeap<Reverse<NodeId>> =
-            indeg.iter().filter(|(_, &d)| d == 0).map(|(&i, _)| Reverse(i)).collect();
+        let mut ready: BinaryHeap<Reverse<NodeId>> = indeg
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&i, _)| Reverse(i))
+            .collect();
         let mut order = Vec::with_capacity(self.len());
         while let Some(Reverse(n)) = ready.pop() {
             order.push(n);

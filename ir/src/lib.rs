@@ -10,8 +10,10 @@
 pub mod builder;
 pub mod error;
 pub mod graph;
+pub mod interp;
 pub mod nn;
 pub mod op;
+pub mod tensor;
 pub mod text;
 pub mod types;
 pub mod verify;
@@ -20,5 +22,6 @@ pub use builder::{Builder, IntoOperand, Tensor};
 pub use error::{IrError, Result};
 pub use graph::{Graph, LossReason, Node, NodeId, Role};
 pub use op::{BinaryOp, Literal, Op, ReduceOp, UnaryOp};
+pub use tensor::{Data, HostTensor};
 pub use types::{DType, Shape, TensorType};
 pub use verify::verify;

@@ -108,10 +108,14 @@ impl Literal {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A value fed per step (a batch, a label, the learning rate).
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A persistent variable (a weight, or optimiser state): read at the start
     /// of a step and written back through an `update/<name>` output.
-    Param { name: String },
+    Param {
+        name: String,
+    },
     /// A constant.
     Const(Literal),
     Unary(UnaryOp),
@@ -125,25 +129,45 @@ pub enum Op {
     /// Same elements, another shape of equal size.
     Reshape,
     /// Permute axes: result axis `i` is operand axis `perm[i]`.
-    Transpose { perm: SmallVec<[usize; 4]> },
+    Transpose {
+        perm: SmallVec<[usize; 4]>,
+    },
     /// Reduce over `axes` (sorted, distinct); the reduced axes are removed.
-    Reduce { op: ReduceOp, axes: SmallVec<[usize; 4]> },
+    Reduce {
+        op: ReduceOp,
+        axes: SmallVec<[usize; 4]>,
+    },
     /// Index of the first maximum along `axis` (removed), as `i32`.
-    ArgMax { axis: usize },
+    ArgMax {
+        axis: usize,
+    },
     /// `[.., m, k] × [.., k, n] → [.., m, n]` on rank-2 or rank-3 operands with
     /// equal batch extent; `trans_a`/`trans_b` transpose the last two axes first.
-    MatMul { trans_a: bool, trans_b: bool },
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+    },
     /// Join operands along `axis`; other extents must agree.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Elements `start..end` of `axis`.
-    Slice { axis: usize, start: usize, end: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// `i32[..] → f32[.., depth]`: 1.0 at the label's position. Out-of-range labels give all zeros.
-    OneHot { depth: usize },
+    OneHot {
+        depth: usize,
+    },
     /// Identity whose gradient is zero.
     StopGradient,
     /// Counter-based uniform noise in `[0, 1)`: a pure function of `seed`,
     /// the `i32[]` step operand and the element index (see [`random_uniform`]).
-    Random { seed: u32 },
+    Random {
+        seed: u32,
+    },
 }
 
 impl UnaryOp {
@@ -230,7 +254,12 @@ impl BinaryOp {
     pub fn is_commutative(self) -> bool {
         matches!(
             self,
-            BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min | BinaryOp::Eq | BinaryOp::Ne
+            BinaryOp::Add
+                | BinaryOp::Mul
+                | BinaryOp::Max
+                | BinaryOp::Min
+                | BinaryOp::Eq
+                | BinaryOp::Ne
         )
     }
 }
@@ -309,12 +338,21 @@ pub fn infer_type(
 ) -> Result<TensorType, String> {
     if let Some(n) = op.arity() {
         if operands.len() != n {
-            return Err(format!("{} takes {} operand(s), got {}", op.name(), n, operands.len()));
+            return Err(format!(
+                "{} takes {} operand(s), got {}",
+                op.name(),
+                n,
+                operands.len()
+            ));
         }
     } else if operands.is_empty() {
         return Err(format!("{} takes at least one operand", op.name()));
     }
-    let need_declared = || declared.cloned().ok_or_else(|| format!("{} needs a result type", op.name()));
+    let need_declared = || {
+        declared
+            .cloned()
+            .ok_or_else(|| format!("{} needs a result type", op.name()))
+    };
     let f32_only = |t: &TensorType| {
         if t.dtype == DType::F32 {
             Ok(())
@@ -327,7 +365,11 @@ pub fn infer_type(
         Op::Const(lit) => {
             let ty = need_declared()?;
             if lit.dtype() != ty.dtype {
-                return Err(format!("const literal is {} but the type is {}", lit.dtype(), ty));
+                return Err(format!(
+                    "const literal is {} but the type is {}",
+                    lit.dtype(),
+                    ty
+                ));
             }
             if lit.len() != 1 && lit.len() != ty.numel() {
                 return Err(format!(
@@ -392,8 +434,15 @@ pub fn infer_type(
         Op::Transpose { perm } => {
             let t = operands[0];
             let mut seen = vec![false; t.rank()];
-            if perm.len() != t.rank() || perm.iter().any(|&p| p >= t.rank() || std::mem::replace(&mut seen[p], true)) {
-                return Err(format!("perm {:?} is not a permutation of the axes of {t}", perm.as_slice()));
+            if perm.len() != t.rank()
+                || perm
+                    .iter()
+                    .any(|&p| p >= t.rank() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "perm {:?} is not a permutation of the axes of {t}",
+                    perm.as_slice()
+                ));
             }
             TensorType {
                 dtype: t.dtype,
@@ -414,7 +463,10 @@ pub fn infer_type(
             }
             TensorType {
                 dtype: t.dtype,
-                shape: (0..t.rank()).filter(|i| !axes.contains(i)).map(|i| t.shape[i]).collect(),
+                shape: (0..t.rank())
+                    .filter(|i| !axes.contains(i))
+                    .map(|i| t.shape[i])
+                    .collect(),
             }
         }
         Op::ArgMax { axis } => {
@@ -425,7 +477,10 @@ pub fn infer_type(
             }
             TensorType {
                 dtype: DType::I32,
-                shape: (0..t.rank()).filter(|i| i != axis).map(|i| t.shape[i]).collect(),
+                shape: (0..t.rank())
+                    .filter(|i| i != axis)
+                    .map(|i| t.shape[i])
+                    .collect(),
             }
         }
         Op::MatMul { trans_a, trans_b } => {
@@ -434,15 +489,27 @@ pub fn infer_type(
             f32_only(b)?;
             let r = a.rank();
             if !(r == 2 || r == 3) || b.rank() != r {
-                return Err(format!("matmul needs two rank-2 or two rank-3 operands, got {a} and {b}"));
+                return Err(format!(
+                    "matmul needs two rank-2 or two rank-3 operands, got {a} and {b}"
+                ));
             }
             if r == 3 && a.shape[0] != b.shape[0] {
                 return Err(format!("matmul batch extents differ: {a} and {b}"));
             }
-            let (m, ka) = if *trans_a { (a.shape[r - 1], a.shape[r - 2]) } else { (a.shape[r - 2], a.shape[r - 1]) };
-            let (kb, n) = if *trans_b { (b.shape[r - 1], b.shape[r - 2]) } else { (b.shape[r - 2], b.shape[r - 1]) };
+            let (m, ka) = if *trans_a {
+                (a.shape[r - 1], a.shape[r - 2])
+            } else {
+                (a.shape[r - 2], a.shape[r - 1])
+            };
+            let (kb, n) = if *trans_b {
+                (b.shape[r - 1], b.shape[r - 2])
+            } else {
+                (b.shape[r - 2], b.shape[r - 1])
+            };
             if ka != kb {
-                return Err(format!("matmul contraction extents differ: {a} and {b} ({ka} vs {kb})"));
+                return Err(format!(
+                    "matmul contraction extents differ: {a} and {b} ({ka} vs {kb})"
+                ));
             }
             let mut shape = Shape::new();
             if r == 3 {
@@ -450,7 +517,10 @@ pub fn infer_type(
             }
             shape.push(m);
             shape.push(n);
-            TensorType { dtype: DType::F32, shape }
+            TensorType {
+                dtype: DType::F32,
+                shape,
+            }
         }
         Op::Concat { axis } => {
             let first = operands[0];
@@ -462,20 +532,30 @@ pub fn infer_type(
                 let same_other = t.rank() == first.rank()
                     && (0..t.rank()).all(|i| i == *axis || t.shape[i] == first.shape[i]);
                 if t.dtype != first.dtype || !same_other {
-                    return Err(format!("concat operands disagree off axis {axis}: {first} and {t}"));
+                    return Err(format!(
+                        "concat operands disagree off axis {axis}: {first} and {t}"
+                    ));
                 }
                 shape[*axis] += t.shape[*axis];
             }
-            TensorType { dtype: first.dtype, shape }
+            TensorType {
+                dtype: first.dtype,
+                shape,
+            }
         }
         Op::Slice { axis, start, end } => {
             let t = operands[0];
             if *axis >= t.rank() || start > end || *end > t.shape[*axis] {
-                return Err(format!("slice axis {axis} [{start}..{end}) out of range for {t}"));
+                return Err(format!(
+                    "slice axis {axis} [{start}..{end}) out of range for {t}"
+                ));
             }
             let mut shape = t.shape.clone();
             shape[*axis] = end - start;
-            TensorType { dtype: t.dtype, shape }
+            TensorType {
+                dtype: t.dtype,
+                shape,
+            }
         }
         Op::OneHot { depth } => {
             let t = operands[0];
@@ -484,7 +564,10 @@ pub fn infer_type(
             }
             let mut shape = t.shape.clone();
             shape.push(*depth);
-            TensorType { dtype: DType::F32, shape }
+            TensorType {
+                dtype: DType::F32,
+                shape,
+            }
         }
         Op::Random { .. } => {
             let t = operands[0];
@@ -500,7 +583,12 @@ pub fn infer_type(
     };
     if let Some(d) = declared {
         if *d != inferred {
-            return Err(format!("{} yields {} but the node declares {}", op.name(), inferred, d));
+            return Err(format!(
+                "{} yields {} but the node declares {}",
+                op.name(),
+                inferred,
+                d
+            ));
         }
     }
     Ok(inferred)
@@ -529,40 +617,98 @@ mod tests {
 
     #[test]
     fn matmul_types() {
-        let mm = Op::MatMul { trans_a: false, trans_b: false };
-        assert_eq!(infer_type(&mm, &[&f(&[2, 3]), &f(&[3, 4])], None).unwrap(), f(&[2, 4]));
-        let tn = Op::MatMul { trans_a: true, trans_b: false };
-        assert_eq!(infer_type(&tn, &[&f(&[3, 2]), &f(&[3, 4])], None).unwrap(), f(&[2, 4]));
-        let nt = Op::MatMul { trans_a: false, trans_b: true };
-        assert_eq!(infer_type(&nt, &[&f(&[5, 2, 3]), &f(&[5, 4, 3])], None).unwrap(), f(&[5, 2, 4]));
+        let mm = Op::MatMul {
+            trans_a: false,
+            trans_b: false,
+        };
+        assert_eq!(
+            infer_type(&mm, &[&f(&[2, 3]), &f(&[3, 4])], None).unwrap(),
+            f(&[2, 4])
+        );
+        let tn = Op::MatMul {
+            trans_a: true,
+            trans_b: false,
+        };
+        assert_eq!(
+            infer_type(&tn, &[&f(&[3, 2]), &f(&[3, 4])], None).unwrap(),
+            f(&[2, 4])
+        );
+        let nt = Op::MatMul {
+            trans_a: false,
+            trans_b: true,
+        };
+        assert_eq!(
+            infer_type(&nt, &[&f(&[5, 2, 3]), &f(&[5, 4, 3])], None).unwrap(),
+            f(&[5, 2, 4])
+        );
         let err = infer_type(&mm, &[&f(&[2, 3]), &f(&[4, 4])], None).unwrap_err();
-        assert!(err.contains("f32[2,3]") && err.contains("f32[4,4]"), "{err}");
+        assert!(
+            err.contains("f32[2,3]") && err.contains("f32[4,4]"),
+            "{err}"
+        );
         assert!(infer_type(&mm, &[&f(&[2, 2, 3]), &f(&[3, 3, 4])], None).is_err());
     }
 
     #[test]
     fn reduce_and_argmax_drop_axes() {
-        let r = Op::Reduce { op: ReduceOp::Sum, axes: SmallVec::from_slice(&[0, 2]) };
+        let r = Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: SmallVec::from_slice(&[0, 2]),
+        };
         assert_eq!(infer_type(&r, &[&f(&[2, 3, 4])], None).unwrap(), f(&[3]));
-        let bad = Op::Reduce { op: ReduceOp::Sum, axes: SmallVec::from_slice(&[2, 0]) };
+        let bad = Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: SmallVec::from_slice(&[2, 0]),
+        };
         assert!(infer_type(&bad, &[&f(&[2, 3, 4])], None).is_err());
         let am = Op::ArgMax { axis: 1 };
-        assert_eq!(infer_type(&am, &[&f(&[2, 3])], None).unwrap(), TensorType::i32([2]));
+        assert_eq!(
+            infer_type(&am, &[&f(&[2, 3])], None).unwrap(),
+            TensorType::i32([2])
+        );
     }
 
     #[test]
     fn structural_ops() {
-        let t = Op::Transpose { perm: SmallVec::from_slice(&[1, 0]) };
+        let t = Op::Transpose {
+            perm: SmallVec::from_slice(&[1, 0]),
+        };
         assert_eq!(infer_type(&t, &[&f(&[2, 3])], None).unwrap(), f(&[3, 2]));
-        assert!(infer_type(&Op::Transpose { perm: SmallVec::from_slice(&[0, 0]) }, &[&f(&[2, 3])], None).is_err());
+        assert!(infer_type(
+            &Op::Transpose {
+                perm: SmallVec::from_slice(&[0, 0])
+            },
+            &[&f(&[2, 3])],
+            None
+        )
+        .is_err());
         let c = Op::Concat { axis: 1 };
-        assert_eq!(infer_type(&c, &[&f(&[2, 3]), &f(&[2, 1])], None).unwrap(), f(&[2, 4]));
+        assert_eq!(
+            infer_type(&c, &[&f(&[2, 3]), &f(&[2, 1])], None).unwrap(),
+            f(&[2, 4])
+        );
         assert!(infer_type(&c, &[&f(&[2, 3]), &f(&[3, 1])], None).is_err());
-        let s = Op::Slice { axis: 0, start: 1, end: 3 };
+        let s = Op::Slice {
+            axis: 0,
+            start: 1,
+            end: 3,
+        };
         assert_eq!(infer_type(&s, &[&f(&[4, 2])], None).unwrap(), f(&[2, 2]));
-        assert!(infer_type(&Op::Slice { axis: 0, start: 1, end: 5 }, &[&f(&[4, 2])], None).is_err());
+        assert!(infer_type(
+            &Op::Slice {
+                axis: 0,
+                start: 1,
+                end: 5
+            },
+            &[&f(&[4, 2])],
+            None
+        )
+        .is_err());
         let oh = Op::OneHot { depth: 10 };
-        assert_eq!(infer_type(&oh, &[&TensorType::i32([8])], None).unwrap(), f(&[8, 10]));
+        assert_eq!(
+            infer_type(&oh, &[&TensorType::i32([8])], None).unwrap(),
+            f(&[8, 10])
+        );
         assert!(infer_type(&oh, &[&f(&[8])], None).is_err());
         assert!(infer_type(&Op::Broadcast, &[&f(&[3])], Some(&f(&[2, 3]))).is_ok());
         assert!(infer_type(&Op::Broadcast, &[&f(&[2])], Some(&f(&[2, 3]))).is_err());
@@ -575,7 +721,10 @@ mod tests {
         let add = Op::Binary(BinaryOp::Add);
         assert!(infer_type(&add, &[&f(&[2]), &f(&[3])], None).is_err());
         let gt = Op::Binary(BinaryOp::Gt);
-        assert_eq!(infer_type(&gt, &[&TensorType::i32([2]), &TensorType::i32([2])], None).unwrap(), f(&[2]));
+        assert_eq!(
+            infer_type(&gt, &[&TensorType::i32([2]), &TensorType::i32([2])], None).unwrap(),
+            f(&[2])
+        );
         assert!(infer_type(&Op::Unary(UnaryOp::Exp), &[&TensorType::i32([2])], None).is_err());
         assert!(infer_type(&Op::Unary(UnaryOp::Neg), &[&TensorType::i32([2])], None).is_ok());
         let c = Op::Const(Literal::F32(vec![1.0, 2.0]));

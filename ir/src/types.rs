@@ -113,8 +113,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     let rank = a.len().max(b.len());
     let mut out = Shape::with_capacity(rank);
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -147,7 +155,10 @@ mod tests {
     fn broadcasting_follows_numpy() {
         assert_eq!(broadcast_shapes(&[3, 1], &[4]).unwrap().as_slice(), &[3, 4]);
         assert_eq!(broadcast_shapes(&[], &[2, 5]).unwrap().as_slice(), &[2, 5]);
-        assert_eq!(broadcast_shapes(&[2, 1, 5], &[7, 1]).unwrap().as_slice(), &[2, 7, 5]);
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 5], &[7, 1]).unwrap().as_slice(),
+            &[2, 7, 5]
+        );
         assert!(broadcast_shapes(&[3], &[4]).is_none());
         assert!(broadcastable_to(&[1, 5], &[3, 5]));
         assert!(!broadcastable_to(&[3, 5], &[5]));

@@ -57,7 +57,10 @@ fn verify_node(g: &Graph, id: NodeId) -> Result<()> {
     edges.sort_unstable_by_key(|e| e.0);
     for (i, (pos, _)) in edges.iter().enumerate() {
         if *pos as usize != i {
-            return Err(fail(format!("operand positions are not 0..{}: found {pos} at {i}", edges.len())));
+            return Err(fail(format!(
+                "operand positions are not 0..{}: found {pos} at {i}",
+                edges.len()
+            )));
         }
     }
     let tys: Vec<_> = edges.iter().map(|(_, o)| &g.node(*o).ty).collect();
@@ -73,11 +76,27 @@ mod tests {
     use crate::types::TensorType;
 
     fn leaf(g: &mut Graph, name: &str, ty: TensorType) -> NodeId {
-        g.add_node(Node { op: Op::Input { name: name.into() }, ty, role: Role::Input, scope: String::new() }, &[])
+        g.add_node(
+            Node {
+                op: Op::Input { name: name.into() },
+                ty,
+                role: Role::Input,
+                scope: String::new(),
+            },
+            &[],
+        )
     }
 
     fn add(g: &mut Graph, a: NodeId, b: NodeId, ty: TensorType) -> NodeId {
-        g.add_node(Node { op: Op::Binary(BinaryOp::Add), ty, role: Role::Forward, scope: "dense_1".into() }, &[a, b])
+        g.add_node(
+            Node {
+                op: Op::Binary(BinaryOp::Add),
+                ty,
+                role: Role::Forward,
+                scope: "dense_1".into(),
+            },
+            &[a, b],
+        )
     }
 
     #[test]
@@ -97,7 +116,10 @@ mod tests {
         let b = leaf(&mut g, "b", TensorType::f32([3]));
         add(&mut g, a, b, TensorType::f32([2]));
         let e = verify(&g).unwrap_err().to_string();
-        assert!(e.contains("%2") && e.contains("dense_1") && e.contains("f32[3]"), "{e}");
+        assert!(
+            e.contains("%2") && e.contains("dense_1") && e.contains("f32[3]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -105,15 +127,29 @@ mod tests {
         let mut g = Graph::new("bad");
         let a = leaf(&mut g, "a", TensorType::f32([2]));
         add(&mut g, a, a, TensorType::f32([4]));
-        assert!(verify(&g).unwrap_err().to_string().contains("declares f32[4]"));
+        assert!(verify(&g)
+            .unwrap_err()
+            .to_string()
+            .contains("declares f32[4]"));
     }
 
     #[test]
     fn rejects_wrong_operand_count() {
         let mut g = Graph::new("bad");
         let a = leaf(&mut g, "a", TensorType::f32([2]));
-        g.add_node(Node { op: Op::Binary(BinaryOp::Add), ty: TensorType::f32([2]), role: Role::Forward, scope: String::new() }, &[a]);
-        assert!(verify(&g).unwrap_err().to_string().contains("takes 2 operand"));
+        g.add_node(
+            Node {
+                op: Op::Binary(BinaryOp::Add),
+                ty: TensorType::f32([2]),
+                role: Role::Forward,
+                scope: String::new(),
+            },
+            &[a],
+        );
+        assert!(verify(&g)
+            .unwrap_err()
+            .to_string()
+            .contains("takes 2 operand"));
     }
 
     #[test]
@@ -130,7 +166,15 @@ mod tests {
     fn rejects_missing_and_duplicate_outputs_and_names() {
         let mut g = Graph::new("out");
         let a = leaf(&mut g, "a", TensorType::f32([2]));
-        let c = g.add_node(Node { op: Op::Const(Literal::F32(vec![1.0])), ty: TensorType::f32([2]), role: Role::Forward, scope: String::new() }, &[]);
+        let c = g.add_node(
+            Node {
+                op: Op::Const(Literal::F32(vec![1.0])),
+                ty: TensorType::f32([2]),
+                role: Role::Forward,
+                scope: String::new(),
+            },
+            &[],
+        );
         g.set_output("x", c);
         g.remove_node(c);
         assert!(verify(&g).unwrap_err().to_string().contains("missing node"));

@@ -1,0 +1,148 @@
+//! [`Program`]: a graph bound to an engine, its variables and its last outputs.
+
+use crate::error::RuntimeError;
+use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor};
+use std::collections::HashMap;
+
+/// Which engine executes a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The reference interpreter: obvious, slow, the oracle for everything else.
+    #[default]
+    Interpreter,
+}
+
+/// Borrowed data for one `input` of one run.
+#[derive(Clone, Copy, Debug)]
+pub enum Feed<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32]),
+}
+
+/// A graph ready to run. Variables persist across runs.
+pub struct Program {
+    graph: Graph,
+    engine: Engine,
+    vars: HashMap<String, HostTensor>,
+    outputs: HashMap<String, HostTensor>,
+}
+
+impl Program {
+    /// Verifies `graph` and prepares it for `engine`. Every `param` starts at zero.
+    pub fn new(graph: Graph, engine: Engine) -> Result<Program, RuntimeError> {
+        verify(&graph)?;
+        let vars = graph
+            .params()
+            .into_iter()
+            .map(|(name, id)| {
+                let t = HostTensor::zeros(&graph.node(id).ty);
+                (name, t)
+            })
+            .collect();
+        Ok(Program {
+            graph,
+            engine,
+            vars,
+            outputs: HashMap::new(),
+        })
+    }
+
+    /// The program's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The engine running this program.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Sets a variable (`param` node) by name; its type must match exactly.
+    pub fn set_var(&mut self, name: &str, value: &HostTensor) -> Result<(), RuntimeError> {
+        let slot = self
+            .vars
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::Binding {
+                name: name.to_string(),
+                message: "no such variable in the program".into(),
+            })?;
+        if slot.ty != value.ty {
+            return Err(RuntimeError::Binding {
+                name: name.to_string(),
+                message: format!("expected {}, got {}", slot.ty, value.ty),
+            });
+        }
+        *slot = value.clone();
+        Ok(())
+    }
+
+    /// The current value of a variable.
+    pub fn var(&self, name: &str) -> Option<&HostTensor> {
+        self.vars.get(name)
+    }
+
+    /// Names of all variables, in graph order.
+    pub fn var_names(&self) -> Vec<String> {
+        self.graph.params().into_iter().map(|p| p.0).collect()
+    }
+
+    /// Runs the graph once with `feeds` for every `input`, then applies each
+    /// `update/<var>` output to its variable. Outputs stay readable until the next run.
+    pub fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
+        let mut env: HashMap<String, HostTensor> = self.vars.clone();
+        for (name, id) in self.graph.inputs() {
+            let ty = &self.graph.node(id).ty;
+            let feed = feeds
+                .iter()
+                .find(|f| f.0 == name)
+                .ok_or_else(|| RuntimeError::Binding {
+                    name: name.clone(),
+                    message: format!("missing feed for input of type {ty}"),
+                })?;
+            let data = match (feed.1, ty.dtype) {
+                (Feed::F32(v), DType::F32) if v.len() == ty.numel() => Data::F32(v.to_vec()),
+                (Feed::I32(v), DType::I32) if v.len() == ty.numel() => Data::I32(v.to_vec()),
+                (f, _) => {
+                    let (kind, len) = match f {
+                        Feed::F32(v) => ("f32", v.len()),
+                        Feed::I32(v) => ("i32", v.len()),
+                    };
+                    return Err(RuntimeError::Binding {
+                        name: name.clone(),
+                        message: format!(
+                            "expected {ty} ({} elements), got {len} {kind} elements",
+                            ty.numel()
+                        ),
+                    });
+                }
+            };
+            env.insert(
+                name,
+                HostTensor {
+                    ty: ty.clone(),
+                    data,
+                },
+            );
+        }
+        let outs = match self.engine {
+            Engine::Interpreter => {
+                interp::interpret(&self.graph, &env).map_err(RuntimeError::Exec)?
+            }
+        };
+        self.outputs.clear();
+        for (name, value) in outs {
+            if let Some(var) = name.strip_prefix("update/") {
+                if let Some(slot) = self.vars.get_mut(var) {
+                    *slot = value.clone();
+                }
+            }
+            self.outputs.insert(name, value);
+        }
+        Ok(())
+    }
+
+    /// An output of the last run.
+    pub fn output(&self, name: &str) -> Option<&HostTensor> {
+        self.outputs.get(name)
+    }
+}

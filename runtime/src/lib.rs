@@ -12,4 +12,4 @@ mod program;
 pub use error::RuntimeError;
 pub use lossgraph_ir::interp;
 pub use lossgraph_ir::{Data, HostTensor};
-pub use program::{Engine, Feed, Program};
+pub use program::{Engine, Feed, Program, TensorRef};

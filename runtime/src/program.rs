@@ -19,6 +19,60 @@ pub enum Feed<'a> {
     I32(&'a [i32]),
 }
 
+/// A borrowed view of a tensor held by a program (a variable or an output).
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    pub ty: &'a TensorType,
+    pub data: Feed<'a>,
+}
+
+impl<'a> TensorRef<'a> {
+    fn of(t: &'a HostTensor) -> TensorRef<'a> {
+        let data = match &t.data {
+            Data::F32(v) => Feed::F32(v),
+            Data::I32(v) => Feed::I32(v),
+        };
+        TensorRef { ty: &t.ty, data }
+    }
+
+    /// The `f32` elements, or `None` for an `i32` tensor.
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        match self.data {
+            Feed::F32(v) => Some(v),
+            Feed::I32(_) => None,
+        }
+    }
+
+    /// The `i32` elements, or `None` for an `f32` tensor.
+    pub fn as_i32(&self) -> Option<&'a [i32]> {
+        match self.data {
+            Feed::I32(v) => Some(v),
+            Feed::F32(_) => None,
+        }
+    }
+
+    /// The single element of a one-element tensor, widened to `f64`.
+    pub fn item(&self) -> Option<f64> {
+        match self.data {
+            Feed::F32([x]) => Some(*x as f64),
+            Feed::I32([x]) => Some(*x as f64),
+            _ => None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_host(&self) -> HostTensor {
+        let data = match self.data {
+            Feed::F32(v) => Data::F32(v.to_vec()),
+            Feed::I32(v) => Data::I32(v.to_vec()),
+        };
+        HostTensor {
+            ty: self.ty.clone(),
+            data,
+        }
+    }
+}
+
 /// A graph ready to run. Variables persist across runs.
 pub struct Program {
     graph: Graph,
@@ -77,8 +131,8 @@ impl Program {
     }
 
     /// The current value of a variable.
-    pub fn var(&self, name: &str) -> Option<&HostTensor> {
-        self.vars.get(name)
+    pub fn var(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.vars.get(name).map(TensorRef::of)
     }
 
     /// Names of all variables, in graph order.
@@ -142,7 +196,7 @@ impl Program {
     }
 
     /// An output of the last run.
-    pub fn output(&self, name: &str) -> Option<&HostTensor> {
-        self.outputs.get(name)
+    pub fn output(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.outputs.get(name).map(TensorRef::of)
     }
 }

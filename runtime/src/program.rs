@@ -1,7 +1,7 @@
 //! [`Program`]: a graph bound to an engine, its variables and its last outputs.
 
 use crate::error::RuntimeError;
-use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor};
+use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor, TensorType};
 use std::collections::HashMap;
 
 /// Which engine executes a program.

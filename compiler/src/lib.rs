@@ -1,3 +1,14 @@
-//! lossgraph's compiler: autodiff, optimisation passes, fusion, memory planning, Cranelift lowering.
+//! lossgraph's compiler: reverse-mode differentiation, training objectives,
+//! gradient checking, optimisation passes, fusion, memory planning and
+//! Cranelift lowering.
 
+pub mod autodiff;
+pub mod error;
+pub mod gradcheck;
+pub mod objective;
 pub mod passes;
+
+pub use autodiff::{append_gradients, grad};
+pub use error::{CompileError, Result};
+pub use gradcheck::{check_gradients, GradCheckOptions, GradCheckReport, VarReport};
+pub use objective::total_loss;

@@ -1,0 +1,398 @@
+//! A finite-difference gradient checker for any graph.
+//!
+//! [`check_gradients`] compares the gradients that [`crate::autodiff::grad`]
+//! appends (evaluated on the reference interpreter) with numerical
+//! derivatives of the same graph, also on the interpreter.
+//!
+//! # Method and expected precision
+//! The interpreter computes in `f32`, so the numerical derivative is a
+//! central difference `(f(x+h) − f(x−h)) / ((x+h) − (x−h))` with a
+//! *relative* step `h = step · max(|x|, 1)`; the denominator is the
+//! difference of the two perturbed values as actually rounded to `f32`,
+//! which removes the representation error of the step itself. Its error has
+//! two parts: truncation, about `h²·|f'''|/6`, and rounding of `f`, about
+//! `ε·|f|/h` with `ε = 2⁻²³` (times a small factor for the roundings that
+//! accumulate inside `f`). The default `step = 2⁻⁸ ≈ 3.9e-3` is close to the
+//! `ε^{1/3}` that balances the two; for a well-scaled function (`|f|`, `|f'|`
+//! and `|f'''|` of order 1) both parts are around `1e-5`..`1e-4`, so correct
+//! gradients typically agree to a relative error of `1e-4`..`1e-3`, and a
+//! tolerance of `1e-2` separates them clearly from wrong ones (whose error is
+//! of order 1). Near-zero gradient components are compared against `floor`
+//! instead of their own magnitude, so rounding noise there does not count as
+//! a failure. Points within `h` of a kink (`relu` at 0, ties of `max`) give
+//! meaningless differences there: keep test points away from kinks.
+//!
+//! A non-scalar `of` is contracted with a fixed pseudo-random cotangent
+//! (`Σ of·r`, `|r| ∈ [0.5, 1.5)`), which checks the whole vector-Jacobian
+//! product rather than only its sum.
+
+use crate::autodiff::grad;
+use crate::error::{CompileError, Result};
+use lossgraph_ir::interp::interpret;
+use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, NodeId, Shape, TensorType};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Settings of [`check_gradients`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradCheckOptions {
+    /// Relative finite-difference step: `h = step · max(|x|, 1)`. Must be > 0.
+    pub step: f32,
+    /// Smallest denominator of the relative error `|a−n| / max(|a|, |n|, floor)`.
+    pub floor: f32,
+    /// At most this many elements are checked per variable (an evenly strided
+    /// sample, always including the first element). Each costs two
+    /// interpreter runs.
+    pub max_elements: usize,
+}
+
+impl Default for GradCheckOptions {
+    /// `step = 2⁻⁸`, `floor = 1e-3`, `max_elements = 256`.
+    fn default() -> Self {
+        GradCheckOptions {
+            step: 1.0 / 256.0,
+            floor: 1e-3,
+            max_elements: 256,
+        }
+    }
+}
+
+/// The comparison for one variable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VarReport {
+    /// The input or param name.
+    pub name: String,
+    /// The variable's shape.
+    pub shape: Shape,
+    /// False when `grad` found no differentiable dependence (analytic gradient
+    /// taken as zero).
+    pub differentiable: bool,
+    /// Number of elements compared.
+    pub checked: usize,
+    /// Worst relative error `|a−n| / max(|a|, |n|, floor)` (infinite for NaN).
+    pub worst_rel_error: f64,
+    /// Row-major index of the element with the worst error.
+    pub worst_index: usize,
+    /// Analytic gradient at the worst element.
+    pub analytic: f64,
+    /// Numerical gradient at the worst element.
+    pub numeric: f64,
+    /// Largest absolute difference over the checked elements.
+    pub max_abs_error: f64,
+}
+
+impl VarReport {
+    /// The worst element's multi-index (`[i, j, …]`).
+    pub fn worst_position(&self) -> Vec<usize> {
+        let mut rest = self.worst_index;
+        let mut pos = vec![0; self.shape.len()];
+        for (p, &d) in pos.iter_mut().zip(self.shape.iter()).rev() {
+            if d > 0 {
+                *p = rest % d;
+                rest /= d;
+            }
+        }
+        pos
+    }
+}
+
+/// The result of [`check_gradients`]: one [`VarReport`] per variable, in the
+/// order they were requested.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradCheckReport {
+    /// The output whose gradient was checked.
+    pub of: String,
+    /// The relative step used.
+    pub step: f32,
+    /// Per-variable results.
+    pub vars: Vec<VarReport>,
+}
+
+impl GradCheckReport {
+    /// True when every variable's worst relative error is at most `tol`
+    /// (NaN never passes).
+    pub fn passed(&self, tol: f64) -> bool {
+        self.vars.iter().all(|v| v.worst_rel_error <= tol)
+    }
+
+    /// The variable with the largest worst relative error.
+    pub fn worst(&self) -> Option<&VarReport> {
+        self.vars
+            .iter()
+            .max_by(|a, b| a.worst_rel_error.total_cmp(&b.worst_rel_error))
+    }
+
+    /// The report for one variable.
+    pub fn var(&self, name: &str) -> Option<&VarReport> {
+        self.vars.iter().find(|v| v.name == name)
+    }
+}
+
+impl fmt::Display for GradCheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "gradient check of '{}' (central differences, relative step {:.2e}):",
+            self.of, self.step
+        )?;
+        let width = self.vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
+        for v in &self.vars {
+            let ty = TensorType::new(DType::F32, &v.shape);
+            write!(
+                f,
+                "  {:<width$}  {:<12} {:>5} checked  worst rel err {:.2e} at {:?} \
+                 (analytic {:.6e}, numeric {:.6e})",
+                v.name,
+                ty.to_string(),
+                v.checked,
+                v.worst_rel_error,
+                v.worst_position(),
+                v.analytic,
+                v.numeric,
+            )?;
+            if !v.differentiable {
+                write!(f, "  [no differentiable path: analytic gradient is zero]")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+const OBJECTIVE: &str = "gradcheck/objective";
+
+/// Checks the gradients of output `of` with respect to the inputs or params
+/// named in `wrt` at the point given by `feeds` (which must supply every
+/// input and param the output needs, and every `wrt` variable).
+///
+/// Analytic gradients come from [`grad`] evaluated by the reference
+/// interpreter; numerical ones from central differences (see the module
+/// docs for the step and the precision to expect). `g` is not modified.
+///
+/// Errors: unknown output or variable, an `i32` variable, a missing or
+/// mistyped feed, or an interpreter failure.
+pub fn check_gradients(
+    g: &Graph,
+    of: &str,
+    wrt: &[&str],
+    feeds: &HashMap<String, HostTensor>,
+    opts: &GradCheckOptions,
+) -> Result<GradCheckReport> {
+    if !(opts.step > 0.0 && opts.step.is_finite()) {
+        return Err(CompileError::in_graph(
+            g,
+            format!("check_gradients: step must be positive, got {}", opts.step),
+        ));
+    }
+    let Some(of_id) = g.output(of) else {
+        let names: Vec<&str> = g.outputs().iter().map(|o| o.0.as_str()).collect();
+        return Err(CompileError::in_graph(
+            g,
+            format!("check_gradients: no output '{of}' (outputs: {names:?})"),
+        ));
+    };
+    let mut vars = Vec::with_capacity(wrt.len());
+    for &name in wrt {
+        let Some(id) = g.input(name).or_else(|| g.param(name)) else {
+            return Err(CompileError::in_graph(
+                g,
+                format!("check_gradients: no input or param named '{name}'"),
+            ));
+        };
+        let ty = &g.node(id).ty;
+        if ty.dtype != DType::F32 {
+            return Err(CompileError::at_node(
+                g,
+                id,
+                format!("'{name}' is {ty}; integer values have no gradient"),
+            ));
+        }
+        match feeds.get(name) {
+            Some(t) if t.ty == *ty => {}
+            Some(t) => {
+                return Err(CompileError::at_node(
+                    g,
+                    id,
+                    format!("the feed for '{name}' is {}, expected {ty}", t.ty),
+                ))
+            }
+            None => {
+                return Err(CompileError::at_node(
+                    g,
+                    id,
+                    format!("no feed for '{name}'"),
+                ))
+            }
+        }
+        vars.push((name, id));
+    }
+    let ids: Vec<NodeId> = vars.iter().map(|v| v.1).collect();
+
+    // The scalar objective as the only output (the interpreter evaluates
+    // only what the outputs need).
+    let (mut base, objective) = scalar_objective(g, of_id)?;
+    let names: Vec<String> = base.outputs().iter().map(|o| o.0.clone()).collect();
+    for n in names {
+        base.remove_output(&n);
+    }
+    base.set_output(OBJECTIVE, objective);
+
+    // Analytic gradients.
+    let mut with_grads = base.clone();
+    let grads = grad(&mut with_grads, objective, &ids)?;
+    for (i, gid) in grads.iter().enumerate() {
+        if let Some(gid) = gid {
+            with_grads.set_output(format!("gradcheck/grad/{i}"), *gid);
+        }
+    }
+    let results = interpret(&with_grads, feeds).map_err(CompileError::Interp)?;
+    let by_name: HashMap<&str, &HostTensor> =
+        results.iter().map(|(n, t)| (n.as_str(), t)).collect();
+
+    let mut work = feeds.clone();
+    let mut reports = Vec::with_capacity(vars.len());
+    for (i, (name, id)) in vars.iter().enumerate() {
+        let ty = g.node(*id).ty.clone();
+        let numel = ty.numel();
+        let analytic: Vec<f32> = match grads[i] {
+            Some(_) => {
+                let key = format!("gradcheck/grad/{i}");
+                let t = by_name.get(key.as_str()).ok_or_else(|| {
+                    CompileError::Interp(format!("the interpreter did not return '{key}'"))
+                })?;
+                t.as_f32()
+                    .filter(|v| v.len() == numel)
+                    .ok_or_else(|| {
+                        CompileError::Interp(format!(
+                            "gradient of '{name}' came back as {}, expected {ty}",
+                            t.ty
+                        ))
+                    })?
+                    .to_vec()
+            }
+            None => vec![0.0; numel],
+        };
+        let mut report = VarReport {
+            name: name.to_string(),
+            shape: ty.shape.clone(),
+            differentiable: grads[i].is_some(),
+            checked: 0,
+            worst_rel_error: 0.0,
+            worst_index: 0,
+            analytic: analytic.first().copied().unwrap_or(0.0) as f64,
+            numeric: 0.0,
+            max_abs_error: 0.0,
+        };
+        let picks = sample(numel, opts.max_elements.max(1));
+        for j in picks {
+            let x0 = feed_value(&work, name, j)?;
+            let h = opts.step * x0.abs().max(1.0);
+            let (xp, xm) = (x0 + h, x0 - h);
+            set_feed_value(&mut work, name, j, xp)?;
+            let fp = eval_objective(&base, &work)?;
+            set_feed_value(&mut work, name, j, xm)?;
+            let fm = eval_objective(&base, &work)?;
+            set_feed_value(&mut work, name, j, x0)?;
+            let numeric = (fp - fm) / (xp as f64 - xm as f64);
+            let a = analytic[j] as f64;
+            let diff = (a - numeric).abs();
+            let denom = a.abs().max(numeric.abs()).max(opts.floor as f64);
+            let rel = if diff.is_nan() {
+                f64::INFINITY
+            } else {
+                diff / denom
+            };
+            report.checked += 1;
+            report.max_abs_error =
+                report
+                    .max_abs_error
+                    .max(if diff.is_nan() { f64::INFINITY } else { diff });
+            if report.checked == 1 || rel > report.worst_rel_error {
+                report.worst_rel_error = rel;
+                report.worst_index = j;
+                report.analytic = a;
+                report.numeric = numeric;
+            }
+        }
+        reports.push(report);
+    }
+    Ok(GradCheckReport {
+        of: of.to_string(),
+        step: opts.step,
+        vars: reports,
+    })
+}
+
+/// A copy of `g` with a scalar objective node: `of` itself when it is an
+/// `f32[]`, else `Σ of·r` for a fixed pseudo-random `r`.
+fn scalar_objective(g: &Graph, of: NodeId) -> Result<(Graph, NodeId)> {
+    let ty = g.node(of).ty.clone();
+    if ty.dtype != DType::F32 {
+        return Err(CompileError::at_node(
+            g,
+            of,
+            format!("check_gradients needs an f32 output, got {ty}"),
+        ));
+    }
+    if ty.rank() == 0 {
+        return Ok((g.clone(), of));
+    }
+    let b = Builder::from_graph(g.clone());
+    b.set_scope("gradcheck");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let r: Vec<f32> = (0..ty.numel())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+            let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
+            sign * (0.5 + u)
+        })
+        .collect();
+    let rt = b.constant(Literal::F32(r), ty);
+    let s = (b.tensor(of) * rt).sum_all();
+    let id = s.id();
+    drop(s);
+    Ok((b.finish()?, id))
+}
+
+/// Evenly strided element indices: all of `0..n` when `n <= max`.
+fn sample(n: usize, max: usize) -> Vec<usize> {
+    if n <= max {
+        (0..n).collect()
+    } else {
+        (0..max).map(|k| k * n / max).collect()
+    }
+}
+
+fn feed_value(feeds: &HashMap<String, HostTensor>, name: &str, j: usize) -> Result<f32> {
+    feeds
+        .get(name)
+        .and_then(|t| t.as_f32())
+        .and_then(|v| v.get(j).copied())
+        .ok_or_else(|| CompileError::Interp(format!("feed '{name}' has no f32 element {j}")))
+}
+
+fn set_feed_value(
+    feeds: &mut HashMap<String, HostTensor>,
+    name: &str,
+    j: usize,
+    x: f32,
+) -> Result<()> {
+    let slot = feeds
+        .get_mut(name)
+        .and_then(|t| t.as_f32_mut())
+        .and_then(|v| v.get_mut(j))
+        .ok_or_else(|| CompileError::Interp(format!("feed '{name}' has no f32 element {j}")))?;
+    *slot = x;
+    Ok(())
+}
+
+fn eval_objective(g: &Graph, feeds: &HashMap<String, HostTensor>) -> Result<f64> {
+    let out = interpret(g, feeds).map_err(CompileError::Interp)?;
+    out.iter()
+        .find(|(n, _)| n == OBJECTIVE)
+        .and_then(|(_, t)| t.item())
+        .ok_or_else(|| CompileError::Interp(format!("no scalar '{OBJECTIVE}' output")))
+}

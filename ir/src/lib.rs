@@ -9,6 +9,7 @@
 
 pub mod builder;
 pub mod error;
+pub mod gen;
 pub mod graph;
 pub mod interp;
 pub mod nn;

@@ -55,10 +55,12 @@ struct Spec {
 /// `lossgraph_compiler::passes`: everything else about pass files (parsing,
 /// printing, the semantic check) lives in this file.
 fn run_passes(g: &mut Graph, names: &[String]) -> Result<(), String> {
-    let _ = g;
-    Err(format!(
-        "passes not available (lossgraph_compiler::passes is not wired into the harness yet; asked for {names:?})"
-    ))
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pm = lossgraph_compiler::passes::PassManager::from_names(&names)
+        .map_err(|e| format!("pass pipeline {names:?}: {e}"))?;
+    pm.run(g)
+        .map(|_| ())
+        .map_err(|e| format!("pass pipeline {names:?}: {e}"))
 }
 
 #[test]
@@ -536,4 +538,19 @@ fn harness_helpers() {
     )
     .unwrap_err();
     assert!(e.contains("flat 1") && e.contains("- want: [-1, 2]"), "{e}");
+    // Pass mode reports a wrong printed graph as a line diff.
+    let e = run_file(
+        "; run: pass dce\ngraph g {\n  %0 = input \"x\" : f32[2]\n  %1 = neg %0 : f32[2]\n  %2 = exp %0 : f32[2]\n  return y=%1\n}\n; expect:\n; graph g {\n;   %0 = input \"x\" : f32[2]\n;   %1 = exp %0 : f32[2]\n;   return y=%1\n; }\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("-   %1 = exp %0 : f32[2]") && e.contains("+   %1 = neg %0 : f32[2]"),
+        "{e}"
+    );
+    // An expected error that does not happen is a failure.
+    let e = run_file(
+        "; run: interpret\n; feed x = [1, 2]\n; expect-error: boom\ngraph g {\n  %0 = input \"x\" : f32[2]\n  return y=%0\n}\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("boom"), "{e}");
 }

@@ -5,26 +5,35 @@
 //! derivatives of the same graph, also on the interpreter.
 //!
 //! # Method and expected precision
-//! The interpreter computes in `f32`, so the numerical derivative is a
-//! central difference `(f(x+h) − f(x−h)) / ((x+h) − (x−h))` with a
-//! *relative* step `h = step · max(|x|, 1)`; the denominator is the
-//! difference of the two perturbed values as actually rounded to `f32`,
-//! which removes the representation error of the step itself. Its error has
-//! two parts: truncation, about `h²·|f'''|/6`, and rounding of `f`, about
-//! `ε·|f|/h` with `ε = 2⁻²³` (times a small factor for the roundings that
-//! accumulate inside `f`). The default `step = 2⁻⁸ ≈ 3.9e-3` is close to the
-//! `ε^{1/3}` that balances the two; for a well-scaled function (`|f|`, `|f'|`
-//! and `|f'''|` of order 1) both parts are around `1e-5`..`1e-4`, so correct
-//! gradients typically agree to a relative error of `1e-4`..`1e-3`, and a
-//! tolerance of `1e-2` separates them clearly from wrong ones (whose error is
-//! of order 1). Near-zero gradient components are compared against `floor`
-//! instead of their own magnitude, so rounding noise there does not count as
-//! a failure. Points within `h` of a kink (`relu` at 0, ties of `max`) give
-//! meaningless differences there: keep test points away from kinks.
+//! The interpreter computes in `f32`. Each variable element `x` is perturbed
+//! by a *relative* step `h = step · max(|x|, 1)`, and the central difference
+//! `D(h) = (f(x+h) − f(x−h)) / ((x+h) − (x−h))` is formed with the
+//! perturbed points as actually rounded to `f32` (so the step's own
+//! representation error cancels). By default ([`Stencil::FivePoint`]) two of
+//! them are combined by Richardson extrapolation, `(4·D(h) − D(2h)) / 3`,
+//! which cancels the `h²` term: the truncation error is about `h⁴·|f⁽⁵⁾|/30`
+//! and the rounding error about `ε·|f|/h` (`ε = 2⁻²³`; `f` is rounded to `f32`
+//! once by the interpreter, which accumulates sums in `f64`). With the
+//! default `step = 2⁻⁵` both are around `1e-6`..`1e-5` for a well-scaled
+//! function (`|f|`, `|f'|` of order 1), so correct gradients typically agree
+//! to a relative error of `1e-5`..`1e-3`, and the default tolerance `1e-2`
+//! separates them clearly from wrong ones (whose error is of order 1).
+//! [`Stencil::Central`] uses `D(h)` alone (truncation `h²·|f'''|/6`; use a
+//! smaller step such as `2⁻⁸`, see [`GradCheckOptions::central`]), at half
+//! the cost and with a smaller footprint around `x`.
 //!
-//! A non-scalar `of` is contracted with a fixed pseudo-random cotangent
-//! (`Σ of·r`, `|r| ∈ [0.5, 1.5)`), which checks the whole vector-Jacobian
-//! product rather than only its sum.
+//! Gradient components near zero are compared against `floor` instead of
+//! their own magnitude, so rounding noise there does not count as a failure.
+//! The evaluation points span `x ± 2h` (`x ± h` for central differences):
+//! points that close to a kink (`relu` at 0, a tie of `max`/`min`/`reduce_max`,
+//! `|x|` at 0) give meaningless differences, so check at points away from
+//! kinks.
+//!
+//! A non-scalar `of` is contracted with a fixed pseudo-random cotangent `r`
+//! (`|r| ∈ [0.5, 1.5)`, random signs): the analytic side differentiates
+//! `Σ of·r` in the graph, and the numerical side forms `Σ of·r` in `f64` on
+//! the host, so only the rounding of `of` itself adds noise. This checks the
+//! whole vector-Jacobian product rather than only its sum.
 
 use crate::autodiff::grad;
 use crate::error::{CompileError, Result};
@@ -33,26 +42,50 @@ use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, NodeId, Shape, Te
 use std::collections::HashMap;
 use std::fmt;
 
+/// The finite-difference formula of [`check_gradients`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stencil {
+    /// `(f(x+h) − f(x−h)) / 2h`: error `O(h²)`, two evaluations per element.
+    Central,
+    /// Richardson-extrapolated central differences over `x ± h, x ± 2h`:
+    /// error `O(h⁴)`, four evaluations per element.
+    FivePoint,
+}
+
 /// Settings of [`check_gradients`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradCheckOptions {
     /// Relative finite-difference step: `h = step · max(|x|, 1)`. Must be > 0.
     pub step: f32,
+    /// The difference formula.
+    pub stencil: Stencil,
     /// Smallest denominator of the relative error `|a−n| / max(|a|, |n|, floor)`.
     pub floor: f32,
     /// At most this many elements are checked per variable (an evenly strided
-    /// sample, always including the first element). Each costs two
-    /// interpreter runs.
+    /// sample, always including the first element).
     pub max_elements: usize,
 }
 
 impl Default for GradCheckOptions {
-    /// `step = 2⁻⁸`, `floor = 1e-3`, `max_elements = 256`.
+    /// Five-point stencil, `step = 2⁻⁵`, `floor = 1e-3`, `max_elements = 256`.
     fn default() -> Self {
         GradCheckOptions {
-            step: 1.0 / 256.0,
+            step: 1.0 / 32.0,
+            stencil: Stencil::FivePoint,
             floor: 1e-3,
             max_elements: 256,
+        }
+    }
+}
+
+impl GradCheckOptions {
+    /// Plain central differences with `step = 2⁻⁸` (close to `ε^{1/3}`, which
+    /// balances their truncation and rounding errors); other fields default.
+    pub fn central() -> Self {
+        GradCheckOptions {
+            step: 1.0 / 256.0,
+            stencil: Stencil::Central,
+            ..GradCheckOptions::default()
         }
     }
 }
@@ -104,6 +137,8 @@ pub struct GradCheckReport {
     pub of: String,
     /// The relative step used.
     pub step: f32,
+    /// The difference formula used.
+    pub stencil: Stencil,
     /// Per-variable results.
     pub vars: Vec<VarReport>,
 }
@@ -132,8 +167,13 @@ impl fmt::Display for GradCheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "gradient check of '{}' (central differences, relative step {:.2e}):",
-            self.of, self.step
+            "gradient check of '{}' ({}, relative step {:.2e}):",
+            self.of,
+            match self.stencil {
+                Stencil::Central => "central differences",
+                Stencil::FivePoint => "five-point differences",
+            },
+            self.step
         )?;
         let width = self.vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
         for v in &self.vars {
@@ -228,17 +268,37 @@ pub fn check_gradients(
     }
     let ids: Vec<NodeId> = vars.iter().map(|v| v.1).collect();
 
-    // The scalar objective as the only output (the interpreter evaluates
-    // only what the outputs need).
-    let (mut base, objective) = scalar_objective(g, of_id)?;
+    // Numerical side: `of` as the only output (the interpreter evaluates only
+    // what the outputs need); a non-scalar `of` is contracted with the
+    // cotangent on the host, in f64, so only `of`'s own rounding adds noise.
+    let of_ty = g.node(of_id).ty.clone();
+    if of_ty.dtype != DType::F32 {
+        return Err(CompileError::at_node(
+            g,
+            of_id,
+            format!("check_gradients needs an f32 output, got {of_ty}"),
+        ));
+    }
+    let cotangent = (of_ty.rank() > 0).then(|| cotangent(of_ty.numel()));
+    let mut base = g.clone();
     let names: Vec<String> = base.outputs().iter().map(|o| o.0.clone()).collect();
     for n in names {
         base.remove_output(&n);
     }
-    base.set_output(OBJECTIVE, objective);
+    base.set_output(OBJECTIVE, of_id);
 
-    // Analytic gradients.
-    let mut with_grads = base.clone();
+    // Analytic side: grad of `of` (or of `Σ of·r`).
+    let (mut with_grads, objective) = match &cotangent {
+        None => (base.clone(), of_id),
+        Some(r) => {
+            let b = Builder::from_graph(base.clone());
+            b.set_scope("gradcheck");
+            let rt = b.constant(Literal::F32(r.clone()), of_ty.clone());
+            let s = (b.tensor(of_id) * rt).sum_all();
+            let id = s.id();
+            (b.finish()?, id)
+        }
+    };
     let grads = grad(&mut with_grads, objective, &ids)?;
     for (i, gid) in grads.iter().enumerate() {
         if let Some(gid) = gid {
@@ -287,13 +347,19 @@ pub fn check_gradients(
         for j in picks {
             let x0 = feed_value(&work, name, j)?;
             let h = opts.step * x0.abs().max(1.0);
-            let (xp, xm) = (x0 + h, x0 - h);
-            set_feed_value(&mut work, name, j, xp)?;
-            let fp = eval_objective(&base, &work)?;
-            set_feed_value(&mut work, name, j, xm)?;
-            let fm = eval_objective(&base, &work)?;
-            set_feed_value(&mut work, name, j, x0)?;
-            let numeric = (fp - fm) / (xp as f64 - xm as f64);
+            let mut d = |h: f32| -> Result<f64> {
+                let (xp, xm) = (x0 + h, x0 - h);
+                set_feed_value(&mut work, name, j, xp)?;
+                let fp = eval_objective(&base, &work, cotangent.as_deref());
+                set_feed_value(&mut work, name, j, xm)?;
+                let fm = eval_objective(&base, &work, cotangent.as_deref());
+                set_feed_value(&mut work, name, j, x0)?;
+                Ok((fp? - fm?) / (xp as f64 - xm as f64))
+            };
+            let numeric = match opts.stencil {
+                Stencil::Central => d(h)?,
+                Stencil::FivePoint => (4.0 * d(h)? - d(2.0 * h)?) / 3.0,
+            };
             let a = analytic[j] as f64;
             let diff = (a - numeric).abs();
             let denom = a.abs().max(numeric.abs()).max(opts.floor as f64);
@@ -319,28 +385,16 @@ pub fn check_gradients(
     Ok(GradCheckReport {
         of: of.to_string(),
         step: opts.step,
+        stencil: opts.stencil,
         vars: reports,
     })
 }
 
-/// A copy of `g` with a scalar objective node: `of` itself when it is an
-/// `f32[]`, else `Σ of·r` for a fixed pseudo-random `r`.
-fn scalar_objective(g: &Graph, of: NodeId) -> Result<(Graph, NodeId)> {
-    let ty = g.node(of).ty.clone();
-    if ty.dtype != DType::F32 {
-        return Err(CompileError::at_node(
-            g,
-            of,
-            format!("check_gradients needs an f32 output, got {ty}"),
-        ));
-    }
-    if ty.rank() == 0 {
-        return Ok((g.clone(), of));
-    }
-    let b = Builder::from_graph(g.clone());
-    b.set_scope("gradcheck");
+/// The fixed pseudo-random cotangent for a non-scalar output: `n` values
+/// with magnitude in `[0.5, 1.5)` and random sign (xorshift64).
+fn cotangent(n: usize) -> Vec<f32> {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let r: Vec<f32> = (0..ty.numel())
+    (0..n)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -349,12 +403,7 @@ fn scalar_objective(g: &Graph, of: NodeId) -> Result<(Graph, NodeId)> {
             let sign = if state & 1 == 0 { 1.0 } else { -1.0 };
             sign * (0.5 + u)
         })
-        .collect();
-    let rt = b.constant(Literal::F32(r), ty);
-    let s = (b.tensor(of) * rt).sum_all();
-    let id = s.id();
-    drop(s);
-    Ok((b.finish()?, id))
+        .collect()
 }
 
 /// Evenly strided element indices: all of `0..n` when `n <= max`.
@@ -389,10 +438,24 @@ fn set_feed_value(
     Ok(())
 }
 
-fn eval_objective(g: &Graph, feeds: &HashMap<String, HostTensor>) -> Result<f64> {
+/// Evaluates the objective: the `of` output itself, or `Σ of·r` in f64.
+fn eval_objective(
+    g: &Graph,
+    feeds: &HashMap<String, HostTensor>,
+    cotangent: Option<&[f32]>,
+) -> Result<f64> {
     let out = interpret(g, feeds).map_err(CompileError::Interp)?;
-    out.iter()
+    let value = out
+        .iter()
         .find(|(n, _)| n == OBJECTIVE)
-        .and_then(|(_, t)| t.item())
-        .ok_or_else(|| CompileError::Interp(format!("no scalar '{OBJECTIVE}' output")))
+        .map(|(_, t)| t)
+        .ok_or_else(|| CompileError::Interp(format!("no '{OBJECTIVE}' output")))?;
+    let v = value.to_f64();
+    match cotangent {
+        None => v
+            .first()
+            .copied()
+            .ok_or_else(|| CompileError::Interp("empty objective".into())),
+        Some(r) => Ok(v.iter().zip(r).map(|(a, &b)| a * b as f64).sum()),
+    }
 }

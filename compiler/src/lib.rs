@@ -10,5 +10,5 @@ pub mod passes;
 
 pub use autodiff::{append_gradients, grad};
 pub use error::{CompileError, Result};
-pub use gradcheck::{check_gradients, GradCheckOptions, GradCheckReport, VarReport};
+pub use gradcheck::{check_gradients, GradCheckOptions, GradCheckReport, Stencil, VarReport};
 pub use objective::total_loss;

@@ -4,7 +4,10 @@
 
 pub mod autodiff;
 pub mod error;
+pub mod fusion;
 pub mod gradcheck;
+pub mod lower_clif;
+pub mod memplan;
 pub mod objective;
 pub mod passes;
 

@@ -7,9 +7,12 @@
 //! every output named `update/<var>` back into variable `<var>`.
 
 mod error;
+pub mod executor;
+mod jit;
 mod program;
 
 pub use error::RuntimeError;
 pub use lossgraph_ir::interp;
 pub use lossgraph_ir::{Data, HostTensor};
+pub use executor::{CompileStats, JitOptions};
 pub use program::{Engine, Feed, Program, TensorRef};

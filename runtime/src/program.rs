@@ -1,6 +1,7 @@
 //! [`Program`]: a graph bound to an engine, its variables and its last outputs.
 
 use crate::error::RuntimeError;
+use crate::executor::{CompileStats, JitOptions, JitProgram};
 use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor, TensorType};
 use std::collections::HashMap;
 
@@ -10,6 +11,8 @@ pub enum Engine {
     /// The reference interpreter: obvious, slow, the oracle for everything else.
     #[default]
     Interpreter,
+    /// Fused native code compiled with Cranelift (see [`crate::executor`]).
+    Jit,
 }
 
 /// Borrowed data for one `input` of one run.
@@ -79,11 +82,47 @@ pub struct Program {
     engine: Engine,
     vars: HashMap<String, HostTensor>,
     outputs: HashMap<String, HostTensor>,
+    /// The compiled program when `engine` is [`Engine::Jit`]; it then owns the
+    /// variables and outputs (the maps above stay empty).
+    jit: Option<Box<JitProgram>>,
 }
 
 impl Program {
-    /// Verifies `graph` and prepares it for `engine`. Every `param` starts at zero.
+    /// Verifies `graph` and prepares it for `engine` (compiling it for
+    /// [`Engine::Jit`] with default options). Every `param` starts at zero.
     pub fn new(graph: Graph, engine: Engine) -> Result<Program, RuntimeError> {
+        match engine {
+            Engine::Interpreter => Program::new_interpreted(graph),
+            Engine::Jit => Program::new_jit(graph, &JitOptions::default()),
+        }
+    }
+
+    /// Verifies and compiles `graph` to native code with explicit options.
+    pub fn new_jit(graph: Graph, opts: &JitOptions) -> Result<Program, RuntimeError> {
+        verify(&graph)?;
+        let jit = JitProgram::compile(&graph, opts)?;
+        Ok(Program {
+            graph,
+            engine: Engine::Jit,
+            vars: HashMap::new(),
+            outputs: HashMap::new(),
+            jit: Some(Box::new(jit)),
+        })
+    }
+
+    /// Compile statistics (kernels, arena size, timings) of a JIT program.
+    pub fn compile_stats(&self) -> Option<&CompileStats> {
+        self.jit.as_ref().map(|j| j.stats())
+    }
+
+    /// The fused plan as text (kernel boundaries), for a JIT program.
+    pub fn plan_text(&self) -> Option<String> {
+        self.jit
+            .as_ref()
+            .map(|j| lossgraph_compiler::fusion::plan_text(j.plan()))
+    }
+
+    fn new_interpreted(graph: Graph) -> Result<Program, RuntimeError> {
         verify(&graph)?;
         let vars = graph
             .params()
@@ -95,9 +134,10 @@ impl Program {
             .collect();
         Ok(Program {
             graph,
-            engine,
+            engine: Engine::Interpreter,
             vars,
             outputs: HashMap::new(),
+            jit: None,
         })
     }
 
@@ -113,6 +153,9 @@ impl Program {
 
     /// Sets a variable (`param` node) by name; its type must match exactly.
     pub fn set_var(&mut self, name: &str, value: &HostTensor) -> Result<(), RuntimeError> {
+        if let Some(j) = &mut self.jit {
+            return j.set_var(name, value);
+        }
         let slot = self
             .vars
             .get_mut(name)
@@ -132,6 +175,9 @@ impl Program {
 
     /// The current value of a variable.
     pub fn var(&self, name: &str) -> Option<TensorRef<'_>> {
+        if let Some(j) = &self.jit {
+            return j.var(name);
+        }
         self.vars.get(name).map(TensorRef::of)
     }
 
@@ -143,6 +189,9 @@ impl Program {
     /// Runs the graph once with `feeds` for every `input`, then applies each
     /// `update/<var>` output to its variable. Outputs stay readable until the next run.
     pub fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
+        if let Some(j) = &mut self.jit {
+            return j.run(feeds);
+        }
         let mut env: HashMap<String, HostTensor> = self.vars.clone();
         for (name, id) in self.graph.inputs() {
             let ty = &self.graph.node(id).ty;
@@ -182,6 +231,11 @@ impl Program {
             Engine::Interpreter => {
                 interp::interpret(&self.graph, &env).map_err(RuntimeError::Exec)?
             }
+            Engine::Jit => {
+                return Err(RuntimeError::Exec(
+                    "JIT program without compiled code (internal invariant broken)".into(),
+                ))
+            }
         };
         self.outputs.clear();
         for (name, value) in outs {
@@ -197,6 +251,9 @@ impl Program {
 
     /// An output of the last run.
     pub fn output(&self, name: &str) -> Option<TensorRef<'_>> {
+        if let Some(j) = &self.jit {
+            return j.output(name);
+        }
         self.outputs.get(name).map(TensorRef::of)
     }
 }

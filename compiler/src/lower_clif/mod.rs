@@ -1,0 +1,860 @@
+//! Lowering loop nests to Cranelift IR.
+//!
+//! Each [`Nest`] becomes one function `fn(lo: i64, hi: i64)` that runs the
+//! outermost loop over `lo..hi` (so a thread pool can split it). Buffer
+//! addresses are absolute (the arena never moves), baked in as constants.
+//!
+//! Before emission the nest's dimensions are canonicalised: extent-1
+//! dimensions are dropped and adjacent dimensions merged whenever every
+//! counter walks them contiguously, so a plain elementwise kernel is one flat
+//! loop. All counters are strength-reduced: each loop level keeps one
+//! pointer per counter and adds a constant per iteration.
+//!
+//! The innermost loop runs on `f32x4` vectors (with a scalar tail) when every
+//! value is `f32`, every load has unit or zero innermost stride and every
+//! store unit stride; a sum or max over the innermost dimension keeps a vector
+//! accumulator reduced once per row (a fixed order, so results are
+//! deterministic). `a + b*c` becomes `fma` when the host has FMA.
+
+pub mod nest;
+
+use crate::fusion::CodegenError;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::immediates::Ieee32;
+use cranelift_codegen::ir::{
+    types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use lossgraph_ir::{BinaryOp, DType, NodeId, UnaryOp};
+use nest::{Counter, Expr, Mode, Nest};
+
+/// Code generation options.
+#[derive(Clone, Copy)]
+pub struct LowerOptions {
+    /// Use `f32x4` inner loops where possible.
+    pub simd: bool,
+    /// Contract `a + b*c` into `fma` (only when the host has FMA).
+    pub fma: bool,
+    /// Calling convention of the generated functions (the host's `extern "C"`).
+    pub call_conv: CallConv,
+    /// Pointer width and ABI facts of the target.
+    pub frontend: TargetFrontendConfig,
+}
+
+impl LowerOptions {
+    /// Options for the running host; fails when Cranelift does not support it.
+    pub fn host() -> Result<LowerOptions, CodegenError> {
+        #[cfg(target_arch = "x86_64")]
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fma = cfg!(target_arch = "aarch64");
+        let isa = cranelift_native::builder()
+            .map_err(|e| CodegenError(format!("host not supported by Cranelift: {e}")))?
+            .finish(cranelift_codegen::settings::Flags::new(
+                cranelift_codegen::settings::builder(),
+            ))
+            .map_err(|e| CodegenError(format!("host ISA: {e}")))?;
+        let frontend = isa.frontend_config();
+        Ok(LowerOptions {
+            simd: true,
+            fma,
+            call_conv: frontend.default_call_conv,
+            frontend,
+        })
+    }
+}
+
+/// A nest after canonicalisation: loop extents and per-counter strides per loop.
+#[derive(Clone, Debug)]
+pub struct Canon {
+    pub dims: Vec<usize>,
+    /// `strides[c][d]`: elements counter `c` advances per step of loop `d`.
+    pub strides: Vec<Vec<i64>>,
+}
+
+/// Drops extent-1 loops and merges contiguous adjacent loops.
+pub fn canonicalize(n: &Nest) -> Canon {
+    let nd = n.dims.len();
+    let mut dims: Vec<usize> = Vec::new();
+    let mut strides: Vec<Vec<i64>> = vec![Vec::new(); n.counters.len()];
+    for d in 0..nd {
+        let last = d + 1 == nd;
+        if n.dims[d] == 1 && !(last && n.keep_last) {
+            continue;
+        }
+        dims.push(n.dims[d]);
+        for (c, s) in n.counters.iter().zip(strides.iter_mut()) {
+            s.push(c.strides[d]);
+        }
+    }
+    // Merge loop i into loop i+1 when every counter satisfies s[i] == s[i+1]*ext[i+1].
+    let mut i = 0;
+    while i + 1 < dims.len() {
+        let protected = n.keep_last && i + 2 == dims.len();
+        let ok = !protected
+            && strides
+                .iter()
+                .all(|s| s[i] == s[i + 1] * dims[i + 1] as i64);
+        if ok {
+            dims[i + 1] *= dims[i];
+            dims.remove(i);
+            for s in &mut strides {
+                s.remove(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    if dims.is_empty() {
+        dims.push(1);
+        for s in &mut strides {
+            s.push(0);
+        }
+    }
+    Canon { dims, strides }
+}
+
+/// A compiled-ready nest: its function and how to call it.
+pub struct LoweredNest {
+    pub func: Function,
+    /// Extent of the outermost loop (call with `lo..hi` inside `0..outer`).
+    pub outer: usize,
+    /// True when disjoint `lo..hi` ranges may run concurrently (no two outer
+    /// iterations write the same element).
+    pub splittable: bool,
+    /// Elements processed (for the threading cost model).
+    pub work: usize,
+    /// Whether the inner loop was vectorised.
+    pub vectorized: bool,
+}
+
+/// Scalar transcendental call-outs (used until inline polynomial versions are
+/// available): `extern "C"` wrappers of the Rust `f32` functions.
+mod callouts {
+    pub extern "C" fn exp(x: f32) -> f32 {
+        x.exp()
+    }
+    pub extern "C" fn log(x: f32) -> f32 {
+        x.ln()
+    }
+    pub extern "C" fn tanh(x: f32) -> f32 {
+        x.tanh()
+    }
+    pub extern "C" fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+    /// erf via Abramowitz–Stegun 7.1.26 refined in f64 (|error| < 2e-7 after rounding).
+    pub extern "C" fn erf(x: f32) -> f32 {
+        if x.is_nan() {
+            return x;
+        }
+        let xd = x as f64;
+        let a = xd.abs();
+        // W. J. Cody's rational approximations would be exact; a continued
+        // series is enough for f32: use erfc continued-fraction for large |x|.
+        let r = if a < 2.5 {
+            // Maclaurin series, converges fast for a < 2.5 in f64.
+            let mut term = a;
+            let mut sum = a;
+            let a2 = a * a;
+            let mut k = 0.0f64;
+            loop {
+                k += 1.0;
+                term *= -a2 / k;
+                let t = term / (2.0 * k + 1.0);
+                sum += t;
+                if t.abs() < 1e-17 * sum.abs() {
+                    break;
+                }
+                if k > 200.0 {
+                    break;
+                }
+            }
+            sum * std::f64::consts::FRAC_2_SQRT_PI
+        } else {
+            // Continued fraction for erfc.
+            let mut f = 0.0f64;
+            for k in (1..60).rev() {
+                f = (k as f64 / 2.0) / (a + f);
+            }
+            1.0 - (-a * a).exp() / (a + f) / std::f64::consts::PI.sqrt()
+        };
+        (if x < 0.0 { -r } else { r }) as f32
+    }
+}
+
+fn callout_addr(u: UnaryOp) -> Option<usize> {
+    Some(match u {
+        UnaryOp::Exp => callouts::exp as *const () as usize,
+        UnaryOp::Log => callouts::log as *const () as usize,
+        UnaryOp::Tanh => callouts::tanh as *const () as usize,
+        UnaryOp::Sigmoid => callouts::sigmoid as *const () as usize,
+        UnaryOp::Erf => callouts::erf as *const () as usize,
+        _ => return None,
+    })
+}
+
+/// Lowers one nest. `addr(node)` is the absolute address of a stored node's buffer.
+pub fn lower_nest(
+    nest: &Nest,
+    addr: &dyn Fn(NodeId) -> Result<u64, CodegenError>,
+    opts: &LowerOptions,
+) -> Result<LoweredNest, CodegenError> {
+    let canon = canonicalize(nest);
+    let nd = canon.dims.len();
+    let inner = nd - 1;
+    let vectorized = opts.simd && vectorizable(nest, &canon);
+    let splittable = nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
+        && !(nest.roots.iter().any(|r| r.mode == Mode::ArgMax) && nd == 1);
+
+    let mut sig = Signature::new(opts.call_conv);
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    let mut func = Function::with_name_signature(UserFuncName::testcase(&nest.label), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let lo = b.block_params(entry)[0];
+        let hi = b.block_params(entry)[1];
+        // Level-0 counter values: base + lo*stride0 (bytes for storage, elements otherwise).
+        let mut start = Vec::with_capacity(nest.counters.len());
+        for (ci, c) in nest.counters.iter().enumerate() {
+            let scale = if c.storage.is_some() { 4 } else { 1 };
+            let base = match c.storage {
+                Some(s) => addr(s)? as i64 + c.offset * 4,
+                None => c.offset,
+            };
+            let base_v = b.ins().iconst(types::I64, base);
+            let s0 = canon.strides[ci][0] * scale;
+            let v = if s0 == 0 {
+                base_v
+            } else {
+                let off = b.ins().imul_imm_s(lo, s0);
+                b.ins().iadd(base_v, off)
+            };
+            start.push(v);
+        }
+        let mut em = Emitter {
+            nest,
+            canon: &canon,
+            opts,
+            vectorized,
+            uses: use_counts(nest),
+        };
+        em.level(&mut b, 0, lo, hi, &start, inner)?;
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(opts.frontend);
+    }
+    let work = canon.dims.iter().product();
+    Ok(LoweredNest {
+        func,
+        outer: canon.dims[0],
+        splittable,
+        work,
+        vectorized,
+    })
+}
+
+fn use_counts(n: &Nest) -> Vec<usize> {
+    let mut u = vec![0usize; n.exprs.len()];
+    for e in &n.exprs {
+        match *e {
+            Expr::Unary(_, _, a) | Expr::Cast { e: a, .. } => u[a] += 1,
+            Expr::Binary(_, _, a, b) => {
+                u[a] += 1;
+                u[b] += 1
+            }
+            Expr::Select(m, a, b, _) => {
+                u[m] += 1;
+                u[a] += 1;
+                u[b] += 1
+            }
+            Expr::OneHot { label, .. } => u[label] += 1,
+            Expr::Random { step, .. } => u[step] += 1,
+            _ => {}
+        }
+    }
+    for r in &n.roots {
+        u[r.value] += 1;
+    }
+    u
+}
+
+fn vectorizable(n: &Nest, c: &Canon) -> bool {
+    let inner = c.dims.len() - 1;
+    if c.dims[inner] < 4 {
+        return false;
+    }
+    let exprs_ok = n.exprs.iter().all(|e| match e {
+        Expr::Load { counter, dtype } => {
+            *dtype == DType::F32 && matches!(c.strides[*counter][inner], 0 | 1)
+        }
+        Expr::ImmF(_) => true,
+        Expr::Unary(_, d, _) | Expr::Binary(_, d, _, _) | Expr::Select(_, _, _, d) => {
+            *d == DType::F32
+        }
+        _ => false,
+    });
+    let roots_ok = n.roots.iter().all(|r| {
+        r.dtype == DType::F32
+            && match r.mode {
+                Mode::Store => c.strides[r.dst][inner] == 1,
+                Mode::Sum | Mode::Max => matches!(c.strides[r.dst][inner], 0 | 1),
+                Mode::ArgMax => false,
+            }
+    });
+    exprs_ok && roots_ok
+}
+
+struct Emitter<'a> {
+    nest: &'a Nest,
+    canon: &'a Canon,
+    opts: &'a LowerOptions,
+    vectorized: bool,
+    uses: Vec<usize>,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn bitflags() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// A counted loop `for iv in start..end step step` with extra loop-carried variables.
+fn counted_loop(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value) -> Result<(), CodegenError>,
+) -> Result<Value, CodegenError> {
+    let iv = b.declare_var(types::I64);
+    b.def_var(iv, start);
+    let header = b.create_block();
+    let body_blk = b.create_block();
+    let exit = b.create_block();
+    b.ins().jump(header, &[]);
+    b.switch_to_block(header);
+    let i = b.use_var(iv);
+    let next = b.ins().iadd_imm_s(i, step);
+    let cond = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
+    b.ins().brif(cond, body_blk, &[], exit, &[]);
+    b.switch_to_block(body_blk);
+    body(b, i)?;
+    b.def_var(iv, next);
+    b.ins().jump(header, &[]);
+    b.switch_to_block(exit);
+    Ok(b.use_var(iv))
+}
+
+impl Emitter<'_> {
+    fn scale(&self, c: &Counter) -> i64 {
+        if c.storage.is_some() {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// Emits loop level `d` over `lo..hi`, counters starting at `start`.
+    fn level(
+        &mut self,
+        b: &mut FunctionBuilder,
+        d: usize,
+        lo: Value,
+        hi: Value,
+        start: &[Value],
+        inner: usize,
+    ) -> Result<(), CodegenError> {
+        let nc = self.nest.counters.len();
+        let vars: Vec<Variable> = (0..nc).map(|_| b.declare_var(types::I64)).collect();
+        for (v, s) in vars.iter().zip(start) {
+            b.def_var(*v, *s);
+        }
+        let incs: Vec<i64> = (0..nc)
+            .map(|c| self.canon.strides[c][d] * self.scale(&self.nest.counters[c]))
+            .collect();
+        if d < inner {
+            let ext = b.ins().iconst(types::I64, self.canon.dims[d + 1] as i64);
+            let zero = b.ins().iconst(types::I64, 0);
+            counted_loop(b, lo, hi, 1, &mut |b, _i| {
+                let cur: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
+                self.level(b, d + 1, zero, ext, &cur, inner)?;
+                for (c, v) in vars.iter().enumerate() {
+                    if incs[c] != 0 {
+                        let x = b.use_var(*v);
+                        let y = b.ins().iadd_imm_s(x, incs[c]);
+                        b.def_var(*v, y);
+                    }
+                }
+                Ok(())
+            })?;
+            return Ok(());
+        }
+        self.innermost(b, lo, hi, &vars, &incs)
+    }
+
+    fn innermost(
+        &mut self,
+        b: &mut FunctionBuilder,
+        lo: Value,
+        hi: Value,
+        vars: &[Variable],
+        incs: &[i64],
+    ) -> Result<(), CodegenError> {
+        let nest = self.nest;
+        let inner = self.canon.dims.len() - 1;
+        // Register accumulators for roots reducing over the innermost loop.
+        struct Acc {
+            root: usize,
+            var: Variable,
+            vvar: Option<Variable>,
+            idx: Option<Variable>,
+        }
+        let mut accs: Vec<Acc> = Vec::new();
+        for (ri, r) in nest.roots.iter().enumerate() {
+            let reg = match r.mode {
+                Mode::Store => false,
+                Mode::Sum | Mode::Max => self.canon.strides[r.dst][inner] == 0,
+                Mode::ArgMax => true,
+            };
+            if !reg {
+                continue;
+            }
+            let ty = if r.dtype == DType::F32 {
+                types::F32
+            } else {
+                types::I32
+            };
+            let var = b.declare_var(ty);
+            let dst = b.use_var(vars[r.dst]);
+            let init = match r.mode {
+                Mode::ArgMax => b.ins().f32const(f32::NEG_INFINITY),
+                _ => b.ins().load(ty, flags(), dst, 0),
+            };
+            b.def_var(var, init);
+            let vvar = if self.vectorized {
+                let v = b.declare_var(types::F32X4);
+                let id = if r.mode == Mode::Sum { 0.0 } else { f32::NEG_INFINITY };
+                let s = b.ins().f32const(id);
+                let sv = b.ins().splat(types::F32X4, s);
+                b.def_var(v, sv);
+                Some(v)
+            } else {
+                None
+            };
+            let idx = if r.mode == Mode::ArgMax {
+                let v = b.declare_var(types::I64);
+                let z = b.ins().iconst(types::I64, 0);
+                b.def_var(v, z);
+                Some(v)
+            } else {
+                None
+            };
+            accs.push(Acc {
+                root: ri,
+                var,
+                vvar,
+                idx,
+            });
+        }
+        let mut pos = lo;
+        if self.vectorized {
+            pos = counted_loop(b, lo, hi, 4, &mut |b, _i| {
+                let ptrs: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
+                let vals = self.body(b, &ptrs, true)?;
+                for (ri, r) in nest.roots.iter().enumerate() {
+                    let v = vals[r.value];
+                    if let Some(acc) = accs.iter().find(|a| a.root == ri) {
+                        let vv = acc.vvar.expect("vector accumulators exist in vector mode");
+                        let a = b.use_var(vv);
+                        let n = combine(b, r.mode, r.dtype, a, v);
+                        b.def_var(vv, n);
+                    } else {
+                        self.store_root(b, r.mode, r.dtype, ptrs[r.dst], v);
+                    }
+                }
+                for (c, v) in vars.iter().enumerate() {
+                    if incs[c] != 0 {
+                        let x = b.use_var(*v);
+                        let y = b.ins().iadd_imm_s(x, incs[c] * 4);
+                        b.def_var(*v, y);
+                    }
+                }
+                Ok(())
+            })?;
+            // Fold vector accumulators into the scalar ones (lanes in order).
+            for acc in &accs {
+                let r = &nest.roots[acc.root];
+                let vv = b.use_var(acc.vvar.expect("vector mode"));
+                let mut s = b.use_var(acc.var);
+                for l in 0..4u8 {
+                    let x = b.ins().extractlane(vv, l);
+                    s = combine(b, r.mode, r.dtype, s, x);
+                }
+                b.def_var(acc.var, s);
+            }
+        }
+        counted_loop(b, pos, hi, 1, &mut |b, i| {
+            let ptrs: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
+            let vals = self.body(b, &ptrs, false)?;
+            for (ri, r) in nest.roots.iter().enumerate() {
+                let v = vals[r.value];
+                if let Some(acc) = accs.iter().find(|a| a.root == ri) {
+                    let a = b.use_var(acc.var);
+                    if r.mode == Mode::ArgMax {
+                        let iv = acc.idx.expect("argmax has an index variable");
+                        let best_i = b.use_var(iv);
+                        // v > best, or v is the first NaN (NaN wins, like numpy).
+                        let gt = b.ins().fcmp(FloatCC::GreaterThan, v, a);
+                        let vnan = b.ins().fcmp(FloatCC::Unordered, v, v);
+                        let anum = b.ins().fcmp(FloatCC::Ordered, a, a);
+                        let nan_first = b.ins().band(vnan, anum);
+                        let take = b.ins().bor(gt, nan_first);
+                        let na = b.ins().select(take, v, a);
+                        let ni = b.ins().select(take, i, best_i);
+                        b.def_var(acc.var, na);
+                        b.def_var(iv, ni);
+                    } else {
+                        let n = combine(b, r.mode, r.dtype, a, v);
+                        b.def_var(acc.var, n);
+                    }
+                } else {
+                    self.store_root(b, r.mode, r.dtype, ptrs[r.dst], v);
+                }
+            }
+            for (c, v) in vars.iter().enumerate() {
+                if incs[c] != 0 {
+                    let x = b.use_var(*v);
+                    let y = b.ins().iadd_imm_s(x, incs[c]);
+                    b.def_var(*v, y);
+                }
+            }
+            Ok(())
+        })?;
+        for acc in &accs {
+            let r = &nest.roots[acc.root];
+            let dst = b.use_var(vars[r.dst]);
+            if r.mode == Mode::ArgMax {
+                let i = b.use_var(acc.idx.expect("argmax has an index variable"));
+                let i32v = b.ins().ireduce(types::I32, i);
+                b.ins().store(flags(), i32v, dst, 0);
+            } else {
+                let s = b.use_var(acc.var);
+                b.ins().store(flags(), s, dst, 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn store_root(&self, b: &mut FunctionBuilder, mode: Mode, dtype: DType, p: Value, v: Value) {
+        match mode {
+            Mode::Store => {
+                b.ins().store(flags(), v, p, 0);
+            }
+            Mode::Sum | Mode::Max => {
+                let ty = b.func.dfg.value_type(v);
+                let old = b.ins().load(ty, flags(), p, 0);
+                let n = combine(b, mode, dtype, old, v);
+                b.ins().store(flags(), n, p, 0);
+            }
+            Mode::ArgMax => unreachable!("argmax roots always use register accumulators"),
+        }
+    }
+
+    /// Emits every expression once for one element (or one vector of 4).
+    fn body(
+        &self,
+        b: &mut FunctionBuilder,
+        ptrs: &[Value],
+        vector: bool,
+    ) -> Result<Vec<Value>, CodegenError> {
+        let nest = self.nest;
+        let inner = self.canon.dims.len() - 1;
+        let mut vals: Vec<Value> = Vec::with_capacity(nest.exprs.len());
+        for e in &nest.exprs {
+            let v = match *e {
+                Expr::Load { counter, dtype } => {
+                    let ty = scalar_ty(dtype);
+                    let p = ptrs[counter];
+                    if vector {
+                        if self.canon.strides[counter][inner] == 0 {
+                            let s = b.ins().load(ty, flags(), p, 0);
+                            b.ins().splat(types::F32X4, s)
+                        } else {
+                            b.ins().load(types::F32X4, flags(), p, 0)
+                        }
+                    } else {
+                        b.ins().load(ty, flags(), p, 0)
+                    }
+                }
+                Expr::ImmF(x) => {
+                    let s = b.ins().f32const(Ieee32::with_float(x));
+                    if vector {
+                        b.ins().splat(types::F32X4, s)
+                    } else {
+                        s
+                    }
+                }
+                Expr::ImmI(x) => b.ins().iconst(types::I32, x as i64),
+                Expr::Unary(u, dt, a) => unary(b, u, dt, vals[a], vector),
+                Expr::Binary(op, dt, x, y) => {
+                    // a + b*c → fma when the product has no other use.
+                    let fma_of = |e: usize| match nest.exprs[e] {
+                        Expr::Binary(BinaryOp::Mul, DType::F32, p, q) if self.uses[e] == 1 => {
+                            Some((p, q))
+                        }
+                        _ => None,
+                    };
+                    if self.opts.fma && op == BinaryOp::Add && dt == DType::F32 {
+                        if let Some((p, q)) = fma_of(y) {
+                            b.ins().fma(vals[p], vals[q], vals[x])
+                        } else if let Some((p, q)) = fma_of(x) {
+                            b.ins().fma(vals[p], vals[q], vals[y])
+                        } else {
+                            binary(b, op, dt, vals[x], vals[y], vector)
+                        }
+                    } else {
+                        binary(b, op, dt, vals[x], vals[y], vector)
+                    }
+                }
+                Expr::Select(m, x, y, _) => {
+                    if vector {
+                        let z = b.ins().f32const(0.0);
+                        let zv = b.ins().splat(types::F32X4, z);
+                        let c = b.ins().fcmp(FloatCC::NotEqual, vals[m], zv);
+                        let cf = b.ins().bitcast(types::F32X4, bitflags(), c);
+                        b.ins().bitselect(cf, vals[x], vals[y])
+                    } else {
+                        let z = b.ins().f32const(0.0);
+                        let c = b.ins().fcmp(FloatCC::NotEqual, vals[m], z);
+                        b.ins().select(c, vals[x], vals[y])
+                    }
+                }
+                Expr::Cast { from, to, e } => match (from, to) {
+                    (DType::F32, DType::I32) => b.ins().fcvt_to_sint_sat(types::I32, vals[e]),
+                    (DType::I32, DType::F32) => b.ins().fcvt_from_sint(types::F32, vals[e]),
+                    _ => vals[e],
+                },
+                Expr::OneHot { label, coord } => {
+                    let c = b.ins().ireduce(types::I32, ptrs[coord]);
+                    let eq = b.ins().icmp(IntCC::Equal, vals[label], c);
+                    let one = b.ins().f32const(1.0);
+                    let zero = b.ins().f32const(0.0);
+                    b.ins().select(eq, one, zero)
+                }
+                Expr::Random { seed, step, index } => {
+                    let idx = b.ins().ireduce(types::I32, ptrs[index]);
+                    random_uniform(b, seed, vals[step], idx)
+                }
+            };
+            vals.push(v);
+        }
+        Ok(vals)
+    }
+}
+
+fn scalar_ty(d: DType) -> Type {
+    match d {
+        DType::F32 => types::F32,
+        DType::I32 => types::I32,
+    }
+}
+
+fn combine(b: &mut FunctionBuilder, mode: Mode, dtype: DType, a: Value, v: Value) -> Value {
+    match (mode, dtype) {
+        (Mode::Sum, DType::F32) => b.ins().fadd(a, v),
+        (Mode::Sum, DType::I32) => b.ins().iadd(a, v),
+        (_, DType::F32) => b.ins().fmax(a, v),
+        (_, DType::I32) => b.ins().smax(a, v),
+    }
+}
+
+fn splat_f(b: &mut FunctionBuilder, x: f32, vector: bool) -> Value {
+    let s = b.ins().f32const(x);
+    if vector {
+        b.ins().splat(types::F32X4, s)
+    } else {
+        s
+    }
+}
+
+/// f32 0/1 mask from a comparison result (i8 for scalars, i32x4 lane masks for vectors).
+fn mask_to_f32(b: &mut FunctionBuilder, c: Value, vector: bool) -> Value {
+    if vector {
+        let one = b.ins().iconst(types::I32, 0x3f80_0000);
+        let ones = b.ins().splat(types::I32X4, one);
+        let m = b.ins().band(c, ones);
+        b.ins().bitcast(types::F32X4, bitflags(), m)
+    } else {
+        let one = b.ins().f32const(1.0);
+        let zero = b.ins().f32const(0.0);
+        b.ins().select(c, one, zero)
+    }
+}
+
+fn fselect(b: &mut FunctionBuilder, c: Value, x: Value, y: Value, vector: bool) -> Value {
+    if vector {
+        let cf = b.ins().bitcast(types::F32X4, bitflags(), c);
+        b.ins().bitselect(cf, x, y)
+    } else {
+        b.ins().select(c, x, y)
+    }
+}
+
+fn unary(b: &mut FunctionBuilder, u: UnaryOp, dt: DType, x: Value, vector: bool) -> Value {
+    if dt == DType::I32 {
+        return match u {
+            UnaryOp::Neg => b.ins().ineg(x),
+            UnaryOp::Abs => b.ins().iabs(x),
+            _ => {
+                // sign
+                let zero = b.ins().iconst(types::I32, 0);
+                let one = b.ins().iconst(types::I32, 1);
+                let m1 = b.ins().iconst(types::I32, -1);
+                let pos = b.ins().icmp(IntCC::SignedGreaterThan, x, zero);
+                let neg = b.ins().icmp(IntCC::SignedLessThan, x, zero);
+                let t = b.ins().select(neg, m1, zero);
+                b.ins().select(pos, one, t)
+            }
+        };
+    }
+    match u {
+        UnaryOp::Neg => b.ins().fneg(x),
+        UnaryOp::Abs => b.ins().fabs(x),
+        UnaryOp::Sqrt => b.ins().sqrt(x),
+        UnaryOp::Recip => {
+            let one = splat_f(b, 1.0, vector);
+            b.ins().fdiv(one, x)
+        }
+        UnaryOp::Sign => {
+            // 1 for x > 0, -1 for x < 0, x itself for ±0 and NaN.
+            let zero = splat_f(b, 0.0, vector);
+            let one = splat_f(b, 1.0, vector);
+            let m1 = splat_f(b, -1.0, vector);
+            let pos = b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+            let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
+            let t = fselect(b, neg, m1, x, vector);
+            fselect(b, pos, one, t, vector)
+        }
+        UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Erf => {
+            transcendental(b, u, x, vector)
+        }
+    }
+}
+
+/// Transcendentals: scalar call-outs to the Rust functions, lane by lane for vectors.
+fn transcendental(b: &mut FunctionBuilder, u: UnaryOp, x: Value, vector: bool) -> Value {
+    let addr = callout_addr(u).expect("only transcendental ops reach here");
+    let call_conv = b.func.signature.call_conv;
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(types::F32));
+    sig.returns.push(AbiParam::new(types::F32));
+    let sigref = b.import_signature(sig);
+    let call = |b: &mut FunctionBuilder, v: Value| {
+        let f = b.ins().iconst(types::I64, addr as i64);
+        let inst = b.ins().call_indirect(sigref, f, &[v]);
+        b.inst_results(inst)[0]
+    };
+    if vector {
+        let mut out = x;
+        for l in 0..4u8 {
+            let e = b.ins().extractlane(x, l);
+            let r = call(b, e);
+            out = b.ins().insertlane(out, r, l);
+        }
+        out
+    } else {
+        call(b, x)
+    }
+}
+
+fn binary(
+    b: &mut FunctionBuilder,
+    op: BinaryOp,
+    dt: DType,
+    x: Value,
+    y: Value,
+    vector: bool,
+) -> Value {
+    if dt == DType::I32 {
+        let cmp = |b: &mut FunctionBuilder, cc: IntCC| {
+            let c = b.ins().icmp(cc, x, y);
+            mask_to_f32(b, c, false)
+        };
+        return match op {
+            BinaryOp::Add => b.ins().iadd(x, y),
+            BinaryOp::Sub => b.ins().isub(x, y),
+            BinaryOp::Mul => b.ins().imul(x, y),
+            BinaryOp::Div => {
+                // Wrapping division; x/0 = 0 (no trap).
+                let zero = b.ins().iconst(types::I32, 0);
+                let one = b.ins().iconst(types::I32, 1);
+                let m1 = b.ins().iconst(types::I32, -1);
+                let min = b.ins().iconst(types::I32, i32::MIN as i64);
+                let dz = b.ins().icmp(IntCC::Equal, y, zero);
+                let xmin = b.ins().icmp(IntCC::Equal, x, min);
+                let ym1 = b.ins().icmp(IntCC::Equal, y, m1);
+                let ovf = b.ins().band(xmin, ym1);
+                let bad = b.ins().bor(dz, ovf);
+                let d = b.ins().select(bad, one, y);
+                let q = b.ins().sdiv(x, d);
+                b.ins().select(dz, zero, q)
+            }
+            BinaryOp::Max => b.ins().smax(x, y),
+            BinaryOp::Min => b.ins().smin(x, y),
+            BinaryOp::Eq => cmp(b, IntCC::Equal),
+            BinaryOp::Ne => cmp(b, IntCC::NotEqual),
+            BinaryOp::Lt => cmp(b, IntCC::SignedLessThan),
+            BinaryOp::Le => cmp(b, IntCC::SignedLessThanOrEqual),
+            BinaryOp::Gt => cmp(b, IntCC::SignedGreaterThan),
+            BinaryOp::Ge => cmp(b, IntCC::SignedGreaterThanOrEqual),
+        };
+    }
+    let mut cmp = |cc: FloatCC| {
+        let c = b.ins().fcmp(cc, x, y);
+        mask_to_f32(b, c, vector)
+    };
+    match op {
+        BinaryOp::Eq => cmp(FloatCC::Equal),
+        BinaryOp::Ne => cmp(FloatCC::NotEqual),
+        BinaryOp::Lt => cmp(FloatCC::LessThan),
+        BinaryOp::Le => cmp(FloatCC::LessThanOrEqual),
+        BinaryOp::Gt => cmp(FloatCC::GreaterThan),
+        BinaryOp::Ge => cmp(FloatCC::GreaterThanOrEqual),
+        BinaryOp::Add => b.ins().fadd(x, y),
+        BinaryOp::Sub => b.ins().fsub(x, y),
+        BinaryOp::Mul => b.ins().fmul(x, y),
+        BinaryOp::Div => b.ins().fdiv(x, y),
+        BinaryOp::Max => b.ins().fmax(x, y),
+        BinaryOp::Min => b.ins().fmin(x, y),
+    }
+}
+
+/// Inline [`lossgraph_ir::op::random_uniform`]: the same 32-bit hash, bit for bit.
+fn random_uniform(b: &mut FunctionBuilder, seed: u32, step: Value, idx: Value) -> Value {
+    let s = b.ins().imul_imm_s(step, 0x9E37_79B9u32 as i32 as i64);
+    let i = b.ins().imul_imm_s(idx, 0x85EB_CA6Bu32 as i32 as i64);
+    let h = b.ins().bxor_imm_s(s, seed as i32 as i64);
+    let mut h = b.ins().bxor(h, i);
+    let t = b.ins().ushr_imm_u(h, 16);
+    h = b.ins().bxor(h, t);
+    h = b.ins().imul_imm_s(h, 0x7FEB_352Du32 as i32 as i64);
+    let t = b.ins().ushr_imm_u(h, 15);
+    h = b.ins().bxor(h, t);
+    h = b.ins().imul_imm_s(h, 0x846C_A68Bu32 as i32 as i64);
+    let t = b.ins().ushr_imm_u(h, 16);
+    h = b.ins().bxor(h, t);
+    let top = b.ins().ushr_imm_u(h, 8);
+    let f = b.ins().fcvt_from_sint(types::F32, top);
+    let k = b.ins().f32const(1.0 / 16_777_216.0);
+    b.ins().fmul(f, k)
+}

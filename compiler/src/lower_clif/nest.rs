@@ -1,0 +1,502 @@
+//! Loop nests: the target-independent form of a kernel.
+//!
+//! A [`Nest`] is a loop over a static domain (row-major, outermost first)
+//! evaluating an expression DAG per element. Every memory access and every
+//! index-valued expression is a [`Counter`]: an affine function of the loop
+//! indices (per-dimension stride plus an offset, in elements), which the
+//! lowering strength-reduces to pointer increments. `broadcast`, `transpose`,
+//! `slice`, `one_hot` and `reshape` (of stored data) only change counters.
+
+use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
+use lossgraph_ir::types::strides as row_strides;
+use lossgraph_ir::{BinaryOp, DType, Literal, NodeId, Op, ReduceOp, UnaryOp};
+use std::collections::HashMap;
+
+/// Index of an expression in [`Nest::exprs`].
+pub type E = usize;
+
+/// One expression of a nest, evaluated per loop element.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// Load an element of `dtype` at counter `counter`'s address.
+    Load { counter: usize, dtype: DType },
+    ImmF(f32),
+    ImmI(i32),
+    /// `op` on an operand of type `dtype`.
+    Unary(UnaryOp, DType, E),
+    /// `op` on operands of type `dtype` (comparisons yield f32 masks).
+    Binary(BinaryOp, DType, E, E),
+    /// `mask != 0 ? a : b`, values of type `dtype`.
+    Select(E, E, E, DType),
+    /// f32 ↔ i32 conversion (f32 → i32 truncates and saturates, NaN → 0).
+    Cast { from: DType, to: DType, e: E },
+    /// 1.0 where the i32 `label` equals the index counter `coord`, else 0.0.
+    OneHot { label: E, coord: usize },
+    /// [`lossgraph_ir::op::random_uniform`] of `seed`, the i32 `step` and the index counter `index`.
+    Random { seed: u32, step: E, index: usize },
+}
+
+/// An affine function of the loop indices, in elements. `storage` is the
+/// stored node addressed (`None` for a pure index value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counter {
+    pub storage: Option<NodeId>,
+    pub strides: Vec<i64>,
+    pub offset: i64,
+}
+
+/// How a root's value reaches memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `dst = v`.
+    Store,
+    /// `dst += v` (dst was initialised to 0).
+    Sum,
+    /// `dst = max(dst, v)` (dst was initialised to the lowest value).
+    Max,
+    /// Index (i32) along the innermost dimension of the first maximum.
+    ArgMax,
+}
+
+/// A value written by a nest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NestRoot {
+    pub value: E,
+    pub dst: usize,
+    pub mode: Mode,
+    pub dtype: DType,
+}
+
+/// A loop nest (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nest {
+    /// Loop extents, outermost first.
+    pub dims: Vec<usize>,
+    pub counters: Vec<Counter>,
+    pub exprs: Vec<Expr>,
+    pub roots: Vec<NestRoot>,
+    /// The innermost dimension must stay the innermost loop (argmax).
+    pub keep_last: bool,
+    /// For dumps: which kernel and what part.
+    pub label: String,
+}
+
+/// A GEMM call: `out = op(a) × op(b)` over `batch` matrices, all row-major stored nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmCall {
+    pub out: NodeId,
+    pub a: NodeId,
+    pub b: NodeId,
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+/// The lowered form of one kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelBody {
+    Nests(Vec<Nest>),
+    Gemm(GemmCall),
+}
+
+impl KernelBody {
+    /// Every stored node this kernel reads, with the counter used (None for GEMM operands).
+    pub fn reads(&self) -> Vec<(NodeId, Option<&Counter>)> {
+        match self {
+            KernelBody::Nests(ns) => ns
+                .iter()
+                .flat_map(|n| {
+                    n.exprs.iter().filter_map(move |e| match e {
+                        Expr::Load { counter, .. } => {
+                            let c = &n.counters[*counter];
+                            c.storage.map(|s| (s, Some(c)))
+                        }
+                        _ => None,
+                    })
+                })
+                .collect(),
+            KernelBody::Gemm(g) => vec![(g.a, None), (g.b, None)],
+        }
+    }
+}
+
+type Map = Vec<(Vec<i64>, i64)>;
+
+fn identity(rank: usize) -> Map {
+    (0..rank)
+        .map(|j| {
+            let mut c = vec![0; rank];
+            c[j] = 1;
+            (c, 0)
+        })
+        .collect()
+}
+
+struct Builder<'p> {
+    plan: &'p Plan,
+    rank: usize,
+    counters: Vec<Counter>,
+    exprs: Vec<Expr>,
+    memo: HashMap<(NodeId, Map), E>,
+    current: Vec<NodeId>,
+}
+
+impl<'p> Builder<'p> {
+    fn new(plan: &'p Plan, rank: usize, current: Vec<NodeId>) -> Self {
+        Builder {
+            plan,
+            rank,
+            counters: Vec::new(),
+            exprs: Vec::new(),
+            memo: HashMap::new(),
+            current,
+        }
+    }
+
+    fn push(&mut self, e: Expr) -> E {
+        if let Some(i) = self.exprs.iter().position(|x| *x == e) {
+            return i;
+        }
+        self.exprs.push(e);
+        self.exprs.len() - 1
+    }
+
+    fn counter(&mut self, c: Counter) -> usize {
+        if let Some(i) = self.counters.iter().position(|x| *x == c) {
+            return i;
+        }
+        self.counters.push(c);
+        self.counters.len() - 1
+    }
+
+    /// The counter addressing `shape`-row-major data at index map `map`.
+    fn affine(&mut self, storage: Option<NodeId>, shape: &[usize], map: &Map) -> usize {
+        let st = row_strides(shape);
+        let mut strides = vec![0i64; self.rank];
+        let mut offset = 0i64;
+        for (j, (coef, c)) in map.iter().enumerate() {
+            let s = st[j] as i64;
+            for (k, x) in coef.iter().enumerate() {
+                strides[k] += s * x;
+            }
+            offset += s * c;
+        }
+        self.counter(Counter {
+            storage,
+            strides,
+            offset,
+        })
+    }
+
+    fn err(&self, n: NodeId, msg: &str) -> CodegenError {
+        let node = self.plan.graph.node(n);
+        CodegenError(format!(
+            "node %{} ({} : {}) in scope '{}': {msg}",
+            n.index(),
+            node.op.name(),
+            node.ty,
+            node.scope
+        ))
+    }
+
+    fn expr(&mut self, n: NodeId, map: &Map) -> Result<E, CodegenError> {
+        let key = (n, map.clone());
+        if let Some(&e) = self.memo.get(&key) {
+            return Ok(e);
+        }
+        let g = &self.plan.graph;
+        let node = g.node(n);
+        let class = self.plan.class_of(n);
+        let compute = match class {
+            NodeClass::Inlined => true,
+            NodeClass::Root(_) if self.current.contains(&n) => {
+                if *map != identity(self.rank) || node.ty.rank() != self.rank {
+                    return Err(self.err(n, "kernel root read at another element (fusion bug)"));
+                }
+                true
+            }
+            NodeClass::Dead => return Err(self.err(n, "dead node read (fusion bug)")),
+            _ => false,
+        };
+        let e = if !compute {
+            match &node.op {
+                Op::Const(lit) if lit.len() == 1 => match lit {
+                    Literal::F32(v) => self.push(Expr::ImmF(v[0])),
+                    Literal::I32(v) => self.push(Expr::ImmI(v[0])),
+                },
+                _ => {
+                    let s = self.plan.storage_of(n);
+                    let c = self.affine(Some(s), &node.ty.shape, map);
+                    self.push(Expr::Load {
+                        counter: c,
+                        dtype: node.ty.dtype,
+                    })
+                }
+            }
+        } else {
+            let ops = g.operands(n);
+            let odt = |i: usize| g.node(ops[i]).ty.dtype;
+            match &node.op {
+                Op::Unary(u) => {
+                    let a = self.expr(ops[0], map)?;
+                    self.push(Expr::Unary(*u, odt(0), a))
+                }
+                Op::Binary(b) => {
+                    let a = self.expr(ops[0], map)?;
+                    let c = self.expr(ops[1], map)?;
+                    self.push(Expr::Binary(*b, odt(0), a, c))
+                }
+                Op::Select => {
+                    let m = self.expr(ops[0], map)?;
+                    let a = self.expr(ops[1], map)?;
+                    let b = self.expr(ops[2], map)?;
+                    self.push(Expr::Select(m, a, b, node.ty.dtype))
+                }
+                Op::Cast => {
+                    let a = self.expr(ops[0], map)?;
+                    if odt(0) == node.ty.dtype {
+                        a
+                    } else {
+                        self.push(Expr::Cast {
+                            from: odt(0),
+                            to: node.ty.dtype,
+                            e: a,
+                        })
+                    }
+                }
+                Op::StopGradient => self.expr(ops[0], map)?,
+                Op::Broadcast => {
+                    let from = &g.node(ops[0]).ty.shape;
+                    let to = &node.ty.shape;
+                    let lead = to.len() - from.len();
+                    let m: Map = (0..from.len())
+                        .map(|j| {
+                            if from[j] == 1 && to[j + lead] != 1 {
+                                (vec![0; self.rank], 0)
+                            } else {
+                                map[j + lead].clone()
+                            }
+                        })
+                        .collect();
+                    self.expr(ops[0], &m)?
+                }
+                Op::Transpose { perm } => {
+                    let mut m: Map = vec![(vec![], 0); perm.len()];
+                    for (i, &p) in perm.iter().enumerate() {
+                        m[p] = map[i].clone();
+                    }
+                    self.expr(ops[0], &m)?
+                }
+                Op::Slice { axis, start, .. } => {
+                    let mut m = map.clone();
+                    m[*axis].1 += *start as i64;
+                    self.expr(ops[0], &m)?
+                }
+                Op::OneHot { .. } => {
+                    let r = node.ty.rank();
+                    let label = self.expr(ops[0], &map[..r - 1].to_vec())?;
+                    let (coef, c) = map[r - 1].clone();
+                    let coord = self.counter(Counter {
+                        storage: None,
+                        strides: coef,
+                        offset: c,
+                    });
+                    self.push(Expr::OneHot { label, coord })
+                }
+                Op::Random { seed } => {
+                    let step = self.expr(ops[0], &Vec::new())?;
+                    let index = self.affine(None, &node.ty.shape, map);
+                    self.push(Expr::Random {
+                        seed: *seed,
+                        step,
+                        index,
+                    })
+                }
+                _ => return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)")),
+            }
+        };
+        self.memo.insert(key, e);
+        Ok(e)
+    }
+
+    fn store_counter(&mut self, n: NodeId, shape: &[usize], map: &Map) -> usize {
+        let s = self.plan.storage_of(n);
+        self.affine(Some(s), shape, map)
+    }
+
+    fn finish(self, dims: Vec<usize>, roots: Vec<NestRoot>, keep_last: bool, label: String) -> Nest {
+        Nest {
+            dims,
+            counters: self.counters,
+            exprs: self.exprs,
+            roots,
+            keep_last,
+            label,
+        }
+    }
+}
+
+/// Lowers kernel `k` of `plan` to loop nests or a GEMM call.
+pub fn kernel_body(plan: &Plan, k: usize) -> Result<KernelBody, CodegenError> {
+    let kernel = &plan.kernels[k];
+    let g = &plan.graph;
+    let root0 = kernel.roots[0];
+    let node0 = g.node(root0);
+    match kernel.kind {
+        KernelKind::MatMul => {
+            let Op::MatMul { trans_a, trans_b } = node0.op else {
+                return Err(CodegenError(format!("kernel {k}: gemm root is not a matmul")));
+            };
+            let ops = g.operands(root0);
+            let (a, b) = (plan.storage_of(ops[0]), plan.storage_of(ops[1]));
+            let at = &g.node(ops[0]).ty.shape;
+            let r = at.len();
+            let batch = if r == 3 { at[0] } else { 1 };
+            let k_ext = if trans_a { at[r - 2] } else { at[r - 1] };
+            let os = &node0.ty.shape;
+            Ok(KernelBody::Gemm(GemmCall {
+                out: root0,
+                a,
+                b,
+                batch,
+                m: os[r - 2],
+                n: os[r - 1],
+                k: k_ext,
+                trans_a,
+                trans_b,
+            }))
+        }
+        KernelKind::Elementwise => {
+            let shape = node0.ty.shape.to_vec();
+            let rank = shape.len();
+            let ident = identity(rank);
+            let mut b = Builder::new(plan, rank, kernel.roots.clone());
+            let mut roots = Vec::new();
+            for &r in &kernel.roots {
+                let value = b.expr(r, &ident)?;
+                let dst = b.store_counter(r, &shape, &ident);
+                roots.push(NestRoot {
+                    value,
+                    dst,
+                    mode: Mode::Store,
+                    dtype: g.node(r).ty.dtype,
+                });
+            }
+            Ok(KernelBody::Nests(vec![b.finish(
+                shape,
+                roots,
+                false,
+                format!("k{k}"),
+            )]))
+        }
+        KernelKind::Reduce => {
+            let (rop, axes) = crate::fusion::reduce_parts(&node0.op)
+                .ok_or_else(|| CodegenError(format!("kernel {k}: reduce root is not a reduce")))?;
+            let x = g.operands(root0)[0];
+            let in_shape = g.node(x).ty.shape.to_vec();
+            let out_shape = node0.ty.shape.to_vec();
+            let dtype = node0.ty.dtype;
+            let mut nests = Vec::new();
+            let mode = if axes.is_empty() {
+                Mode::Store
+            } else {
+                // Initialisation pass.
+                let ident = identity(out_shape.len());
+                let mut b = Builder::new(plan, out_shape.len(), vec![]);
+                let init = match (rop, dtype) {
+                    (ReduceOp::Sum, DType::F32) => Expr::ImmF(0.0),
+                    (ReduceOp::Sum, DType::I32) => Expr::ImmI(0),
+                    (ReduceOp::Max, DType::F32) => Expr::ImmF(f32::NEG_INFINITY),
+                    (ReduceOp::Max, DType::I32) => Expr::ImmI(i32::MIN),
+                };
+                let value = b.push(init);
+                let dst = b.store_counter(root0, &out_shape, &ident);
+                let roots = vec![NestRoot {
+                    value,
+                    dst,
+                    mode: Mode::Store,
+                    dtype,
+                }];
+                nests.push(b.finish(out_shape.clone(), roots, false, format!("k{k}.init")));
+                match rop {
+                    ReduceOp::Sum => Mode::Sum,
+                    ReduceOp::Max => Mode::Max,
+                }
+            };
+            let rank = in_shape.len();
+            let ident = identity(rank);
+            let mut b = Builder::new(plan, rank, vec![]);
+            let value = b.expr(x, &ident)?;
+            let out_map: Map = (0..rank)
+                .filter(|i| !axes.contains(i))
+                .map(|i| ident[i].clone())
+                .collect();
+            let dst = b.store_counter(root0, &out_shape, &out_map);
+            let roots = vec![NestRoot {
+                value,
+                dst,
+                mode,
+                dtype,
+            }];
+            nests.push(b.finish(in_shape, roots, false, format!("k{k}")));
+            Ok(KernelBody::Nests(nests))
+        }
+        KernelKind::ArgMax => {
+            let Op::ArgMax { axis } = node0.op else {
+                return Err(CodegenError(format!("kernel {k}: argmax root is not an argmax")));
+            };
+            let x = g.operands(root0)[0];
+            let in_shape = g.node(x).ty.shape.to_vec();
+            let rank = in_shape.len();
+            let order: Vec<usize> = (0..rank).filter(|&i| i != axis).chain([axis]).collect();
+            let dims: Vec<usize> = order.iter().map(|&i| in_shape[i]).collect();
+            let ident = identity(rank);
+            // x axis order[p] is loop dimension p.
+            let mut xmap: Map = vec![(vec![], 0); rank];
+            for (p, &i) in order.iter().enumerate() {
+                xmap[i] = ident[p].clone();
+            }
+            let mut b = Builder::new(plan, rank, vec![]);
+            let value = b.expr(x, &xmap)?;
+            let out_map: Map = ident[..rank - 1].to_vec();
+            let dst = b.store_counter(root0, &node0.ty.shape, &out_map);
+            let roots = vec![NestRoot {
+                value,
+                dst,
+                mode: Mode::ArgMax,
+                dtype: DType::I32,
+            }];
+            Ok(KernelBody::Nests(vec![b.finish(dims, roots, true, format!("k{k}"))]))
+        }
+        KernelKind::Concat => {
+            let Op::Concat { axis } = node0.op else {
+                return Err(CodegenError(format!("kernel {k}: concat root is not a concat")));
+            };
+            let out_shape = node0.ty.shape.to_vec();
+            let mut nests = Vec::new();
+            let mut start = 0usize;
+            for (p, o) in g.operands(root0).into_iter().enumerate() {
+                let shape = g.node(o).ty.shape.to_vec();
+                let rank = shape.len();
+                let ident = identity(rank);
+                let mut b = Builder::new(plan, rank, vec![]);
+                let value = b.expr(o, &ident)?;
+                let mut out_map = ident.clone();
+                out_map[axis].1 = start as i64;
+                let dst = b.store_counter(root0, &out_shape, &out_map);
+                start += shape[axis];
+                let roots = vec![NestRoot {
+                    value,
+                    dst,
+                    mode: Mode::Store,
+                    dtype: node0.ty.dtype,
+                }];
+                nests.push(b.finish(shape, roots, false, format!("k{k}.part{p}")));
+            }
+            Ok(KernelBody::Nests(nests))
+        }
+    }
+}

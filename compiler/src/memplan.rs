@@ -1,0 +1,223 @@
+//! Memory planning: one arena per compiled program.
+//!
+//! Layout: `[params][inputs][consts][scratch]`, every buffer 64-byte aligned
+//! and padded to a multiple of 64 bytes. Params (variables) and input slots
+//! persist across runs; constants are written once at compile time. Scratch
+//! buffers (kernel roots) are assigned by liveness over the kernel schedule:
+//! a buffer is free after the last kernel that reads it, except graph outputs,
+//! which live to the end of the run so they can be read afterwards.
+//!
+//! Variable updates: an `update/<var>` output is computed *in place* into the
+//! variable's region when that is provably safe (see [`MemoryPlan::in_place`]);
+//! otherwise the runtime copies it into the variable after the run.
+
+use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
+use crate::lower_clif::nest::KernelBody;
+use lossgraph_ir::{NodeId, Op};
+
+/// Buffer alignment and size granularity, in bytes.
+pub const ALIGN: usize = 64;
+
+/// Where a buffer lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    Param,
+    Input,
+    Const,
+    Scratch,
+}
+
+/// The arena layout of a plan.
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    /// Byte offset of each stored node's buffer (indexed by node index; `None`
+    /// for nodes without storage of their own: aliases, inlined, dead).
+    pub offset: Vec<Option<usize>>,
+    /// Region of each stored node (same indexing).
+    pub region: Vec<Option<Region>>,
+    /// Total arena size in bytes.
+    pub size: usize,
+    /// Size of the scratch region in bytes (after liveness reuse).
+    pub scratch: usize,
+    /// `(var param node, update node)` pairs computed directly into the variable:
+    /// every read of the variable happens before the updating kernel, or in it
+    /// at exactly the element being written.
+    pub in_place: Vec<(NodeId, NodeId)>,
+    /// `(var param node, stored node)`: copy after the run (`update/<var>` not in place).
+    pub copies: Vec<(NodeId, NodeId)>,
+}
+
+fn padded(bytes: usize) -> usize {
+    bytes.max(1).div_ceil(ALIGN) * ALIGN
+}
+
+/// Lays out the arena for `plan` whose kernels lower to `bodies`.
+pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, CodegenError> {
+    let g = &plan.graph;
+    let n = g.len();
+    let mut offset = vec![None; n];
+    let mut region = vec![None; n];
+    let mut top = 0usize;
+    let bytes_of = |id: NodeId| g.node(id).ty.numel() * 4;
+    for (want, reg) in [
+        (0, Region::Param),
+        (1, Region::Input),
+        (2, Region::Const),
+    ] {
+        for i in 0..n {
+            let id = NodeId::new(i);
+            let kind = match g.node(id).op {
+                Op::Param { .. } => 0,
+                Op::Input { .. } => 1,
+                Op::Const(_) => 2,
+                _ => continue,
+            };
+            if kind == want {
+                offset[i] = Some(top);
+                region[i] = Some(reg);
+                top += padded(bytes_of(id));
+            }
+        }
+    }
+    let scratch_base = top;
+
+    // Which kernel last reads each storage (outputs: never freed).
+    let mut last_read = vec![0usize; n];
+    for (k, body) in bodies.iter().enumerate() {
+        for (s, _) in body.reads() {
+            last_read[s.index()] = last_read[s.index()].max(k);
+        }
+    }
+    let mut pinned = vec![false; n];
+    for (_, o) in g.outputs() {
+        pinned[plan.storage_of(*o).index()] = true;
+    }
+
+    // In-place variable updates.
+    let mut in_place = Vec::new();
+    let mut copies = Vec::new();
+    let mut claimed_update = vec![false; n];
+    for (name, u) in g.outputs() {
+        let Some(var) = name.strip_prefix("update/") else {
+            continue;
+        };
+        let Some(p) = g.param(var) else {
+            continue;
+        };
+        if g.node(p).ty != g.node(*u).ty {
+            return Err(CodegenError(format!(
+                "output '{name}' has type {} but variable '{var}' is {}",
+                g.node(*u).ty,
+                g.node(p).ty
+            )));
+        }
+        let safe = match plan.class_of(*u) {
+            NodeClass::Root(k) if !claimed_update[u.index()] => {
+                plan.kernels[k].kind == KernelKind::Elementwise
+                    && in_place_safe(plan, bodies, k, p, *u)
+                    && !in_place.iter().any(|&(q, _)| q == p)
+            }
+            _ => false,
+        };
+        if safe {
+            claimed_update[u.index()] = true;
+            in_place.push((p, *u));
+            offset[u.index()] = offset[p.index()];
+            region[u.index()] = Some(Region::Param);
+        } else {
+            copies.push((p, plan.storage_of(*u)));
+        }
+    }
+
+    // Scratch assignment by liveness.
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, size) relative to scratch base
+    let mut high = 0usize;
+    let alloc = |size: usize, free: &mut Vec<(usize, usize)>, high: &mut usize| {
+        if let Some(i) = free.iter().position(|&(_, s)| s >= size) {
+            let (o, s) = free[i];
+            if s == size {
+                free.remove(i);
+            } else {
+                free[i] = (o + size, s - size);
+            }
+            o
+        } else {
+            let o = *high;
+            *high += size;
+            o
+        }
+    };
+    let release = |o: usize, size: usize, free: &mut Vec<(usize, usize)>| {
+        free.push((o, size));
+        free.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(free.len());
+        for &(o, s) in free.iter() {
+            match merged.last_mut() {
+                Some(last) if last.0 + last.1 == o => last.1 += s,
+                _ => merged.push((o, s)),
+            }
+        }
+        *free = merged;
+    };
+    let mut live_until: Vec<(usize, NodeId)> = Vec::new();
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        for &r in &kernel.roots {
+            if offset[r.index()].is_some() {
+                continue; // in place
+            }
+            let size = padded(bytes_of(r));
+            let o = alloc(size, &mut free, &mut high);
+            offset[r.index()] = Some(scratch_base + o);
+            region[r.index()] = Some(Region::Scratch);
+            if !pinned[r.index()] {
+                live_until.push((last_read[r.index()].max(k), r));
+            }
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = live_until.into_iter().partition(|&(t, _)| t <= k);
+        live_until = keep;
+        for (_, r) in done {
+            let o = offset[r.index()].expect("allocated above") - scratch_base;
+            release(o, padded(bytes_of(r)), &mut free);
+        }
+    }
+    Ok(MemoryPlan {
+        offset,
+        region,
+        size: scratch_base + high,
+        scratch: high,
+        in_place,
+        copies,
+    })
+}
+
+/// True when writing `u` (a root of elementwise kernel `k`) over variable `p`
+/// cannot change any value read: no later kernel reads `p`, and kernel `k`
+/// reads `p` only at the element it writes.
+fn in_place_safe(plan: &Plan, bodies: &[KernelBody], k: usize, p: NodeId, u: NodeId) -> bool {
+    for (i, body) in bodies.iter().enumerate().skip(k) {
+        for (s, c) in body.reads() {
+            if s != p {
+                continue;
+            }
+            if i > k {
+                return false;
+            }
+            let KernelBody::Nests(nests) = body else {
+                return false;
+            };
+            let Some(c) = c else { return false };
+            // The store counter of `u` in the (single) elementwise nest.
+            let dst = nests.iter().find_map(|n| {
+                n.roots
+                    .iter()
+                    .find(|r| n.counters[r.dst].storage == Some(plan.storage_of(u)))
+                    .map(|r| &n.counters[r.dst])
+            });
+            match dst {
+                Some(d) if d.strides == c.strides && d.offset == c.offset => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,340 @@
+//! The JIT engine: compiles a graph (fusion → memory plan → Cranelift) into a
+//! [`CompiledStep`] and binds names to arena buffers.
+//!
+//! A run copies each feed into its input slot, calls the kernels and GEMMs in
+//! order, and applies `update/<var>` outputs (in place when the memory plan
+//! proved it safe, else by an arena copy). Outputs and variables are read as
+//! views into the arena; nothing is allocated per run.
+
+use crate::error::RuntimeError;
+use crate::jit::{Arena, CompiledStep, GemmStep, JitCode, Step};
+use crate::program::Feed;
+use lossgraph_compiler::fusion::{self, FusionOptions, Plan};
+use lossgraph_compiler::lower_clif::nest::{kernel_body, KernelBody};
+use lossgraph_compiler::lower_clif::{lower_nest, LowerOptions};
+use lossgraph_compiler::memplan::{plan_memory, MemoryPlan};
+use lossgraph_ir::{DType, Graph, NodeId, Op, TensorType};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Options for JIT compilation.
+#[derive(Clone, Copy, Debug)]
+pub struct JitOptions {
+    pub fusion: FusionOptions,
+    pub simd: bool,
+    /// Threads for large kernels and GEMMs (1 = single-threaded).
+    pub threads: usize,
+    /// Minimum elements a kernel must process before it is split across threads.
+    pub split_min_work: usize,
+    /// Minimum `m·n·k` before a GEMM uses more than one thread.
+    pub gemm_min_flops: usize,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions {
+            fusion: FusionOptions::default(),
+            simd: true,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(2))
+                .unwrap_or(1),
+            split_min_work: 1 << 15,
+            gemm_min_flops: 1 << 21,
+        }
+    }
+}
+
+/// Compile-time statistics.
+#[derive(Clone, Debug, Default)]
+pub struct CompileStats {
+    pub kernels: usize,
+    pub functions: usize,
+    pub gemms: usize,
+    pub arena_bytes: usize,
+    pub scratch_bytes: usize,
+    pub in_place_updates: usize,
+    pub copied_updates: usize,
+    pub vectorized: usize,
+    pub split: usize,
+    pub plan_ms: f64,
+    pub codegen_ms: f64,
+    pub jit_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    off: usize,
+    ty: TensorType,
+}
+
+/// A graph compiled to native code, with its arena.
+pub(crate) struct JitProgram {
+    step: CompiledStep,
+    vars: HashMap<String, Slot>,
+    inputs: Vec<(String, Slot)>,
+    outputs: HashMap<String, Slot>,
+    plan: Plan,
+    stats: CompileStats,
+}
+
+fn cerr(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Compile(e.to_string())
+}
+
+fn off_of(mem: &MemoryPlan, plan: &Plan, n: NodeId) -> Result<usize, RuntimeError> {
+    let s = plan.storage_of(n);
+    mem.offset[s.index()].ok_or_else(|| {
+        let node = plan.graph.node(n);
+        RuntimeError::Compile(format!(
+            "node %{} ({}) has no planned storage",
+            n.index(),
+            node.op.name()
+        ))
+    })
+}
+
+impl JitProgram {
+    /// Compiles a verified graph.
+    pub(crate) fn compile(graph: &Graph, opts: &JitOptions) -> Result<JitProgram, RuntimeError> {
+        let t0 = Instant::now();
+        let plan = fusion::plan(graph, &opts.fusion).map_err(cerr)?;
+        let bodies: Vec<KernelBody> = (0..plan.kernels.len())
+            .map(|k| kernel_body(&plan, k))
+            .collect::<Result<_, _>>()
+            .map_err(cerr)?;
+        let mem = plan_memory(&plan, &bodies).map_err(cerr)?;
+        let t1 = Instant::now();
+        let mut arena = Arena::new(mem.size);
+        let base = arena.base();
+        let addr = |n: NodeId| {
+            mem.offset[n.index()]
+                .map(|o| base + o as u64)
+                .ok_or_else(|| {
+                    lossgraph_compiler::fusion::CodegenError(format!(
+                        "node %{} has no planned storage",
+                        n.index()
+                    ))
+                })
+        };
+        let mut lopts = LowerOptions::host().map_err(cerr)?;
+        lopts.simd = opts.simd;
+        let mut funcs = Vec::new();
+        enum Pending {
+            Kernel { outer: usize, threads: usize },
+            Gemm(GemmStep),
+        }
+        let mut pending = Vec::new();
+        let mut stats = CompileStats {
+            kernels: plan.kernels.len(),
+            ..Default::default()
+        };
+        let threads = opts.threads.max(1);
+        for body in &bodies {
+            match body {
+                KernelBody::Nests(nests) => {
+                    for n in nests {
+                        let l = lower_nest(n, &addr, &lopts).map_err(cerr)?;
+                        let t = if threads > 1
+                            && l.splittable
+                            && l.work >= opts.split_min_work
+                            && l.outer >= threads
+                        {
+                            stats.split += 1;
+                            threads
+                        } else {
+                            1
+                        };
+                        stats.vectorized += l.vectorized as usize;
+                        pending.push(Pending::Kernel {
+                            outer: l.outer,
+                            threads: t,
+                        });
+                        funcs.push(l.func);
+                    }
+                }
+                KernelBody::Gemm(gc) => {
+                    let (m, n, k) = (gc.m, gc.n, gc.k);
+                    let (lhs_rs, lhs_cs) = if gc.trans_a {
+                        (1, m as isize)
+                    } else {
+                        (k as isize, 1)
+                    };
+                    let (rhs_rs, rhs_cs) = if gc.trans_b {
+                        (1, k as isize)
+                    } else {
+                        (n as isize, 1)
+                    };
+                    stats.gemms += 1;
+                    pending.push(Pending::Gemm(GemmStep {
+                        batch: gc.batch,
+                        m,
+                        n,
+                        k,
+                        dst: off_of(&mem, &plan, gc.out)?,
+                        lhs: off_of(&mem, &plan, gc.a)?,
+                        rhs: off_of(&mem, &plan, gc.b)?,
+                        lhs_rs,
+                        lhs_cs,
+                        rhs_rs,
+                        rhs_cs,
+                        threads: if m * n * k >= opts.gemm_min_flops {
+                            threads
+                        } else {
+                            1
+                        },
+                    }));
+                }
+            }
+        }
+        stats.functions = funcs.len();
+        let t2 = Instant::now();
+        let (code, fns) = JitCode::compile(funcs).map_err(RuntimeError::Compile)?;
+        let t3 = Instant::now();
+        let mut fns = fns.into_iter();
+        let mut steps = Vec::with_capacity(pending.len());
+        for p in pending {
+            steps.push(match p {
+                Pending::Kernel { outer, threads } => Step::Kernel {
+                    f: fns
+                        .next()
+                        .ok_or_else(|| cerr("fewer compiled functions than kernels"))?,
+                    outer,
+                    threads,
+                },
+                Pending::Gemm(g) => Step::Gemm(g),
+            });
+        }
+        // Constants.
+        let g = &plan.graph;
+        for id in g.node_ids() {
+            if let Op::Const(lit) = &g.node(id).op {
+                let off = off_of(&mem, &plan, id)?;
+                let n = g.node(id).ty.numel();
+                let ok = match lit {
+                    lossgraph_ir::Literal::F32(v) if v.len() == 1 => arena.write(off, &vec![v[0]; n]),
+                    lossgraph_ir::Literal::F32(v) => arena.write(off, v),
+                    lossgraph_ir::Literal::I32(v) if v.len() == 1 => arena.write(off, &vec![v[0]; n]),
+                    lossgraph_ir::Literal::I32(v) => arena.write(off, v),
+                };
+                if !ok {
+                    return Err(cerr(format!("constant %{} does not fit its buffer", id.index())));
+                }
+            }
+        }
+        let slot = |n: NodeId| -> Result<Slot, RuntimeError> {
+            Ok(Slot {
+                off: off_of(&mem, &plan, n)?,
+                ty: g.node(n).ty.clone(),
+            })
+        };
+        let mut vars = HashMap::new();
+        for (name, id) in g.params() {
+            vars.insert(name, slot(id)?);
+        }
+        let mut inputs = Vec::new();
+        for (name, id) in g.inputs() {
+            inputs.push((name, slot(id)?));
+        }
+        let mut outputs = HashMap::new();
+        for (name, id) in g.outputs() {
+            outputs.insert(name.clone(), slot(*id)?);
+        }
+        let mut copies = Vec::new();
+        for &(p, src) in &mem.copies {
+            copies.push((
+                off_of(&mem, &plan, src)?,
+                off_of(&mem, &plan, p)?,
+                g.node(p).ty.numel() * 4,
+            ));
+        }
+        stats.arena_bytes = mem.size;
+        stats.scratch_bytes = mem.scratch;
+        stats.in_place_updates = mem.in_place.len();
+        stats.copied_updates = mem.copies.len();
+        stats.plan_ms = (t1 - t0).as_secs_f64() * 1e3;
+        stats.codegen_ms = (t2 - t1).as_secs_f64() * 1e3;
+        stats.jit_ms = (t3 - t2).as_secs_f64() * 1e3;
+        let step = CompiledStep::new(arena, code, steps, copies, threads);
+        Ok(JitProgram {
+            step,
+            vars,
+            inputs,
+            outputs,
+            plan,
+            stats,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn view<'a>(&'a self, s: &'a Slot) -> Option<crate::program::TensorRef<'a>> {
+        let n = s.ty.numel();
+        let data = match s.ty.dtype {
+            DType::F32 => Feed::F32(self.step.arena.f32s(s.off, n)?),
+            DType::I32 => Feed::I32(self.step.arena.i32s(s.off, n)?),
+        };
+        Some(crate::program::TensorRef { ty: &s.ty, data })
+    }
+
+    pub(crate) fn var(&self, name: &str) -> Option<crate::program::TensorRef<'_>> {
+        self.view(self.vars.get(name)?)
+    }
+
+    pub(crate) fn output(&self, name: &str) -> Option<crate::program::TensorRef<'_>> {
+        self.view(self.outputs.get(name)?)
+    }
+
+    pub(crate) fn set_var(&mut self, name: &str, value: &lossgraph_ir::HostTensor) -> Result<(), RuntimeError> {
+        let s = self.vars.get(name).ok_or_else(|| RuntimeError::Binding {
+            name: name.to_string(),
+            message: "no such variable in the program".into(),
+        })?;
+        if s.ty != value.ty {
+            return Err(RuntimeError::Binding {
+                name: name.to_string(),
+                message: format!("expected {}, got {}", s.ty, value.ty),
+            });
+        }
+        let ok = match &value.data {
+            lossgraph_ir::Data::F32(v) => self.step.arena.write(s.off, v),
+            lossgraph_ir::Data::I32(v) => self.step.arena.write(s.off, v),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RuntimeError::Exec(format!("variable {name} outside the arena")))
+        }
+    }
+
+    /// Runs once. `feeds` must already be validated against the inputs' types.
+    pub(crate) fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
+        for (name, slot) in &self.inputs {
+            let feed = feeds.iter().find(|f| f.0 == name).ok_or_else(|| RuntimeError::Binding {
+                name: name.clone(),
+                message: format!("missing feed for input of type {}", slot.ty),
+            })?;
+            let ok = match feed.1 {
+                Feed::F32(v) if slot.ty.dtype == DType::F32 && v.len() == slot.ty.numel() => {
+                    self.step.arena.write(slot.off, v)
+                }
+                Feed::I32(v) if slot.ty.dtype == DType::I32 && v.len() == slot.ty.numel() => {
+                    self.step.arena.write(slot.off, v)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(RuntimeError::Binding {
+                    name: name.clone(),
+                    message: format!("feed does not match input type {}", slot.ty),
+                });
+            }
+        }
+        self.step.run().map_err(RuntimeError::Exec)
+    }
+}

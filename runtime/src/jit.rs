@@ -1,0 +1,461 @@
+//! The only module with `unsafe`: the arena, the JIT module, calls into
+//! compiled code and the GEMM calls on arena pointers.
+//!
+//! Invariants every `unsafe` block below relies on:
+//! - (A) The arena is allocated once, zeroed, 64-byte aligned, and never
+//!   resized or moved while its [`CompiledStep`] lives; all access goes
+//!   through the base pointer taken at allocation.
+//! - (B) Every offset handed to this module comes from the memory plan, which
+//!   placed each buffer (64-byte aligned, `numel * 4` bytes) inside the arena;
+//!   the arena is at least `MemoryPlan::size` bytes, and `check_range` enforces
+//!   it again at every raw access made from Rust.
+//! - (C) Compiled kernels only touch arena buffers of their own plan (their
+//!   addresses were computed from this arena's base and the plan's offsets)
+//!   and read/write `lo..hi` slices of their outermost loop.
+//! - (D) The JIT code memory lives as long as the function pointers into it:
+//!   both are owned by [`JitCode`], which frees the memory only on drop.
+//! - (E) `&self` views of arena data are only handed out while no run is in
+//!   progress: `run` takes `&mut self`, so no view can be alive during it.
+
+use cranelift_codegen::ir::Function;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// A zeroed, 64-byte aligned byte arena with a fixed address.
+pub(crate) struct Arena {
+    _lines: Vec<Line>,
+    base: *mut u8,
+    len: usize,
+}
+
+impl Arena {
+    /// Allocates `bytes` zeroed bytes (at least one line).
+    pub(crate) fn new(bytes: usize) -> Arena {
+        let mut lines = vec![Line([0; 64]); bytes.div_ceil(64).max(1)];
+        let base = lines.as_mut_ptr() as *mut u8;
+        let len = lines.len() * 64;
+        Arena {
+            _lines: lines,
+            base,
+            len,
+        }
+    }
+
+    /// The fixed base address compiled code is built against.
+    pub(crate) fn base(&self) -> u64 {
+        self.base as u64
+    }
+
+    fn check_range(&self, off: usize, bytes: usize) -> bool {
+        off % 4 == 0 && off.checked_add(bytes).is_some_and(|e| e <= self.len)
+    }
+
+    /// `n` f32 values at byte offset `off`, or `None` if out of range.
+    pub(crate) fn f32s(&self, off: usize, n: usize) -> Option<&[f32]> {
+        if !self.check_range(off, n * 4) {
+            return None;
+        }
+        // SAFETY: (A) the pointer is valid and 4-aligned (offsets are multiples
+        // of 4, checked above); the range lies inside the arena (checked); (E)
+        // no kernel writes while `&self` is borrowed; every bit pattern is a valid f32.
+        Some(unsafe { std::slice::from_raw_parts(self.base.add(off) as *const f32, n) })
+    }
+
+    /// `n` i32 values at byte offset `off`, or `None` if out of range.
+    pub(crate) fn i32s(&self, off: usize, n: usize) -> Option<&[i32]> {
+        if !self.check_range(off, n * 4) {
+            return None;
+        }
+        // SAFETY: as in `f32s`; every bit pattern is a valid i32.
+        Some(unsafe { std::slice::from_raw_parts(self.base.add(off) as *const i32, n) })
+    }
+
+    /// Copies `src` (4-byte elements) to byte offset `off`; false if out of range.
+    pub(crate) fn write<T: Copy>(&mut self, off: usize, src: &[T]) -> bool {
+        debug_assert_eq!(std::mem::size_of::<T>(), 4);
+        let bytes = std::mem::size_of_val(src);
+        if std::mem::size_of::<T>() != 4 || !self.check_range(off, bytes) {
+            return false;
+        }
+        // SAFETY: (A)/(B) destination range checked inside the arena; `src` is a
+        // Rust slice, so it cannot overlap the arena's private allocation;
+        // `&mut self` excludes concurrent readers and kernels.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr() as *const u8, self.base.add(off), bytes)
+        };
+        true
+    }
+
+    /// Copies `bytes` bytes inside the arena; false if out of range.
+    pub(crate) fn copy_within(&mut self, src: usize, dst: usize, bytes: usize) -> bool {
+        if !self.check_range(src, bytes) || !self.check_range(dst, bytes) {
+            return false;
+        }
+        // SAFETY: both ranges checked inside the arena; `copy` allows overlap.
+        unsafe { std::ptr::copy(self.base.add(src), self.base.add(dst), bytes) };
+        true
+    }
+}
+
+/// A compiled kernel: `fn(lo, hi)` over its outermost loop.
+pub(crate) type KernelFn = unsafe extern "C" fn(i64, i64);
+
+/// Owns the JIT module (and so the executable memory of every kernel).
+pub(crate) struct JitCode {
+    module: Option<JITModule>,
+}
+
+impl Drop for JitCode {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: (D) the function pointers into this memory are owned by the
+            // same `CompiledStep` and are dropped with it; none can be called later.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// Builds the host ISA (with its SIMD/FMA features) at `opt_level=speed`.
+fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, String> {
+    let mut fb = settings::builder();
+    fb.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    fb.set("use_colocated_libcalls", "false")
+        .map_err(|e| e.to_string())?;
+    fb.set("is_pic", "false").map_err(|e| e.to_string())?;
+    let isa_builder = cranelift_native::builder().map_err(|e| e.to_string())?;
+    isa_builder
+        .finish(settings::Flags::new(fb))
+        .map_err(|e| e.to_string())
+}
+
+impl JitCode {
+    /// Compiles `funcs` into one JIT module and returns the entry of each.
+    pub(crate) fn compile(funcs: Vec<Function>) -> Result<(JitCode, Vec<KernelFn>), String> {
+        let isa = host_isa()?;
+        let jb = JITBuilder::with_isa(isa, default_libcall_names());
+        let mut module = JITModule::new(jb);
+        let mut ids = Vec::with_capacity(funcs.len());
+        let mut ctx = module.make_context();
+        for (i, f) in funcs.into_iter().enumerate() {
+            let id = module
+                .declare_function(&format!("k{i}"), Linkage::Local, &f.signature)
+                .map_err(|e| e.to_string())?;
+            ctx.func = f;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| format!("kernel {i}: {e:?}\n{}", ctx.func.display()))?;
+            module.clear_context(&mut ctx);
+            ids.push(id);
+        }
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        let fns = ids
+            .into_iter()
+            .map(|id| {
+                let p = module.get_finalized_function(id);
+                // SAFETY: every function was built with signature (i64, i64) -> ()
+                // in the host's C calling convention (lower_clif::lower_nest), and
+                // the code stays mapped while `JitCode` lives (D).
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+            })
+            .collect();
+        Ok((
+            JitCode {
+                module: Some(module),
+            },
+            fns,
+        ))
+    }
+}
+
+/// One GEMM call on arena buffers (row-major operands, strides in elements).
+#[derive(Clone, Debug)]
+pub(crate) struct GemmStep {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub dst: usize,
+    pub lhs: usize,
+    pub rhs: usize,
+    pub lhs_rs: isize,
+    pub lhs_cs: isize,
+    pub rhs_rs: isize,
+    pub rhs_cs: isize,
+    /// Threads given to the gemm crate (1 = no parallelism).
+    pub threads: usize,
+}
+
+/// One step of a compiled program.
+pub(crate) enum Step {
+    Kernel {
+        f: KernelFn,
+        outer: usize,
+        /// Threads to split the outer loop across (1 = run on the caller).
+        threads: usize,
+    },
+    Gemm(GemmStep),
+}
+
+/// A persistent worker pool: workers park on a condvar between jobs; a job
+/// is one kernel split into equal contiguous `lo..hi` chunks (chunk 0 runs on
+/// the caller). Chunk boundaries depend only on the thread count, so results
+/// are deterministic for a fixed count.
+pub(crate) struct Pool {
+    shared: Arc<PoolShared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Job {
+    f: KernelFn,
+    outer: usize,
+    parts: usize,
+    generation: u64,
+}
+
+struct PoolShared {
+    job: Mutex<Option<Job>>,
+    wake: Condvar,
+    done: AtomicUsize,
+    done_lock: Mutex<()>,
+    done_cv: Condvar,
+    quit: std::sync::atomic::AtomicBool,
+}
+
+fn chunk(outer: usize, parts: usize, i: usize) -> (i64, i64) {
+    let lo = outer * i / parts;
+    let hi = outer * (i + 1) / parts;
+    (lo as i64, hi as i64)
+}
+
+impl Pool {
+    /// A pool with `threads - 1` workers (the caller is the last thread).
+    pub(crate) fn new(threads: usize) -> Pool {
+        let shared = Arc::new(PoolShared {
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            done: AtomicUsize::new(0),
+            done_lock: Mutex::new(()),
+            done_cv: Condvar::new(),
+            quit: std::sync::atomic::AtomicBool::new(false),
+        });
+        let workers = (1..threads.max(1))
+            .map(|w| {
+                let sh = shared.clone();
+                std::thread::spawn(move || worker(sh, w))
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    /// Number of threads including the caller.
+    pub(crate) fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f` over `0..outer` split into `parts` chunks; returns when all are done.
+    ///
+    /// # Safety
+    /// `f` must be a kernel whose disjoint outer ranges may run concurrently (C).
+    unsafe fn run(&self, f: KernelFn, outer: usize, parts: usize) {
+        let parts = parts.min(self.threads()).max(1);
+        if parts == 1 {
+            // SAFETY: caller guarantees (C); the whole range on this thread.
+            unsafe { f(0, outer as i64) };
+            return;
+        }
+        self.shared.done.store(0, Ordering::SeqCst);
+        {
+            let mut j = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            let generation = j.as_ref().map_or(0, |j| j.generation) + 1;
+            *j = Some(Job {
+                f,
+                outer,
+                parts,
+                generation,
+            });
+        }
+        self.shared.wake.notify_all();
+        let (lo, hi) = chunk(outer, parts, 0);
+        // SAFETY: (C) chunk 0 is disjoint from the workers' chunks.
+        unsafe { f(lo, hi) };
+        let need = parts - 1;
+        let mut g = self.shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.shared.done.load(Ordering::SeqCst) < need {
+            g = self
+                .shared
+                .done_cv
+                .wait(g)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+fn worker(sh: Arc<PoolShared>, w: usize) {
+    let mut seen = 0u64;
+    loop {
+        let (f, outer, parts) = {
+            let mut j = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if sh.quit.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(job) = j.as_ref() {
+                    if job.generation != seen {
+                        seen = job.generation;
+                        break (job.f, job.outer, job.parts);
+                    }
+                }
+                j = sh.wake.wait(j).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        if w < parts {
+            let (lo, hi) = chunk(outer, parts, w);
+            // SAFETY: (C) the pool's caller guarantees disjoint chunks may run
+            // concurrently; the kernel's code and arena outlive the job because
+            // `Pool::run` waits for every worker before returning.
+            unsafe { f(lo, hi) };
+            sh.done.fetch_add(1, Ordering::SeqCst);
+            let _g = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.done_cv.notify_all();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::SeqCst);
+        {
+            let _j = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A compiled program: arena, code, steps, post-run copies.
+pub(crate) struct CompiledStep {
+    // Field order matters for drop: the pool (which may hold kernel pointers)
+    // goes first, then the steps, then the code.
+    pool: Option<Pool>,
+    steps: Vec<Step>,
+    _code: JitCode,
+    pub(crate) arena: Arena,
+    /// `(src, dst, bytes)` arena copies applied after the kernels.
+    copies: Vec<(usize, usize, usize)>,
+}
+
+impl CompiledStep {
+    pub(crate) fn new(
+        arena: Arena,
+        code: JitCode,
+        steps: Vec<Step>,
+        copies: Vec<(usize, usize, usize)>,
+        threads: usize,
+    ) -> CompiledStep {
+        let pool = (threads > 1).then(|| Pool::new(threads));
+        CompiledStep {
+            pool,
+            steps,
+            _code: code,
+            arena,
+            copies,
+        }
+    }
+
+    /// Runs every step in order, then the update copies. Performs no allocation.
+    pub(crate) fn run(&mut self) -> Result<(), String> {
+        for s in &self.steps {
+            match s {
+                Step::Kernel { f, outer, threads } => match &self.pool {
+                    Some(p) if *threads > 1 => {
+                        // SAFETY: (C) the compiler marked this kernel splittable
+                        // (threads > 1 only then); arena and code are alive (A, D).
+                        unsafe { p.run(*f, *outer, *threads) }
+                    }
+                    _ => {
+                        // SAFETY: (A)-(D): the kernel addresses this arena only,
+                        // over its whole outer range, on this thread.
+                        unsafe { f(0, *outer as i64) }
+                    }
+                },
+                Step::Gemm(g) => self.gemm(g)?,
+            }
+        }
+        for &(src, dst, bytes) in &self.copies {
+            if !self.arena.copy_within(src, dst, bytes) {
+                return Err(format!("update copy {src}->{dst} ({bytes} bytes) out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    fn gemm(&self, g: &GemmStep) -> Result<(), String> {
+        let (m, n, k) = (g.m, g.n, g.k);
+        let span = |rs: isize, cs: isize, r: usize, c: usize| {
+            if r == 0 || c == 0 {
+                0
+            } else {
+                ((r - 1) as isize * rs + (c - 1) as isize * cs) as usize + 1
+            }
+        };
+        for bi in 0..g.batch {
+            let dst = g.dst + bi * m * n * 4;
+            let lhs = g.lhs + bi * m * k * 4;
+            let rhs = g.rhs + bi * k * n * 4;
+            if !self.arena.check_range(dst, m * n * 4)
+                || !self.arena.check_range(lhs, span(g.lhs_rs, g.lhs_cs, m, k) * 4)
+                || !self.arena.check_range(rhs, span(g.rhs_rs, g.rhs_cs, k, n) * 4)
+            {
+                return Err(format!("gemm {m}x{n}x{k} operands out of the arena"));
+            }
+            let base = self.arena.base;
+            let par = if g.threads > 1 {
+                gemm::Parallelism::Rayon(g.threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            if k == 0 {
+                // SAFETY: dst range checked above; zeroing f32 bytes gives 0.0.
+                unsafe { std::ptr::write_bytes(base.add(dst), 0, m * n * 4) };
+                continue;
+            }
+            // SAFETY: (A)/(B) all three ranges were checked inside the arena with
+            // the strides passed; dst does not overlap lhs/rhs (distinct planned
+            // buffers live at the same time); no Rust reference to the arena
+            // exists during `run` (E). dst := 0·dst + 1·lhs×rhs.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    base.add(dst) as *mut f32,
+                    1,
+                    n as isize,
+                    false,
+                    base.add(lhs) as *const f32,
+                    g.lhs_cs,
+                    g.lhs_rs,
+                    base.add(rhs) as *const f32,
+                    g.rhs_cs,
+                    g.rhs_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            };
+        }
+        Ok(())
+    }
+}

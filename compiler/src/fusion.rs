@@ -169,9 +169,12 @@ fn nid(i: usize) -> NodeId {
 /// identity (`stop_gradient`) in front of every output that would alias a
 /// variable written during the step, so outputs always show this step's values.
 fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
-    let mut g = graph
-        .compacted()
-        .map_err(|n| CodegenError(format!("graph has a cycle or dangling output at node %{}", n.index())))?;
+    let mut g = graph.compacted().map_err(|n| {
+        CodegenError(format!(
+            "graph has a cycle or dangling output at node %{}",
+            n.index()
+        ))
+    })?;
     let updated: std::collections::HashSet<String> = g
         .outputs()
         .iter()
@@ -197,8 +200,12 @@ fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
             g.set_output(name, c);
         }
     }
-    g.compacted()
-        .map_err(|n| CodegenError(format!("graph has a cycle or dangling output at node %{}", n.index())))
+    g.compacted().map_err(|n| {
+        CodegenError(format!(
+            "graph has a cycle or dangling output at node %{}",
+            n.index()
+        ))
+    })
 }
 
 /// Groups a verified graph into kernels (see the module docs).
@@ -214,24 +221,16 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
         }
     }
     let mut uses = vec![0usize; n];
-    for i in 0..n {
-        if live[i] {
-            for o in g.operands(nid(i)) {
-                uses[o.index()] += 1;
-            }
+    // Single live user of each node (meaningful when it has exactly one use).
+    let mut single_user: Vec<Option<NodeId>> = vec![None; n];
+    for (i, _) in live.iter().enumerate().filter(|(_, l)| **l) {
+        for o in g.operands(nid(i)) {
+            uses[o.index()] += 1;
+            single_user[o.index()] = Some(nid(i));
         }
     }
     for (_, o) in g.outputs() {
         uses[o.index()] += 1;
-    }
-    // Single live user of each node (when it has exactly one use).
-    let mut single_user: Vec<Option<NodeId>> = vec![None; n];
-    for i in 0..n {
-        if live[i] {
-            for o in g.operands(nid(i)) {
-                single_user[o.index()] = Some(nid(i));
-            }
-        }
     }
     let mut class = vec![NodeClass::Dead; n];
     let mut expensive = vec![false; n];
@@ -265,7 +264,10 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
                 Some(u) => {
                     let uop = &g.node(u).op;
                     let consumer_ok = is_pointwise(uop)
-                        || matches!(uop, Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. });
+                        || matches!(
+                            uop,
+                            Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
+                        );
                     let expands = matches!(uop, Op::Broadcast | Op::OneHot { .. })
                         && g.node(u).ty.numel() > node.ty.numel();
                     consumer_ok && !(expands && expensive[i])

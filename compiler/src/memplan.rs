@@ -59,11 +59,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     let mut region = vec![None; n];
     let mut top = 0usize;
     let bytes_of = |id: NodeId| g.node(id).ty.numel() * 4;
-    for (want, reg) in [
-        (0, Region::Param),
-        (1, Region::Input),
-        (2, Region::Const),
-    ] {
+    for (want, reg) in [(0, Region::Param), (1, Region::Input), (2, Region::Const)] {
         for i in 0..n {
             let id = NodeId::new(i);
             let kind = match g.node(id).op {

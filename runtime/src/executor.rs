@@ -211,13 +211,20 @@ impl JitProgram {
                 let off = off_of(&mem, &plan, id)?;
                 let n = g.node(id).ty.numel();
                 let ok = match lit {
-                    lossgraph_ir::Literal::F32(v) if v.len() == 1 => arena.write(off, &vec![v[0]; n]),
+                    lossgraph_ir::Literal::F32(v) if v.len() == 1 => {
+                        arena.write(off, &vec![v[0]; n])
+                    }
                     lossgraph_ir::Literal::F32(v) => arena.write(off, v),
-                    lossgraph_ir::Literal::I32(v) if v.len() == 1 => arena.write(off, &vec![v[0]; n]),
+                    lossgraph_ir::Literal::I32(v) if v.len() == 1 => {
+                        arena.write(off, &vec![v[0]; n])
+                    }
                     lossgraph_ir::Literal::I32(v) => arena.write(off, v),
                 };
                 if !ok {
-                    return Err(cerr(format!("constant %{} does not fit its buffer", id.index())));
+                    return Err(cerr(format!(
+                        "constant %{} does not fit its buffer",
+                        id.index()
+                    )));
                 }
             }
         }
@@ -290,7 +297,11 @@ impl JitProgram {
         self.view(self.outputs.get(name)?)
     }
 
-    pub(crate) fn set_var(&mut self, name: &str, value: &lossgraph_ir::HostTensor) -> Result<(), RuntimeError> {
+    pub(crate) fn set_var(
+        &mut self,
+        name: &str,
+        value: &lossgraph_ir::HostTensor,
+    ) -> Result<(), RuntimeError> {
         let s = self.vars.get(name).ok_or_else(|| RuntimeError::Binding {
             name: name.to_string(),
             message: "no such variable in the program".into(),
@@ -308,17 +319,22 @@ impl JitProgram {
         if ok {
             Ok(())
         } else {
-            Err(RuntimeError::Exec(format!("variable {name} outside the arena")))
+            Err(RuntimeError::Exec(format!(
+                "variable {name} outside the arena"
+            )))
         }
     }
 
     /// Runs once. `feeds` must already be validated against the inputs' types.
     pub(crate) fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
         for (name, slot) in &self.inputs {
-            let feed = feeds.iter().find(|f| f.0 == name).ok_or_else(|| RuntimeError::Binding {
-                name: name.clone(),
-                message: format!("missing feed for input of type {}", slot.ty),
-            })?;
+            let feed = feeds
+                .iter()
+                .find(|f| f.0 == name)
+                .ok_or_else(|| RuntimeError::Binding {
+                    name: name.clone(),
+                    message: format!("missing feed for input of type {}", slot.ty),
+                })?;
             let ok = match feed.1 {
                 Feed::F32(v) if slot.ty.dtype == DType::F32 && v.len() == slot.ty.numel() => {
                     self.step.arena.write(slot.off, v)

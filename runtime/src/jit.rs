@@ -54,7 +54,7 @@ impl Arena {
     }
 
     fn check_range(&self, off: usize, bytes: usize) -> bool {
-        off % 4 == 0 && off.checked_add(bytes).is_some_and(|e| e <= self.len)
+        off.is_multiple_of(4) && off.checked_add(bytes).is_some_and(|e| e <= self.len)
     }
 
     /// `n` f32 values at byte offset `off`, or `None` if out of range.
@@ -286,7 +286,11 @@ impl Pool {
         // SAFETY: (C) chunk 0 is disjoint from the workers' chunks.
         unsafe { f(lo, hi) };
         let need = parts - 1;
-        let mut g = self.shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .shared
+            .done_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while self.shared.done.load(Ordering::SeqCst) < need {
             g = self
                 .shared
@@ -392,7 +396,9 @@ impl CompiledStep {
         }
         for &(src, dst, bytes) in &self.copies {
             if !self.arena.copy_within(src, dst, bytes) {
-                return Err(format!("update copy {src}->{dst} ({bytes} bytes) out of range"));
+                return Err(format!(
+                    "update copy {src}->{dst} ({bytes} bytes) out of range"
+                ));
             }
         }
         Ok(())
@@ -412,8 +418,12 @@ impl CompiledStep {
             let lhs = g.lhs + bi * m * k * 4;
             let rhs = g.rhs + bi * k * n * 4;
             if !self.arena.check_range(dst, m * n * 4)
-                || !self.arena.check_range(lhs, span(g.lhs_rs, g.lhs_cs, m, k) * 4)
-                || !self.arena.check_range(rhs, span(g.rhs_rs, g.rhs_cs, k, n) * 4)
+                || !self
+                    .arena
+                    .check_range(lhs, span(g.lhs_rs, g.lhs_cs, m, k) * 4)
+                || !self
+                    .arena
+                    .check_range(rhs, span(g.rhs_rs, g.rhs_cs, k, n) * 4)
             {
                 return Err(format!("gemm {m}x{n}x{k} operands out of the arena"));
             }

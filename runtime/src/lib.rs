@@ -12,7 +12,7 @@ mod jit;
 mod program;
 
 pub use error::RuntimeError;
+pub use executor::{CompileStats, JitOptions};
 pub use lossgraph_ir::interp;
 pub use lossgraph_ir::{Data, HostTensor};
-pub use executor::{CompileStats, JitOptions};
 pub use program::{Engine, Feed, Program, TensorRef};

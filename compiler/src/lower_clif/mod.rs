@@ -429,7 +429,8 @@ impl Emitter<'_> {
             if !reg {
                 continue;
             }
-            let ty = if r.dtype == DType::F32 {
+            // An argmax accumulates the (f32) best value; its index lives in `idx`.
+            let ty = if r.dtype == DType::F32 || r.mode == Mode::ArgMax {
                 types::F32
             } else {
                 types::I32
@@ -443,7 +444,11 @@ impl Emitter<'_> {
             b.def_var(var, init);
             let vvar = if self.vectorized {
                 let v = b.declare_var(types::F32X4);
-                let id = if r.mode == Mode::Sum { 0.0 } else { f32::NEG_INFINITY };
+                let id = if r.mode == Mode::Sum {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                };
                 let s = b.ins().f32const(id);
                 let sv = b.ins().splat(types::F32X4, s);
                 b.def_var(v, sv);
@@ -834,8 +839,18 @@ fn binary(
         BinaryOp::Sub => b.ins().fsub(x, y),
         BinaryOp::Mul => b.ins().fmul(x, y),
         BinaryOp::Div => b.ins().fdiv(x, y),
-        BinaryOp::Max => b.ins().fmax(x, y),
-        BinaryOp::Min => b.ins().fmin(x, y),
+        // NaN propagates; ties (incl. ±0) give the second operand, like the interpreter.
+        BinaryOp::Max | BinaryOp::Min => {
+            let cc = if op == BinaryOp::Max {
+                FloatCC::GreaterThan
+            } else {
+                FloatCC::LessThan
+            };
+            let first = b.ins().fcmp(cc, x, y);
+            let r = fselect(b, first, x, y, vector);
+            let xnan = b.ins().fcmp(FloatCC::Unordered, x, x);
+            fselect(b, xnan, x, r, vector)
+        }
     }
 }
 

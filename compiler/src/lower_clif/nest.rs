@@ -19,7 +19,10 @@ pub type E = usize;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
     /// Load an element of `dtype` at counter `counter`'s address.
-    Load { counter: usize, dtype: DType },
+    Load {
+        counter: usize,
+        dtype: DType,
+    },
     ImmF(f32),
     ImmI(i32),
     /// `op` on an operand of type `dtype`.
@@ -29,11 +32,22 @@ pub enum Expr {
     /// `mask != 0 ? a : b`, values of type `dtype`.
     Select(E, E, E, DType),
     /// f32 ↔ i32 conversion (f32 → i32 truncates and saturates, NaN → 0).
-    Cast { from: DType, to: DType, e: E },
+    Cast {
+        from: DType,
+        to: DType,
+        e: E,
+    },
     /// 1.0 where the i32 `label` equals the index counter `coord`, else 0.0.
-    OneHot { label: E, coord: usize },
+    OneHot {
+        label: E,
+        coord: usize,
+    },
     /// [`lossgraph_ir::op::random_uniform`] of `seed`, the i32 `step` and the index counter `index`.
-    Random { seed: u32, step: E, index: usize },
+    Random {
+        seed: u32,
+        step: E,
+        index: usize,
+    },
 }
 
 /// An affine function of the loop indices, in elements. `storage` is the
@@ -327,7 +341,13 @@ impl<'p> Builder<'p> {
         self.affine(Some(s), shape, map)
     }
 
-    fn finish(self, dims: Vec<usize>, roots: Vec<NestRoot>, keep_last: bool, label: String) -> Nest {
+    fn finish(
+        self,
+        dims: Vec<usize>,
+        roots: Vec<NestRoot>,
+        keep_last: bool,
+        label: String,
+    ) -> Nest {
         Nest {
             dims,
             counters: self.counters,
@@ -348,7 +368,9 @@ pub fn kernel_body(plan: &Plan, k: usize) -> Result<KernelBody, CodegenError> {
     match kernel.kind {
         KernelKind::MatMul => {
             let Op::MatMul { trans_a, trans_b } = node0.op else {
-                return Err(CodegenError(format!("kernel {k}: gemm root is not a matmul")));
+                return Err(CodegenError(format!(
+                    "kernel {k}: gemm root is not a matmul"
+                )));
             };
             let ops = g.operands(root0);
             let (a, b) = (plan.storage_of(ops[0]), plan.storage_of(ops[1]));
@@ -446,7 +468,9 @@ pub fn kernel_body(plan: &Plan, k: usize) -> Result<KernelBody, CodegenError> {
         }
         KernelKind::ArgMax => {
             let Op::ArgMax { axis } = node0.op else {
-                return Err(CodegenError(format!("kernel {k}: argmax root is not an argmax")));
+                return Err(CodegenError(format!(
+                    "kernel {k}: argmax root is not an argmax"
+                )));
             };
             let x = g.operands(root0)[0];
             let in_shape = g.node(x).ty.shape.to_vec();
@@ -469,11 +493,18 @@ pub fn kernel_body(plan: &Plan, k: usize) -> Result<KernelBody, CodegenError> {
                 mode: Mode::ArgMax,
                 dtype: DType::I32,
             }];
-            Ok(KernelBody::Nests(vec![b.finish(dims, roots, true, format!("k{k}"))]))
+            Ok(KernelBody::Nests(vec![b.finish(
+                dims,
+                roots,
+                true,
+                format!("k{k}"),
+            )]))
         }
         KernelKind::Concat => {
             let Op::Concat { axis } = node0.op else {
-                return Err(CodegenError(format!("kernel {k}: concat root is not a concat")));
+                return Err(CodegenError(format!(
+                    "kernel {k}: concat root is not a concat"
+                )));
             };
             let out_shape = node0.ty.shape.to_vec();
             let mut nests = Vec::new();

@@ -1,0 +1,414 @@
+//! Differential tests: the JIT engine against the reference interpreter.
+//!
+//! Every graph runs on the interpreter and on several JIT configurations
+//! (fused + SIMD, unfused scalar, fused with two threads splitting every
+//! splittable kernel). Two steps are run so variable updates (in place or
+//! copied) are exercised; all outputs and all variables are compared.
+//!
+//! Tolerances (|jit - interp| <= atol + rtol·|interp|, NaN where the
+//! interpreter has NaN, equal infinities):
+//! - plain f32 arithmetic, data movement, i32: rtol 1e-6, atol 1e-6 (FMA
+//!   contraction changes the last bit of `a + b*c`);
+//! - graphs with reductions or matmuls: rtol 1e-4, atol 1e-4 (the interpreter
+//!   sums in f64, the JIT in f32 in a different order);
+//! - transcendentals: rtol 1e-5, atol 1e-6 (f32 functions vs f64 rounded once).
+
+use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, TensorType};
+use lossgraph_runtime::{Engine, Feed, JitOptions, Program};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn f(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+    fn i(&mut self, n: i32) -> i32 {
+        (self.next() % n as u64) as i32 - n / 4
+    }
+}
+
+fn random_tensor(ty: &TensorType, rng: &mut Rng) -> HostTensor {
+    let n = ty.numel();
+    match ty.dtype {
+        DType::F32 => HostTensor::f32(&ty.shape, (0..n).map(|_| rng.f()).collect()).unwrap(),
+        DType::I32 => HostTensor::i32(&ty.shape, (0..n).map(|_| rng.i(8)).collect()).unwrap(),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Tol {
+    rtol: f64,
+    atol: f64,
+}
+const EXACT: Tol = Tol {
+    rtol: 1e-6,
+    atol: 1e-6,
+};
+const REDUCE: Tol = Tol {
+    rtol: 1e-4,
+    atol: 1e-4,
+};
+const TRANS: Tol = Tol {
+    rtol: 1e-5,
+    atol: 1e-6,
+};
+
+fn close(what: &str, got: &[f64], want: &[f64], tol: Tol) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= tol.atol + tol.rtol * w.abs()
+        };
+        if !ok {
+            return Err(format!("{what}[{i}]: jit {g} vs interpreter {w}"));
+        }
+    }
+    Ok(())
+}
+
+fn configs() -> Vec<(&'static str, JitOptions)> {
+    let base = JitOptions::default();
+    let mut unfused = base;
+    unfused.fusion.fuse = false;
+    unfused.simd = false;
+    unfused.threads = 1;
+    let mut threaded = base;
+    threaded.threads = 2;
+    threaded.split_min_work = 0;
+    threaded.gemm_min_flops = 0;
+    vec![
+        ("fused", base),
+        ("unfused", unfused),
+        ("threads2", threaded),
+    ]
+}
+
+/// Runs `g` for two steps on the interpreter and every JIT configuration and
+/// compares every output and variable.
+fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let feeds: Vec<(String, HostTensor)> = g
+        .inputs()
+        .into_iter()
+        .map(|(n, id)| (n, random_tensor(&g.node(id).ty, &mut rng)))
+        .collect();
+    let vars: Vec<(String, HostTensor)> = g
+        .params()
+        .into_iter()
+        .map(|(n, id)| (n, random_tensor(&g.node(id).ty, &mut rng)))
+        .collect();
+    let feed_refs: Vec<(&str, Feed<'_>)> = feeds
+        .iter()
+        .map(|(n, t)| {
+            let f = match &t.data {
+                lossgraph_ir::Data::F32(v) => Feed::F32(v),
+                lossgraph_ir::Data::I32(v) => Feed::I32(v),
+            };
+            (n.as_str(), f)
+        })
+        .collect();
+    let mut reference = Program::new(g.clone(), Engine::Interpreter).map_err(|e| e.to_string())?;
+    for (n, v) in &vars {
+        reference.set_var(n, v).map_err(|e| e.to_string())?;
+    }
+    let mut progs = Vec::new();
+    for (name, opts) in configs() {
+        let mut p = Program::new_jit(g.clone(), &opts).map_err(|e| format!("{name}: {e}"))?;
+        for (n, v) in &vars {
+            p.set_var(n, v).map_err(|e| e.to_string())?;
+        }
+        progs.push((name, p));
+    }
+    for step in 0..2 {
+        reference.run(&feed_refs).map_err(|e| e.to_string())?;
+        for (name, p) in &mut progs {
+            p.run(&feed_refs).map_err(|e| format!("{name}: {e}"))?;
+            for (out, _) in g.outputs() {
+                let want = reference.output(out).unwrap().to_host().to_f64();
+                let got = p
+                    .output(out)
+                    .ok_or_else(|| format!("{name}: no output {out}"))?
+                    .to_host()
+                    .to_f64();
+                close(
+                    &format!("{name} step {step} output {out}"),
+                    &got,
+                    &want,
+                    tol,
+                )
+                .map_err(|e| format!("{e}\nplan:\n{}", p.plan_text().unwrap_or_default()))?;
+            }
+            for (v, _) in &vars {
+                let want = reference.var(v).unwrap().to_host().to_f64();
+                let got = p.var(v).unwrap().to_host().to_f64();
+                close(&format!("{name} step {step} var {v}"), &got, &want, tol)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(g: &Graph, tol: Tol) {
+    if let Err(e) = check_with_vars(g, tol, 7) {
+        panic!("{e}\ngraph:\n{}", lossgraph_ir::text::print(g));
+    }
+}
+
+fn f32t(shape: &[usize]) -> TensorType {
+    TensorType::f32(shape)
+}
+
+#[test]
+fn unary_ops_all_shapes() {
+    use lossgraph_ir::UnaryOp::*;
+    for u in [Neg, Exp, Log, Tanh, Sigmoid, Abs, Sqrt, Recip, Sign, Erf] {
+        for shape in [&[][..], &[1], &[3], &[4], &[7], &[3, 5], &[2, 3, 9]] {
+            let b = Builder::new("u");
+            let x = b.input("x", f32t(shape));
+            let y = match u {
+                Neg => x.neg(),
+                Exp => x.exp(),
+                Log => x.log(),
+                Tanh => x.tanh(),
+                Sigmoid => x.sigmoid(),
+                Abs => x.abs(),
+                Sqrt => x.sqrt(),
+                Recip => x.recip(),
+                Sign => x.sign(),
+                Erf => x.erf(),
+            };
+            b.output("y", &y);
+            // A second use keeps `y` stored and chains another op after it.
+            b.output("z", &(y.clone() * 2.0 + 1.0));
+            check(&b.finish().unwrap(), TRANS);
+        }
+    }
+}
+
+#[test]
+fn int_ops() {
+    let b = Builder::new("i");
+    let x = b.input("x", TensorType::i32([3, 5]));
+    let y = b.input("y", TensorType::i32([3, 5]));
+    b.output("neg", &x.neg());
+    b.output("abs", &x.abs());
+    b.output("sign", &x.sign());
+    b.output("add", &x.add(&y));
+    b.output("sub", &x.sub(&y));
+    b.output("mul", &x.mul(&y));
+    b.output("div", &x.div(&y)); // includes division by zero
+    b.output("max", &x.maximum(&y));
+    b.output("min", &x.minimum(&y));
+    for (n, t) in [
+        ("eq", x.eq(&y)),
+        ("ne", x.ne(&y)),
+        ("lt", x.lt(&y)),
+        ("le", x.le(&y)),
+        ("gt", x.gt(&y)),
+        ("ge", x.ge(&y)),
+    ] {
+        b.output(n, &t);
+    }
+    b.output("cast", &x.cast(DType::F32));
+    b.output("rmax", &x.max(&[1], false));
+    check(&b.finish().unwrap(), EXACT);
+}
+
+#[test]
+fn binary_ops_with_broadcasting() {
+    for shape in [[3usize, 5], [2, 4], [1, 9], [5, 1]] {
+        let b = Builder::new("b");
+        let x = b.input("x", f32t(&shape));
+        let row = b.input("row", f32t(&shape[1..]));
+        let col = b.input("col", f32t(&[shape[0], 1]));
+        let s = b.input("s", f32t(&[]));
+        b.output("add", &(x.clone() + &row));
+        b.output("sub", &(col.clone() - &x));
+        b.output("mul", &(x.clone() * &s));
+        b.output("div", &(x.div(&col)));
+        b.output("max", &x.maximum(&row));
+        b.output("min", &x.minimum(0.0));
+        b.output("eq", &x.eq(&x));
+        b.output("ne", &x.ne(&row));
+        b.output("lt", &x.lt(&col));
+        b.output("le", &x.le(&s));
+        b.output("gt", &x.gt(0.5));
+        b.output("ge", &row.ge(&x));
+        b.output("fma", &(x.clone() * &row + &col));
+        b.output("select", &x.gt(0.0).select(&x, &(x.clone() * 0.1)));
+        b.output("cast", &x.cast(DType::I32));
+        b.output("castback", &x.cast(DType::I32).cast(DType::F32));
+        b.output("stop", &(x.stop_gradient() + 1.0));
+        check(&b.finish().unwrap(), EXACT);
+    }
+}
+
+#[test]
+fn reductions_over_every_axis_set() {
+    let shape = [3usize, 5, 6];
+    for mask in 0u32..8 {
+        let axes: Vec<isize> = (0..3)
+            .filter(|a| mask & (1 << a) != 0)
+            .map(|a| a as isize)
+            .collect();
+        let b = Builder::new("r");
+        let x = b.input("x", f32t(&shape));
+        let e = (x.clone() * 0.5).exp();
+        b.output("sum", &e.sum(&axes, false));
+        b.output("max", &(x.clone() * &x).max(&axes, false));
+        b.output("sumk", &x.sum(&axes, true));
+        check(&b.finish().unwrap(), REDUCE);
+    }
+    for axis in 0..3 {
+        let b = Builder::new("a");
+        let x = b.input("x", f32t(&[4, 5, 7]));
+        b.output("am", &(x.clone() + 1.0).argmax(axis));
+        check(&b.finish().unwrap(), EXACT);
+    }
+}
+
+#[test]
+fn data_movement() {
+    let b = Builder::new("d");
+    let x = b.input("x", f32t(&[2, 3, 7]));
+    let y = b.input("y", f32t(&[2, 4, 7]));
+    let lbl = b.input("lbl", TensorType::i32([5]));
+    let step = b.input("step", TensorType::i32([]));
+    b.output("t", &x.transpose(&[2, 0, 1]));
+    b.output("t2", &(x.transpose(&[1, 0, 2]) * 2.0));
+    b.output("r", &x.reshape(&[6, 7]));
+    b.output("rr", &(x.reshape(&[6, 7]).exp().reshape(&[42]) + 1.0));
+    b.output("s", &x.slice(2, 2, 6));
+    b.output("s2", &(x.slice(1, 1, 3) + y.slice(1, 0, 2)));
+    b.output("c", &b.concat(&[&x, &y], 1));
+    b.output("c2", &b.concat(&[&(x.clone() * 2.0), &y.neg()], 1));
+    b.output("oh", &lbl.one_hot(6));
+    b.output("rand", &b.random_uniform(&step, 42, &[3, 7]));
+    b.output(
+        "randt",
+        &b.random_uniform(&step, 9, &[3, 7]).transpose(&[1, 0]),
+    );
+    b.output("bc", &x.max(&[2], true).broadcast_to(&[2, 3, 7]));
+    let g = b.finish().unwrap();
+    check(&g, EXACT);
+}
+
+#[test]
+fn constants() {
+    let b = Builder::new("c");
+    let x = b.input("x", f32t(&[2, 3]));
+    let k = b.constant(
+        Literal::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        f32t(&[2, 3]),
+    );
+    b.output("a", &(x.clone() + &k));
+    b.output("k", &k);
+    b.output("splat", &b.full(3.5, &[2, 3]));
+    let ki = b.constant(Literal::I32(vec![7]), TensorType::i32([4]));
+    b.output("ki", &ki);
+    check(&b.finish().unwrap(), EXACT);
+}
+
+#[test]
+fn matmuls() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (m, k, n) = (5, 7, 3);
+        let b = Builder::new("m");
+        let a = b.input("a", f32t(&if ta { [k, m] } else { [m, k] }));
+        let w = b.param("w", f32t(&if tb { [n, k] } else { [k, n] }));
+        let bias = b.param("b", f32t(&[n]));
+        let y = a.matmul_t(&w, ta, tb) + &bias;
+        b.output("y", &y.tanh());
+        b.output("relu", &lossgraph_ir::nn::relu(&y));
+        let a3 = b.input("a3", f32t(&[2, m, k]));
+        let w3 = b.input("w3", f32t(&[2, k, n]));
+        b.output("bmm", &a3.matmul(&w3));
+        check(&b.finish().unwrap(), REDUCE);
+    }
+}
+
+#[test]
+fn variable_updates_in_place_and_copied() {
+    let b = Builder::new("u");
+    let x = b.input("x", f32t(&[4, 3]));
+    let w = b.param("w", f32t(&[3, 2]));
+    let m = b.state("m", f32t(&[3, 2]));
+    let v = b.param("v", f32t(&[6]));
+    let q = b.param("q", f32t(&[3, 2]));
+    let y = x.matmul(&w);
+    let gw = x.matmul_t(&y, true, false);
+    let m2 = m.clone() * 0.9 + &(gw.clone() * 0.1);
+    b.output("update/m", &m2);
+    b.output("update/w", &(w.clone() - &(m2.clone() * 0.01)));
+    // Reads v transposed: cannot update in place.
+    b.output(
+        "update/v",
+        &(v.reshape(&[2, 3]).transpose(&[1, 0]).reshape(&[6]) + 1.0),
+    );
+    // Swap-like updates and outputs showing old values.
+    b.output("update/q", &w);
+    b.output("old_q", &q);
+    b.output("loss", &y.sum_all());
+    let g = b.finish().unwrap();
+    check(&g, REDUCE);
+    let p = Program::new_jit(g, &JitOptions::default()).unwrap();
+    let st = p.compile_stats().unwrap();
+    assert!(
+        st.in_place_updates >= 2,
+        "{st:?}\n{}",
+        p.plan_text().unwrap()
+    );
+}
+
+/// Softmax cross-entropy + L2 forward of a small MLP with a manual backward
+/// pass and SGD updates (autodiff-free, so this test depends only on the builder).
+#[test]
+fn mlp_training_step() {
+    let (batch, d_in, hidden, classes) = (6, 10, 7, 5);
+    let b = Builder::new("mlp");
+    let x = b.input("x", f32t(&[batch, d_in]));
+    let labels = b.input("y", TensorType::i32([batch]));
+    let w1 = b.param("w1", f32t(&[d_in, hidden]));
+    let b1 = b.param("b1", f32t(&[hidden]));
+    let w2 = b.param("w2", f32t(&[hidden, classes]));
+    let b2 = b.param("b2", f32t(&[classes]));
+    let z1 = x.matmul(&w1) + &b1;
+    let h = z1.tanh();
+    let logits = h.matmul(&w2) + &b2;
+    let logp = lossgraph_ir::nn::log_softmax(&logits, -1);
+    let onehot = labels.one_hot(classes);
+    let ce = (logp.clone() * &onehot).sum_all().neg() * (1.0 / batch as f32);
+    let l2 = lossgraph_ir::nn::l2(&w1, 1e-3) + lossgraph_ir::nn::l2(&w2, 1e-3);
+    let loss = ce + &l2;
+    b.output("loss", &loss);
+    // Backward by hand.
+    let dlogits = (logp.exp() - &onehot) * (1.0 / batch as f32);
+    let gw2 = h.matmul_t(&dlogits, true, false) + &(w2.clone() * 2e-3);
+    let gb2 = dlogits.sum(&[0], false);
+    let dh = dlogits.matmul_t(&w2, false, true);
+    let dz1 = dh * &(1.0f32 - &(h.clone() * &h));
+    let gw1 = x.matmul_t(&dz1, true, false) + &(w1.clone() * 2e-3);
+    let gb1 = dz1.sum(&[0], false);
+    for (n, gr, p) in [
+        ("w1", &gw1, &w1),
+        ("b1", &gb1, &b1),
+        ("w2", &gw2, &w2),
+        ("b2", &gb2, &b2),
+    ] {
+        b.output(&format!("grad/{n}"), gr);
+        b.output(&format!("update/{n}"), &(p.clone() - &(gr.clone() * 0.1)));
+    }
+    check(&b.finish().unwrap(), REDUCE);
+}

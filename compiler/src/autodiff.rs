@@ -13,20 +13,27 @@
 //!   `random`, `sign`, nor into the mask operand of `select` (their
 //!   derivatives are zero almost everywhere, and treated as exactly zero).
 //!
-//! Conventions at non-differentiable points (the same as JAX, and for
-//! `maximum`/`minimum` the same as TensorFlow's):
+//! Conventions at non-differentiable points:
 //! - binary `max(a, b)` sends the gradient to `a` only where `a > b`, and to
-//!   `b` otherwise: ties go to the **second** operand. So `relu(x) = max(x, 0)`
-//!   has `relu'(0) = 0`, exactly like `jax.nn.relu` and `tf.nn.relu`;
-//!   `min(a, b)` likewise sends it to `a` only where `a < b`;
-//! - `abs'(0) = sign(0) = 0`;
+//!   `b` otherwise: ties go to the **second** operand (`min` likewise sends
+//!   it to `a` only where `a < b`). So `relu(x) = max(x, 0)` has
+//!   `relu'(0) = 0`, exactly like `jax.nn.relu` and `tf.nn.relu` (and hence
+//!   Keras's `relu` on either backend), and `clip` has zero gradient where it
+//!   is active, boundaries included. For a general tie `max(a, b)` with
+//!   `a == b` the frameworks differ among themselves: `tf.maximum` gives the
+//!   whole gradient to the *first* operand (its mask is `x >= y`) and
+//!   `jax.lax.max` splits it half and half; this IR's convention is fixed by
+//!   the relu case above;
+//! - `abs'(0) = sign(0) = 0` (as JAX and TF);
 //! - `reduce_max` splits the gradient equally among all elements equal to
-//!   the maximum (as `jax.numpy.max` does).
+//!   the maximum (as `jax.numpy.max` does);
+//! - `sqrt'(0)`, `log'(0)` and `recip'(0)` are infinite, as the formulas give.
 //!
 //! The emitted graph is kept lean without a separate pass: the all-ones seed
 //! is never materialised unless a rule needs it as a tensor (`1·t` is just
 //! `t`, `sum` of ones over broadcast axes is a constant), `x*x` gets one
-//! contribution `2·c·x` instead of two, and nothing is accumulated with a
+//! contribution `c·(x+x)` instead of two, reductions over leading axes are
+//! undone by a broadcast alone, and nothing is accumulated with a
 //! zero. Remaining redundancy (shared subexpressions, constant chains) is
 //! left to the optimisation passes.
 
@@ -298,7 +305,10 @@ fn vjp(
                         push!(1, cot.neg(b));
                     }
                 }
-                BinaryOp::Mul if same => push!(0, cot.times(&x(0)) * 2.0),
+                BinaryOp::Mul if same => {
+                    let x0 = x(0);
+                    push!(0, cot.times(&(&x0 + &x0)))
+                }
                 BinaryOp::Mul => {
                     if wanted[0] {
                         push!(0, cot.times(&x(1)));
@@ -403,7 +413,13 @@ fn vjp(
                 .collect();
             match (op, cot) {
                 (ReduceOp::Sum, Cot::Ones(_)) => out.push((0, Cot::Ones(xt.clone()))),
-                (ReduceOp::Sum, Cot::T(c)) => push!(0, c.reshape(&keep).broadcast_to(&xt.shape)),
+                (ReduceOp::Sum, Cot::T(c)) => {
+                    // Reduced leading axes come back by right-aligned
+                    // broadcasting alone; others need their extent-1 axes.
+                    let leading = axes.iter().enumerate().all(|(i, &a)| i == a);
+                    let c = if leading { c.clone() } else { c.reshape(&keep) };
+                    push!(0, c.broadcast_to(&xt.shape))
+                }
                 (ReduceOp::Max, cot) => {
                     // Split equally among the elements equal to the maximum.
                     let xv = x(0);

@@ -459,3 +459,103 @@ fn eval_objective(
         Some(r) => Ok(v.iter().zip(r).map(|(a, &b)| a * b as f64).sum()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feeds(pairs: &[(&str, &[usize], Vec<f32>)]) -> HashMap<String, HostTensor> {
+        pairs
+            .iter()
+            .map(|(n, s, v)| (n.to_string(), HostTensor::f32(s, v.clone()).unwrap()))
+            .collect()
+    }
+
+    /// `l = Σ w·x²` (correct gradients) and `bad = Σ stop_gradient(w)·w`,
+    /// whose analytic gradient (w) is half the true derivative (2w).
+    fn graph() -> Graph {
+        let b = Builder::new("gc");
+        let x = b.input("x", TensorType::f32([2, 3]));
+        let w = b.param("w", TensorType::f32([2, 3]));
+        let k = b.input("k", TensorType::i32([2]));
+        b.output("l", &(&w * &x * &x).sum_all());
+        b.output("bad", &(w.stop_gradient() * &w).sum_all());
+        b.output("vec", &(&w * &x).exp());
+        b.output("int", &k);
+        b.finish().unwrap()
+    }
+
+    fn point() -> HashMap<String, HostTensor> {
+        feeds(&[
+            ("x", &[2, 3], vec![0.5, -1.0, 1.5, 2.0, -0.25, 1.0]),
+            ("w", &[2, 3], vec![1.0, 2.0, -3.0, 0.5, 1.5, -1.0]),
+        ])
+    }
+
+    #[test]
+    fn correct_gradients_pass_for_scalar_and_vector_outputs() {
+        let g = graph();
+        for stencil_opts in [GradCheckOptions::default(), GradCheckOptions::central()] {
+            for of in ["l", "vec"] {
+                let r = check_gradients(&g, of, &["w", "x"], &point(), &stencil_opts).unwrap();
+                assert!(r.passed(1e-3), "{r}");
+                assert_eq!(r.vars.len(), 2);
+                assert!(r.vars.iter().all(|v| v.checked == 6 && v.differentiable));
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_gradient_is_reported_where_it_occurs() {
+        let g = graph();
+        let r = check_gradients(&g, "bad", &["w"], &point(), &GradCheckOptions::default()).unwrap();
+        assert!(!r.passed(1e-2), "{r}");
+        let v = r.var("w").unwrap();
+        // analytic w, numeric 2w: relative error |w − 2w| / |2w| = 0.5 everywhere;
+        // the first element attaining it is kept.
+        assert!((v.worst_rel_error - 0.5).abs() < 1e-4, "{r}");
+        assert_eq!(v.worst_position(), vec![0, 0]);
+        assert!((v.analytic - 1.0).abs() < 1e-6 && (v.numeric - 2.0).abs() < 1e-3);
+        let text = r.to_string();
+        assert!(text.contains("gradient check of 'bad'"), "{text}");
+        assert!(
+            text.contains("w  f32[2,3]") && text.contains("at [0, 0]"),
+            "{text}"
+        );
+        assert_eq!(r.worst().unwrap().name, "w");
+    }
+
+    #[test]
+    fn sampling_limits_the_number_of_elements() {
+        let g = graph();
+        let opts = GradCheckOptions {
+            max_elements: 4,
+            ..GradCheckOptions::default()
+        };
+        let r = check_gradients(&g, "l", &["w"], &point(), &opts).unwrap();
+        assert_eq!(r.vars[0].checked, 4);
+        assert_eq!(sample(6, 4), vec![0, 1, 3, 4]);
+        assert_eq!(sample(3, 4), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let g = graph();
+        let o = GradCheckOptions::default();
+        let e = |of: &str, wrt: &[&str], f: &HashMap<String, HostTensor>| {
+            check_gradients(&g, of, wrt, f, &o).unwrap_err().to_string()
+        };
+        assert!(e("nope", &["w"], &point()).contains("no output 'nope'"));
+        assert!(e("l", &["zz"], &point()).contains("no input or param named 'zz'"));
+        assert!(e("l", &["k"], &point()).contains("integer"));
+        assert!(e("int", &["w"], &point()).contains("f32 output"));
+        let mut missing = point();
+        missing.remove("x");
+        assert!(e("l", &["x"], &missing).contains("no feed for 'x'"));
+        let mut wrong = point();
+        wrong.insert("w".into(), HostTensor::f32(&[6], vec![0.0; 6]).unwrap());
+        assert!(e("l", &["w"], &wrong).contains("expected f32[2,3]"));
+        // a missing feed the objective needs (not a checked variable) is the interpreter's error
+        assert!(e("l", &["w"], &missing).contains("interpreter"));
+    }
+}

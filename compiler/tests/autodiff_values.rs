@@ -105,6 +105,13 @@ fn relu_max_and_min_ties_go_to_the_second_operand() {
         one(&b, &x.minimum(0.0).sum_all(), &x, &f),
         vec![1.0, 0.0, 0.0]
     );
+    // clip(x, -1, 1) = min(max(x, -1), 1): zero gradient on and beyond the bounds.
+    let xc = b.input("xc", TensorType::f32([4]));
+    let fc = feeds(vec![("xc", t(&[4], vec![-1.0, 0.0, 1.0, 2.0]))]);
+    assert_eq!(
+        one(&b, &nn::clip(&xc, -1.0, 1.0).sum_all(), &xc, &fc),
+        vec![0.0, 1.0, 0.0, 0.0]
+    );
     // With a non-trivial cotangent: Σ c·max(x, y), c = [1, 2, 3], y = [0, 0, 5].
     let y = b.input("y", TensorType::f32([3]));
     let c = b.constant(

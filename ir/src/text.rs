@@ -1549,4 +1549,17 @@ graph "my graph" {   ; trailing comment
         };
         assert!(v[0].is_nan());
     }
+
+    #[test]
+    fn semicolons_in_strings_and_crlf_line_endings() {
+        let src =
+            "graph g {\r\n  %0 = input \"a;b\" : f32[] ; comment\r\n  return \"x;y\"=%0\r\n}\r\n";
+        let g = parse(src).unwrap();
+        assert_eq!(g.inputs()[0].0, "a;b");
+        assert_eq!(g.outputs()[0].0, "x;y");
+        assert_eq!(
+            print(&g),
+            "graph g {\n  %0 = input \"a;b\" : f32[]\n  return \"x;y\"=%0\n}\n"
+        );
+    }
 }

@@ -278,3 +278,50 @@ fn gradient_free_ops_agree_with_finite_differences() {
     };
     assert_eq!(grad(&mut g2, s, &[x.id()]).unwrap(), vec![None]);
 }
+
+/// One step of a random expression DAG over `[n, n]` tensors.
+fn random_step(pool: &[Tensor], rng: &mut Rng) -> Tensor {
+    let a = &pool[rng.below(pool.len())];
+    let c = &pool[rng.below(pool.len())];
+    match rng.below(9) {
+        0 => a + c,
+        1 => a - c,
+        2 => (a * c).tanh(),
+        3 => a.sigmoid() * c,
+        4 => a.tanh(),
+        5 => a.sum(&[1], true) * 0.3 + c,
+        6 => a.t() * 0.7,
+        7 => a.matmul_t(c, rng.below(2) == 0, rng.below(2) == 0) * 0.4,
+        _ => (a * 0.5).exp() - c,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random DAGs with heavy fan-out (every value may be reused by any later
+    /// step): checks accumulation across paths, not just single rules.
+    #[test]
+    fn random_expression_dags(n in 1usize..=3, steps in 1usize..=12, seed: u64) {
+        let mut rng = Rng(seed);
+        let b = Builder::new("dag");
+        let x = b.input("x", TensorType::f32([n, n]));
+        let z = b.input("z", TensorType::f32([n, n]));
+        let mut pool = vec![x.clone(), z.clone()];
+        for _ in 0..steps {
+            let next = random_step(&pool, &mut rng);
+            pool.push(next);
+        }
+        // Sum the last few values so several branches reach the output.
+        let k = pool.len().min(3);
+        let mut y = pool[pool.len() - 1].clone();
+        for v in &pool[pool.len() - k..pool.len() - 1] {
+            y = y + v;
+        }
+        let f = feeds(vec![
+            ("x", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
+            ("z", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
+        ]);
+        check(&b, &y, &["x", "z"], &f);
+    }
+}

@@ -1,0 +1,21 @@
+//! Keras 3 import: `model.to_json()` architectures, compile settings and the
+//! reference cases of `shared/keras-cases`.
+//!
+//! Parsing ([`spec`], [`compile`]) is strict and independent of the front
+//! end: it turns JSON into typed descriptions and reports anything
+//! unsupported with the layer class, the layer name and the offending key.
+
+pub mod compile;
+mod error;
+mod json;
+pub mod spec;
+
+pub use compile::{CompileSpec, LossKind, LossSpec, OptimizerSpec};
+pub use error::{KerasError, Result};
+pub use spec::{
+    ActivationSpec, InitializerSpec, LayerKind, LayerSpec, ModelKind, ModelSpec, RegularizerSpec,
+    TensorRef,
+};
+
+#[cfg(test)]
+mod tests;

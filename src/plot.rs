@@ -1,0 +1,169 @@
+//! SVG plots of a training history (plotters' SVG backend; no fonts needed).
+
+use plotters::prelude::*;
+
+/// One curve: a label and one value per epoch (epoch 1 first).
+pub struct Series<'a> {
+    pub label: &'a str,
+    pub values: &'a [f64],
+}
+
+/// Renders two panels, loss (top) and accuracy (bottom), each with its
+/// curves against the epoch number, and returns the SVG document.
+/// Non-finite values are skipped. Fails only if plotters reports an error.
+pub fn history_svg(loss: &[Series<'_>], accuracy: &[Series<'_>]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 720)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let panels = root.split_evenly((2, 1));
+        panel(&panels[0], "loss", loss, false)?;
+        panel(&panels[1], "accuracy", accuracy, true)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    format!("plot: {e}")
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    series: &[Series<'_>],
+    unit_range: bool,
+) -> Result<(), String> {
+    let epochs = series
+        .iter()
+        .map(|s| s.values.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().copied())
+            .filter(|v| v.is_finite())
+    };
+    let (mut lo, mut hi) = if unit_range {
+        (0.0f64, 1.0f64)
+    } else {
+        let lo = finite().fold(f64::INFINITY, f64::min);
+        let hi = finite().fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() {
+            (lo.min(0.0), hi)
+        } else {
+            (0.0, 1.0)
+        }
+    };
+    if hi <= lo {
+        hi = lo + 1.0;
+    }
+    if !unit_range {
+        hi += 0.05 * (hi - lo);
+    } else {
+        lo = finite().fold(1.0f64, f64::min).clamp(0.0, 1.0).min(0.9);
+        lo = (lo * 10.0).floor() / 10.0;
+        hi = 1.0;
+    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(1f64..(epochs as f64).max(2.0), lo..hi)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(title)
+        .draw()
+        .map_err(err)?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = s
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(e, &v)| ((e + 1) as f64, v))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(s.label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_has_both_panels_and_labels() {
+        let loss = [1.0, 0.5, 0.25];
+        let val = [1.2, 0.7, f64::NAN];
+        let acc = [0.5, 0.8, 0.9];
+        let svg = history_svg(
+            &[
+                Series {
+                    label: "train loss",
+                    values: &loss,
+                },
+                Series {
+                    label: "val loss",
+                    values: &val,
+                },
+            ],
+            &[Series {
+                label: "val accuracy",
+                values: &acc,
+            }],
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        for text in [
+            "train loss",
+            "val loss",
+            "val accuracy",
+            "epoch",
+            "\nloss\n",
+            "\naccuracy\n",
+        ] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+        // Three train-loss points + two finite val-loss points + three accuracy points.
+        assert_eq!(svg.matches("<circle").count(), 8);
+    }
+
+    #[test]
+    fn empty_history_still_renders() {
+        let svg = history_svg(&[], &[]).unwrap();
+        assert!(svg.contains("</svg>"));
+    }
+}

@@ -235,7 +235,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs interp::eval_op (issue 2, helper interp)"]
     fn elementwise_splats_evaluate_once() {
         // exp(0) * 3 - 1 = 2 over a big shape, as one splat.
         let g = folded(|b| &(&b.full(0.0, &[512, 512]).exp() * 3.0) - 1.0);
@@ -248,7 +247,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs interp::eval_op (issue 2, helper interp)"]
     fn dense_results_within_the_limit_fold() {
         let g = folded(|b| {
             let a = b.constant(Literal::F32(vec![1.0, 2.0, 3.0, 4.0]), f(&[2, 2]));

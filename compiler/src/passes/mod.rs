@@ -28,6 +28,9 @@ pub mod dce;
 pub mod fold;
 pub mod simplify;
 
+#[cfg(test)]
+mod semantic_tests;
+
 use lossgraph_ir::graph::{Graph, Node, NodeId};
 use lossgraph_ir::op::{Literal, Op};
 use lossgraph_ir::IrError;
@@ -88,46 +91,15 @@ pub fn lookup(name: &str) -> Option<PassFn> {
 pub enum DumpFormat {
     /// The IR text format.
     Text,
-    /// Graphviz DOT.
+    /// Graphviz DOT (rendered as text until the IR's DOT writer exists).
     Dot,
 }
 
 /// Renders a graph for a dump.
 pub fn render(g: &Graph, format: DumpFormat) -> String {
     match format {
-        DumpFormat::Text | DumpFormat::Dot => plain_print(g),
+        DumpFormat::Text | DumpFormat::Dot => lossgraph_ir::text::print(g),
     }
-}
-
-/// Interim printer used until the IR's text printer lands: one node per line,
-/// ids as they are in the graph.
-fn plain_print(g: &Graph) -> String {
-    let mut s = format!("graph {} {{\n", g.name);
-    let order = g.topo_order().unwrap_or_else(|_| g.node_ids());
-    for id in order {
-        let n = g.node(id);
-        let ops: Vec<String> = g
-            .operands(id)
-            .iter()
-            .map(|o| format!("%{}", o.index()))
-            .collect();
-        s.push_str(&format!(
-            "  %{} = {} {} : {}  @{} {}\n",
-            id.index(),
-            n.op.name(),
-            ops.join(", "),
-            n.ty,
-            n.scope,
-            n.role
-        ));
-    }
-    let outs: Vec<String> = g
-        .outputs()
-        .iter()
-        .map(|(name, id)| format!("{name}=%{}", id.index()))
-        .collect();
-    s.push_str(&format!("  return {}\n}}\n", outs.join(", ")));
-    s
 }
 
 /// Node counts around one run of one pass.

@@ -3,48 +3,10 @@
 //! interpreter is the oracle, run before and after).
 
 use super::*;
+use lossgraph_ir::gen::random_feeds;
 use lossgraph_ir::interp::interpret;
 use lossgraph_ir::{Builder, HostTensor, Literal, Tensor, TensorType};
 use proptest::prelude::*;
-use std::collections::HashMap;
-
-/// A small deterministic generator (xorshift64*), so feeds need no extra crate.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    /// Uniform in `[lo, hi)`.
-    pub(crate) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-}
-
-/// Random feeds for every `input`/`param` of `g` (f32 in `[-2, 2)`, i32 in `0..3`).
-pub(crate) fn random_feeds(g: &Graph, seed: u64) -> HashMap<String, HostTensor> {
-    let mut rng = Rng::new(seed);
-    let mut feeds = HashMap::new();
-    for (name, id) in g.inputs().into_iter().chain(g.params()) {
-        let ty = &g.node(id).ty;
-        let n = ty.numel();
-        let t = match ty.dtype {
-            lossgraph_ir::DType::F32 => {
-                HostTensor::f32(&ty.shape, (0..n).map(|_| rng.uniform(-2.0, 2.0)).collect())
-            }
-            lossgraph_ir::DType::I32 => HostTensor::i32(
-                &ty.shape,
-                (0..n).map(|_| rng.uniform(0.0, 3.0) as i32).collect(),
-            ),
-        };
-        feeds.insert(name, t.expect("length matches the type by construction"));
-    }
-    feeds
-}
 
 /// Asserts two output lists agree: same names and types; values equal up to a
 /// relative tolerance (NaN matches NaN, infinities must match exactly).
@@ -176,4 +138,31 @@ fn folding_a_constant_subgraph_matches_the_interpreter() {
     let opt = check_preserves(&g, &default_pipeline(), 2);
     // x, the folded (and broadcast) constant, the mul.
     assert_eq!(opt.len(), 3, "{}", lossgraph_ir::text::print(&opt));
+}
+
+#[test]
+fn passes_preserve_the_generators_graphs() {
+    // The IR's generator covers every primitive, role and dtype.
+    let cfg = lossgraph_ir::gen::GenConfig::default();
+    let mut shrunk = 0;
+    for seed in 0..150 {
+        let g = lossgraph_ir::gen::random_graph(seed, &cfg);
+        for (name, _) in PASSES {
+            let mut opt = g.clone();
+            PassManager::from_names(&[name])
+                .unwrap()
+                .verify_each(true)
+                .run(&mut opt)
+                .unwrap();
+            let feeds = random_feeds(&g, seed);
+            let before = interpret(&g, &feeds).unwrap();
+            let after = interpret(&opt, &feeds).unwrap();
+            assert_close(&before, &after, 1e-5);
+        }
+        let opt = check_preserves(&g, &default_pipeline(), 1);
+        assert!(opt.len() <= g.len(), "seed {seed}");
+        shrunk += usize::from(opt.len() < g.len());
+    }
+    // The generator emits dead code and constants: most graphs get smaller.
+    assert!(shrunk > 75, "only {shrunk} of 150 graphs shrank");
 }

@@ -325,8 +325,40 @@ impl JitProgram {
         }
     }
 
-    /// Runs once. `feeds` must already be validated against the inputs' types.
+    /// Runs `steps` times and returns the mean wall time per step of every
+    /// kernel/GEMM (labelled `kind #i`) and of the update copies, in nanoseconds.
+    pub(crate) fn profile(
+        &mut self,
+        feeds: &[(&str, Feed<'_>)],
+        steps: usize,
+    ) -> Result<Vec<(String, f64)>, RuntimeError> {
+        let kinds = self.step.step_kinds();
+        let mut times = vec![0u64; kinds.len() + 1];
+        for _ in 0..steps {
+            self.bind(feeds)?;
+            self.step
+                .run_timed(Some(&mut times))
+                .map_err(RuntimeError::Exec)?;
+        }
+        let n = steps.max(1) as f64;
+        Ok(kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} #{i}"))
+            .chain(["update copies".to_string()])
+            .zip(times)
+            .map(|(l, t)| (l, t as f64 / n))
+            .collect())
+    }
+
+    /// Runs once: binds the feeds, runs the steps, applies the updates.
     pub(crate) fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
+        self.bind(feeds)?;
+        self.step.run().map_err(RuntimeError::Exec)
+    }
+
+    /// Copies each feed into its input slot, checking its type and length.
+    fn bind(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
         for (name, slot) in &self.inputs {
             let feed = feeds
                 .iter()
@@ -351,6 +383,6 @@ impl JitProgram {
                 });
             }
         }
-        self.step.run().map_err(RuntimeError::Exec)
+        Ok(())
     }
 }

@@ -377,7 +377,25 @@ impl CompiledStep {
 
     /// Runs every step in order, then the update copies. Performs no allocation.
     pub(crate) fn run(&mut self) -> Result<(), String> {
-        for s in &self.steps {
+        self.run_timed(None)
+    }
+
+    /// Names of the steps (`kernel`/`gemm`), in order.
+    pub(crate) fn step_kinds(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Kernel { .. } => "kernel",
+                Step::Gemm(_) => "gemm",
+            })
+            .collect()
+    }
+
+    /// Like `run`, adding each step's wall time in nanoseconds to `times`
+    /// (one slot per step, plus a last slot for the update copies).
+    pub(crate) fn run_timed(&mut self, mut times: Option<&mut [u64]>) -> Result<(), String> {
+        let mut t = times.as_ref().map(|_| std::time::Instant::now());
+        for (i, s) in self.steps.iter().enumerate() {
             match s {
                 Step::Kernel { f, outer, threads } => match &self.pool {
                     Some(p) if *threads > 1 => {
@@ -393,12 +411,24 @@ impl CompiledStep {
                 },
                 Step::Gemm(g) => self.gemm(g)?,
             }
+            if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t.as_mut()) {
+                let now = std::time::Instant::now();
+                if let Some(slot) = ts.get_mut(i) {
+                    *slot += (now - *t0).as_nanos() as u64;
+                }
+                *t0 = now;
+            }
         }
         for &(src, dst, bytes) in &self.copies {
             if !self.arena.copy_within(src, dst, bytes) {
                 return Err(format!(
                     "update copy {src}->{dst} ({bytes} bytes) out of range"
                 ));
+            }
+        }
+        if let (Some(ts), Some(t0)) = (times, t) {
+            if let Some(slot) = ts.get_mut(self.steps.len()) {
+                *slot += t0.elapsed().as_nanos() as u64;
             }
         }
         Ok(())

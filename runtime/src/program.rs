@@ -122,6 +122,19 @@ impl Program {
             .map(|j| lossgraph_compiler::fusion::plan_text(j.plan()))
     }
 
+    /// For a JIT program: runs `steps` times and returns the mean wall time
+    /// (ns) of each kernel/GEMM step and of the update copies.
+    pub fn profile(
+        &mut self,
+        feeds: &[(&str, Feed<'_>)],
+        steps: usize,
+    ) -> Result<Vec<(String, f64)>, RuntimeError> {
+        match &mut self.jit {
+            Some(j) => j.profile(feeds, steps),
+            None => Err(RuntimeError::Exec("profiling needs the JIT engine".into())),
+        }
+    }
+
     fn new_interpreted(graph: Graph) -> Result<Program, RuntimeError> {
         verify(&graph)?;
         let vars = graph

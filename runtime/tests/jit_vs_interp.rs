@@ -13,6 +13,9 @@
 //!   sums in f64, the JIT in f32 in a different order);
 //! - transcendentals: rtol 1e-5, atol 1e-6 (f32 functions vs f64 rounded once).
 
+mod common;
+
+use common::{mlp_step, Act, Loss, Opt};
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, TensorType};
 use lossgraph_runtime::{Engine, Feed, JitOptions, Program};
 
@@ -411,4 +414,22 @@ fn mlp_training_step() {
         b.output(&format!("update/{n}"), &(p.clone() - &(gr.clone() * 0.1)));
     }
     check(&b.finish().unwrap(), REDUCE);
+}
+
+/// The standard training steps (autodiff gradients, L2 added losses, SGD and
+/// Adam updates) at small sizes: loss, every gradient, every updated variable.
+#[test]
+fn autodiff_training_steps() {
+    check(
+        &mlp_step(&[8, 32, 32, 1], 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Sgd(0.01)),
+        REDUCE,
+    );
+    check(
+        &mlp_step(&[21, 13, 10], 9, Act::Relu, Loss::SparseCe, 1e-4, Opt::Adam(1e-3)),
+        REDUCE,
+    );
+    check(
+        &mlp_step(&[5, 6, 7, 3], 4, Act::Relu, Loss::Mse, 0.0, Opt::Sgd(0.1)),
+        REDUCE,
+    );
 }

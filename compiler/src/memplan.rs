@@ -100,7 +100,10 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         let Some(p) = g.param(var) else {
             continue;
         };
-        if g.node(p).ty != g.node(*u).ty {
+        // Same element type and count: the update is stored row-major over the
+        // variable's shape (a shape mismatch of equal size acts as a reshape).
+        let (pt, ut) = (&g.node(p).ty, &g.node(*u).ty);
+        if pt.dtype != ut.dtype || pt.numel() != ut.numel() {
             return Err(CodegenError(format!(
                 "output '{name}' has type {} but variable '{var}' is {}",
                 g.node(*u).ty,

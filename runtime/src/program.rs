@@ -254,7 +254,18 @@ impl Program {
         for (name, value) in outs {
             if let Some(var) = name.strip_prefix("update/") {
                 if let Some(slot) = self.vars.get_mut(var) {
-                    *slot = value.clone();
+                    // A variable keeps its declared type: an update of another
+                    // shape with the same element count is stored row-major.
+                    if slot.ty.dtype != value.ty.dtype || slot.ty.numel() != value.ty.numel() {
+                        return Err(RuntimeError::Binding {
+                            name: var.to_string(),
+                            message: format!(
+                                "update/{var} has type {} but the variable is {}",
+                                value.ty, slot.ty
+                            ),
+                        });
+                    }
+                    slot.data = value.data.clone();
                 }
             }
             self.outputs.insert(name, value);

@@ -112,6 +112,16 @@ fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
         .into_iter()
         .map(|(n, id)| (n, random_tensor(&g.node(id).ty, &mut rng)))
         .collect();
+    check_values(g, tol, &feeds, &vars)
+}
+
+/// Like [`check_with_vars`] with given input and variable values.
+fn check_values(
+    g: &Graph,
+    tol: Tol,
+    feeds: &[(String, HostTensor)],
+    vars: &[(String, HostTensor)],
+) -> Result<(), String> {
     let feed_refs: Vec<(&str, Feed<'_>)> = feeds
         .iter()
         .map(|(n, t)| {
@@ -123,13 +133,13 @@ fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
         })
         .collect();
     let mut reference = Program::new(g.clone(), Engine::Interpreter).map_err(|e| e.to_string())?;
-    for (n, v) in &vars {
+    for (n, v) in vars {
         reference.set_var(n, v).map_err(|e| e.to_string())?;
     }
     let mut progs = Vec::new();
     for (name, opts) in configs() {
         let mut p = Program::new_jit(g.clone(), &opts).map_err(|e| format!("{name}: {e}"))?;
-        for (n, v) in &vars {
+        for (n, v) in vars {
             p.set_var(n, v).map_err(|e| e.to_string())?;
         }
         progs.push((name, p));
@@ -153,7 +163,7 @@ fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
                 )
                 .map_err(|e| format!("{e}\nplan:\n{}", p.plan_text().unwrap_or_default()))?;
             }
-            for (v, _) in &vars {
+            for (v, _) in vars {
                 let want = reference.var(v).unwrap().to_host().to_f64();
                 let got = p.var(v).unwrap().to_host().to_f64();
                 close(&format!("{name} step {step} var {v}"), &got, &want, tol)?;
@@ -421,15 +431,116 @@ fn mlp_training_step() {
 #[test]
 fn autodiff_training_steps() {
     check(
-        &mlp_step(&[8, 32, 32, 1], 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Sgd(0.01)),
+        &mlp_step(
+            &[8, 32, 32, 1],
+            32,
+            Act::Tanh,
+            Loss::Mse,
+            1e-4,
+            Opt::Sgd(0.01),
+        ),
         REDUCE,
     );
     check(
-        &mlp_step(&[21, 13, 10], 9, Act::Relu, Loss::SparseCe, 1e-4, Opt::Adam(1e-3)),
+        &mlp_step(
+            &[21, 13, 10],
+            9,
+            Act::Relu,
+            Loss::SparseCe,
+            1e-4,
+            Opt::Adam(1e-3),
+        ),
         REDUCE,
     );
     check(
         &mlp_step(&[5, 6, 7, 3], 4, Act::Relu, Loss::Mse, 0.0, Opt::Sgd(0.1)),
         REDUCE,
     );
+}
+
+/// Random graphs from `lossgraph_ir::gen` (every primitive, broadcasting,
+/// reductions over random axis sets, extents not multiples of 4) on random
+/// feeds. The seed and the node budget shrink on failure. More cases:
+/// `PROPTEST_CASES=2000 cargo test -p lossgraph-runtime --test jit_vs_interp`.
+mod random_graphs {
+    use super::*;
+    use lossgraph_ir::gen::{random_feeds, random_graph, GenConfig};
+    use proptest::prelude::*;
+
+    /// `PROPTEST_CASES` when set, else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    fn run(seed: u64, nodes: usize, extent: usize) -> Result<(), String> {
+        let cfg = GenConfig {
+            max_nodes: nodes,
+            max_extent: extent,
+            ..GenConfig::default()
+        };
+        let g = random_graph(seed, &cfg);
+        // An `update/<var>` of another element count or type is not a valid
+        // training step: both engines must reject it (the JIT at compile time).
+        let bad_update = g.outputs().iter().any(|(name, id)| {
+            name.strip_prefix("update/")
+                .and_then(|v| g.param(v))
+                .is_some_and(|p| {
+                    let (pt, ut) = (&g.node(p).ty, &g.node(*id).ty);
+                    pt.dtype != ut.dtype || pt.numel() != ut.numel()
+                })
+        });
+        if bad_update {
+            return match Program::new(g, Engine::Jit) {
+                Err(_) => Ok(()),
+                Ok(_) => Err(format!("seed {seed}: JIT accepted an ill-typed update")),
+            };
+        }
+        let values = random_feeds(&g, seed ^ 0x5EED);
+        let mut feeds = Vec::new();
+        let mut vars = Vec::new();
+        for (name, _) in g.inputs() {
+            feeds.push((name.clone(), values[&name].clone()));
+        }
+        for (name, _) in g.params() {
+            vars.push((name.clone(), values[&name].clone()));
+        }
+        check_values(&g, REDUCE, &feeds, &vars).map_err(|e| {
+            format!(
+                "seed {seed}: {e}\ngraph:\n{}",
+                lossgraph_ir::text::print(&g)
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(192)))]
+        #[test]
+        fn jit_matches_interpreter(seed in any::<u64>(), nodes in 4usize..48, extent in 1usize..9) {
+            let r = run(seed, nodes, extent);
+            prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+        /// Larger graphs and extents: long vector loops with tails, split kernels.
+        #[test]
+        fn jit_matches_interpreter_large(seed in any::<u64>(), nodes in 20usize..100, extent in 5usize..21) {
+            let r = run(seed, nodes, extent);
+            prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        }
+    }
+
+    /// Fixed seeds, so every run covers the same few hundred graphs too.
+    #[test]
+    fn fixed_seeds() {
+        for seed in 0..128u64 {
+            if let Err(e) = run(seed, 40, 6) {
+                panic!("{e}");
+            }
+        }
+    }
 }

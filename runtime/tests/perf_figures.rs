@@ -73,7 +73,7 @@ fn mnist_compile_time_and_steps() {
         let (mut p, ms) = compile(g.clone(), threads);
         init_params(&mut p, &dims, 1);
         let x = data(64 * 784, 2);
-        let labels: Vec<i32> = (0..64).map(|i| (i * 7 % 10) as i32).collect();
+        let labels: Vec<i32> = (0..64).map(|i| i * 7 % 10).collect();
         let feeds = [("x", Feed::F32(&x)), ("t", Feed::I32(&labels))];
         let sps = steps_per_s(&mut p, &feeds, 300);
         let st = p.compile_stats().unwrap();
@@ -135,13 +135,33 @@ fn wide_step_gflops_vs_gemm() {
                 // SAFETY: a is m×k, b is k×n, c is m×n with the strides given.
                 unsafe {
                     gemm::gemm(
-                        m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), acs, ars,
-                        b.as_ptr(), bcs, brs, 0.0, 1.0, false, false, false, par,
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        acs,
+                        ars,
+                        b.as_ptr(),
+                        bcs,
+                        brs,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
                     )
                 };
             }
         }
-        let gemm_flop: f64 = shapes.iter().map(|&(m, k, n, _, _)| 2.0 * (m * k * n) as f64).sum();
+        let gemm_flop: f64 = shapes
+            .iter()
+            .map(|&(m, k, n, _, _)| 2.0 * (m * k * n) as f64)
+            .sum();
         let gs = reps as f64 * gemm_flop / t0.elapsed().as_secs_f64() / 1e9;
         println!(
             "wide threads={threads}: gemm alone on the step's 9 matmul shapes: {gs:.1} GFLOP/s (true FLOPs; step uses 7 of them: first layer's dX is dead)"

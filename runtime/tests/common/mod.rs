@@ -40,7 +40,10 @@ pub fn mlp_step(dims: &[usize], batch: usize, act: Act, loss: Loss, l2: f32, opt
     let mut reg: Option<Tensor> = None;
     let layers = dims.len() - 1;
     for i in 0..layers {
-        let w = b.param(&format!("dense_{i}/kernel"), TensorType::f32([dims[i], dims[i + 1]]));
+        let w = b.param(
+            &format!("dense_{i}/kernel"),
+            TensorType::f32([dims[i], dims[i + 1]]),
+        );
         let bias = b.param(&format!("dense_{i}/bias"), TensorType::f32([dims[i + 1]]));
         let z = h.matmul(&w) + &bias;
         h = if i + 1 == layers {

@@ -10,7 +10,7 @@ use crate::error::RuntimeError;
 use crate::jit::{Arena, CompiledStep, GemmStep, JitCode, Step};
 use crate::program::Feed;
 use lossgraph_compiler::fusion::{self, FusionOptions, Plan};
-use lossgraph_compiler::lower_clif::nest::{kernel_body, KernelBody};
+use lossgraph_compiler::lower_clif::nest::{kernel_body, BodyOptions, KernelBody};
 use lossgraph_compiler::lower_clif::{lower_nest, LowerOptions};
 use lossgraph_compiler::memplan::{plan_memory, MemoryPlan};
 use lossgraph_ir::{DType, Graph, NodeId, Op, TensorType};
@@ -21,6 +21,8 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug)]
 pub struct JitOptions {
     pub fusion: FusionOptions,
+    /// Kernel body choices (inline vs gemm-crate matmuls).
+    pub body: BodyOptions,
     pub simd: bool,
     /// Threads for large kernels and GEMMs (1 = single-threaded).
     pub threads: usize,
@@ -34,6 +36,7 @@ impl Default for JitOptions {
     fn default() -> Self {
         JitOptions {
             fusion: FusionOptions::default(),
+            body: BodyOptions::default(),
             simd: true,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(2))
@@ -74,6 +77,7 @@ pub(crate) struct JitProgram {
     inputs: Vec<(String, Slot)>,
     outputs: HashMap<String, Slot>,
     plan: Plan,
+    body: BodyOptions,
     stats: CompileStats,
 }
 
@@ -99,7 +103,7 @@ impl JitProgram {
         let t0 = Instant::now();
         let plan = fusion::plan(graph, &opts.fusion).map_err(cerr)?;
         let bodies: Vec<KernelBody> = (0..plan.kernels.len())
-            .map(|k| kernel_body(&plan, k))
+            .map(|k| kernel_body(&plan, k, &opts.body))
             .collect::<Result<_, _>>()
             .map_err(cerr)?;
         let mem = plan_memory(&plan, &bodies).map_err(cerr)?;
@@ -268,6 +272,7 @@ impl JitProgram {
             inputs,
             outputs,
             plan,
+            body: opts.body,
             stats,
         })
     }
@@ -278,6 +283,10 @@ impl JitProgram {
 
     pub(crate) fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    pub(crate) fn clif_text(&self) -> Result<String, RuntimeError> {
+        lossgraph_compiler::lower_clif::clif_text(&self.plan, &self.body).map_err(cerr)
     }
 
     fn view<'a>(&'a self, s: &'a Slot) -> Option<crate::program::TensorRef<'a>> {

@@ -135,6 +135,11 @@ impl Program {
         }
     }
 
+    /// The Cranelift IR of every kernel, for a JIT program (addresses relative to the arena).
+    pub fn clif_text(&self) -> Option<Result<String, RuntimeError>> {
+        self.jit.as_ref().map(|j| j.clif_text())
+    }
+
     fn new_interpreted(graph: Graph) -> Result<Program, RuntimeError> {
         verify(&graph)?;
         let vars = graph

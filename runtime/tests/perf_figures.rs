@@ -169,3 +169,85 @@ fn wide_step_gflops_vs_gemm() {
         assert!(sps > 0.0);
     }
 }
+
+/// The matmul strategy measurement behind `BodyOptions::inline_matmul_max`:
+/// one square matmul (plus its input copies) as JIT loops vs the gemm crate.
+#[test]
+#[ignore]
+fn matmul_inline_vs_gemm() {
+    for n in [8usize, 16, 32, 48, 64, 96, 128] {
+        let b = lossgraph_ir::Builder::new("mm");
+        let x = b.input("a", lossgraph_ir::TensorType::f32([n, n]));
+        let w = b.input("b", lossgraph_ir::TensorType::f32([n, n]));
+        b.output("c", &x.matmul(&w));
+        let g = b.finish().unwrap();
+        let a = data(n * n, 1);
+        let bb = data(n * n, 2);
+        let feeds = [("a", Feed::F32(&a)), ("b", Feed::F32(&bb))];
+        let mut row = Vec::new();
+        for inline in [true, false] {
+            let mut opts = JitOptions {
+                threads: 1,
+                ..JitOptions::default()
+            };
+            opts.body.inline_matmul_max = if inline { usize::MAX } else { 0 };
+            let mut p = Program::new_jit(g.clone(), &opts).unwrap();
+            let reps = (2_000_000 / (n * n * n)).clamp(20, 20_000);
+            let sps = steps_per_s(&mut p, &feeds, reps);
+            row.push(1e6 / sps);
+        }
+        println!(
+            "matmul {n}x{n}x{n}: JIT loops {:.2} us, gemm crate {:.2} us (ratio gemm/jit {:.2})",
+            row[0],
+            row[1],
+            row[1] / row[0]
+        );
+    }
+}
+
+/// Whole steps under each matmul strategy, in the same run.
+#[test]
+#[ignore]
+fn step_matmul_strategy() {
+    for (name, dims, batch, act, loss, opt) in [
+        (
+            "tiny",
+            vec![8, 32, 32, 1],
+            32,
+            Act::Tanh,
+            Loss::Mse,
+            Opt::Sgd(0.01),
+        ),
+        (
+            "mnist",
+            vec![784, 128, 10],
+            64,
+            Act::Relu,
+            Loss::SparseCe,
+            Opt::Adam(1e-3),
+        ),
+    ] {
+        let g = mlp_step(&dims, batch, act, loss, 1e-4, opt);
+        for limit in [0usize, 32 * 32 * 32, 48 * 48 * 48, 128 * 128 * 128] {
+            let mut opts = JitOptions {
+                threads: 1,
+                ..JitOptions::default()
+            };
+            opts.body.inline_matmul_max = limit;
+            let mut p = Program::new_jit(g.clone(), &opts).unwrap();
+            init_params(&mut p, &dims, 1);
+            let x = data(batch * dims[0], 2);
+            let t = data(batch * dims[dims.len() - 1], 3);
+            let labels: Vec<i32> = (0..batch as i32).map(|i| i * 7 % 10).collect();
+            let feeds = match loss {
+                Loss::Mse => [("x", Feed::F32(&x)), ("t", Feed::F32(&t))],
+                Loss::SparseCe => [("x", Feed::F32(&x)), ("t", Feed::I32(&labels))],
+            };
+            let sps = steps_per_s(&mut p, &feeds, if name == "tiny" { 5000 } else { 200 });
+            println!(
+                "{name}: inline matmuls up to {limit} mults: {sps:.0} steps/s ({:.1} us/step)",
+                1e6 / sps
+            );
+        }
+    }
+}

@@ -276,62 +276,63 @@ impl OptimizerSpec {
             c.only(key, &[Value::Null])?;
         }
         c.only("use_ema", &[json!(false)])?;
-        let spec =
-            match class.as_str() {
-                "SGD" => {
+        let spec = match class.as_str() {
+            "SGD" => {
+                c.only("weight_decay", &[Value::Null])?;
+                OptimizerSpec::Sgd {
+                    learning_rate: c.f32_or("learning_rate", Some(0.01))?,
+                    momentum: c.f32_or("momentum", Some(0.0))?,
+                    nesterov: c.bool_or("nesterov", false)?,
+                }
+            }
+            "Adam" | "AdamW" => {
+                let adamw = class == "AdamW";
+                if !adamw {
                     c.only("weight_decay", &[Value::Null])?;
-                    OptimizerSpec::Sgd {
-                        learning_rate: c.f32_or("learning_rate", Some(0.01))?,
-                        momentum: c.f32_or("momentum", Some(0.0))?,
-                        nesterov: c.bool_or("nesterov", false)?,
+                }
+                let learning_rate = c.f32_or("learning_rate", Some(0.001))?;
+                let beta_1 = c.f32_or("beta_1", Some(0.9))?;
+                let beta_2 = c.f32_or("beta_2", Some(0.999))?;
+                let epsilon = c.f32_or("epsilon", Some(1e-7))?;
+                let amsgrad = c.bool_or("amsgrad", false)?;
+                if adamw {
+                    OptimizerSpec::AdamW {
+                        learning_rate,
+                        weight_decay: c.f32_or("weight_decay", Some(0.004))?,
+                        beta_1,
+                        beta_2,
+                        epsilon,
+                        amsgrad,
+                    }
+                } else {
+                    OptimizerSpec::Adam {
+                        learning_rate,
+                        beta_1,
+                        beta_2,
+                        epsilon,
+                        amsgrad,
                     }
                 }
-                "Adam" | "AdamW" => {
-                    let adamw = class == "AdamW";
-                    if !adamw {
-                        c.only("weight_decay", &[Value::Null])?;
-                    }
-                    let learning_rate = c.f32_or("learning_rate", Some(0.001))?;
-                    let beta_1 = c.f32_or("beta_1", Some(0.9))?;
-                    let beta_2 = c.f32_or("beta_2", Some(0.999))?;
-                    let epsilon = c.f32_or("epsilon", Some(1e-7))?;
-                    let amsgrad = c.bool_or("amsgrad", false)?;
-                    if adamw {
-                        OptimizerSpec::AdamW {
-                            learning_rate,
-                            weight_decay: c.f32_or("weight_decay", Some(0.004))?,
-                            beta_1,
-                            beta_2,
-                            epsilon,
-                            amsgrad,
-                        }
-                    } else {
-                        OptimizerSpec::Adam {
-                            learning_rate,
-                            beta_1,
-                            beta_2,
-                            epsilon,
-                            amsgrad,
-                        }
-                    }
+            }
+            "RMSprop" => {
+                c.only("weight_decay", &[Value::Null])?;
+                OptimizerSpec::RmsProp {
+                    learning_rate: c.f32_or("learning_rate", Some(0.001))?,
+                    rho: c.f32_or("rho", Some(0.9))?,
+                    momentum: c.f32_or("momentum", Some(0.0))?,
+                    epsilon: c.f32_or("epsilon", Some(1e-7))?,
+                    centered: c.bool_or("centered", false)?,
                 }
-                "RMSprop" => {
-                    c.only("weight_decay", &[Value::Null])?;
-                    OptimizerSpec::RmsProp {
-                        learning_rate: c.f32_or("learning_rate", Some(0.001))?,
-                        rho: c.f32_or("rho", Some(0.9))?,
-                        momentum: c.f32_or("momentum", Some(0.0))?,
-                        epsilon: c.f32_or("epsilon", Some(1e-7))?,
-                        centered: c.bool_or("centered", false)?,
-                    }
-                }
-                other => return Err(ctx.err(
+            }
+            other => {
+                return Err(ctx.err(
                     &format!("{path}.class_name"),
                     format!(
                         "unsupported optimizer '{other}' (supported: SGD, Adam, AdamW, RMSprop)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         c.finish()?;
         Ok(spec)
     }

@@ -28,7 +28,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use lossgraph_ir::{BinaryOp, DType, NodeId, UnaryOp};
-use nest::{Counter, Expr, Mode, Nest};
+use nest::{Counter, Expr, Mode, Nest, NestRoot};
 
 /// Code generation options.
 #[derive(Clone, Copy)]
@@ -477,14 +477,13 @@ impl Emitter<'_> {
                 let ptrs: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
                 let vals = self.body(b, &ptrs, true)?;
                 for (ri, r) in nest.roots.iter().enumerate() {
-                    let v = vals[r.value];
                     if let Some(acc) = accs.iter().find(|a| a.root == ri) {
                         let vv = acc.vvar.expect("vector accumulators exist in vector mode");
                         let a = b.use_var(vv);
-                        let n = combine(b, r.mode, r.dtype, a, v);
+                        let n = self.accumulate(b, r, a, &vals);
                         b.def_var(vv, n);
                     } else {
-                        self.store_root(b, r.mode, r.dtype, ptrs[r.dst], v);
+                        self.store_root(b, r, ptrs[r.dst], &vals);
                     }
                 }
                 for (c, v) in vars.iter().enumerate() {
@@ -529,11 +528,11 @@ impl Emitter<'_> {
                         b.def_var(acc.var, na);
                         b.def_var(iv, ni);
                     } else {
-                        let n = combine(b, r.mode, r.dtype, a, v);
+                        let n = self.accumulate(b, r, a, &vals);
                         b.def_var(acc.var, n);
                     }
                 } else {
-                    self.store_root(b, r.mode, r.dtype, ptrs[r.dst], v);
+                    self.store_root(b, r, ptrs[r.dst], &vals);
                 }
             }
             for (c, v) in vars.iter().enumerate() {
@@ -560,15 +559,34 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    fn store_root(&self, b: &mut FunctionBuilder, mode: Mode, dtype: DType, p: Value, v: Value) {
-        match mode {
+    /// `acc ⊕ value` for a Sum/Max root; a sum of a single-use product is one `fma`.
+    fn accumulate(
+        &self,
+        b: &mut FunctionBuilder,
+        r: &NestRoot,
+        acc: Value,
+        vals: &[Value],
+    ) -> Value {
+        if r.mode == Mode::Sum && self.opts.fma {
+            if let Expr::Binary(BinaryOp::Mul, DType::F32, x, y) = self.nest.exprs[r.value] {
+                if self.uses[r.value] == 1 {
+                    return b.ins().fma(vals[x], vals[y], acc);
+                }
+            }
+        }
+        combine(b, r.mode, r.dtype, acc, vals[r.value])
+    }
+
+    fn store_root(&self, b: &mut FunctionBuilder, r: &NestRoot, p: Value, vals: &[Value]) {
+        let v = vals[r.value];
+        match r.mode {
             Mode::Store => {
                 b.ins().store(flags(), v, p, 0);
             }
             Mode::Sum | Mode::Max => {
                 let ty = b.func.dfg.value_type(v);
                 let old = b.ins().load(ty, flags(), p, 0);
-                let n = combine(b, mode, dtype, old, v);
+                let n = self.accumulate(b, r, old, vals);
                 b.ins().store(flags(), n, p, 0);
             }
             Mode::ArgMax => unreachable!("argmax roots always use register accumulators"),
@@ -872,4 +890,59 @@ fn random_uniform(b: &mut FunctionBuilder, seed: u32, step: Value, idx: Value) -
     let f = b.ins().fcvt_from_sint(types::F32, top);
     let k = b.ins().f32const(1.0 / 16_777_216.0);
     b.ins().fmul(f, k)
+}
+
+/// Every kernel's Cranelift IR as text (buffer addresses relative to an
+/// arena at address 0), in execution order; GEMM calls are listed by shape.
+/// For `dump-ir --stage clif`.
+pub fn clif_text(
+    plan: &crate::fusion::Plan,
+    body_opts: &nest::BodyOptions,
+) -> Result<String, CodegenError> {
+    use std::fmt::Write as _;
+    let bodies: Vec<nest::KernelBody> = (0..plan.kernels.len())
+        .map(|k| nest::kernel_body(plan, k, body_opts))
+        .collect::<Result<_, _>>()?;
+    let mem = crate::memplan::plan_memory(plan, &bodies)?;
+    let addr = |n: NodeId| {
+        mem.offset[n.index()]
+            .map(|o| o as u64)
+            .ok_or_else(|| CodegenError(format!("node %{} has no storage", n.index())))
+    };
+    let opts = LowerOptions::host()?;
+    let mut s = String::new();
+    for (k, body) in bodies.iter().enumerate() {
+        match body {
+            nest::KernelBody::Nests(ns) => {
+                for n in ns {
+                    let l = lower_nest(n, &addr, &opts)?;
+                    let _ = writeln!(
+                        s,
+                        "; kernel {k} ({}), loops {:?}, vectorized {}, splittable {}",
+                        n.label,
+                        canonicalize(n).dims,
+                        l.vectorized,
+                        l.splittable
+                    );
+                    let _ = writeln!(s, "{}", l.func.display());
+                }
+            }
+            nest::KernelBody::Gemm(g) => {
+                let _ = writeln!(
+                    s,
+                    "; kernel {k}: gemm crate call, batch {} m {} n {} k {} trans_a {} trans_b {} (out %{}, a %{}, b %{})\n",
+                    g.batch,
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.trans_a,
+                    g.trans_b,
+                    g.out.index(),
+                    g.a.index(),
+                    g.b.index()
+                );
+            }
+        }
+    }
+    Ok(s)
 }

@@ -165,6 +165,20 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
                 continue; // in place
             }
             let size = padded(bytes_of(r));
+            if let Some(sv) = reusable(plan, &bodies[k], k, r, &last_read, &pinned, &region)
+                .filter(|&sv| padded(bytes_of(sv)) == size)
+                .filter(|sv| live_until.iter().any(|&(_, x)| x == *sv))
+            {
+                // Take over the dying input's buffer (e.g. an epilogue writing
+                // over its GEMM output): every read of it is at the written element.
+                live_until.retain(|&(_, x)| x != sv);
+                offset[r.index()] = offset[sv.index()];
+                region[r.index()] = Some(Region::Scratch);
+                if !pinned[r.index()] {
+                    live_until.push((last_read[r.index()].max(k), r));
+                }
+                continue;
+            }
             let o = alloc(size, &mut free, &mut high);
             offset[r.index()] = Some(scratch_base + o);
             region[r.index()] = Some(Region::Scratch);
@@ -186,6 +200,46 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         scratch: high,
         in_place,
         copies,
+    })
+}
+
+/// A scratch buffer that root `r` of elementwise kernel `k` may overwrite:
+/// read for the last time by kernel `k`, not an output, and read there only
+/// at exactly the element `r` writes (so each element is loaded before it is
+/// stored in the same iteration).
+fn reusable(
+    plan: &Plan,
+    body: &KernelBody,
+    k: usize,
+    r: NodeId,
+    last_read: &[usize],
+    pinned: &[bool],
+    region: &[Option<Region>],
+) -> Option<NodeId> {
+    if plan.kernels[k].kind != KernelKind::Elementwise {
+        return None;
+    }
+    let KernelBody::Nests(nests) = body else {
+        return None;
+    };
+    let [nest] = nests.as_slice() else {
+        return None;
+    };
+    let dst = nest
+        .roots
+        .iter()
+        .map(|x| &nest.counters[x.dst])
+        .find(|c| c.storage == Some(r))?;
+    let reads = body.reads();
+    reads.iter().find_map(|&(s, _)| {
+        let ok = last_read[s.index()] == k
+            && !pinned[s.index()]
+            && region[s.index()] == Some(Region::Scratch)
+            && !plan.kernels[k].roots.contains(&s)
+            && reads.iter().filter(|(t, _)| *t == s).all(|(_, c)| {
+                c.is_some_and(|c| c.strides == dst.strides && c.offset == dst.offset)
+            });
+        ok.then_some(s)
     })
 }
 

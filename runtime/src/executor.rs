@@ -192,7 +192,7 @@ impl JitProgram {
         }
         stats.functions = funcs.len();
         let t2 = Instant::now();
-        let (code, fns) = JitCode::compile(funcs).map_err(RuntimeError::Compile)?;
+        let (code, fns) = JitCode::compile(funcs, threads).map_err(RuntimeError::Compile)?;
         let t3 = Instant::now();
         let mut fns = fns.into_iter();
         let mut steps = Vec::with_capacity(pending.len());

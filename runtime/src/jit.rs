@@ -136,22 +136,75 @@ fn host_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa, String> {
 }
 
 impl JitCode {
-    /// Compiles `funcs` into one JIT module and returns the entry of each.
-    pub(crate) fn compile(funcs: Vec<Function>) -> Result<(JitCode, Vec<KernelFn>), String> {
+    /// Compiles `funcs` (on up to `threads` threads) into one JIT module and
+    /// returns the entry of each, in order.
+    pub(crate) fn compile(
+        funcs: Vec<Function>,
+        threads: usize,
+    ) -> Result<(JitCode, Vec<KernelFn>), String> {
         let isa = host_isa()?;
+        let n = funcs.len();
+        let parts = threads.clamp(1, n.max(1));
+        // Round-robin split: kernel sizes vary along the schedule.
+        let mut chunks: Vec<Vec<(usize, Function)>> = (0..parts).map(|_| Vec::new()).collect();
+        for (i, f) in funcs.into_iter().enumerate() {
+            chunks[i % parts].push((i, f));
+        }
+        let compile_chunk = |chunk: Vec<(usize, Function)>| {
+            let mut out = Vec::with_capacity(chunk.len());
+            for (i, f) in chunk {
+                let mut ctx = cranelift_codegen::Context::for_function(f);
+                let mut cp = cranelift_codegen::control::ControlPlane::default();
+                let code = ctx
+                    .compile(&*isa, &mut cp)
+                    .map_err(|e| format!("kernel {i}: {:?}", e.inner))?;
+                if !code.buffer.relocs().is_empty() {
+                    return Err(format!("kernel {i}: unexpected relocations"));
+                }
+                out.push((i, code.code_buffer().to_vec(), code.buffer.alignment as u64));
+            }
+            Ok::<_, String>(out)
+        };
+        let mut compiled: Vec<(usize, Vec<u8>, u64)> = Vec::with_capacity(n);
+        if parts == 1 {
+            for chunk in chunks {
+                compiled.extend(compile_chunk(chunk)?);
+            }
+        } else {
+            let results: Vec<Result<_, String>> = std::thread::scope(|s| {
+                let hs: Vec<_> = chunks
+                    .into_iter()
+                    .map(|c| s.spawn(|| compile_chunk(c)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("compiler thread panicked".into()))
+                    })
+                    .collect()
+            });
+            for r in results {
+                compiled.extend(r?);
+            }
+        }
+        compiled.sort_by_key(|c| c.0);
         let jb = JITBuilder::with_isa(isa, default_libcall_names());
         let mut module = JITModule::new(jb);
-        let mut ids = Vec::with_capacity(funcs.len());
-        let mut ctx = module.make_context();
-        for (i, f) in funcs.into_iter().enumerate() {
+        let mut sig = cranelift_codegen::ir::Signature::new(module.isa().default_call_conv());
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(
+            cranelift_codegen::ir::types::I64,
+        ));
+        sig.params.push(cranelift_codegen::ir::AbiParam::new(
+            cranelift_codegen::ir::types::I64,
+        ));
+        let mut ids = Vec::with_capacity(n);
+        for (i, bytes, align) in &compiled {
             let id = module
-                .declare_function(&format!("k{i}"), Linkage::Local, &f.signature)
+                .declare_function(&format!("k{i}"), Linkage::Local, &sig)
                 .map_err(|e| e.to_string())?;
-            ctx.func = f;
             module
-                .define_function(id, &mut ctx)
-                .map_err(|e| format!("kernel {i}: {e:?}\n{}", ctx.func.display()))?;
-            module.clear_context(&mut ctx);
+                .define_function_bytes(id, *align, bytes, &[])
+                .map_err(|e| format!("kernel {i}: {e}"))?;
             ids.push(id);
         }
         module.finalize_definitions().map_err(|e| e.to_string())?;
@@ -160,8 +213,9 @@ impl JitCode {
             .map(|id| {
                 let p = module.get_finalized_function(id);
                 // SAFETY: every function was built with signature (i64, i64) -> ()
-                // in the host's C calling convention (lower_clif::lower_nest), and
-                // the code stays mapped while `JitCode` lives (D).
+                // in the host's C calling convention (lower_clif::lower_nest), has
+                // no relocations (checked above: addresses are absolute
+                // constants), and the code stays mapped while `JitCode` lives (D).
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
             })
             .collect();

@@ -234,6 +234,11 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
     }
     let mut class = vec![NodeClass::Dead; n];
     let mut expensive = vec![false; n];
+    let mut cheap_flags = vec![false; n];
+    let mut is_output = vec![false; n];
+    for (_, o) in g.outputs() {
+        is_output[o.index()] = true;
+    }
     for i in 0..n {
         let id = nid(i);
         let node = g.node(id);
@@ -257,23 +262,50 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             class[i] = NodeClass::Alias(s);
             continue;
         }
-        let inline = opts.fuse
-            && is_pointwise(&node.op)
-            && uses[i] == 1
-            && match single_user[i] {
-                Some(u) => {
-                    let uop = &g.node(u).op;
-                    let consumer_ok = is_pointwise(uop)
-                        || matches!(
-                            uop,
-                            Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
-                        );
-                    let expands = matches!(uop, Op::Broadcast | Op::OneHot { .. })
-                        && g.node(u).ty.numel() > node.ty.numel();
-                    consumer_ok && !(expands && expensive[i])
-                }
-                None => false,
-            };
+        let fusable_consumer = |u: NodeId| {
+            let uop = &g.node(u).op;
+            is_pointwise(uop)
+                || matches!(
+                    uop,
+                    Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
+                )
+        };
+        // Pure data movement over stored values (a broadcast bias, a
+        // stop_gradient'ed maximum, a transposed weight) is re-evaluated in
+        // every consumer as a load, never stored, whatever its use count.
+        let movement = matches!(
+            node.op,
+            Op::Broadcast | Op::Transpose { .. } | Op::Slice { .. } | Op::StopGradient
+        );
+        let cheap = opts.fuse
+            && movement
+            && !is_output[i]
+            && ops
+                .iter()
+                .all(|o| class[o.index()] != NodeClass::Inlined || cheap_flags[o.index()])
+            && g.users(id)
+                .into_iter()
+                .filter(|u| live[u.index()])
+                .all(fusable_consumer);
+        cheap_flags[i] = cheap;
+        let inline = cheap
+            || opts.fuse
+                && is_pointwise(&node.op)
+                && uses[i] == 1
+                && match single_user[i] {
+                    Some(u) => {
+                        let uop = &g.node(u).op;
+                        let consumer_ok = is_pointwise(uop)
+                            || matches!(
+                                uop,
+                                Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
+                            );
+                        let expands = matches!(uop, Op::Broadcast | Op::OneHot { .. })
+                            && g.node(u).ty.numel() > node.ty.numel();
+                        consumer_ok && !(expands && expensive[i])
+                    }
+                    None => false,
+                };
         class[i] = if inline {
             NodeClass::Inlined
         } else {

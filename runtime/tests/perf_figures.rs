@@ -251,3 +251,18 @@ fn step_matmul_strategy() {
         }
     }
 }
+
+#[test]
+#[ignore]
+fn print_mnist_plan() {
+    let g = mlp_step(
+        &[784, 128, 10],
+        64,
+        Act::Relu,
+        Loss::SparseCe,
+        1e-4,
+        Opt::Adam(1e-3),
+    );
+    let p = Program::new_jit(g, &JitOptions::default()).unwrap();
+    println!("{}", p.plan_text().unwrap());
+}

@@ -156,6 +156,23 @@ impl JitProgram {
                         funcs.push(l.func);
                     }
                 }
+                KernelBody::SmallMatmul(gc) => {
+                    let l = lossgraph_compiler::lower_clif::matmul::lower_matmul(
+                        gc, &addr, &lopts, "matmul",
+                    )
+                    .map_err(cerr)?;
+                    let t = if threads > 1 && l.work >= opts.split_min_work && l.outer >= threads {
+                        stats.split += 1;
+                        threads
+                    } else {
+                        1
+                    };
+                    pending.push(Pending::Kernel {
+                        outer: l.outer,
+                        threads: t,
+                    });
+                    funcs.push(l.func);
+                }
                 KernelBody::Gemm(gc) => {
                     let (m, n, k) = (gc.m, gc.n, gc.k);
                     let (lhs_rs, lhs_cs) = if gc.trans_a {

@@ -16,6 +16,7 @@
 //! accumulator reduced once per row (a fixed order, so results are
 //! deterministic). `a + b*c` becomes `fma` when the host has FMA.
 
+pub mod matmul;
 pub mod nest;
 
 use crate::fusion::CodegenError;
@@ -320,7 +321,7 @@ struct Emitter<'a> {
     uses: Vec<usize>,
 }
 
-fn flags() -> MemFlagsData {
+pub(crate) fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
@@ -926,6 +927,15 @@ pub fn clif_text(
                     );
                     let _ = writeln!(s, "{}", l.func.display());
                 }
+            }
+            nest::KernelBody::SmallMatmul(g) => {
+                let l = matmul::lower_matmul(g, &addr, &opts, &format!("k{k}.matmul"))?;
+                let _ = writeln!(
+                    s,
+                    "; kernel {k}: register-blocked matmul m {} n {} k {} batch {}",
+                    g.m, g.n, g.k, g.batch
+                );
+                let _ = writeln!(s, "{}", l.func.display());
             }
             nest::KernelBody::Gemm(g) => {
                 let _ = writeln!(

@@ -113,6 +113,9 @@ pub struct GemmCall {
 #[derive(Clone, Debug, PartialEq)]
 pub enum KernelBody {
     Nests(Vec<Nest>),
+    /// A matmul small enough for a register-blocked JIT kernel ([`super::matmul`]).
+    SmallMatmul(GemmCall),
+    /// A matmul executed by the `gemm` crate.
     Gemm(GemmCall),
 }
 
@@ -132,7 +135,7 @@ impl KernelBody {
                     })
                 })
                 .collect(),
-            KernelBody::Gemm(g) => vec![(g.a, None), (g.b, None)],
+            KernelBody::Gemm(g) | KernelBody::SmallMatmul(g) => vec![(g.a, None), (g.b, None)],
         }
     }
 }
@@ -362,14 +365,15 @@ impl<'p> Builder<'p> {
 /// Options for [`kernel_body`].
 #[derive(Clone, Copy, Debug)]
 pub struct BodyOptions {
-    /// Matmuls with `batch·m·n·k` at most this become JIT loop nests; larger
-    /// ones call the `gemm` crate. Measured with `perf_figures --ignored
-    /// matmul_inline_vs_gemm` (2-core AVX-512 host, same run): square n³ as
-    /// JIT f32x4 loops vs the gemm crate took 0.44 vs 4.4 µs at n = 8,
-    /// 2.9 vs 26 µs at 16, but 15 vs 3.6 µs at 32 and 44 vs 10 µs at 48 (the
-    /// gemm crate pays a fixed per-call cost — dispatch, packing-buffer
-    /// allocation — and then runs AVX-512 microkernels; the JIT loops are
-    /// 128-bit and not register-blocked). Hence the crossover near 16³.
+    /// Matmuls with `batch·m·n·k` at most this become register-blocked JIT
+    /// kernels ([`super::matmul`]); larger ones call the `gemm` crate.
+    /// Measured with `perf_figures -- --ignored matmul` (2-core AVX-512 host,
+    /// alternating runs, best of 7): square n³ JIT vs gemm crate 0.19 vs
+    /// 0.51 µs at n = 8, 1.5 vs 1.4 µs at 16, 13 vs 7.7 µs at 32, 61 vs 46 µs
+    /// at 64, 1257 vs 249 µs at 128 (the JIT kernels are 128-bit; the gemm
+    /// crate has a fixed per-call cost, then AVX-512 microkernels). Whole
+    /// tiny-MLP steps were fastest with the limit at 16³ (94.6 µs vs 112.5 µs
+    /// all-gemm and 117.5 µs at 32³ on the loaded machine).
     pub inline_matmul_max: usize,
 }
 
@@ -379,90 +383,6 @@ impl Default for BodyOptions {
             inline_matmul_max: 16 * 16 * 16,
         }
     }
-}
-
-/// A small matmul as loop nests: zero the output, then accumulate
-/// `a[i,p]·b[p,j]` with the loop order chosen so the innermost loop is
-/// contiguous (`j` when `b` is not transposed, else `p`).
-fn matmul_nests(plan: &Plan, k_idx: usize, gc: &GemmCall) -> Vec<Nest> {
-    let (bt, m, n, k) = (gc.batch as i64, gc.m as i64, gc.n as i64, gc.k as i64);
-    // Symbolic axes: 0 = batch, 1 = i, 2 = j, 3 = p.
-    let order: [usize; 4] = if gc.trans_b {
-        [0, 1, 2, 3]
-    } else {
-        [0, 1, 3, 2]
-    };
-    let ext = [bt, m, n, k];
-    let a_str = [
-        m * k,
-        if gc.trans_a { 1 } else { k },
-        0,
-        if gc.trans_a { m } else { 1 },
-    ];
-    let b_str = [
-        k * n,
-        0,
-        if gc.trans_b { k } else { 1 },
-        if gc.trans_b { 1 } else { n },
-    ];
-    let d_str = [m * n, n, 1, 0];
-    let per_loop = |s: [i64; 4]| order.iter().map(|&a| s[a]).collect::<Vec<i64>>();
-    let dims: Vec<usize> = order.iter().map(|&a| ext[a] as usize).collect();
-    let mut b = Builder::new(plan, 4, vec![]);
-    let ca = b.counter(Counter {
-        storage: Some(gc.a),
-        strides: per_loop(a_str),
-        offset: 0,
-    });
-    let cb = b.counter(Counter {
-        storage: Some(gc.b),
-        strides: per_loop(b_str),
-        offset: 0,
-    });
-    let cd = b.counter(Counter {
-        storage: Some(gc.out),
-        strides: per_loop(d_str),
-        offset: 0,
-    });
-    let la = b.push(Expr::Load {
-        counter: ca,
-        dtype: DType::F32,
-    });
-    let lb = b.push(Expr::Load {
-        counter: cb,
-        dtype: DType::F32,
-    });
-    let prod = b.push(Expr::Binary(BinaryOp::Mul, DType::F32, la, lb));
-    let acc = b.finish(
-        dims,
-        vec![NestRoot {
-            value: prod,
-            dst: cd,
-            mode: Mode::Sum,
-            dtype: DType::F32,
-        }],
-        false,
-        format!("k{k_idx}.matmul"),
-    );
-    let mut z = Builder::new(plan, 1, vec![]);
-    let zero = z.push(Expr::ImmF(0.0));
-    let cz = z.counter(Counter {
-        storage: Some(gc.out),
-        strides: vec![1],
-        offset: 0,
-    });
-    let init = z.finish(
-        vec![(bt * m * n) as usize],
-        vec![NestRoot {
-            value: zero,
-            dst: cz,
-            mode: Mode::Store,
-            dtype: DType::F32,
-        }],
-        false,
-        format!("k{k_idx}.zero"),
-    );
-    vec![init, acc]
 }
 
 /// Lowers kernel `k` of `plan` to loop nests or a GEMM call.
@@ -497,7 +417,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 trans_b,
             };
             if gc.batch * gc.m * gc.n * gc.k <= opts.inline_matmul_max {
-                Ok(KernelBody::Nests(matmul_nests(plan, k, &gc)))
+                Ok(KernelBody::SmallMatmul(gc))
             } else {
                 Ok(KernelBody::Gemm(gc))
             }

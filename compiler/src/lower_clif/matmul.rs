@@ -1,0 +1,233 @@
+//! Register-blocked matmul kernels for small products.
+//!
+//! `fn(lo, hi)` computes rows `lo..hi` of `out = op(a)·op(b)` (for a batched
+//! product, `lo..hi` ranges over the batch). When `b` is not transposed, each
+//! row is computed in blocks of 8 columns held in two `f32x4` accumulators
+//! (then 4, then scalar columns), streaming `a[i,p]` as a splat and `b[p,·]`
+//! as vectors; when `b` is transposed each output element is a dot product
+//! along `p` with an `f32x4` accumulator reduced once (lanes in order), so
+//! results are deterministic. Products use `fma` when the host has it.
+
+use super::{flags, LowerOptions, LoweredNest};
+use crate::fusion::CodegenError;
+use crate::lower_clif::nest::GemmCall;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, Function, InstBuilder, Signature, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+/// A counted loop over `start..end` stepping `step` while `iv + step <= end`;
+/// returns the first index not processed.
+fn for_range(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value),
+) -> Value {
+    let iv = b.declare_var(types::I64);
+    b.def_var(iv, start);
+    let header = b.create_block();
+    let blk = b.create_block();
+    let exit = b.create_block();
+    b.ins().jump(header, &[]);
+    b.switch_to_block(header);
+    let i = b.use_var(iv);
+    let next = b.ins().iadd_imm_s(i, step);
+    let c = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
+    b.ins().brif(c, blk, &[], exit, &[]);
+    b.switch_to_block(blk);
+    body(b, i);
+    b.def_var(iv, next);
+    b.ins().jump(header, &[]);
+    b.switch_to_block(exit);
+    b.use_var(iv)
+}
+
+struct Mm {
+    m: i64,
+    n: i64,
+    k: i64,
+    /// Element strides of a over (i, p) and b over (p, j).
+    a_i: i64,
+    a_p: i64,
+    b_p: i64,
+    b_j: i64,
+    fma: bool,
+}
+
+impl Mm {
+    fn madd(&self, b: &mut FunctionBuilder, x: Value, y: Value, acc: Value) -> Value {
+        if self.fma {
+            b.ins().fma(x, y, acc)
+        } else {
+            let p = b.ins().fmul(x, y);
+            b.ins().fadd(acc, p)
+        }
+    }
+
+    /// `ptr + idx·stride` elements (4 bytes each).
+    fn at(b: &mut FunctionBuilder, ptr: Value, idx: Value, stride: i64) -> Value {
+        let off = b.ins().imul_imm_s(idx, stride * 4);
+        b.ins().iadd(ptr, off)
+    }
+
+    /// One output row `i` of one matrix: `a`, `bm`, `out` point at the matrix.
+    fn row(&self, b: &mut FunctionBuilder, a: Value, bm: Value, out: Value, i: Value) {
+        let arow = Self::at(b, a, i, self.a_i);
+        let orow = Self::at(b, out, i, self.n);
+        let zero = b.ins().iconst(types::I64, 0);
+        let n = b.ins().iconst(types::I64, self.n);
+        let k = b.ins().iconst(types::I64, self.k);
+        if self.b_j == 1 {
+            // Column blocks of 8, 4, then single columns.
+            let mut j = zero;
+            for width in [8i64, 4, 1] {
+                j = for_range(b, j, n, width, &mut |b, j| {
+                    let bcol = Self::at(b, bm, j, 1);
+                    let vec = width > 1;
+                    let nacc = if width == 8 { 2 } else { 1 };
+                    let vars: Vec<_> = (0..nacc)
+                        .map(|_| {
+                            let v = b.declare_var(if vec { types::F32X4 } else { types::F32 });
+                            let z = b.ins().f32const(0.0);
+                            let z = if vec {
+                                b.ins().splat(types::F32X4, z)
+                            } else {
+                                z
+                            };
+                            b.def_var(v, z);
+                            v
+                        })
+                        .collect();
+                    for_range(b, zero, k, 1, &mut |b, p| {
+                        let ap = Self::at(b, arow, p, self.a_p);
+                        let av = b.ins().load(types::F32, flags(), ap, 0);
+                        let av = if vec {
+                            b.ins().splat(types::F32X4, av)
+                        } else {
+                            av
+                        };
+                        let bp = Self::at(b, bcol, p, self.b_p);
+                        for (q, v) in vars.iter().enumerate() {
+                            let ty = if vec { types::F32X4 } else { types::F32 };
+                            let bv = b.ins().load(ty, flags(), bp, (q * 16) as i32);
+                            let acc = b.use_var(*v);
+                            let r = self.madd(b, av, bv, acc);
+                            b.def_var(*v, r);
+                        }
+                    });
+                    let optr = Self::at(b, orow, j, 1);
+                    for (q, v) in vars.iter().enumerate() {
+                        let acc = b.use_var(*v);
+                        b.ins().store(flags(), acc, optr, (q * 16) as i32);
+                    }
+                });
+            }
+        } else {
+            // Dot products along p (b transposed): vector over p when both are contiguous.
+            let vec_p = self.a_p == 1 && self.b_p == 1 && self.k >= 4;
+            for_range(b, zero, n, 1, &mut |b, j| {
+                let bcol = Self::at(b, bm, j, self.b_j);
+                let s = b.declare_var(types::F32);
+                let z = b.ins().f32const(0.0);
+                b.def_var(s, z);
+                let mut p0 = zero;
+                if vec_p {
+                    let v = b.declare_var(types::F32X4);
+                    let zv = b.ins().splat(types::F32X4, z);
+                    b.def_var(v, zv);
+                    p0 = for_range(b, zero, k, 4, &mut |b, p| {
+                        let ap = Self::at(b, arow, p, 1);
+                        let bp = Self::at(b, bcol, p, 1);
+                        let x = b.ins().load(types::F32X4, flags(), ap, 0);
+                        let y = b.ins().load(types::F32X4, flags(), bp, 0);
+                        let acc = b.use_var(v);
+                        let r = self.madd(b, x, y, acc);
+                        b.def_var(v, r);
+                    });
+                    let acc = b.use_var(v);
+                    let mut t = b.use_var(s);
+                    for l in 0..4u8 {
+                        let e = b.ins().extractlane(acc, l);
+                        t = b.ins().fadd(t, e);
+                    }
+                    b.def_var(s, t);
+                }
+                for_range(b, p0, k, 1, &mut |b, p| {
+                    let ap = Self::at(b, arow, p, self.a_p);
+                    let bp = Self::at(b, bcol, p, self.b_p);
+                    let x = b.ins().load(types::F32, flags(), ap, 0);
+                    let y = b.ins().load(types::F32, flags(), bp, 0);
+                    let acc = b.use_var(s);
+                    let r = self.madd(b, x, y, acc);
+                    b.def_var(s, r);
+                });
+                let optr = Self::at(b, orow, j, 1);
+                let acc = b.use_var(s);
+                b.ins().store(flags(), acc, optr, 0);
+            });
+        }
+    }
+}
+
+/// Lowers a small matmul (see the module docs); `addr(node)` gives buffer addresses.
+pub fn lower_matmul(
+    gc: &GemmCall,
+    addr: &dyn Fn(lossgraph_ir::NodeId) -> Result<u64, CodegenError>,
+    opts: &LowerOptions,
+    label: &str,
+) -> Result<LoweredNest, CodegenError> {
+    let (m, n, k) = (gc.m as i64, gc.n as i64, gc.k as i64);
+    let mm = Mm {
+        m,
+        n,
+        k,
+        a_i: if gc.trans_a { 1 } else { k },
+        a_p: if gc.trans_a { m } else { 1 },
+        b_p: if gc.trans_b { 1 } else { n },
+        b_j: if gc.trans_b { k } else { 1 },
+        fma: opts.fma,
+    };
+    let (a0, b0, o0) = (addr(gc.a)? as i64, addr(gc.b)? as i64, addr(gc.out)? as i64);
+    let mut sig = Signature::new(opts.call_conv);
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    let mut func = Function::with_name_signature(UserFuncName::testcase(label), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let batched = gc.batch > 1;
+    {
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let lo = b.block_params(entry)[0];
+        let hi = b.block_params(entry)[1];
+        let a = b.ins().iconst(types::I64, a0);
+        let bm = b.ins().iconst(types::I64, b0);
+        let out = b.ins().iconst(types::I64, o0);
+        if batched {
+            for_range(&mut b, lo, hi, 1, &mut |b, t| {
+                let ab = Mm::at(b, a, t, mm.m * mm.k);
+                let bb = Mm::at(b, bm, t, mm.k * mm.n);
+                let ob = Mm::at(b, out, t, mm.m * mm.n);
+                let zero = b.ins().iconst(types::I64, 0);
+                let mv = b.ins().iconst(types::I64, mm.m);
+                for_range(b, zero, mv, 1, &mut |b, i| mm.row(b, ab, bb, ob, i));
+            });
+        } else {
+            for_range(&mut b, lo, hi, 1, &mut |b, i| mm.row(b, a, bm, out, i));
+        }
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(opts.frontend);
+    }
+    Ok(LoweredNest {
+        func,
+        outer: if batched { gc.batch } else { gc.m },
+        splittable: true,
+        work: gc.batch * gc.m * gc.n * gc.k.max(1),
+        vectorized: true,
+    })
+}

@@ -19,7 +19,7 @@
 //! reports the failure with its context when the node actually runs.
 //! The folded constant takes the role and scope of the node it replaces.
 
-use super::{add_like, compact, replace, topo, PassError};
+use super::{add_like, compact_ranked, replace, topo, PassError, Ranks};
 use lossgraph_ir::graph::{Graph, NodeId};
 use lossgraph_ir::interp::eval_op;
 use lossgraph_ir::op::{Literal, Op};
@@ -35,6 +35,7 @@ pub const MAX_EVAL: usize = 1 << 16;
 /// changed graph comes back compacted.
 pub fn run(g: &mut Graph) -> Result<bool, PassError> {
     let mut changed = false;
+    let mut ranks = Ranks::of(g, "fold")?;
     for id in topo(g, "fold")? {
         if !g.contains(id) {
             continue;
@@ -44,11 +45,12 @@ pub fn run(g: &mut Graph) -> Result<bool, PassError> {
         };
         let ty = g.node(id).ty.clone();
         let c = add_like(g, id, Op::Const(lit), ty, &[]);
+        ranks.inherit(c, id);
         replace(g, id, c);
         changed = true;
     }
     if changed {
-        compact(g, "fold")?;
+        compact_ranked(g, &ranks, "fold")?;
     }
     Ok(changed)
 }

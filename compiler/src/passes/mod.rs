@@ -34,6 +34,8 @@ mod semantic_tests;
 use lossgraph_ir::graph::{Graph, Node, NodeId};
 use lossgraph_ir::op::{Literal, Op};
 use lossgraph_ir::IrError;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use thiserror::Error;
 
 /// Errors of the pass pipeline. Each names the pass and, where it applies, the node.
@@ -292,6 +294,75 @@ pub(crate) fn compact(g: &mut Graph, pass: &str) -> Result<(), PassError> {
         ),
     })?;
     *g = c;
+    Ok(())
+}
+
+/// Where each node stood when a pass began. A node a pass creates inherits the
+/// rank of the node it replaces, so [`compact_ranked`] prints it in that
+/// node's place (a folded forward constant stays among the forward code)
+/// instead of wherever petgraph's free list put its id.
+pub(crate) struct Ranks(HashMap<NodeId, usize>);
+
+impl Ranks {
+    /// Ranks from the graph's topological order.
+    pub(crate) fn of(g: &Graph, pass: &str) -> Result<Ranks, PassError> {
+        Ok(Ranks(
+            topo(g, pass)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (n, i))
+                .collect(),
+        ))
+    }
+
+    /// Gives the new node `new` the rank of `old`, which it replaces.
+    pub(crate) fn inherit(&mut self, new: NodeId, old: NodeId) {
+        let r = self.0.get(&old).copied().unwrap_or(usize::MAX);
+        self.0.insert(new, r);
+    }
+}
+
+/// Replaces `g` by a compacted copy whose order is topological and, among the
+/// nodes ready at each step, follows `ranks` (then ids).
+pub(crate) fn compact_ranked(g: &mut Graph, ranks: &Ranks, pass: &str) -> Result<(), PassError> {
+    let ids = g.node_ids();
+    let mut indeg: HashMap<NodeId, usize> =
+        ids.iter().map(|&n| (n, g.operand_edges(n).len())).collect();
+    let key = |n: NodeId| Reverse((ranks.0.get(&n).copied().unwrap_or(usize::MAX), n));
+    let mut ready: BinaryHeap<_> = ids
+        .iter()
+        .filter(|n| indeg[n] == 0)
+        .map(|&n| key(n))
+        .collect();
+    let mut out = Graph::new(g.name.clone());
+    let mut map: HashMap<NodeId, NodeId> = HashMap::with_capacity(ids.len());
+    while let Some(Reverse((_, n))) = ready.pop() {
+        let ops: Vec<NodeId> = g.operands(n).iter().map(|o| map[o]).collect();
+        map.insert(n, out.add_node(g.node(n).clone(), &ops));
+        for u in g.users(n) {
+            let d = indeg.get_mut(&u).expect("a user is a node of the graph");
+            *d -= 1;
+            if *d == 0 {
+                ready.push(key(u));
+            }
+        }
+    }
+    if map.len() != ids.len() {
+        return Err(PassError::Graph {
+            pass: pass.to_string(),
+            graph: g.name.clone(),
+            message: "cannot compact: the graph has a cycle".into(),
+        });
+    }
+    for (name, id) in g.outputs() {
+        let m = map.get(id).ok_or_else(|| PassError::Graph {
+            pass: pass.to_string(),
+            graph: g.name.clone(),
+            message: format!("output '{name}' refers to missing node %{}", id.index()),
+        })?;
+        out.set_output(name.clone(), *m);
+    }
+    *g = out;
     Ok(())
 }
 

@@ -166,3 +166,74 @@ fn passes_preserve_the_generators_graphs() {
     // The generator emits dead code and constants: most graphs get smaller.
     assert!(shrunk > 75, "only {shrunk} of 150 graphs shrank");
 }
+
+/// A 2-layer MLP training graph: x → dense_1 (relu) → dense_2 → mean softmax
+/// cross-entropy, plus an L2(0.01) kernel regulariser on dense_1 as an added
+/// loss; total loss and gradients for all four params.
+pub(crate) fn mlp_training_graph() -> Graph {
+    use lossgraph_ir::{nn, LossReason, Role};
+    let b = Builder::new("mlp");
+    let x = b.input("x", TensorType::f32([16, 8]));
+    let y = b.input("labels4_y", TensorType::i32([16]));
+    let dense = |name: &str, x: &Tensor, units: usize| {
+        let din = x.shape()[1];
+        b.with_scope(name, || {
+            let w = b.param(&format!("{name}/kernel"), TensorType::f32([din, units]));
+            let bias = b.param(&format!("{name}/bias"), TensorType::f32([units]));
+            (x.matmul(&w) + &bias, w)
+        })
+    };
+    let (z1, w1) = dense("dense_1", &x, 32);
+    let h = b.with_scope("dense_1", || nn::relu(&z1));
+    let (logits, _) = dense("dense_2", &h, 4);
+    b.set_scope("dense_2");
+    b.set_role(Role::CompiledLoss {
+        output: "out".into(),
+        weight: 1.0,
+    });
+    let logp = nn::log_softmax(&logits, -1);
+    let ce = (y.one_hot(4) * logp).sum(&[-1], false).mean_all().neg();
+    b.output("loss/out", &ce);
+    b.set_scope("dense_1");
+    b.set_role(Role::AddedLoss {
+        reason: LossReason::KernelRegularizer,
+        call: 0,
+    });
+    b.output("added/0", &nn::l2(&w1, 0.01));
+    let mut g = b.finish().unwrap();
+    let loss = crate::objective::total_loss(&mut g).unwrap();
+    let params: Vec<NodeId> = g.params().into_iter().map(|p| p.1).collect();
+    crate::autodiff::append_gradients(&mut g, loss, &params).unwrap();
+    g
+}
+
+#[test]
+fn mlp_training_graph_shrinks_and_keeps_its_values() {
+    let g = mlp_training_graph();
+    let mut opt = g.clone();
+    let stats = default_pipeline().verify_each(true).run(&mut opt).unwrap();
+    if std::env::var("PRINT_MLP").is_ok() {
+        eprintln!(
+            "{}\n{}",
+            lossgraph_ir::text::print(&g),
+            lossgraph_ir::text::print(&opt)
+        );
+        for s in &stats {
+            eprintln!("{s:?}");
+        }
+    }
+    assert!(opt.len() < g.len(), "{} -> {}", g.len(), opt.len());
+    // The interface is unchanged: same leaves, same outputs.
+    assert_eq!(opt.inputs().len(), g.inputs().len());
+    assert_eq!(opt.params().len(), g.params().len());
+    let names = |g: &Graph| g.outputs().iter().map(|o| o.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&opt), names(&g));
+    for seed in 0..3 {
+        let feeds = random_feeds(&g, seed);
+        assert_close(
+            &interpret(&g, &feeds).unwrap(),
+            &interpret(&opt, &feeds).unwrap(),
+            1e-5,
+        );
+    }
+}

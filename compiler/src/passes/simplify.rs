@@ -38,7 +38,7 @@
 //! A replacement node the pass creates takes the role and scope of the node
 //! it replaces; an existing node that takes over keeps its own.
 
-use super::{add_like, compact, replace, splat_value, topo, PassError};
+use super::{add_like, compact_ranked, replace, splat_value, topo, PassError, Ranks};
 use lossgraph_ir::graph::{Graph, NodeId};
 use lossgraph_ir::op::{BinaryOp, Literal, Op, UnaryOp};
 use lossgraph_ir::{DType, TensorType};
@@ -51,14 +51,20 @@ const MAX_SWEEPS: usize = 32;
 /// changed graph comes back compacted.
 pub fn run(g: &mut Graph) -> Result<bool, PassError> {
     let mut changed = false;
+    let mut ranks = Ranks::of(g, "simplify")?;
     for _ in 0..MAX_SWEEPS {
         let mut any = false;
         for id in topo(g, "simplify")? {
             if !g.contains(id) {
                 continue;
             }
+            let before = g.len();
             if let Some(r) = rewrite(g, id) {
                 debug_assert_ne!(r, id, "a rewrite never returns the node itself");
+                // A rule creates at most one node, and returns it.
+                if g.len() > before {
+                    ranks.inherit(r, id);
+                }
                 replace(g, id, r);
                 any = true;
             }
@@ -69,7 +75,7 @@ pub fn run(g: &mut Graph) -> Result<bool, PassError> {
         changed = true;
     }
     if changed {
-        compact(g, "simplify")?;
+        compact_ranked(g, &ranks, "simplify")?;
     }
     Ok(changed)
 }

@@ -93,14 +93,15 @@ pub fn lookup(name: &str) -> Option<PassFn> {
 pub enum DumpFormat {
     /// The IR text format.
     Text,
-    /// Graphviz DOT (rendered as text until the IR's DOT writer exists).
+    /// Graphviz DOT.
     Dot,
 }
 
 /// Renders a graph for a dump.
 pub fn render(g: &Graph, format: DumpFormat) -> String {
     match format {
-        DumpFormat::Text | DumpFormat::Dot => lossgraph_ir::text::print(g),
+        DumpFormat::Text => lossgraph_ir::text::print(g),
+        DumpFormat::Dot => lossgraph_ir::dot::to_dot(g),
     }
 }
 
@@ -533,6 +534,23 @@ mod tests {
         assert!(dumps[0].1.contains("exp"));
         assert!(!dumps[1].1.contains("exp"));
         assert!(dumps[1].1.contains("mul") && !dumps[2].1.contains("mul"));
+        // DOT dumps are Graphviz digraphs.
+        let mut g = sample();
+        let mut dots = Vec::new();
+        PassManager::from_names(&["simplify"])
+            .unwrap()
+            .dump_after("*")
+            .dump_format(DumpFormat::Dot)
+            .run_with_dumps(&mut g, &mut |p, d| {
+                dots.push((p.to_string(), d.to_string()))
+            })
+            .unwrap();
+        assert_eq!(dots.len(), 1);
+        assert!(
+            dots[0].1.starts_with("digraph") && dots[0].1.contains("tanh"),
+            "{}",
+            dots[0].1
+        );
     }
 
     fn breaks_the_graph(g: &mut Graph) -> Result<bool, PassError> {

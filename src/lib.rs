@@ -1,5 +1,86 @@
 //! lossgraph: a Keras-style neural-network graph compiler.
+//!
+//! Write a model the way a Keras user does — layers with `build`/`call`,
+//! [`add_loss`](layer::BuildCtx::add_loss), regularisers, `Sequential` or the
+//! functional API — and lossgraph traces it into a symbolic IR, differentiates
+//! it, and trains it with Keras 3's exact loss, regularisation and optimiser
+//! semantics.
+//!
+//! The seed example, Keras's `CustomDenseLayer` with an L1 penalty added in
+//! `build`:
+//!
+//! ```
+//! use lossgraph::layers::{Dense, Input};
+//! use lossgraph::{BuildCtx, CallCtx, Init, Layer, LossReason, Result, Sequential, Tensor};
+//!
+//! struct CustomDenseLayer {
+//!     units: usize,
+//! }
+//!
+//! impl CustomDenseLayer {
+//!     fn new(units: usize) -> Self {
+//!         CustomDenseLayer { units }
+//!     }
+//! }
+//!
+//! impl Layer for CustomDenseLayer {
+//!     fn build(&mut self, ctx: &mut BuildCtx, input_shape: &[usize]) -> Result<()> {
+//!         let in_features = input_shape[input_shape.len() - 1];
+//!         ctx.add_weight("kernel", &[in_features, self.units], Init::RandomNormal, true)?;
+//!         ctx.add_weight("bias", &[self.units], Init::Zeros, true)?;
+//!         // Add a custom loss term (L1 regularisation of the kernel).
+//!         ctx.add_loss(|w| w.weight("kernel").abs().sum_all() * 0.01);
+//!         Ok(())
+//!     }
+//!
+//!     fn call(&self, ctx: &mut CallCtx, inputs: &Tensor) -> Result<Tensor> {
+//!         Ok(inputs.matmul(ctx.weight("kernel")) + ctx.weight("bias"))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! let model = Sequential::new("seed")
+//!     .add(Input::new(&[3]))
+//!     .add(CustomDenseLayer::new(4))
+//!     .add(Dense::new(2).activation("softmax"))
+//!     .build()?;
+//! let losses = model.losses()?;
+//! assert_eq!(losses.len(), 1);
+//! assert_eq!(losses[0].owner, "custom_dense_layer");
+//! assert_eq!(losses[0].reason, LossReason::AddLoss);
+//! # Ok(()) }
+//! ```
+
 pub use lossgraph_ir as ir;
+
+pub mod activations;
+mod backend;
+pub mod callbacks;
 pub mod digits;
+pub mod error;
+pub mod initializers;
 pub mod keras;
+pub mod layer;
+pub mod layers;
+pub mod losses;
+pub mod metrics;
+pub mod model;
+pub mod optimizers;
 pub mod plot;
+pub mod regularizers;
+pub mod train;
+pub mod weights;
+
+pub use activations::Activation;
+pub use callbacks::{Callback, Control, EarlyStopping, TerminateOnNaN};
+pub use error::{Error, Result};
+pub use initializers::Init;
+pub use layer::{BuildCtx, CallCtx, Layer, Variable, Weight};
+pub use losses::Loss;
+pub use lossgraph_ir::{HostTensor, LossReason, Tensor};
+pub use metrics::Metric;
+pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTensor, Trace};
+pub use optimizers::{LearningRate, Optimizer};
+pub use regularizers::Regularizer;
+pub use train::{CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation};
+pub use weights::{read_safetensors, write_safetensors};

@@ -1,0 +1,492 @@
+//! The [`Layer`] trait and the contexts it is built and called in.
+//!
+//! A layer has Keras's life cycle: [`Layer::build`] runs once, with the
+//! per-sample input shape (no batch axis), and creates weights with
+//! [`BuildCtx::add_weight`]; [`Layer::call`] runs every time the model is
+//! *traced* (once per compiled program: training or inference, per batch
+//! size) and emits IR on symbolic [`Tensor`]s. Weights live in the model as
+//! named host values (`<layer path>/<variable>`); each trace binds them to
+//! fresh `param` nodes, which [`CallCtx::weight`] returns.
+//!
+//! Added losses: [`BuildCtx::add_loss`] takes a closure over the weights
+//! (re-evaluated in every trace), [`CallCtx::add_loss`] takes a tensor computed
+//! in `call` (activations, weights or both). Every added loss becomes nodes
+//! with role `added_loss` in the owning layer's scope.
+
+use crate::error::{Error, Result};
+use crate::initializers::{Init, Rng};
+use crate::regularizers::Regularizer;
+use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A Keras-style layer. Implement `build` (optional) and `call`; layers with
+/// several inputs (Add, Concatenate) override `build_multi`/`call_multi`.
+///
+/// Invariants: `build` is called exactly once before the first `call`; `call`
+/// must not keep tensors between calls (each trace has its own graph).
+pub trait Layer {
+    /// The Keras class name (`"Dense"`); used for automatic names and summaries.
+    /// Defaults to the Rust type name.
+    fn class_name(&self) -> String {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        base.rsplit("::").next().unwrap_or(base).to_string()
+    }
+
+    /// The layer's name if the user chose one; otherwise the model assigns
+    /// `snake_case(class_name)` with a Keras-style counter suffix.
+    fn name(&self) -> Option<&str> {
+        None
+    }
+
+    /// Creates the layer's weights for a per-sample input shape (batch axis excluded).
+    fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
+        let _ = (ctx, input_shape);
+        Ok(())
+    }
+
+    /// Emits the layer's computation on a batch `inputs` (batch axis first).
+    fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor>;
+
+    /// `build` for layers taking several inputs; the default accepts exactly one.
+    fn build_multi(&mut self, ctx: &mut BuildCtx<'_>, input_shapes: &[Vec<usize>]) -> Result<()> {
+        match input_shapes {
+            [one] => self.build(ctx, one),
+            _ => Err(Error::layer(
+                ctx.path(),
+                format!(
+                    "{} takes one input, got {}",
+                    self.class_name(),
+                    input_shapes.len()
+                ),
+            )),
+        }
+    }
+
+    /// `call` for layers taking several inputs; the default accepts exactly one.
+    fn call_multi(&self, ctx: &mut CallCtx<'_>, inputs: &[Tensor]) -> Result<Tensor> {
+        match inputs {
+            [one] => self.call(ctx, one),
+            _ => Err(Error::layer(
+                ctx.path(),
+                format!("{} takes one input, got {}", self.class_name(), inputs.len()),
+            )),
+        }
+    }
+
+    /// The activity regulariser applied (by the framework, after `call`) to the
+    /// layer's output, divided by the batch size as in Keras 3.
+    fn activity_regularizer(&self) -> Option<&Regularizer> {
+        None
+    }
+
+    /// For input layers only: the per-sample shape they declare.
+    fn input_shape(&self) -> Option<&[usize]> {
+        None
+    }
+
+    /// A one-line description of the configuration, for summaries.
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// A model variable: its host value plus what the front end needs to trace it.
+/// Invariant: `path == format!("{layer}/{name}")`.
+#[derive(Clone, Debug)]
+pub struct Variable {
+    /// Full name, `<layer path>/<variable>` (e.g. `dense_1/kernel`): the param and safetensors name.
+    pub path: String,
+    /// The owning layer's path (`outer/inner`).
+    pub layer: String,
+    /// The short variable name (`kernel`).
+    pub name: String,
+    /// The current value.
+    pub value: HostTensor,
+    /// Whether optimisers update it (and whether its regulariser counts, as in Keras).
+    pub trainable: bool,
+    /// Its weight regulariser, if any.
+    pub regularizer: Option<Regularizer>,
+    /// Index of the top-level layer that owns it (orders `model.losses()`).
+    pub(crate) layer_index: usize,
+}
+
+/// A handle returned by [`BuildCtx::add_weight`]. Store it if you like; in
+/// `call`, fetch the traced tensor with `ctx.weight(handle.name())`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weight {
+    name: String,
+    path: String,
+    shape: Vec<usize>,
+}
+
+impl Weight {
+    /// The short name (`kernel`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The full name (`dense_1/kernel`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+/// A loss registered in `build`: re-evaluated on the weights of every trace.
+pub(crate) struct BuildLoss {
+    pub owner: String,
+    pub layer_index: usize,
+    pub f: Rc<dyn Fn(&CallCtx<'_>) -> Tensor>,
+}
+
+/// What `build` can do: create weights and weight-only losses, build sub-layers.
+pub struct BuildCtx<'a> {
+    pub(crate) path: String,
+    pub(crate) layer_index: usize,
+    pub(crate) trainable: bool,
+    pub(crate) vars: &'a mut Vec<Variable>,
+    pub(crate) build_losses: &'a mut Vec<BuildLoss>,
+    pub(crate) rng: &'a mut Rng,
+}
+
+impl BuildCtx<'_> {
+    /// The layer path (`outer/inner`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Creates a weight `<path>/<name>` initialised by `init`. Fails on an
+    /// empty name, a name containing `/`, or a duplicate.
+    pub fn add_weight(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        trainable: bool,
+    ) -> Result<Weight> {
+        self.add_weight_with(name, shape, init, trainable, None)
+    }
+
+    /// [`add_weight`](Self::add_weight) with a weight regulariser. Its loss
+    /// counts only while the weight is trainable (as in Keras); a weight named
+    /// `bias` gets reason `bias_regularizer`, any other `kernel_regularizer`.
+    pub fn add_weight_with(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        trainable: bool,
+        regularizer: Option<Regularizer>,
+    ) -> Result<Weight> {
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::layer(
+                &self.path,
+                format!("invalid weight name '{name}' (must be non-empty, without '/')"),
+            ));
+        }
+        let path = format!("{}/{}", self.path, name);
+        if self.vars.iter().any(|v| v.path == path) {
+            return Err(Error::layer(
+                &self.path,
+                format!("weight '{name}' is created twice"),
+            ));
+        }
+        let values = init.sample(shape, self.rng);
+        let value = HostTensor {
+            ty: TensorType::new(DType::F32, shape),
+            data: lossgraph_ir::Data::F32(values),
+        };
+        self.vars.push(Variable {
+            path: path.clone(),
+            layer: self.path.clone(),
+            name: name.to_string(),
+            value,
+            trainable: trainable && self.trainable,
+            regularizer,
+            layer_index: self.layer_index,
+        });
+        Ok(Weight {
+            name: name.to_string(),
+            path,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Registers a loss computed from weights only (the seed's
+    /// `0.01 · Σ|kernel|`). The closure runs in every trace with the weights
+    /// bound; a non-scalar result is summed (as Keras does).
+    pub fn add_loss(&mut self, f: impl Fn(&CallCtx<'_>) -> Tensor + 'static) {
+        self.build_losses.push(BuildLoss {
+            owner: self.path.clone(),
+            layer_index: self.layer_index,
+            f: Rc::new(f),
+        });
+    }
+
+    /// Builds a sub-layer under `<path>/<name>`; its weights and losses are collected with this layer's.
+    pub fn build_sublayer(
+        &mut self,
+        name: &str,
+        layer: &mut dyn Layer,
+        input_shapes: &[Vec<usize>],
+    ) -> Result<()> {
+        let mut sub = BuildCtx {
+            path: format!("{}/{}", self.path, name),
+            layer_index: self.layer_index,
+            trainable: self.trainable,
+            vars: self.vars,
+            build_losses: self.build_losses,
+            rng: self.rng,
+        };
+        layer.build_multi(&mut sub, input_shapes)
+    }
+}
+
+/// One added loss found while tracing, before ordering.
+pub(crate) struct PendingLoss {
+    pub layer_index: usize,
+    /// 0: call-time (activity, add_loss in call), 1: build-time add_loss, 2: weight regulariser.
+    pub phase: u8,
+    pub owner: String,
+    pub reason: LossReason,
+    pub call: u32,
+    pub variable: Option<String>,
+    pub value: Tensor,
+}
+
+/// Mutable state of one trace, shared by the call contexts of all layers.
+pub(crate) struct TraceState {
+    pub b: Builder,
+    pub params: HashMap<String, Tensor>,
+    pub training: bool,
+    pub batch: usize,
+    pub losses: Vec<PendingLoss>,
+    pub calls: HashMap<String, u32>,
+    pub fallback: Tensor,
+    pub rng_step: Option<Tensor>,
+}
+
+/// Name of the `i32[]` input that advances random ops (dropout) each step.
+pub const RNG_STEP_INPUT: &str = "rng_step";
+
+/// What `call` can do: read weights, add losses, call sub-layers, draw noise.
+pub struct CallCtx<'a> {
+    pub(crate) st: &'a mut TraceState,
+    pub(crate) path: String,
+    pub(crate) layer_index: usize,
+    pub(crate) call: u32,
+}
+
+impl CallCtx<'_> {
+    /// The traced value of this layer's weight `name` (a `param` node). An
+    /// unknown name records an error (reported after the call) and returns a dummy scalar.
+    pub fn weight(&self, name: &str) -> &Tensor {
+        let key = format!("{}/{}", self.path, name);
+        match self.st.params.get(&key) {
+            Some(t) => t,
+            None => {
+                let mut known: Vec<&str> = self
+                    .st
+                    .params
+                    .keys()
+                    .filter_map(|k| k.strip_prefix(&format!("{}/", self.path)))
+                    .filter(|k| !k.contains('/'))
+                    .collect();
+                known.sort_unstable();
+                self.st.b.record_error(IrError::Type {
+                    op: "weight".into(),
+                    scope: self.path.clone(),
+                    message: format!("layer has no weight '{name}' (it has: {known:?})"),
+                });
+                &self.st.fallback
+            }
+        }
+    }
+
+    /// The builder of this trace (for constants and multi-operand ops).
+    pub fn builder(&self) -> Builder {
+        self.st.b.clone()
+    }
+
+    /// True when tracing the training graph (dropout active).
+    pub fn training(&self) -> bool {
+        self.st.training
+    }
+
+    /// The batch size of this trace.
+    pub fn batch_size(&self) -> usize {
+        self.st.batch
+    }
+
+    /// Which call of this layer this is (0 for the first; shared layers count up).
+    pub fn call_index(&self) -> u32 {
+        self.call
+    }
+
+    /// The layer path (`outer/inner`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Adds a loss computed in `call` (an activity penalty, an auxiliary loss).
+    /// A non-scalar loss is summed, as Keras does. Its nodes get role
+    /// `added_loss(add_loss, call)` in this layer's scope.
+    pub fn add_loss(&mut self, loss: Tensor) {
+        self.push_loss(loss, LossReason::AddLoss);
+    }
+
+    fn push_loss(&mut self, loss: Tensor, reason: LossReason) {
+        let role = Role::AddedLoss {
+            reason,
+            call: self.call,
+        };
+        let value = self.st.b.with_role(role, || {
+            if loss.rank() > 0 {
+                loss.sum_all()
+            } else {
+                loss
+            }
+        });
+        self.st.losses.push(PendingLoss {
+            layer_index: self.layer_index,
+            phase: 0,
+            owner: self.path.clone(),
+            reason,
+            call: self.call,
+            variable: None,
+            value,
+        });
+    }
+
+    /// Uniform noise in `[0, 1)` that changes every training step (driven by
+    /// the `rng_step` input) and is a pure function of `seed`.
+    pub fn random_uniform(&mut self, seed: u32, shape: &[usize]) -> Tensor {
+        let b = self.st.b.clone();
+        let step = match &self.st.rng_step {
+            Some(s) => s.clone(),
+            None => {
+                let prev = b.set_scope("");
+                let s = b.input(RNG_STEP_INPUT, TensorType::i32([]));
+                b.set_scope(prev);
+                self.st.rng_step = Some(s.clone());
+                s
+            }
+        };
+        b.random_uniform(&step, seed, shape)
+    }
+
+    /// Calls a sub-layer built with [`BuildCtx::build_sublayer`] under the same `name`.
+    pub fn call_sublayer(
+        &mut self,
+        name: &str,
+        layer: &dyn Layer,
+        inputs: &[Tensor],
+    ) -> Result<Tensor> {
+        let path = format!("{}/{}", self.path, name);
+        invoke(self.st, &path, self.layer_index, layer, inputs)
+    }
+}
+
+/// Calls `layer` at `path` inside a trace: sets scope and role, counts the
+/// call, checks the builder afterwards (attributing IR errors to the layer) and
+/// applies the layer's activity regulariser.
+pub(crate) fn invoke(
+    st: &mut TraceState,
+    path: &str,
+    layer_index: usize,
+    layer: &dyn Layer,
+    inputs: &[Tensor],
+) -> Result<Tensor> {
+    let counter = st.calls.entry(path.to_string()).or_insert(0);
+    let call = *counter;
+    *counter += 1;
+    let prev_scope = st.b.set_scope(path);
+    let prev_role = st.b.set_role(Role::Forward);
+    let out = {
+        let mut ctx = CallCtx {
+            st: &mut *st,
+            path: path.to_string(),
+            layer_index,
+            call,
+        };
+        layer.call_multi(&mut ctx, inputs)
+    };
+    let result = out.and_then(|out| {
+        st.b.check().map_err(|e| Error::Ir {
+            layer: path.to_string(),
+            source: e,
+        })?;
+        if let Some(reg) = layer.activity_regularizer() {
+            let mut ctx = CallCtx {
+                st: &mut *st,
+                path: path.to_string(),
+                layer_index,
+                call,
+            };
+            let role = Role::AddedLoss {
+                reason: LossReason::ActivityRegularizer,
+                call,
+            };
+            let v = ctx.st.b.with_role(role, || {
+                let l = reg.apply(&out);
+                match out.shape().first() {
+                    Some(&n) if n > 0 => l / n as f32,
+                    _ => l,
+                }
+            });
+            ctx.push_loss(v, LossReason::ActivityRegularizer);
+            st.b.check().map_err(|e| Error::Ir {
+                layer: path.to_string(),
+                source: e,
+            })?;
+        }
+        Ok(out)
+    });
+    st.b.set_scope(prev_scope);
+    st.b.set_role(prev_role);
+    result
+}
+
+/// Evaluates a build-time loss closure in its owner's scope.
+pub(crate) fn eval_build_loss(st: &mut TraceState, bl: &BuildLoss) -> Result<()> {
+    let prev_scope = st.b.set_scope(bl.owner.as_str());
+    let role = Role::AddedLoss {
+        reason: LossReason::AddLoss,
+        call: 0,
+    };
+    let prev_role = st.b.set_role(role);
+    let value = {
+        let ctx = CallCtx {
+            st: &mut *st,
+            path: bl.owner.clone(),
+            layer_index: bl.layer_index,
+            call: 0,
+        };
+        let v = (bl.f)(&ctx);
+        if v.rank() > 0 {
+            v.sum_all()
+        } else {
+            v
+        }
+    };
+    st.b.set_scope(prev_scope);
+    st.b.set_role(prev_role);
+    st.b.check().map_err(|e| Error::Ir {
+        layer: bl.owner.clone(),
+        source: e,
+    })?;
+    st.losses.push(PendingLoss {
+        layer_index: bl.layer_index,
+        phase: 1,
+        owner: bl.owner.clone(),
+        reason: LossReason::AddLoss,
+        call: 0,
+        variable: None,
+        value,
+    });
+    Ok(())
+}

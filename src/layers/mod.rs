@@ -1,0 +1,54 @@
+//! Built-in layers. Each is a plain struct with Keras-style builder methods,
+//! so the Keras JSON importer constructs the same objects a Rust user writes:
+//! `Dense::new(8).activation("relu").kernel_regularizer(Regularizer::L2(0.01)).name("dense_1")`.
+
+mod activation;
+mod dense;
+mod dropout;
+mod input;
+mod merge;
+mod regularization;
+mod reshape;
+
+pub use activation::Activation;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use input::Input;
+pub use merge::{Add, Concatenate};
+pub use regularization::ActivityRegularization;
+pub use reshape::{Flatten, Reshape};
+
+use crate::activations;
+use crate::error::{Error, Result};
+
+/// An activation given by enum or by Keras name; a bad name is reported when the layer is built.
+pub trait IntoActivation {
+    /// The activation, or the message explaining why the name is unknown.
+    fn into_activation(self) -> std::result::Result<activations::Activation, String>;
+}
+
+impl IntoActivation for activations::Activation {
+    fn into_activation(self) -> std::result::Result<activations::Activation, String> {
+        Ok(self)
+    }
+}
+
+impl IntoActivation for &str {
+    fn into_activation(self) -> std::result::Result<activations::Activation, String> {
+        activations::Activation::from_name(self).map_err(|e| e.to_string())
+    }
+}
+
+impl IntoActivation for &String {
+    fn into_activation(self) -> std::result::Result<activations::Activation, String> {
+        self.as_str().into_activation()
+    }
+}
+
+/// Turns a configuration error recorded by a builder method into a layer error.
+pub(crate) fn config_check(path: &str, err: &Option<String>) -> Result<()> {
+    match err {
+        Some(m) => Err(Error::layer(path, m.clone())),
+        None => Ok(()),
+    }
+}

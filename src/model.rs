@@ -1,0 +1,931 @@
+//! Models: the functional API ([`Functional`]: multi-input, multi-output graphs
+//! of layers, shared layers called several times), [`Sequential`], and the
+//! built [`Model`] that traces itself into IR.
+//!
+//! Building a model builds every layer once (with a seeded RNG for the
+//! initialisers) and records the output shape of every layer call. Tracing
+//! ([`Model::trace`]) emits a fresh graph for one purpose and batch size:
+//! inputs (`x` or `x/<input>`), a `param` per variable, each layer call in its
+//! scope, the added losses (outputs `added/<i>` in Keras's `model.losses`
+//! order) and the predictions (`pred/<output>`).
+
+use crate::error::{Error, Result};
+use crate::initializers::Rng;
+use crate::layer::{
+    eval_build_loss, invoke, BuildCtx, BuildLoss, Layer, PendingLoss, TraceState, Variable,
+};
+use crate::train::TrainState;
+use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+/// A symbolic tensor of a [`Functional`] model under construction: an input or a layer call's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SymbolicTensor(usize);
+
+/// A layer registered in a [`Functional`] model (call it several times to share weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LayerId(usize);
+
+pub(crate) struct LayerSlot {
+    pub name: String,
+    pub class: String,
+    pub layer: Box<dyn Layer>,
+    pub built: bool,
+    pub is_input: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Producer {
+    Input(usize),
+    Call(usize),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Value {
+    pub shape: Vec<usize>,
+    pub producer: Producer,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CallNode {
+    pub layer: usize,
+    pub inputs: Vec<usize>,
+    pub output: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ModelInput {
+    pub name: String,
+    pub value: usize,
+}
+
+/// One entry of [`Model::losses`]: an added loss, in Keras's order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddedLoss {
+    /// The owning layer's path (`dense_1`, `outer/inner`).
+    pub owner: String,
+    /// Why it exists.
+    pub reason: LossReason,
+    /// The owning layer's call index (0 unless the layer is shared).
+    pub call: u32,
+    /// For weight regularisers: the variable's full name (`dense_1/kernel`).
+    pub variable: Option<String>,
+    /// The graph output holding its value (`added/<i>`).
+    pub output: String,
+}
+
+/// A traced model: a builder holding forward nodes and added losses, ready
+/// for compiled losses, metrics, gradients and updates to be appended.
+pub struct Trace {
+    /// The builder of the graph (shared with every tensor below).
+    pub builder: Builder,
+    /// Model inputs as (feed name, tensor), in model input order.
+    pub inputs: Vec<(String, Tensor)>,
+    /// Model outputs as (output name, tensor), in model output order.
+    pub preds: Vec<(String, Tensor)>,
+    /// Added losses in Keras's order, with their scalar values.
+    pub losses: Vec<(AddedLoss, Tensor)>,
+    /// Every variable as (full name, `param` tensor), in trainable-weight order.
+    pub params: Vec<(String, Tensor)>,
+    /// Batch size of the trace.
+    pub batch: usize,
+}
+
+impl Trace {
+    /// Verifies and returns the graph. Nodes emitted in `call` that feed only
+    /// an added loss (not a prediction) get that loss's `added_loss` role.
+    pub fn finish(self) -> Result<Graph> {
+        let roots: Vec<NodeId> = self.preds.iter().map(|p| p.1.id()).collect();
+        let losses: Vec<(NodeId, Role)> = self
+            .losses
+            .iter()
+            .map(|(l, t)| {
+                (
+                    t.id(),
+                    Role::AddedLoss {
+                        reason: l.reason,
+                        call: l.call,
+                    },
+                )
+            })
+            .collect();
+        let mut g = self.builder.finish().map_err(|e| Error::Ir {
+            layer: "<model>".into(),
+            source: e,
+        })?;
+        let forward = ancestors(&g, &roots);
+        let mut done = HashSet::new();
+        for (root, role) in losses {
+            for id in ancestors(&g, &[root]) {
+                if forward.contains(&id) || !done.insert(id) {
+                    continue;
+                }
+                let n = g.node_mut(id);
+                if n.role == Role::Forward {
+                    n.role = role.clone();
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// All nodes reachable backwards from `roots` (roots included).
+pub(crate) fn ancestors(g: &Graph, roots: &[NodeId]) -> HashSet<NodeId> {
+    let mut seen: HashSet<NodeId> = HashSet::new();
+    let mut stack: Vec<NodeId> = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if g.contains(id) && seen.insert(id) {
+            stack.extend(g.operands(id));
+        }
+    }
+    seen
+}
+
+/// Keras-style automatic name: `snake_case(class)`, then `_1`, `_2`, … if taken.
+fn auto_name(class: &str, taken: &HashSet<String>) -> String {
+    let mut base = String::new();
+    for (i, c) in class.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                base.push('_');
+            }
+            base.push(c.to_ascii_lowercase());
+        } else {
+            base.push(c);
+        }
+    }
+    if base == "input_layer" || base.is_empty() {
+        base = "input_layer".into();
+    }
+    if !taken.contains(&base) {
+        return base;
+    }
+    (1..)
+        .map(|i| format!("{base}_{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("an unbounded counter always finds a free name")
+}
+
+/// Builds a functional model: declare inputs, call layers on symbolic
+/// tensors, then [`Functional::build`] with the outputs.
+///
+/// ```
+/// use lossgraph::layers::{Concatenate, Dense, Input};
+/// use lossgraph::Functional;
+/// # fn main() -> lossgraph::Result<()> {
+/// let mut f = Functional::new("two_tower");
+/// let a = f.input(Input::new(&[4]).name("input_a"))?;
+/// let b = f.input(Input::new(&[3]).name("input_b"))?;
+/// let ha = f.apply(Dense::new(5).activation("relu"), &[a])?;
+/// let hb = f.apply(Dense::new(5).activation("tanh"), &[b])?;
+/// let h = f.apply(Concatenate::new(), &[ha, hb])?;
+/// let out = f.apply(Dense::new(2).name("out"), &[h])?;
+/// let model = f.build(&[out])?;
+/// assert_eq!(model.output_names(), vec!["out".to_string()]);
+/// # Ok(()) }
+/// ```
+pub struct Functional {
+    name: String,
+    rng: Rng,
+    layers: Vec<LayerSlot>,
+    values: Vec<Value>,
+    inputs: Vec<ModelInput>,
+    nodes: Vec<CallNode>,
+    vars: Vec<Variable>,
+    build_losses: Vec<BuildLoss>,
+    names: HashSet<String>,
+}
+
+/// Default seed of the weight initialisers.
+pub const DEFAULT_SEED: u64 = 1337;
+
+impl Functional {
+    /// An empty functional model.
+    pub fn new(name: impl Into<String>) -> Functional {
+        Functional {
+            name: name.into(),
+            rng: Rng::new(DEFAULT_SEED),
+            layers: Vec::new(),
+            values: Vec::new(),
+            inputs: Vec::new(),
+            nodes: Vec::new(),
+            vars: Vec::new(),
+            build_losses: Vec::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Seeds the weight initialisers of layers built from now on.
+    pub fn seed(mut self, seed: u64) -> Functional {
+        self.rng = Rng::new(seed);
+        self
+    }
+
+    /// Declares a model input.
+    pub fn input(&mut self, input: crate::layers::Input) -> Result<SymbolicTensor> {
+        let shape = input.shape().to_vec();
+        let id = self.add_layer(input)?;
+        self.layers[id.0].is_input = true;
+        self.layers[id.0].built = true;
+        let v = self.values.len();
+        self.values.push(Value {
+            shape,
+            producer: Producer::Input(self.inputs.len()),
+        });
+        self.inputs.push(ModelInput {
+            name: self.layers[id.0].name.clone(),
+            value: v,
+        });
+        Ok(SymbolicTensor(v))
+    }
+
+    /// Registers a layer without calling it (to call it several times).
+    pub fn add_layer(&mut self, layer: impl Layer + 'static) -> Result<LayerId> {
+        self.add_boxed(Box::new(layer))
+    }
+
+    /// [`add_layer`](Self::add_layer) for a boxed layer.
+    pub fn add_boxed(&mut self, layer: Box<dyn Layer>) -> Result<LayerId> {
+        let class = layer.class_name();
+        let name = match layer.name() {
+            Some(n) => {
+                if n.is_empty() || n.contains('/') {
+                    return Err(Error::layer(
+                        n,
+                        "invalid layer name (must be non-empty, without '/')",
+                    ));
+                }
+                if self.names.contains(n) {
+                    return Err(Error::layer(
+                        n,
+                        format!("the name is used twice in model '{}'", self.name),
+                    ));
+                }
+                n.to_string()
+            }
+            None => auto_name(&class, &self.names),
+        };
+        self.names.insert(name.clone());
+        self.layers.push(LayerSlot {
+            name,
+            class,
+            layer,
+            built: false,
+            is_input: false,
+        });
+        Ok(LayerId(self.layers.len() - 1))
+    }
+
+    /// The per-sample shape of a symbolic tensor.
+    pub fn shape(&self, t: SymbolicTensor) -> &[usize] {
+        &self.values[t.0].shape
+    }
+
+    /// The name of a registered layer.
+    pub fn layer_name(&self, id: LayerId) -> &str {
+        &self.layers[id.0].name
+    }
+
+    /// Registers `layer` and calls it on `inputs`.
+    pub fn apply(
+        &mut self,
+        layer: impl Layer + 'static,
+        inputs: &[SymbolicTensor],
+    ) -> Result<SymbolicTensor> {
+        let id = self.add_layer(layer)?;
+        self.call(id, inputs)
+    }
+
+    /// Calls a registered layer on `inputs` (building it on its first call) and
+    /// returns its output. Errors name the layer and the shapes involved.
+    pub fn call(&mut self, id: LayerId, inputs: &[SymbolicTensor]) -> Result<SymbolicTensor> {
+        let li = id.0;
+        let name = self.layers[li].name.clone();
+        if self.layers[li].is_input {
+            return Err(Error::layer(&name, "an Input cannot be called"));
+        }
+        if inputs.iter().any(|t| t.0 >= self.values.len()) {
+            return Err(Error::layer(
+                &name,
+                "called on a tensor of another model",
+            ));
+        }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| self.values[t.0].shape.clone()).collect();
+        if !self.layers[li].built {
+            let mut ctx = BuildCtx {
+                path: name.clone(),
+                layer_index: li,
+                trainable: true,
+                vars: &mut self.vars,
+                build_losses: &mut self.build_losses,
+                rng: &mut self.rng,
+            };
+            self.layers[li].layer.build_multi(&mut ctx, &shapes)?;
+            self.layers[li].built = true;
+        }
+        let out_shape = self.infer_output_shape(li, &shapes)?;
+        let v = self.values.len();
+        self.values.push(Value {
+            shape: out_shape,
+            producer: Producer::Call(self.nodes.len()),
+        });
+        self.nodes.push(CallNode {
+            layer: li,
+            inputs: inputs.iter().map(|t| t.0).collect(),
+            output: v,
+        });
+        Ok(SymbolicTensor(v))
+    }
+
+    /// Traces one call of layer `li` on a scratch graph (batch 2) to learn its output shape.
+    fn infer_output_shape(&self, li: usize, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let slot = &self.layers[li];
+        let b = Builder::new("shape_inference");
+        let mut st = new_trace_state(&b, true, 2);
+        for v in self.vars.iter().filter(|v| v.layer_index == li) {
+            let t = b.param(&v.path, v.value.ty.clone());
+            st.params.insert(v.path.clone(), t);
+        }
+        let ins: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut full = vec![2];
+                full.extend_from_slice(s);
+                b.input(&format!("in{i}"), TensorType::f32(&full))
+            })
+            .collect();
+        let out = invoke(&mut st, &slot.name, li, slot.layer.as_ref(), &ins)?;
+        match out.shape().split_first() {
+            Some((2, rest)) => Ok(rest.to_vec()),
+            _ => Err(Error::layer(
+                &slot.name,
+                format!(
+                    "output {} does not keep the batch axis of inputs {:?}",
+                    out.ty(),
+                    shapes
+                ),
+            )),
+        }
+    }
+
+    /// Finishes the model with the given outputs (all declared inputs are model inputs, in order).
+    pub fn build(self, outputs: &[SymbolicTensor]) -> Result<Model> {
+        if self.inputs.is_empty() {
+            return Err(Error::config("model", format!("model '{}' has no input", self.name)));
+        }
+        if outputs.is_empty() {
+            return Err(Error::config("model", format!("model '{}' has no output", self.name)));
+        }
+        let mut outs = Vec::new();
+        for o in outputs {
+            let Some(val) = self.values.get(o.0) else {
+                return Err(Error::config("model", "output tensor of another model"));
+            };
+            let name = match val.producer {
+                Producer::Call(n) => self.layers[self.nodes[n].layer].name.clone(),
+                Producer::Input(i) => self.inputs[i].name.clone(),
+            };
+            if outs.iter().any(|(n, _)| *n == name) {
+                return Err(Error::config(
+                    "model",
+                    format!("output name '{name}' is used twice (call the output layer once per output)"),
+                ));
+            }
+            outs.push((name, o.0));
+        }
+        let mut vars = self.vars;
+        vars.sort_by_key(|v| v.layer_index);
+        Ok(Model {
+            name: self.name,
+            kind: "Functional",
+            layers: self.layers,
+            values: self.values,
+            inputs: self.inputs,
+            nodes: self.nodes,
+            outputs: outs,
+            vars,
+            build_losses: self.build_losses,
+            train: TrainState::default(),
+        })
+    }
+}
+
+/// A plain stack of layers (Keras `Sequential`). The first layer must be an
+/// [`Input`](crate::layers::Input) (or use [`Sequential::build_with_input`]).
+///
+/// ```
+/// use lossgraph::layers::{Dense, Input};
+/// use lossgraph::{Regularizer, Sequential};
+/// # fn main() -> lossgraph::Result<()> {
+/// let model = Sequential::new("mlp")
+///     .add(Input::new(&[3]))
+///     .add(Dense::new(8).activation("relu").kernel_regularizer(Regularizer::L2(0.01)))
+///     .add(Dense::new(2).activation("softmax"))
+///     .build()?;
+/// assert_eq!(model.count_params(), 3 * 8 + 8 + 8 * 2 + 2);
+/// # Ok(()) }
+/// ```
+pub struct Sequential {
+    name: String,
+    seed: u64,
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl Sequential {
+    /// An empty stack.
+    pub fn new(name: impl Into<String>) -> Sequential {
+        Sequential {
+            name: name.into(),
+            seed: DEFAULT_SEED,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Seeds the weight initialisers.
+    pub fn seed(mut self, seed: u64) -> Sequential {
+        self.seed = seed;
+        self
+    }
+
+    /// Appends a layer.
+    pub fn add(mut self, layer: impl Layer + 'static) -> Sequential {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    /// Appends a boxed layer (for importers).
+    pub fn push(&mut self, layer: Box<dyn Layer>) {
+        self.layers.push(layer);
+    }
+
+    /// Builds the model; the first layer must be an `Input`.
+    pub fn build(self) -> Result<Model> {
+        let Some(shape) = self.layers.first().and_then(|l| l.input_shape()).map(|s| s.to_vec())
+        else {
+            return Err(Error::config(
+                "model",
+                format!(
+                    "Sequential '{}' needs an Input as its first layer (or build_with_input)",
+                    self.name
+                ),
+            ));
+        };
+        let mut layers = self.layers;
+        let first = layers.remove(0);
+        let mut input = crate::layers::Input::new(&shape);
+        if let Some(n) = first.name() {
+            input = input.name(n);
+        }
+        Self::assemble(self.name, self.seed, input, layers)
+    }
+
+    /// Builds the model for per-sample inputs of `shape` (when no `Input` layer was added).
+    pub fn build_with_input(self, shape: &[usize]) -> Result<Model> {
+        Self::assemble(self.name, self.seed, crate::layers::Input::new(shape), self.layers)
+    }
+
+    fn assemble(
+        name: String,
+        seed: u64,
+        input: crate::layers::Input,
+        layers: Vec<Box<dyn Layer>>,
+    ) -> Result<Model> {
+        let mut f = Functional::new(name).seed(seed);
+        let mut x = f.input(input)?;
+        if layers.is_empty() {
+            return Err(Error::config("model", "Sequential model has no layers"));
+        }
+        for l in layers {
+            if l.input_shape().is_some() {
+                return Err(Error::config(
+                    "model",
+                    "an Input can only be the first layer of a Sequential",
+                ));
+            }
+            let id = f.add_boxed(l)?;
+            x = f.call(id, &[x])?;
+        }
+        let mut m = f.build(&[x])?;
+        m.kind = "Sequential";
+        Ok(m)
+    }
+}
+
+/// A built model: layers, their call graph, and their variables.
+/// Invariant: `vars` is in trainable-weight order (layer order, then creation order).
+pub struct Model {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) layers: Vec<LayerSlot>,
+    pub(crate) values: Vec<Value>,
+    pub(crate) inputs: Vec<ModelInput>,
+    pub(crate) nodes: Vec<CallNode>,
+    pub(crate) outputs: Vec<(String, usize)>,
+    pub(crate) vars: Vec<Variable>,
+    pub(crate) build_losses: Vec<BuildLoss>,
+    pub(crate) train: TrainState,
+}
+
+pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> TraceState {
+    let prev = b.set_role(Role::Forward);
+    let fallback = b.scalar(0.0);
+    b.set_role(prev);
+    TraceState {
+        b: b.clone(),
+        params: HashMap::new(),
+        training,
+        batch,
+        losses: Vec::new(),
+        calls: HashMap::new(),
+        fallback,
+        rng_step: None,
+    }
+}
+
+impl Model {
+    /// The model name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Input names, in order (the feed is `x` for one input, else `x/<name>`).
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// Per-sample input shapes, in input order.
+    pub fn input_shapes(&self) -> Vec<Vec<usize>> {
+        self.inputs
+            .iter()
+            .map(|i| self.values[i.value].shape.clone())
+            .collect()
+    }
+
+    /// Output names (the output layers' names), in order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|o| o.0.clone()).collect()
+    }
+
+    /// Per-sample output shapes, in output order.
+    pub fn output_shapes(&self) -> Vec<Vec<usize>> {
+        self.outputs
+            .iter()
+            .map(|o| self.values[o.1].shape.clone())
+            .collect()
+    }
+
+    /// Layer names in `model.layers` order (inputs included, as in a Keras functional model).
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers.iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// Feed name of input `i`: `x` for a single-input model, else `x/<name>`.
+    pub fn input_feed_name(&self, i: usize) -> String {
+        if self.inputs.len() == 1 {
+            "x".into()
+        } else {
+            format!("x/{}", self.inputs[i].name)
+        }
+    }
+
+    /// Target feed name of output `i`: `y` for a single-output model, else `y/<name>`.
+    pub fn target_feed_name(&self, i: usize) -> String {
+        if self.outputs.len() == 1 {
+            "y".into()
+        } else {
+            format!("y/{}", self.outputs[i].0)
+        }
+    }
+
+    /// All variables (weights), in trainable-weight order. Values are current
+    /// after every `fit`/`train_on_batch`/`evaluate`/`predict` call.
+    pub fn variables(&self) -> &[Variable] {
+        &self.vars
+    }
+
+    /// Trainable variables' full names, in order.
+    pub fn trainable_weight_names(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter(|v| v.trainable)
+            .map(|v| v.path.clone())
+            .collect()
+    }
+
+    /// The value of variable `path` (`dense_1/kernel`).
+    pub fn get_weight(&self, path: &str) -> Option<&HostTensor> {
+        self.vars.iter().find(|v| v.path == path).map(|v| &v.value)
+    }
+
+    /// Replaces variable `path`; the type must match exactly.
+    pub fn set_weight(&mut self, path: &str, value: HostTensor) -> Result<()> {
+        let Some(v) = self.vars.iter_mut().find(|v| v.path == path) else {
+            return Err(Error::config(
+                "weight",
+                format!("model '{}' has no variable '{path}'", self.name),
+            ));
+        };
+        if v.value.ty != value.ty {
+            return Err(Error::config(
+                "weight",
+                format!("'{path}' is {}, got {}", v.value.ty, value.ty),
+            ));
+        }
+        v.value = value;
+        self.train.weights_changed_on_host();
+        Ok(())
+    }
+
+    /// Freezes or unfreezes every variable of a layer (its weight regularisers
+    /// stop counting while frozen, as in Keras). Compiled programs are dropped.
+    pub fn set_trainable(&mut self, layer: &str, trainable: bool) -> Result<()> {
+        let mut found = false;
+        for v in self.vars.iter_mut().filter(|v| {
+            v.layer == layer || v.layer.starts_with(&format!("{layer}/"))
+        }) {
+            v.trainable = trainable;
+            found = true;
+        }
+        if !found && !self.layers.iter().any(|l| l.name == layer) {
+            return Err(Error::config(
+                "layer",
+                format!("model '{}' has no layer '{layer}'", self.name),
+            ));
+        }
+        self.train.invalidate_programs();
+        Ok(())
+    }
+
+    /// Total number of scalar weights.
+    pub fn count_params(&self) -> usize {
+        self.vars.iter().map(|v| v.value.ty.numel()).sum()
+    }
+
+    /// Traces the model into a new graph for a batch of `batch` samples.
+    /// `training` enables dropout. See the module docs for names and roles.
+    pub fn trace(&self, training: bool, batch: usize) -> Result<Trace> {
+        if batch == 0 {
+            return Err(Error::config("batch size", "must be at least 1"));
+        }
+        let b = Builder::new(format!("{}_{}", self.name, if training { "train" } else { "infer" }));
+        let mut st = new_trace_state(&b, training, batch);
+        let mut params = Vec::new();
+        for v in &self.vars {
+            b.set_scope(v.layer.as_str());
+            let t = b.param(&v.path, v.value.ty.clone());
+            st.params.insert(v.path.clone(), t.clone());
+            params.push((v.path.clone(), t));
+        }
+        b.set_scope("");
+        let mut env: HashMap<usize, Tensor> = HashMap::new();
+        let mut inputs = Vec::new();
+        for (i, inp) in self.inputs.iter().enumerate() {
+            let mut shape = vec![batch];
+            shape.extend_from_slice(&self.values[inp.value].shape);
+            let name = self.input_feed_name(i);
+            let t = b.input(&name, TensorType::f32(&shape));
+            env.insert(inp.value, t.clone());
+            inputs.push((name, t));
+        }
+        b.check().map_err(|e| Error::Ir {
+            layer: "<inputs>".into(),
+            source: e,
+        })?;
+        for node in &self.nodes {
+            let slot = &self.layers[node.layer];
+            let ins: Vec<Tensor> = node
+                .inputs
+                .iter()
+                .map(|v| {
+                    env.get(v).cloned().ok_or_else(|| {
+                        Error::layer(&slot.name, "input is not computed before the call")
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let out = invoke(&mut st, &slot.name, node.layer, slot.layer.as_ref(), &ins)?;
+            let want = &self.values[node.output].shape;
+            if out.shape().first() != Some(&batch) || &out.shape()[1..] != want.as_slice() {
+                return Err(Error::layer(
+                    &slot.name,
+                    format!(
+                        "output {} differs from the shape [{batch}, {:?}] recorded at build time",
+                        out.ty(),
+                        want
+                    ),
+                ));
+            }
+            env.insert(node.output, out);
+        }
+        for bl in &self.build_losses {
+            eval_build_loss(&mut st, bl)?;
+        }
+        for v in self.vars.iter().filter(|v| v.trainable) {
+            let Some(reg) = &v.regularizer else { continue };
+            let reason = if v.name == "bias" {
+                LossReason::BiasRegularizer
+            } else {
+                LossReason::KernelRegularizer
+            };
+            b.set_scope(v.layer.as_str());
+            let value = b.with_role(Role::AddedLoss { reason, call: 0 }, || {
+                reg.apply(&st.params[&v.path])
+            });
+            b.set_scope("");
+            b.check().map_err(|e| Error::Ir {
+                layer: v.layer.clone(),
+                source: e,
+            })?;
+            st.losses.push(PendingLoss {
+                layer_index: v.layer_index,
+                phase: 2,
+                owner: v.layer.clone(),
+                reason,
+                call: 0,
+                variable: Some(v.path.clone()),
+                value,
+            });
+        }
+        // Keras's order: every activity/add_loss entry (layer order; call-time
+        // before build-time within a layer), then weight regularisers in
+        // trainable-weight order.
+        let mut pending = std::mem::take(&mut st.losses);
+        pending.sort_by_key(|p| (p.phase == 2, p.layer_index, p.phase));
+        let mut losses = Vec::new();
+        for (i, p) in pending.into_iter().enumerate() {
+            let output = format!("added/{i}");
+            b.output(&output, &p.value);
+            losses.push((
+                AddedLoss {
+                    owner: p.owner,
+                    reason: p.reason,
+                    call: p.call,
+                    variable: p.variable,
+                    output,
+                },
+                p.value,
+            ));
+        }
+        let mut preds = Vec::new();
+        for (name, v) in &self.outputs {
+            let t = env[v].clone();
+            b.output(&format!("pred/{name}"), &t);
+            preds.push((name.clone(), t));
+        }
+        b.check().map_err(|e| Error::Ir {
+            layer: "<outputs>".into(),
+            source: e,
+        })?;
+        Ok(Trace {
+            builder: b,
+            inputs,
+            preds,
+            losses,
+            params,
+            batch,
+        })
+    }
+
+    /// The model's added losses in Keras's `model.losses` order: activity and
+    /// `add_loss` entries in layer order (every call of a shared layer
+    /// counts), then weight regularisers in trainable-weight order.
+    pub fn losses(&self) -> Result<Vec<AddedLoss>> {
+        Ok(self
+            .trace(true, 2)?
+            .losses
+            .into_iter()
+            .map(|l| l.0)
+            .collect())
+    }
+
+    /// A Keras-like summary: layers, output shapes, parameter counts, what
+    /// each layer is connected to, and the added losses each layer contributes.
+    pub fn summary(&self) -> Result<String> {
+        let losses = self.losses()?;
+        let mut rows: Vec<[String; 5]> = Vec::new();
+        for (li, slot) in self.layers.iter().enumerate() {
+            let shape = if slot.is_input {
+                let i = self.inputs.iter().find(|i| i.name == slot.name);
+                i.map(|i| fmt_shape(&self.values[i.value].shape))
+                    .unwrap_or_default()
+            } else {
+                let shapes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.layer == li)
+                    .map(|n| fmt_shape(&self.values[n.output].shape))
+                    .collect();
+                shapes.join(", ")
+            };
+            let params: usize = self
+                .vars
+                .iter()
+                .filter(|v| v.layer_index == li)
+                .map(|v| v.value.ty.numel())
+                .sum();
+            let connected: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.layer == li)
+                .flat_map(|n| n.inputs.iter().map(|v| self.value_name(*v)))
+                .collect();
+            let added: Vec<String> = losses
+                .iter()
+                .filter(|l| l.owner == slot.name || l.owner.starts_with(&format!("{}/", slot.name)))
+                .map(|l| {
+                    let mut s = l.reason.name().to_string();
+                    if let Some(v) = &l.variable {
+                        let short = v.rsplit('/').next().unwrap_or(v);
+                        let _ = write!(s, "({short})");
+                    } else if l.call > 0 {
+                        let _ = write!(s, "(call {})", l.call);
+                    }
+                    s
+                })
+                .collect();
+            rows.push([
+                format!("{} ({})", slot.name, slot.class),
+                shape,
+                params.to_string(),
+                connected.join(", "),
+                added.join(", "),
+            ]);
+        }
+        let headers = ["Layer (type)", "Output Shape", "Param #", "Connected to", "Added losses"];
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r.iter()) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |c: char| -> String {
+            widths
+                .iter()
+                .map(|w| c.to_string().repeat(w + 2))
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let row = |cells: &[String]| -> String {
+            cells
+                .iter()
+                .zip(widths.iter())
+                .map(|(c, w)| format!(" {c:<w$} "))
+                .collect::<Vec<_>>()
+                .join("|")
+                .trim_end()
+                .to_string()
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "Model: \"{}\" ({})", self.name, self.kind);
+        let _ = writeln!(out, "{}", line('='));
+        let hs: Vec<String> = headers.iter().map(|s| s.to_string()).collect();
+        let _ = writeln!(out, "{}", row(&hs));
+        let _ = writeln!(out, "{}", line('='));
+        for r in &rows {
+            let _ = writeln!(out, "{}", row(r));
+        }
+        let _ = writeln!(out, "{}", line('='));
+        let total = self.count_params();
+        let trainable: usize = self
+            .vars
+            .iter()
+            .filter(|v| v.trainable)
+            .map(|v| v.value.ty.numel())
+            .sum();
+        let _ = writeln!(out, " Total params: {total}");
+        let _ = writeln!(out, " Trainable params: {trainable}");
+        let _ = writeln!(out, " Non-trainable params: {}", total - trainable);
+        let _ = writeln!(out, " Added losses ({}), in model.losses order:", losses.len());
+        for l in &losses {
+            let what = match &l.variable {
+                Some(v) => format!("{} {}", l.reason.name(), v),
+                None => format!("{} of {} (call {})", l.reason.name(), l.owner, l.call),
+            };
+            let _ = writeln!(out, "   {}: {what}", l.output);
+        }
+        Ok(out)
+    }
+
+    fn value_name(&self, v: usize) -> String {
+        match self.values[v].producer {
+            Producer::Input(i) => self.inputs[i].name.clone(),
+            Producer::Call(n) => {
+                let node = &self.nodes[n];
+                let idx = self.nodes[..n].iter().filter(|m| m.layer == node.layer).count();
+                format!("{}[{}]", self.layers[node.layer].name, idx)
+            }
+        }
+    }
+}
+
+fn fmt_shape(s: &[usize]) -> String {
+    let mut parts = vec!["None".to_string()];
+    parts.extend(s.iter().map(|d| d.to_string()));
+    if parts.len() == 1 {
+        "(None,)".into()
+    } else {
+        format!("({})", parts.join(", "))
+    }
+}

@@ -1,0 +1,185 @@
+//! Weights as safetensors files: one tensor per variable, named
+//! `<layer>/<variable>` (the Keras reference cases use the same names), plus
+//! helpers to read and write any safetensors file of f32/i32 tensors.
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use lossgraph_ir::{DType, Data, HostTensor, TensorType};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn st_err(file: &Path, e: impl std::fmt::Display) -> Error {
+    Error::SafeTensors {
+        file: file.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads every tensor of a safetensors file, in file order. Supports F32 and
+/// I32; F64 and I64 are narrowed to F32 and I32.
+pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTensor)>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        file: path.display().to_string(),
+        source: e,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
+    let mut out = Vec::new();
+    let mut entries = st.tensors();
+    entries.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    for (name, view) in entries {
+        let shape = view.shape().to_vec();
+        let raw = view.data();
+        let data = match view.dtype() {
+            Dtype::F32 => Data::F32(
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::F64 => Data::F32(
+                raw.chunks_exact(8)
+                    .map(|c| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        f64::from_le_bytes(a) as f32
+                    })
+                    .collect(),
+            ),
+            Dtype::I32 => Data::I32(
+                raw.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::I64 => Data::I32(
+                raw.chunks_exact(8)
+                    .map(|c| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        i64::from_le_bytes(a) as i32
+                    })
+                    .collect(),
+            ),
+            other => {
+                return Err(st_err(
+                    path,
+                    format!("tensor '{name}' has unsupported dtype {other:?} (f32, f64, i32, i64 only)"),
+                ))
+            }
+        };
+        let dtype = match data {
+            Data::F32(_) => DType::F32,
+            Data::I32(_) => DType::I32,
+        };
+        out.push((
+            name,
+            HostTensor {
+                ty: TensorType::new(dtype, &shape),
+                data,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes tensors to a safetensors file (F32 or I32, little-endian).
+pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(String, HostTensor)]) -> Result<()> {
+    let path = path.as_ref();
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let (dt, raw) = match &t.data {
+                Data::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                Data::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            };
+            (n.clone(), dt, t.shape().to_vec(), raw)
+        })
+        .collect();
+    let mut views = Vec::new();
+    for (n, dt, shape, raw) in &bytes {
+        let v = TensorView::new(*dt, shape.clone(), raw).map_err(|e| st_err(path, e))?;
+        views.push((n.clone(), v));
+    }
+    let buf = safetensors::serialize(views, None).map_err(|e| st_err(path, e))?;
+    std::fs::write(path, buf).map_err(|e| Error::Io {
+        file: path.display().to_string(),
+        source: e,
+    })
+}
+
+impl Model {
+    /// Every variable as `(name, value)`, in trainable-weight order.
+    pub fn get_weights(&self) -> Vec<(String, HostTensor)> {
+        self.vars
+            .iter()
+            .map(|v| (v.path.clone(), v.value.clone()))
+            .collect()
+    }
+
+    /// Replaces variables from `(name, value)` pairs. All or nothing: fails,
+    /// changing nothing, if any variable is missing, any name is unknown, or
+    /// any type differs; the error lists every problem.
+    pub fn set_weights(&mut self, weights: &[(String, HostTensor)]) -> Result<()> {
+        self.set_weights_from("<memory>", weights)
+    }
+
+    fn set_weights_from(&mut self, file: &str, weights: &[(String, HostTensor)]) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut wrong = Vec::new();
+        for v in &self.vars {
+            match weights.iter().find(|(n, _)| *n == v.path) {
+                None => missing.push(format!("{} {}", v.path, v.value.ty)),
+                Some((_, t)) if t.ty != v.value.ty => {
+                    wrong.push(format!("{}: model has {}, file has {}", v.path, v.value.ty, t.ty))
+                }
+                Some(_) => {}
+            }
+        }
+        let unexpected: Vec<String> = weights
+            .iter()
+            .filter(|(n, _)| !self.vars.iter().any(|v| v.path == *n))
+            .map(|(n, t)| format!("{n} {}", t.ty))
+            .collect();
+        if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
+            let mut d = String::new();
+            if !missing.is_empty() {
+                let _ = writeln!(d, "  missing ({}): {}", missing.len(), missing.join(", "));
+            }
+            if !unexpected.is_empty() {
+                let _ = writeln!(
+                    d,
+                    "  unexpected ({}): {}",
+                    unexpected.len(),
+                    unexpected.join(", ")
+                );
+            }
+            if !wrong.is_empty() {
+                let _ = writeln!(d, "  wrong shape or dtype ({}): {}", wrong.len(), wrong.join("; "));
+            }
+            return Err(Error::WeightsMismatch {
+                file: file.to_string(),
+                details: d.trim_end().to_string(),
+            });
+        }
+        for v in &mut self.vars {
+            if let Some((_, t)) = weights.iter().find(|(n, _)| *n == v.path) {
+                v.value = t.clone();
+            }
+        }
+        self.train.weights_changed_on_host();
+        Ok(())
+    }
+
+    /// Saves every variable to a safetensors file (`<layer>/<variable>` names).
+    pub fn save_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.sync_host();
+        write_safetensors(path, &self.get_weights())
+    }
+
+    /// Loads variables from a safetensors file; see [`Model::set_weights`] for the checks.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let tensors = read_safetensors(path)?;
+        self.set_weights_from(&path.display().to_string(), &tensors)
+    }
+}

@@ -75,11 +75,9 @@ impl Callback for EarlyStopping {
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs) -> Control {
-        let value = logs.get(&self.monitor).or_else(|| {
-            self.monitor
-                .strip_prefix("val_")
-                .and_then(|m| logs.get(m))
-        });
+        let value = logs
+            .get(&self.monitor)
+            .or_else(|| self.monitor.strip_prefix("val_").and_then(|m| logs.get(m)));
         let Some(v) = value else {
             return Control::Continue;
         };
@@ -155,15 +153,27 @@ mod tests {
         assert_eq!(es.stopped_epoch, Some(3));
         let mut acc = EarlyStopping::new("accuracy", 1);
         assert!(acc.mode_max);
-        assert_eq!(acc.on_epoch_end(0, &logs(&[("accuracy", 0.5)])), Control::Continue);
-        assert_eq!(acc.on_epoch_end(1, &logs(&[("accuracy", 0.4)])), Control::Stop);
+        assert_eq!(
+            acc.on_epoch_end(0, &logs(&[("accuracy", 0.5)])),
+            Control::Continue
+        );
+        assert_eq!(
+            acc.on_epoch_end(1, &logs(&[("accuracy", 0.4)])),
+            Control::Stop
+        );
     }
 
     #[test]
     fn terminate_on_nan_stops_on_nan_and_inf() {
         let mut t = TerminateOnNaN::new();
-        assert_eq!(t.on_batch_end(0, &logs(&[("loss", 1.0)])), Control::Continue);
-        assert_eq!(t.on_batch_end(1, &logs(&[("loss", f64::NAN)])), Control::Stop);
+        assert_eq!(
+            t.on_batch_end(0, &logs(&[("loss", 1.0)])),
+            Control::Continue
+        );
+        assert_eq!(
+            t.on_batch_end(1, &logs(&[("loss", f64::NAN)])),
+            Control::Stop
+        );
         assert_eq!(t.stopped_at, Some(1));
         assert_eq!(
             TerminateOnNaN::new().on_batch_end(0, &logs(&[("loss", f64::INFINITY)])),

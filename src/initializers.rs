@@ -207,7 +207,10 @@ mod tests {
         assert!((hv.sqrt() - 0.2).abs() < 0.01, "he std {}", hv.sqrt());
         assert_eq!(Init::Ones.sample(&[2, 2], &mut Rng::new(0)), vec![1.0; 4]);
         assert_eq!(Init::Zeros.sample(&[3], &mut Rng::new(0)), vec![0.0; 3]);
-        assert_eq!(Init::from_name("GlorotUniform").unwrap(), Init::GlorotUniform);
+        assert_eq!(
+            Init::from_name("GlorotUniform").unwrap(),
+            Init::GlorotUniform
+        );
         assert!(Init::from_name("orthogonal").is_err());
     }
 

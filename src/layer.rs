@@ -70,7 +70,11 @@ pub trait Layer {
             [one] => self.call(ctx, one),
             _ => Err(Error::layer(
                 ctx.path(),
-                format!("{} takes one input, got {}", self.class_name(), inputs.len()),
+                format!(
+                    "{} takes one input, got {}",
+                    self.class_name(),
+                    inputs.len()
+                ),
             )),
         }
     }

@@ -82,5 +82,7 @@ pub use metrics::Metric;
 pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTensor, Trace};
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
-pub use train::{CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation};
+pub use train::{
+    CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation,
+};
 pub use weights::{read_safetensors, write_safetensors};

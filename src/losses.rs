@@ -14,6 +14,9 @@ use std::rc::Rc;
 /// Keras's `backend.epsilon()`.
 pub const EPSILON: f32 = 1e-7;
 
+/// A user loss: `(y_true, y_pred) -> per-sample values`.
+pub type LossFn = Rc<dyn Fn(&Tensor, &Tensor) -> Tensor>;
+
 /// A loss function comparing targets with one model output.
 #[derive(Clone)]
 pub enum Loss {
@@ -30,10 +33,7 @@ pub enum Loss {
     /// Categorical crossentropy with integer labels (`i32`, one per sample).
     SparseCategoricalCrossentropy { from_logits: bool },
     /// A user function `(y_true, y_pred) -> per-sample values`, reduced by the mean.
-    Custom {
-        name: String,
-        f: Rc<dyn Fn(&Tensor, &Tensor) -> Tensor>,
-    },
+    Custom { name: String, f: LossFn },
 }
 
 impl fmt::Debug for Loss {
@@ -68,7 +68,10 @@ impl Loss {
     }
 
     /// A user loss returning per-sample values (the batch mean is taken).
-    pub fn custom(name: impl Into<String>, f: impl Fn(&Tensor, &Tensor) -> Tensor + 'static) -> Loss {
+    pub fn custom(
+        name: impl Into<String>,
+        f: impl Fn(&Tensor, &Tensor) -> Tensor + 'static,
+    ) -> Loss {
         Loss::Custom {
             name: name.into(),
             f: Rc::new(f),

@@ -72,10 +72,9 @@ impl Metric {
     /// Emits the batch mean of the metric (call [`Metric::resolve`] first for `Accuracy`).
     pub fn emit(&self, y_true: &Tensor, y_pred: &Tensor) -> Tensor {
         match self {
-            Metric::Accuracy | Metric::CategoricalAccuracy => y_pred
-                .argmax(-1)
-                .eq(y_true.argmax(-1))
-                .mean_all(),
+            Metric::Accuracy | Metric::CategoricalAccuracy => {
+                y_pred.argmax(-1).eq(y_true.argmax(-1)).mean_all()
+            }
             Metric::SparseCategoricalAccuracy => {
                 let labels = if y_true.dtype() == DType::I32 {
                     y_true.clone()
@@ -86,9 +85,7 @@ impl Metric {
                 let labels = labels.reshape(pred.shape());
                 pred.eq(&labels).mean_all()
             }
-            Metric::BinaryAccuracy { threshold } => {
-                y_pred.gt(*threshold).eq(y_true).mean_all()
-            }
+            Metric::BinaryAccuracy { threshold } => y_pred.gt(*threshold).eq(y_true).mean_all(),
             Metric::MeanAbsoluteError => (y_true - y_pred).abs().mean_all(),
             Metric::MeanSquaredError => {
                 let e = y_true - y_pred;

@@ -307,12 +307,12 @@ impl Functional {
             return Err(Error::layer(&name, "an Input cannot be called"));
         }
         if inputs.iter().any(|t| t.0 >= self.values.len()) {
-            return Err(Error::layer(
-                &name,
-                "called on a tensor of another model",
-            ));
+            return Err(Error::layer(&name, "called on a tensor of another model"));
         }
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| self.values[t.0].shape.clone()).collect();
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|t| self.values[t.0].shape.clone())
+            .collect();
         if !self.layers[li].built {
             let mut ctx = BuildCtx {
                 path: name.clone(),
@@ -374,10 +374,16 @@ impl Functional {
     /// Finishes the model with the given outputs (all declared inputs are model inputs, in order).
     pub fn build(self, outputs: &[SymbolicTensor]) -> Result<Model> {
         if self.inputs.is_empty() {
-            return Err(Error::config("model", format!("model '{}' has no input", self.name)));
+            return Err(Error::config(
+                "model",
+                format!("model '{}' has no input", self.name),
+            ));
         }
         if outputs.is_empty() {
-            return Err(Error::config("model", format!("model '{}' has no output", self.name)));
+            return Err(Error::config(
+                "model",
+                format!("model '{}' has no output", self.name),
+            ));
         }
         let mut outs = Vec::new();
         for o in outputs {
@@ -450,7 +456,8 @@ impl Sequential {
         self
     }
 
-    /// Appends a layer.
+    /// Appends a layer (Keras's `model.add`).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Layer + 'static) -> Sequential {
         self.layers.push(Box::new(layer));
         self
@@ -463,7 +470,11 @@ impl Sequential {
 
     /// Builds the model; the first layer must be an `Input`.
     pub fn build(self) -> Result<Model> {
-        let Some(shape) = self.layers.first().and_then(|l| l.input_shape()).map(|s| s.to_vec())
+        let Some(shape) = self
+            .layers
+            .first()
+            .and_then(|l| l.input_shape())
+            .map(|s| s.to_vec())
         else {
             return Err(Error::config(
                 "model",
@@ -484,7 +495,12 @@ impl Sequential {
 
     /// Builds the model for per-sample inputs of `shape` (when no `Input` layer was added).
     pub fn build_with_input(self, shape: &[usize]) -> Result<Model> {
-        Self::assemble(self.name, self.seed, crate::layers::Input::new(shape), self.layers)
+        Self::assemble(
+            self.name,
+            self.seed,
+            crate::layers::Input::new(shape),
+            self.layers,
+        )
     }
 
     fn assemble(
@@ -643,9 +659,11 @@ impl Model {
     /// stop counting while frozen, as in Keras). Compiled programs are dropped.
     pub fn set_trainable(&mut self, layer: &str, trainable: bool) -> Result<()> {
         let mut found = false;
-        for v in self.vars.iter_mut().filter(|v| {
-            v.layer == layer || v.layer.starts_with(&format!("{layer}/"))
-        }) {
+        for v in self
+            .vars
+            .iter_mut()
+            .filter(|v| v.layer == layer || v.layer.starts_with(&format!("{layer}/")))
+        {
             v.trainable = trainable;
             found = true;
         }
@@ -670,7 +688,11 @@ impl Model {
         if batch == 0 {
             return Err(Error::config("batch size", "must be at least 1"));
         }
-        let b = Builder::new(format!("{}_{}", self.name, if training { "train" } else { "infer" }));
+        let b = Builder::new(format!(
+            "{}_{}",
+            self.name,
+            if training { "train" } else { "infer" }
+        ));
         let mut st = new_trace_state(&b, training, batch);
         let mut params = Vec::new();
         for v in &self.vars {
@@ -853,7 +875,13 @@ impl Model {
                 added.join(", "),
             ]);
         }
-        let headers = ["Layer (type)", "Output Shape", "Param #", "Connected to", "Added losses"];
+        let headers = [
+            "Layer (type)",
+            "Output Shape",
+            "Param #",
+            "Connected to",
+            "Added losses",
+        ];
         let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
         for r in &rows {
             for (w, c) in widths.iter_mut().zip(r.iter()) {
@@ -897,7 +925,11 @@ impl Model {
         let _ = writeln!(out, " Total params: {total}");
         let _ = writeln!(out, " Trainable params: {trainable}");
         let _ = writeln!(out, " Non-trainable params: {}", total - trainable);
-        let _ = writeln!(out, " Added losses ({}), in model.losses order:", losses.len());
+        let _ = writeln!(
+            out,
+            " Added losses ({}), in model.losses order:",
+            losses.len()
+        );
         for l in &losses {
             let what = match &l.variable {
                 Some(v) => format!("{} {}", l.reason.name(), v),
@@ -913,7 +945,10 @@ impl Model {
             Producer::Input(i) => self.inputs[i].name.clone(),
             Producer::Call(n) => {
                 let node = &self.nodes[n];
-                let idx = self.nodes[..n].iter().filter(|m| m.layer == node.layer).count();
+                let idx = self.nodes[..n]
+                    .iter()
+                    .filter(|m| m.layer == node.layer)
+                    .count();
                 format!("{}[{}]", self.layers[node.layer].name, idx)
             }
         }

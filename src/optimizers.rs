@@ -38,7 +38,12 @@ impl fmt::Debug for LearningRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LearningRate::Constant(v) => write!(f, "{v}"),
-            LearningRate::ExponentialDecay { initial, decay_steps, decay_rate, staircase } => write!(
+            LearningRate::ExponentialDecay {
+                initial,
+                decay_steps,
+                decay_rate,
+                staircase,
+            } => write!(
                 f,
                 "ExponentialDecay({initial}, {decay_steps}, {decay_rate}, staircase={staircase})"
             ),

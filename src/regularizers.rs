@@ -107,7 +107,9 @@ impl PartialEq for Regularizer {
             (Regularizer::L1L2 { l1: a, l2: b }, Regularizer::L1L2 { l1: c, l2: d }) => {
                 a == c && b == d
             }
-            (Regularizer::Custom { f: a, .. }, Regularizer::Custom { f: b, .. }) => Rc::ptr_eq(a, b),
+            (Regularizer::Custom { f: a, .. }, Regularizer::Custom { f: b, .. }) => {
+                Rc::ptr_eq(a, b)
+            }
             _ => false,
         }
     }

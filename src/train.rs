@@ -15,12 +15,12 @@
 use crate::backend;
 use crate::callbacks::{Callback, Control};
 use crate::error::{Error, Result};
+use crate::initializers::Rng;
+use crate::layer::RNG_STEP_INPUT;
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::model::{Model, Trace};
 use crate::optimizers::{Optimizer, ITERATION_INPUT, LR_INPUT};
-use crate::initializers::Rng;
-use crate::layer::RNG_STEP_INPUT;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lossgraph_ir::{Builder, DType, Data, Graph, HostTensor, Role, TensorType};
 pub use lossgraph_runtime::Engine;
@@ -212,7 +212,10 @@ impl Logs {
             match k.as_str() {
                 "loss" => s = format!("loss {v:.4}"),
                 "compiled_loss" => terms.insert(0, format!("compiled {v:.4}")),
-                _ if k.contains("_regularizer") || k.ends_with("/add_loss") || k.contains("/add_loss#") => {
+                _ if k.contains("_regularizer")
+                    || k.ends_with("/add_loss")
+                    || k.contains("/add_loss#") =>
+                {
                     terms.push(format!("{k} {v:.4}"))
                 }
                 _ => rest.push(format!("{k} {v:.4}")),
@@ -335,6 +338,9 @@ pub struct Gradients {
     pub grads: Vec<(String, HostTensor)>,
 }
 
+/// Validation inputs and targets.
+type ValData = (Vec<HostTensor>, Vec<HostTensor>);
+
 /// Checked, dtype-converted data: per input and per output, `n` samples.
 struct Prepared<'a> {
     x: Vec<Cow<'a, HostTensor>>,
@@ -373,8 +379,16 @@ fn gather(t: &HostTensor, idx: &[usize]) -> HostTensor {
         *s = idx.len();
     }
     let data = match &t.data {
-        Data::F32(v) => Data::F32(idx.iter().flat_map(|&i| v[i * k..(i + 1) * k].iter().copied()).collect()),
-        Data::I32(v) => Data::I32(idx.iter().flat_map(|&i| v[i * k..(i + 1) * k].iter().copied()).collect()),
+        Data::F32(v) => Data::F32(
+            idx.iter()
+                .flat_map(|&i| v[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+        ),
+        Data::I32(v) => Data::I32(
+            idx.iter()
+                .flat_map(|&i| v[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+        ),
     };
     HostTensor {
         ty: TensorType::new(t.ty.dtype, &shape),
@@ -392,12 +406,17 @@ impl Model {
     pub fn compile(&mut self, opts: CompileOptions) -> Result<()> {
         let names = self.output_names();
         for (n, _) in opts.losses.iter().map(|(n, l)| (n, l)).chain(
-            opts.loss_weights.iter().map(|(n, _)| (n, &Loss::MeanSquaredError)),
+            opts.loss_weights
+                .iter()
+                .map(|(n, _)| (n, &Loss::MeanSquaredError)),
         ) {
             if !names.contains(n) {
                 return Err(Error::config(
                     "compile",
-                    format!("model '{}' has no output '{n}' (outputs: {names:?})", self.name),
+                    format!(
+                        "model '{}' has no output '{n}' (outputs: {names:?})",
+                        self.name
+                    ),
                 ));
             }
         }
@@ -444,10 +463,13 @@ impl Model {
     }
 
     fn compiled(&self, action: &str) -> Result<&Compiled> {
-        self.train.compiled.as_ref().ok_or_else(|| Error::NotCompiled {
-            model: self.name.clone(),
-            action: action.into(),
-        })
+        self.train
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::NotCompiled {
+                model: self.name.clone(),
+                action: action.into(),
+            })
     }
 
     /// Appends target inputs, compiled losses (`loss/<o>`) and metrics to a trace.
@@ -484,7 +506,12 @@ impl Model {
                     m.name().to_string()
                 };
                 let resolved = m.resolve(&oc.loss, &y, pred);
-                let v = b.with_role(Role::Metric { name: label.clone() }, || resolved.emit(&y, pred));
+                let v = b.with_role(
+                    Role::Metric {
+                        name: label.clone(),
+                    },
+                    || resolved.emit(&y, pred),
+                );
                 let out = format!("metric/{label}");
                 b.output(&out, &v);
                 metric_logs.push((label, out));
@@ -554,7 +581,8 @@ impl Model {
             let mut g = tr.finish()?;
             let loss = backend::total_loss(&mut g, p)?;
             // The compiled part of the total, for the breakdown.
-            info.logs.insert(1, ("compiled_loss".into(), "compiled_loss".into()));
+            info.logs
+                .insert(1, ("compiled_loss".into(), "compiled_loss".into()));
             add_compiled_total(&mut g, p)?;
             if training {
                 let ids: Vec<_> = ins.iter().map(|x| x.1).collect();
@@ -658,10 +686,16 @@ impl Model {
 
     /// Copies the variables of the live (training) program back to the host.
     fn pull_live(&mut self) {
-        let Some(key) = self.train.live.take() else { return };
-        let Some(c) = self.train.programs.get(&key) else { return };
+        let Some(key) = self.train.live.take() else {
+            return;
+        };
+        let Some(c) = self.train.programs.get(&key) else {
+            return;
+        };
         for name in c.program.var_names() {
-            let Some(t) = c.program.var(&name) else { continue };
+            let Some(t) = c.program.var(&name) else {
+                continue;
+            };
             let host = t.to_host();
             match self.vars.iter_mut().find(|v| v.path == name) {
                 Some(v) => v.value = host,
@@ -747,7 +781,10 @@ impl Model {
                 ),
             ));
         }
-        let n = x.first().and_then(|t| t.shape().first().copied()).unwrap_or(0);
+        let n = x
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(0);
         let mut xs = Vec::new();
         for (i, t) in x.iter().enumerate() {
             let want: usize = self.values[self.inputs[i].value].shape.iter().product();
@@ -813,7 +850,12 @@ impl Model {
         Ok(Prepared { x: xs, y: ys, n })
     }
 
-    fn feeds<'a>(&self, data: &'a Prepared<'_>, start: usize, end: usize) -> Vec<(String, Feed<'a>)> {
+    fn feeds<'a>(
+        &self,
+        data: &'a Prepared<'_>,
+        start: usize,
+        end: usize,
+    ) -> Vec<(String, Feed<'a>)> {
         let mut f = Vec::new();
         for (i, t) in data.x.iter().enumerate() {
             f.push((self.input_feed_name(i), rows(t, start, end)));
@@ -839,7 +881,12 @@ impl Model {
     }
 
     /// Losses and metrics over the data, batch-size-weighted means (regularisation included, as Keras).
-    pub fn evaluate(&mut self, x: &[HostTensor], y: &[HostTensor], batch_size: usize) -> Result<Logs> {
+    pub fn evaluate(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        batch_size: usize,
+    ) -> Result<Logs> {
         self.compiled("evaluate")?;
         let data = self.prepare_data(x, Some(y))?;
         self.evaluate_prepared(&data, batch_size)
@@ -873,10 +920,13 @@ impl Model {
             self.run_prepared(Purpose::Predict, end - start, &feeds)?;
             let c = &self.train.programs[&(Purpose::Predict, end - start)];
             for (i, (name, _)) in self.outputs.iter().enumerate() {
-                let t = c.program.output(&format!("pred/{name}")).ok_or_else(|| Error::Compile {
-                    purpose: "predict".into(),
-                    message: format!("missing output pred/{name}"),
-                })?;
+                let t =
+                    c.program
+                        .output(&format!("pred/{name}"))
+                        .ok_or_else(|| Error::Compile {
+                            purpose: "predict".into(),
+                            message: format!("missing output pred/{name}"),
+                        })?;
                 outs[i].extend_from_slice(t.as_f32().unwrap_or(&[]));
             }
             start = end;
@@ -886,7 +936,8 @@ impl Model {
             .iter()
             .zip(outs)
             .map(|((_, v), data)| {
-                let mut shape = vec![data.len() / self.values[*v].shape.iter().product::<usize>().max(1)];
+                let mut shape =
+                    vec![data.len() / self.values[*v].shape.iter().product::<usize>().max(1)];
                 shape.extend_from_slice(&self.values[*v].shape);
                 HostTensor {
                     ty: TensorType::f32(&shape),
@@ -952,10 +1003,15 @@ impl Model {
     /// Trains for `opts.epochs` epochs with a progress bar showing the running
     /// loss and its breakdown (compiled loss and each added loss). Returns the
     /// per-epoch history (validation values prefixed `val_`).
-    pub fn fit(&mut self, x: &[HostTensor], y: &[HostTensor], mut opts: FitOptions) -> Result<History> {
+    pub fn fit(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        mut opts: FitOptions,
+    ) -> Result<History> {
         self.compiled("fit")?;
         let all = self.prepare_data(x, Some(y))?;
-        let (train_x, train_y, val): (Vec<HostTensor>, Vec<HostTensor>, Option<(Vec<HostTensor>, Vec<HostTensor>)>) =
+        let (train_x, train_y, val): (Vec<HostTensor>, Vec<HostTensor>, Option<ValData>) =
             match &opts.validation {
                 Validation::None => (
                     all.x.iter().map(|c| c.clone().into_owned()).collect(),
@@ -964,7 +1020,10 @@ impl Model {
                 ),
                 Validation::Split(f) => {
                     if !(0.0..1.0).contains(f) {
-                        return Err(Error::config("validation split", format!("must be in [0, 1), got {f}")));
+                        return Err(Error::config(
+                            "validation split",
+                            format!("must be in [0, 1), got {f}"),
+                        ));
                     }
                     let split = (all.n as f64 * (1.0 - *f as f64)) as usize;
                     let cut = |ts: &[Cow<'_, HostTensor>], a: usize, b: usize| -> Vec<HostTensor> {
@@ -973,7 +1032,8 @@ impl Model {
                     (
                         cut(&all.x, 0, split),
                         cut(&all.y, 0, split),
-                        (split < all.n).then(|| (cut(&all.x, split, all.n), cut(&all.y, split, all.n))),
+                        (split < all.n)
+                            .then(|| (cut(&all.x, split, all.n), cut(&all.y, split, all.n))),
                     )
                 }
                 Validation::Data(vx, vy) => (
@@ -983,7 +1043,10 @@ impl Model {
                 ),
             };
         drop(all);
-        let n = train_x.first().and_then(|t| t.shape().first().copied()).unwrap_or(0);
+        let n = train_x
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(0);
         if n == 0 {
             return Err(Error::data("x", "no training samples"));
         }
@@ -1045,8 +1108,16 @@ impl Model {
             if let Some((vx, vy)) = &val {
                 let vdata = self.prepare_data(vx, Some(vy))?;
                 let vdata = Prepared {
-                    x: vdata.x.into_iter().map(|c| Cow::Owned(c.into_owned())).collect(),
-                    y: vdata.y.into_iter().map(|c| Cow::Owned(c.into_owned())).collect(),
+                    x: vdata
+                        .x
+                        .into_iter()
+                        .map(|c| Cow::Owned(c.into_owned()))
+                        .collect(),
+                    y: vdata
+                        .y
+                        .into_iter()
+                        .map(|c| Cow::Owned(c.into_owned()))
+                        .collect(),
                     n: vdata.n,
                 };
                 let vlogs = self.evaluate_prepared(&vdata, bs)?;
@@ -1082,7 +1153,9 @@ fn add_compiled_total(g: &mut Graph, purpose: &str) -> Result<()> {
     let mut total: Option<lossgraph_ir::Tensor> = None;
     for id in parts {
         let node = b.graph().node(id).clone();
-        let Role::CompiledLoss { weight, .. } = node.role else { continue };
+        let Role::CompiledLoss { weight, .. } = node.role else {
+            continue;
+        };
         b.set_scope(node.scope.clone());
         b.set_role(node.role.clone());
         let t = b.tensor(id);

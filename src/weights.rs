@@ -63,7 +63,9 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTenso
             other => {
                 return Err(st_err(
                     path,
-                    format!("tensor '{name}' has unsupported dtype {other:?} (f32, f64, i32, i64 only)"),
+                    format!(
+                        "tensor '{name}' has unsupported dtype {other:?} (f32, f64, i32, i64 only)"
+                    ),
                 ))
             }
         };
@@ -129,17 +131,19 @@ impl Model {
         for v in &self.vars {
             match weights.iter().find(|(n, _)| *n == v.path) {
                 None => missing.push(format!("{} {}", v.path, v.value.ty)),
-                Some((_, t)) if t.ty != v.value.ty => {
-                    wrong.push(format!("{}: model has {}, file has {}", v.path, v.value.ty, t.ty))
-                }
+                Some((_, t)) if t.ty != v.value.ty => wrong.push(format!(
+                    "{}: model has {}, file has {}",
+                    v.path, v.value.ty, t.ty
+                )),
                 Some(_) => {}
             }
         }
-        let unexpected: Vec<String> = weights
+        let mut unexpected: Vec<String> = weights
             .iter()
             .filter(|(n, _)| !self.vars.iter().any(|v| v.path == *n))
             .map(|(n, t)| format!("{n} {}", t.ty))
             .collect();
+        unexpected.sort();
         if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
             let mut d = String::new();
             if !missing.is_empty() {
@@ -154,7 +158,12 @@ impl Model {
                 );
             }
             if !wrong.is_empty() {
-                let _ = writeln!(d, "  wrong shape or dtype ({}): {}", wrong.len(), wrong.join("; "));
+                let _ = writeln!(
+                    d,
+                    "  wrong shape or dtype ({}): {}",
+                    wrong.len(),
+                    wrong.join("; ")
+                );
             }
             return Err(Error::WeightsMismatch {
                 file: file.to_string(),

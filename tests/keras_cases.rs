@@ -14,7 +14,10 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn cases_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/keras-cases"
+    ))
 }
 
 fn f(v: &Value) -> f32 {
@@ -27,7 +30,12 @@ fn build(case: &str) -> Model {
     match case {
         "p01_relu_l2_l1_huber_sgd" => Sequential::new("p01")
             .add(Input::new(&[5]).name("seq_input"))
-            .add(Dense::new(8).activation("relu").kernel_regularizer(l2(0.01)).name("dense_1"))
+            .add(
+                Dense::new(8)
+                    .activation("relu")
+                    .kernel_regularizer(l2(0.01))
+                    .name("dense_1"),
+            )
             .add(Dense::new(3).kernel_regularizer(l1(0.005)).name("dense_2"))
             .build(),
         "p02_tanh_l1l2_activity_mae_adam" => Sequential::new("p02")
@@ -35,7 +43,10 @@ fn build(case: &str) -> Model {
             .add(
                 Dense::new(10)
                     .activation("tanh")
-                    .kernel_regularizer(Regularizer::L1L2 { l1: 0.001, l2: 0.01 })
+                    .kernel_regularizer(Regularizer::L1L2 {
+                        l1: 0.001,
+                        l2: 0.01,
+                    })
                     .activity_regularizer(l2(0.01))
                     .name("dense_1"),
             )
@@ -45,17 +56,32 @@ fn build(case: &str) -> Model {
             .add(Input::new(&[6]).name("seq_input"))
             .add(Dense::new(6).activation("gelu").name("dense_1"))
             .add(ActivityRegularization::new(0.01, 0.0).name("act_reg"))
-            .add(Dense::new(1).activation("sigmoid").kernel_regularizer(l2(0.02)).name("dense_2"))
+            .add(
+                Dense::new(1)
+                    .activation("sigmoid")
+                    .kernel_regularizer(l2(0.02))
+                    .name("dense_2"),
+            )
             .build(),
         "p04_softmax_cce_dropout0_rmsprop" => Sequential::new("p04")
             .add(Input::new(&[7]).name("seq_input"))
             .add(Dense::new(12).activation("relu").name("dense_1"))
             .add(Dropout::new(0.0).name("dropout"))
-            .add(Dense::new(5).activation("softmax").kernel_regularizer(l2(0.005)).name("dense_2"))
+            .add(
+                Dense::new(5)
+                    .activation("softmax")
+                    .kernel_regularizer(l2(0.005))
+                    .name("dense_2"),
+            )
             .build(),
         "p05_sparse_logits_adamw" => Sequential::new("p05")
             .add(Input::new(&[5]).name("seq_input"))
-            .add(Dense::new(8).activation("sigmoid").kernel_regularizer(l1(0.002)).name("dense_1"))
+            .add(
+                Dense::new(8)
+                    .activation("sigmoid")
+                    .kernel_regularizer(l1(0.002))
+                    .name("dense_1"),
+            )
             .add(Dense::new(4).name("logits"))
             .build(),
         "p06_functional_two_in_two_out_nesterov" => {
@@ -63,10 +89,20 @@ fn build(case: &str) -> Model {
             let a = g.input(Input::new(&[4]).name("input_a")).unwrap();
             let b = g.input(Input::new(&[3]).name("input_b")).unwrap();
             let ha = g
-                .apply(Dense::new(5).activation("relu").kernel_regularizer(l2(0.01)).name("dense_a"), &[a])
+                .apply(
+                    Dense::new(5)
+                        .activation("relu")
+                        .kernel_regularizer(l2(0.01))
+                        .name("dense_a"),
+                    &[a],
+                )
                 .unwrap();
-            let hb = g.apply(Dense::new(5).activation("tanh").name("dense_b"), &[b]).unwrap();
-            let c = g.apply(Concatenate::new().name("concat"), &[ha, hb]).unwrap();
+            let hb = g
+                .apply(Dense::new(5).activation("tanh").name("dense_b"), &[b])
+                .unwrap();
+            let c = g
+                .apply(Concatenate::new().name("concat"), &[ha, hb])
+                .unwrap();
             let t = g
                 .apply(
                     Dense::new(8)
@@ -78,24 +114,40 @@ fn build(case: &str) -> Model {
                 )
                 .unwrap();
             let r = g.apply(Dense::new(2).name("out_reg"), &[t]).unwrap();
-            let k = g.apply(Dense::new(1).bias_regularizer(l2(0.1)).name("out_cls"), &[t]).unwrap();
+            let k = g
+                .apply(
+                    Dense::new(1).bias_regularizer(l2(0.1)).name("out_cls"),
+                    &[t],
+                )
+                .unwrap();
             g.build(&[r, k])
         }
         "p07_functional_single_sparse_softmax_adam" => {
             let mut g = Functional::new("p07");
             let x = g.input(Input::new(&[6]).name("features")).unwrap();
             let h = g
-                .apply(Dense::new(9).activation("relu").bias_regularizer(l2(0.05)).name("dense_1"), &[x])
+                .apply(
+                    Dense::new(9)
+                        .activation("relu")
+                        .bias_regularizer(l2(0.05))
+                        .name("dense_1"),
+                    &[x],
+                )
                 .unwrap();
             let h = g
                 .apply(
                     Dense::new(9)
-                        .kernel_regularizer(Regularizer::L1L2 { l1: 0.003, l2: 0.003 })
+                        .kernel_regularizer(Regularizer::L1L2 {
+                            l1: 0.003,
+                            l2: 0.003,
+                        })
                         .name("dense_2"),
                     &[h],
                 )
                 .unwrap();
-            let o = g.apply(Dense::new(3).activation("softmax").name("dense_3"), &[h]).unwrap();
+            let o = g
+                .apply(Dense::new(3).activation("softmax").name("dense_3"), &[h])
+                .unwrap();
             g.build(&[o])
         }
         other => panic!("no hand-built model for case {other}"),
@@ -109,9 +161,15 @@ fn parse_loss(v: &Value) -> Loss {
     }
     let logits = v["config"]["from_logits"].as_bool().unwrap_or(false);
     match v["class_name"].as_str().unwrap() {
-        "BinaryCrossentropy" => Loss::BinaryCrossentropy { from_logits: logits },
-        "CategoricalCrossentropy" => Loss::CategoricalCrossentropy { from_logits: logits },
-        "SparseCategoricalCrossentropy" => Loss::SparseCategoricalCrossentropy { from_logits: logits },
+        "BinaryCrossentropy" => Loss::BinaryCrossentropy {
+            from_logits: logits,
+        },
+        "CategoricalCrossentropy" => Loss::CategoricalCrossentropy {
+            from_logits: logits,
+        },
+        "SparseCategoricalCrossentropy" => Loss::SparseCategoricalCrossentropy {
+            from_logits: logits,
+        },
         other => Loss::from_name(other).unwrap(),
     }
 }
@@ -178,14 +236,21 @@ impl Checker {
             self.worst = if got.is_nan() { f64::INFINITY } else { ratio };
             self.worst_what = what.to_string();
         }
-        if !((got - want).abs() <= bound) {
-            self.failures.push(format!("{what}: got {got}, want {want} (bound {bound:.3e})"));
+        let ok = (got - want).abs() <= bound; // false for NaN
+        if !ok {
+            self.failures.push(format!(
+                "{what}: got {got}, want {want} (bound {bound:.3e})"
+            ));
         }
     }
 
     fn check_tensor(&mut self, what: &str, got: &HostTensor, want: &HostTensor) {
         if got.shape() != want.shape() {
-            self.failures.push(format!("{what}: shape {:?} vs {:?}", got.shape(), want.shape()));
+            self.failures.push(format!(
+                "{what}: shape {:?} vs {:?}",
+                got.shape(),
+                want.shape()
+            ));
             return;
         }
         let (g, w) = (got.to_f64(), want.to_f64());
@@ -200,18 +265,26 @@ fn rows(t: &HostTensor, start: usize, end: usize) -> HostTensor {
     let mut shape = t.shape().to_vec();
     shape[0] = end - start;
     match &t.data {
-        lossgraph::ir::Data::F32(v) => HostTensor::f32(&shape, v[start * k..end * k].to_vec()).unwrap(),
-        lossgraph::ir::Data::I32(v) => HostTensor::i32(&shape, v[start * k..end * k].to_vec()).unwrap(),
+        lossgraph::ir::Data::F32(v) => {
+            HostTensor::f32(&shape, v[start * k..end * k].to_vec()).unwrap()
+        }
+        lossgraph::ir::Data::I32(v) => {
+            HostTensor::i32(&shape, v[start * k..end * k].to_vec()).unwrap()
+        }
     }
 }
 
 fn get<'a>(ts: &'a [(String, HostTensor)], name: &str) -> &'a HostTensor {
-    &ts.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("no tensor '{name}'")).1
+    &ts.iter()
+        .find(|t| t.0 == name)
+        .unwrap_or_else(|| panic!("no tensor '{name}'"))
+        .1
 }
 
 fn run_case(name: &str) -> (f64, String) {
     let dir = cases_dir().join(name);
-    let case: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let case: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let exp = &case["expected"];
     let init = &exp["initial"];
     let data = read_safetensors(dir.join("data.safetensors")).unwrap();
@@ -235,12 +308,18 @@ fn run_case(name: &str) -> (f64, String) {
     let x: Vec<HostTensor> = if inputs.len() == 1 {
         vec![get(&data, "x").clone()]
     } else {
-        inputs.iter().map(|n| get(&data, &format!("x/{n}")).clone()).collect()
+        inputs
+            .iter()
+            .map(|n| get(&data, &format!("x/{n}")).clone())
+            .collect()
     };
     let y: Vec<HostTensor> = if outputs.len() == 1 {
         vec![get(&data, "y").clone()]
     } else {
-        outputs.iter().map(|n| get(&data, &format!("y/{n}")).clone()).collect()
+        outputs
+            .iter()
+            .map(|n| get(&data, &format!("y/{n}")).clone())
+            .collect()
     };
     let batch = |i: usize, ts: &[HostTensor]| -> Vec<HostTensor> {
         ts.iter().map(|t| rows(t, i * bs, (i + 1) * bs)).collect()
@@ -249,19 +328,34 @@ fn run_case(name: &str) -> (f64, String) {
     // model.losses() matches Keras's list, in order.
     let losses = model.losses().unwrap();
     let want_losses = init["regularization_losses"].as_array().unwrap();
-    assert_eq!(losses.len(), want_losses.len(), "{name}: number of added losses");
+    assert_eq!(
+        losses.len(),
+        want_losses.len(),
+        "{name}: number of added losses"
+    );
     for (got, want) in losses.iter().zip(want_losses) {
         assert_eq!(got.owner, want["layer"].as_str().unwrap(), "{name}");
         match want["kind"].as_str().unwrap() {
             "activity" => {
                 assert_eq!(got.reason, LossReason::ActivityRegularizer, "{name}");
-                assert_eq!(got.call as u64, want["call_index"].as_u64().unwrap(), "{name}");
+                assert_eq!(
+                    got.call as u64,
+                    want["call_index"].as_u64().unwrap(),
+                    "{name}"
+                );
             }
             _ => {
                 let var = want["variable"].as_str().unwrap();
-                let reason = if var == "bias" { LossReason::BiasRegularizer } else { LossReason::KernelRegularizer };
+                let reason = if var == "bias" {
+                    LossReason::BiasRegularizer
+                } else {
+                    LossReason::KernelRegularizer
+                };
                 assert_eq!(got.reason, reason, "{name}");
-                assert_eq!(got.variable.as_deref(), Some(format!("{}/{var}", want["layer"].as_str().unwrap()).as_str()));
+                assert_eq!(
+                    got.variable.as_deref(),
+                    Some(format!("{}/{var}", want["layer"].as_str().unwrap()).as_str())
+                );
             }
         }
     }
@@ -269,8 +363,16 @@ fn run_case(name: &str) -> (f64, String) {
     // Initial values on batch 0, gradients included.
     let (x0, y0) = (batch(0, &x), batch(0, &y));
     let g = model.compute_gradients(&x0, &y0).unwrap();
-    ck.check("initial total", g.logs.loss(), init["total_loss"].as_f64().unwrap());
-    ck.check("initial compiled", g.logs.get("compiled_loss").unwrap(), init["compiled_loss"].as_f64().unwrap());
+    ck.check(
+        "initial total",
+        g.logs.loss(),
+        init["total_loss"].as_f64().unwrap(),
+    );
+    ck.check(
+        "initial compiled",
+        g.logs.get("compiled_loss").unwrap(),
+        init["compiled_loss"].as_f64().unwrap(),
+    );
     for (out, v) in init["compiled_loss_per_output"].as_object().unwrap() {
         let got = if outputs.len() == 1 {
             g.logs.get("compiled_loss").unwrap()
@@ -286,37 +388,68 @@ fn run_case(name: &str) -> (f64, String) {
         .filter(|(k, _)| k.contains("_regularizer") || k.contains("/add_loss"))
         .map(|e| e.1)
         .collect();
-    assert_eq!(added.len(), want_losses.len(), "{name}: logged added losses");
+    assert_eq!(
+        added.len(),
+        want_losses.len(),
+        "{name}: logged added losses"
+    );
     for (i, (got, want)) in added.iter().zip(want_losses).enumerate() {
         ck.check(&format!("added/{i}"), *got, want["value"].as_f64().unwrap());
     }
     for (path, grad) in &g.grads {
-        ck.check_tensor(&format!("grad/{path}"), grad, get(&expected, &format!("grad/{path}")));
+        ck.check_tensor(
+            &format!("grad/{path}"),
+            grad,
+            get(&expected, &format!("grad/{path}")),
+        );
     }
-    assert_eq!(g.grads.len(), expected.iter().filter(|t| t.0.starts_with("grad/")).count());
+    assert_eq!(
+        g.grads.len(),
+        expected.iter().filter(|t| t.0.starts_with("grad/")).count()
+    );
 
     // Predictions and checksum on batch 0.
     let preds = model.predict(&x0, bs).unwrap();
     let mut checksum = 0.0;
     for (o, p) in outputs.iter().zip(&preds) {
-        let key = if outputs.len() == 1 { "output".to_string() } else { format!("output/{o}") };
+        let key = if outputs.len() == 1 {
+            "output".to_string()
+        } else {
+            format!("output/{o}")
+        };
         ck.check_tensor(&key, p, get(&expected, &key));
         checksum += p.to_f64().iter().sum::<f64>();
     }
-    ck.check("outputs checksum", checksum, init["outputs_checksum"].as_f64().unwrap());
+    ck.check(
+        "outputs checksum",
+        checksum,
+        init["outputs_checksum"].as_f64().unwrap(),
+    );
 
     // K train_on_batch steps.
     for i in 0..steps {
         let logs = model.train_on_batch(&batch(i, &x), &batch(i, &y)).unwrap();
-        ck.check(&format!("step {i} loss"), logs.loss(), exp["per_step_loss"][i].as_f64().unwrap());
+        ck.check(
+            &format!("step {i} loss"),
+            logs.loss(),
+            exp["per_step_loss"][i].as_f64().unwrap(),
+        );
         if let Some(per) = exp["per_step_output_losses"].as_array() {
             for (k, v) in per[i].as_object().unwrap() {
-                ck.check(&format!("step {i} {k}"), logs.get(k).unwrap(), v.as_f64().unwrap());
+                ck.check(
+                    &format!("step {i} {k}"),
+                    logs.get(k).unwrap(),
+                    v.as_f64().unwrap(),
+                );
             }
         }
     }
     for (path, value) in model.get_weights() {
-        ck.check_tensor(&format!("final/{path}"), &value, get(&expected, &format!("final/{path}")));
+        ck.check_tensor(
+            &format!("final/{path}"),
+            &value,
+            get(&expected, &format!("final/{path}")),
+        );
     }
 
     // fit for one epoch, unshuffled, from the initial weights: same epoch loss and final weights.
@@ -328,13 +461,34 @@ fn run_case(name: &str) -> (f64, String) {
     let ys: Vec<HostTensor> = y.iter().map(|t| rows(t, 0, steps * bs)).collect();
     assert!(n >= steps * bs);
     let h = fresh
-        .fit(&xs, &ys, FitOptions::new().epochs(1).batch_size(bs).shuffle(false, 0).verbose(false))
+        .fit(
+            &xs,
+            &ys,
+            FitOptions::new()
+                .epochs(1)
+                .batch_size(bs)
+                .shuffle(false, 0)
+                .verbose(false),
+        )
         .unwrap();
-    ck.check("fit epoch loss", h.series("loss")[0], exp["fit_epoch_loss"].as_f64().unwrap());
+    ck.check(
+        "fit epoch loss",
+        h.series("loss")[0],
+        exp["fit_epoch_loss"].as_f64().unwrap(),
+    );
     for (path, value) in fresh.get_weights() {
-        ck.check_tensor(&format!("fit final/{path}"), &value, get(&expected, &format!("final/{path}")));
+        ck.check_tensor(
+            &format!("fit final/{path}"),
+            &value,
+            get(&expected, &format!("final/{path}")),
+        );
     }
-    assert!(ck.failures.is_empty(), "{name}: {} failures:\n{}", ck.failures.len(), ck.failures.join("\n"));
+    assert!(
+        ck.failures.is_empty(),
+        "{name}: {} failures:\n{}",
+        ck.failures.len(),
+        ck.failures.join("\n")
+    );
     (ck.worst, ck.worst_what)
 }
 
@@ -349,12 +503,27 @@ macro_rules! case {
 }
 
 case!(p01_relu_l2_l1_huber_sgd, "p01_relu_l2_l1_huber_sgd");
-case!(p02_tanh_l1l2_activity_mae_adam, "p02_tanh_l1l2_activity_mae_adam");
-case!(p03_gelu_actreg_bce_sgd_momentum, "p03_gelu_actreg_bce_sgd_momentum");
-case!(p04_softmax_cce_dropout0_rmsprop, "p04_softmax_cce_dropout0_rmsprop");
+case!(
+    p02_tanh_l1l2_activity_mae_adam,
+    "p02_tanh_l1l2_activity_mae_adam"
+);
+case!(
+    p03_gelu_actreg_bce_sgd_momentum,
+    "p03_gelu_actreg_bce_sgd_momentum"
+);
+case!(
+    p04_softmax_cce_dropout0_rmsprop,
+    "p04_softmax_cce_dropout0_rmsprop"
+);
 case!(p05_sparse_logits_adamw, "p05_sparse_logits_adamw");
-case!(p06_functional_two_in_two_out_nesterov, "p06_functional_two_in_two_out_nesterov");
-case!(p07_functional_single_sparse_softmax_adam, "p07_functional_single_sparse_softmax_adam");
+case!(
+    p06_functional_two_in_two_out_nesterov,
+    "p06_functional_two_in_two_out_nesterov"
+);
+case!(
+    p07_functional_single_sparse_softmax_adam,
+    "p07_functional_single_sparse_softmax_adam"
+);
 
 #[test]
 fn every_case_folder_has_a_test() {

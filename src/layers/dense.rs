@@ -173,6 +173,10 @@ impl Layer for Dense {
     }
 
     fn describe(&self) -> String {
-        format!("units={}, activation={}", self.units, self.activation.name())
+        format!(
+            "units={}, activation={}",
+            self.units,
+            self.activation.name()
+        )
     }
 }

@@ -59,7 +59,10 @@ impl Layer for Add {
             return Err(Error::layer(ctx.path(), "Add got no inputs"));
         };
         if rest.is_empty() {
-            return Err(Error::layer(ctx.path(), "Add needs at least 2 inputs, got 1"));
+            return Err(Error::layer(
+                ctx.path(),
+                "Add needs at least 2 inputs, got 1",
+            ));
         }
         Ok(rest.iter().fold(first.clone(), |acc, t| acc + t))
     }
@@ -135,8 +138,8 @@ impl Layer for Concatenate {
         }
         let a = axis as usize - 1;
         for s in &shapes[1..] {
-            let ok = s.len() == shapes[0].len()
-                && (0..s.len()).all(|i| i == a || s[i] == shapes[0][i]);
+            let ok =
+                s.len() == shapes[0].len() && (0..s.len()).all(|i| i == a || s[i] == shapes[0][i]);
             if !ok {
                 return Err(Error::layer(
                     ctx.path(),

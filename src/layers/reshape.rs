@@ -92,7 +92,7 @@ impl Layer for Reshape {
             .filter(|&&d| d > 0)
             .map(|&d| d as usize)
             .product();
-        if known == 0 || n % known != 0 || (unknown == 0 && known != n) {
+        if known == 0 || !n.is_multiple_of(known) || (unknown == 0 && known != n) {
             return Err(bad());
         }
         self.resolved = self

@@ -18,6 +18,9 @@
 //! layer that emitted it. A pass that changed the graph returns it
 //! [compacted](Graph::compacted), so printed ids are dense.
 //!
+//! Passes report [`PassError`]s, which convert into the crate's
+//! [`CompileError`](crate::CompileError) with `?`.
+//!
 //! [`PassManager`] runs a named pipeline, optionally to a fixed point, records
 //! node counts before/after each pass ([`PassStats`]), can hand a dump of the
 //! graph after chosen passes to a caller-supplied sink, and verifies the
@@ -105,6 +108,9 @@ pub fn render(g: &Graph, format: DumpFormat) -> String {
     }
 }
 
+/// One dump: the pass it followed (or `input`) and the rendered graph.
+pub type Dump = (String, String);
+
 /// Node counts around one run of one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassStats {
@@ -118,6 +124,21 @@ pub struct PassStats {
     pub nodes_after: usize,
     /// Whether the pass reported a change.
     pub changed: bool,
+}
+
+impl std::fmt::Display for PassStats {
+    /// `sweep 0  simplify    61 -> 59` (an asterisk marks a pass that changed the graph).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sweep {}  {:<10} {:>6} -> {:<6}{}",
+            self.iteration,
+            self.pass,
+            self.nodes_before,
+            self.nodes_after,
+            if self.changed { " *" } else { "" }
+        )
+    }
 }
 
 /// Runs a pipeline of passes.
@@ -236,6 +257,14 @@ impl PassManager {
     /// Runs the pipeline; returns node counts per pass run.
     pub fn run(&self, g: &mut Graph) -> Result<Vec<PassStats>, PassError> {
         self.run_with_dumps(g, &mut |_, _| {})
+    }
+
+    /// Runs the pipeline and collects the selected dumps as `(pass name, rendered graph)`.
+    pub fn run_collecting(&self, g: &mut Graph) -> Result<(Vec<PassStats>, Vec<Dump>), PassError> {
+        let mut dumps = Vec::new();
+        let stats =
+            self.run_with_dumps(g, &mut |p, d| dumps.push((p.to_string(), d.to_string())))?;
+        Ok((stats, dumps))
     }
 
     /// Runs the pipeline, handing `(pass name, rendered graph)` to `sink` after

@@ -3,6 +3,7 @@
 //! Cranelift lowering.
 
 pub mod autodiff;
+pub mod clif_math;
 pub mod error;
 pub mod fusion;
 pub mod gradcheck;

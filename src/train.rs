@@ -212,9 +212,10 @@ impl Logs {
             match k.as_str() {
                 "loss" => s = format!("loss {v:.4}"),
                 "compiled_loss" => terms.insert(0, format!("compiled {v:.4}")),
-                _ if k.contains("_regularizer")
-                    || k.ends_with("/add_loss")
-                    || k.contains("/add_loss#") =>
+                _ if !k.starts_with("val_")
+                    && (k.contains("_regularizer")
+                        || k.ends_with("/add_loss")
+                        || k.contains("/add_loss#")) =>
                 {
                     terms.push(format!("{k} {v:.4}"))
                 }

@@ -7,8 +7,8 @@
 
 use lossgraph::layers::{ActivityRegularization, Concatenate, Dense, Dropout, Input};
 use lossgraph::{
-    read_safetensors, CompileOptions, FitOptions, Functional, HostTensor, Loss, LossReason, Model,
-    Optimizer, Regularizer, Sequential,
+    read_safetensors, CompileOptions, Engine, FitOptions, Functional, HostTensor, Loss, LossReason,
+    Model, Optimizer, Regularizer, Sequential,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -281,7 +281,7 @@ fn get<'a>(ts: &'a [(String, HostTensor)], name: &str) -> &'a HostTensor {
         .1
 }
 
-fn run_case(name: &str) -> (f64, String) {
+fn run_case(name: &str, engine: Engine) -> (f64, String) {
     let dir = cases_dir().join(name);
     let case: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
@@ -301,7 +301,7 @@ fn run_case(name: &str) -> (f64, String) {
 
     let mut model = build(name);
     model.load_weights(dir.join("weights.safetensors")).unwrap();
-    let opts = compile_options(&case, &model);
+    let opts = compile_options(&case, &model).engine(engine);
     model.compile(opts.clone()).unwrap();
     let inputs = model.input_names();
     let outputs = model.output_names();
@@ -496,8 +496,13 @@ macro_rules! case {
     ($t:ident, $name:literal) => {
         #[test]
         fn $t() {
-            let (worst, what) = run_case($name);
-            eprintln!("{}: worst |err|/bound = {worst:.3} at {what}", $name);
+            for engine in [Engine::Interpreter, Engine::Jit] {
+                let (worst, what) = run_case($name, engine);
+                eprintln!(
+                    "{} ({engine:?}): worst |err|/bound = {worst:.3} at {what}",
+                    $name
+                );
+            }
         }
     };
 }

@@ -63,7 +63,7 @@ pub struct CompileOptions {
     losses: Vec<(String, Loss)>,
     loss_weights: Vec<(String, f32)>,
     metrics: Vec<Metric>,
-    engine: Engine,
+    engine: Option<Engine>,
 }
 
 impl CompileOptions {
@@ -75,7 +75,7 @@ impl CompileOptions {
             losses: Vec::new(),
             loss_weights: Vec::new(),
             metrics: Vec::new(),
-            engine: Engine::default(),
+            engine: None,
         }
     }
 
@@ -87,7 +87,7 @@ impl CompileOptions {
             losses: Vec::new(),
             loss_weights: Vec::new(),
             metrics: Vec::new(),
-            engine: Engine::default(),
+            engine: None,
         }
     }
 
@@ -109,9 +109,10 @@ impl CompileOptions {
         self
     }
 
-    /// The execution engine (default: the runtime's default engine).
+    /// Forces an execution engine. By default programs are JIT-compiled
+    /// ([`Engine::Jit`]), falling back to the interpreter for a graph the JIT rejects.
     pub fn engine(mut self, engine: Engine) -> CompileOptions {
-        self.engine = engine;
+        self.engine = Some(engine);
         self
     }
 }
@@ -128,7 +129,8 @@ pub(crate) struct Compiled {
     pub optimizer: Optimizer,
     pub outputs: Vec<OutputConfig>,
     pub metrics: Vec<Metric>,
-    pub engine: Engine,
+    /// `None`: JIT with interpreter fallback.
+    pub engine: Option<Engine>,
 }
 
 /// Output names of a compiled program and the labels they are logged under.
@@ -631,14 +633,15 @@ impl Model {
     fn prepare(&mut self, purpose: Purpose, batch: usize) -> Result<()> {
         let key = (purpose, batch);
         if !self.train.programs.contains_key(&key) {
-            let engine = self
-                .train
-                .compiled
-                .as_ref()
-                .map(|c| c.engine)
-                .unwrap_or_default();
+            let engine = self.train.compiled.as_ref().and_then(|c| c.engine);
             let (g, info) = self.build_graph(purpose, batch)?;
-            let program = Program::new(g, engine).map_err(|e| Error::runtime(purpose.name(), e))?;
+            let program = match engine {
+                Some(e) => Program::new(g, e),
+                // Auto: native code when the JIT accepts the graph, else the interpreter.
+                None => Program::new(g.clone(), Engine::Jit)
+                    .or_else(|_| Program::new(g, Engine::Interpreter)),
+            }
+            .map_err(|e| Error::runtime(purpose.name(), e))?;
             self.train.programs.insert(
                 key,
                 Cached {

@@ -478,3 +478,125 @@ fn jit_engine_trains_like_the_interpreter() {
         }
     }
 }
+
+/// A layer made of two Dense sub-layers (weights `block/inner1/kernel`, …).
+struct Block {
+    d1: Dense,
+    d2: Dense,
+}
+
+impl Layer for Block {
+    fn build(&mut self, ctx: &mut BuildCtx, input_shape: &[usize]) -> Result<()> {
+        ctx.build_sublayer("inner1", &mut self.d1, &[input_shape.to_vec()])?;
+        ctx.build_sublayer("inner2", &mut self.d2, &[vec![self.d1.units()]])
+    }
+
+    fn call(&self, ctx: &mut CallCtx, x: &Tensor) -> Result<Tensor> {
+        let h = ctx.call_sublayer("inner1", &self.d1, &[x.clone()])?;
+        ctx.call_sublayer("inner2", &self.d2, &[h])
+    }
+}
+
+#[test]
+fn nested_layers_collect_weights_and_losses_with_scoped_names() {
+    let block = Block {
+        d1: Dense::new(5)
+            .activation("tanh")
+            .kernel_regularizer(Regularizer::L2(0.01))
+            .activity_regularizer(Regularizer::L1(0.01)),
+        d2: Dense::new(2),
+    };
+    let mut m = Sequential::new("nested")
+        .add(Input::new(&[3]))
+        .add(block)
+        .add(Dense::new(1).name("head"))
+        .build()
+        .unwrap();
+    let names: Vec<String> = m.get_weights().into_iter().map(|w| w.0).collect();
+    assert_eq!(
+        names,
+        vec![
+            "block/inner1/kernel",
+            "block/inner1/bias",
+            "block/inner2/kernel",
+            "block/inner2/bias",
+            "head/kernel",
+            "head/bias"
+        ]
+    );
+    let losses = m.losses().unwrap();
+    assert_eq!(losses.len(), 2);
+    assert_eq!(losses[0].owner, "block/inner1");
+    assert_eq!(losses[0].reason, lossgraph::LossReason::ActivityRegularizer);
+    assert_eq!(losses[1].variable.as_deref(), Some("block/inner1/kernel"));
+    let g = m.trace(false, 2).unwrap().finish().unwrap();
+    assert!(g
+        .node_ids()
+        .iter()
+        .any(|&i| g.node(i).scope == "block/inner2"));
+    assert!(m
+        .summary()
+        .unwrap()
+        .contains("activity_regularizer, kernel_regularizer(kernel)"));
+    m.compile(CompileOptions::new(
+        Optimizer::adam(0.05),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
+    let x = ht(&[16, 3], noise(48, 4));
+    let y = ht(&[16, 1], (0..16).map(|i| (i % 3) as f32 - 1.0).collect());
+    let h = m
+        .fit(
+            &[x],
+            &[y],
+            FitOptions::new().epochs(20).batch_size(16).verbose(false),
+        )
+        .unwrap();
+    let l = h.series("loss");
+    assert!(l[19] < l[0], "{l:?}");
+}
+
+#[test]
+fn frozen_layers_keep_activity_losses_but_drop_weight_regularizers() {
+    let mut m = Sequential::new("frozen")
+        .add(Input::new(&[3]))
+        .add(
+            Dense::new(4)
+                .kernel_regularizer(Regularizer::L2(0.1))
+                .activity_regularizer(Regularizer::L1(0.1))
+                .trainable(false)
+                .name("f"),
+        )
+        .add(Dense::new(1).name("head"))
+        .build()
+        .unwrap();
+    let reasons = |m: &Model| -> Vec<(String, lossgraph::LossReason)> {
+        m.losses()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.owner, l.reason))
+            .collect()
+    };
+    assert_eq!(
+        reasons(&m),
+        vec![("f".to_string(), lossgraph::LossReason::ActivityRegularizer)]
+    );
+    assert_eq!(m.trainable_weight_names(), vec!["head/kernel", "head/bias"]);
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.1),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
+    let before = m.get_weight("f/kernel").unwrap().clone();
+    let head_before = m.get_weight("head/kernel").unwrap().clone();
+    let x = ht(&[4, 3], noise(12, 8));
+    let y = ht(&[4, 1], vec![1.0, -1.0, 0.5, 0.0]);
+    m.train_on_batch(&[x.clone()], &[y.clone()]).unwrap();
+    assert_eq!(m.get_weight("f/kernel").unwrap(), &before);
+    assert_ne!(m.get_weight("head/kernel").unwrap(), &head_before);
+    m.set_trainable("f", true).unwrap();
+    assert_eq!(reasons(&m).len(), 2);
+    m.train_on_batch(&[x], &[y]).unwrap();
+    assert_ne!(m.get_weight("f/kernel").unwrap(), &before);
+    assert!(m.set_trainable("nope", false).is_err());
+}

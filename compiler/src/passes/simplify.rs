@@ -141,6 +141,10 @@ fn finite(g: &Graph, id: NodeId, depth: usize) -> bool {
 
 /// The replacement for `id`, if a rule applies.
 fn rewrite(g: &mut Graph, id: NodeId) -> Option<NodeId> {
+    if g.node(id).op.is_leaf() {
+        // No rule rewrites a leaf (and cloning a big constant would be waste).
+        return None;
+    }
     let node = g.node(id).clone();
     let ops = g.operands(id);
     match &node.op {

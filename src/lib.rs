@@ -55,6 +55,7 @@ pub use lossgraph_ir as ir;
 
 pub mod activations;
 mod backend;
+pub mod bench;
 pub mod callbacks;
 pub mod digits;
 pub mod error;

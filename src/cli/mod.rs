@@ -137,11 +137,17 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Time a standard training workload (tiny, mnist, wide of shared/bench/WORKLOADS.md).
+    Bench(lossgraph::bench::BenchArgs),
 }
 
 /// Runs one parsed command line; `Ok` carries the exit code.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Bench(a) => {
+            println!("{}", lossgraph::bench::run_cli(&a)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Summary { .. }
         | Command::DumpIr { .. }
         | Command::Train { .. }

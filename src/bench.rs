@@ -1,0 +1,1195 @@
+//! The benchmark harness: the standard workloads of `shared/bench/WORKLOADS.md`
+//! (`tiny`, `mnist`, `wide`) built through the public front end, compiled, and
+//! timed as repetitions of training steps on pre-generated in-memory batches.
+//!
+//! * Workloads are built exactly as a user would write them: `Sequential` of
+//!   `Dense` layers with a `kernel_regularizer` (an added loss), a Keras loss
+//!   and optimiser, `compile`. The training graph is the one the front end
+//!   compiles for `train_on_batch` ([`Model::graph`] with [`Purpose::Train`]);
+//!   the harness binds it to a [`Program`] itself only to choose the thread
+//!   count and to keep the timed loop free of host-side bookkeeping.
+//! * Weights are Glorot-uniform, data N(0,1) (class labels uniform), all drawn
+//!   from one splitmix64 stream seeded with 42; [`N_BATCHES`] distinct batches
+//!   are cycled (`batch i % 4` at step `i`).
+//! * Figures follow the peers' conventions: steps/s median/min/max over the
+//!   repetitions, GFLOP/s by `6 · batch · kernel weights`, compile time, peak
+//!   RSS (`VmHWM`). [`BenchResult::to_json`] prints the peers' keys.
+
+use crate::layers::{Dense, Input};
+use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
+use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
+use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
+use std::fmt;
+use std::time::Instant;
+
+/// Number of distinct pre-generated batches, cycled during timing.
+pub const N_BATCHES: usize = 4;
+
+/// Seed of the splitmix64 stream that draws weights, then data.
+pub const SEED: u64 = 42;
+
+/// Errors of the benchmark harness.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The workload name is not one of [`WORKLOADS`].
+    #[error("unknown workload '{0}' (expected one of: tiny, mnist, wide)")]
+    UnknownWorkload(String),
+    /// Building or compiling the model through the front end failed.
+    #[error("front end, workload '{workload}': {source}")]
+    Frontend {
+        workload: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+    /// Compiling or running the step failed.
+    #[error("runtime, {context}: {source}")]
+    Runtime {
+        context: String,
+        #[source]
+        source: RuntimeError,
+    },
+    /// A setting or a graph did not meet the harness's expectations.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result type of the harness.
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+fn rt(context: impl Into<String>) -> impl FnOnce(RuntimeError) -> BenchError {
+    let context = context.into();
+    move |source| BenchError::Runtime { context, source }
+}
+
+/// The loss of a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// Mean squared error over batch × outputs; targets N(0,1).
+    Mse,
+    /// Sparse categorical crossentropy (mean) of a softmax output; labels uniform.
+    SparseCe,
+}
+
+/// The optimiser of a workload (Keras defaults beyond the learning rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptKind {
+    /// Plain SGD, no momentum.
+    Sgd,
+    /// Adam, β₁ 0.9, β₂ 0.999, ε 1e-7, bias-corrected.
+    Adam,
+}
+
+/// One standard workload. Invariant: `acts.len() + 1 == sizes.len()`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Workload {
+    /// `tiny`, `mnist` or `wide`.
+    pub name: &'static str,
+    /// Input features, then the units of each `Dense` layer.
+    pub sizes: &'static [usize],
+    /// Keras activation name of each `Dense` layer.
+    pub acts: &'static [&'static str],
+    /// The compiled loss.
+    pub loss: LossKind,
+    /// L2 factor of every kernel regulariser (`λ · Σ W²`), 0 for none.
+    pub l2: f32,
+    /// The optimiser.
+    pub opt: OptKind,
+    /// The learning rate.
+    pub lr: f32,
+    /// Samples per batch.
+    pub batch: usize,
+    /// Steps per repetition (WORKLOADS.md's S).
+    pub steps: usize,
+    /// Repetitions (WORKLOADS.md: 7, `wide` 5).
+    pub reps: usize,
+}
+
+/// The three standard workloads of `shared/bench/WORKLOADS.md`.
+pub const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "tiny",
+        sizes: &[8, 32, 32, 1],
+        acts: &["tanh", "tanh", "linear"],
+        loss: LossKind::Mse,
+        l2: 1e-4,
+        opt: OptKind::Sgd,
+        lr: 0.01,
+        batch: 32,
+        steps: 500,
+        reps: 7,
+    },
+    Workload {
+        name: "mnist",
+        sizes: &[784, 128, 10],
+        acts: &["relu", "softmax"],
+        loss: LossKind::SparseCe,
+        l2: 1e-4,
+        opt: OptKind::Adam,
+        lr: 1e-3,
+        batch: 64,
+        steps: 300,
+        reps: 7,
+    },
+    Workload {
+        name: "wide",
+        sizes: &[1024, 2048, 2048, 1024],
+        acts: &["relu", "relu", "linear"],
+        loss: LossKind::Mse,
+        l2: 0.0,
+        opt: OptKind::Sgd,
+        lr: 0.01,
+        batch: 256,
+        steps: 20,
+        reps: 5,
+    },
+];
+
+/// The standard workload called `name`.
+pub fn workload(name: &str) -> Result<&'static Workload> {
+    WORKLOADS
+        .iter()
+        .find(|w| w.name == name)
+        .ok_or_else(|| BenchError::UnknownWorkload(name.to_string()))
+}
+
+impl Workload {
+    /// Number of kernel weights (Σ in·out over the layers).
+    pub fn kernel_weights(&self) -> usize {
+        self.sizes.windows(2).map(|p| p[0] * p[1]).sum()
+    }
+
+    /// FLOPs per step by the peers' convention: `6 · batch · kernel weights`.
+    pub fn flops_per_step(&self) -> f64 {
+        6.0 * self.batch as f64 * self.kernel_weights() as f64
+    }
+
+    /// Matmul FLOPs a step really performs: forward and weight gradient of
+    /// every layer, input gradient of every layer but the first.
+    pub fn true_matmul_flops(&self) -> f64 {
+        let b = self.batch as f64;
+        let w: Vec<f64> = self
+            .sizes
+            .windows(2)
+            .map(|p| (p[0] * p[1]) as f64)
+            .collect();
+        let all: f64 = w.iter().sum();
+        let dx: f64 = w.iter().skip(1).sum();
+        2.0 * b * (2.0 * all + dx)
+    }
+
+    fn classes(&self) -> usize {
+        self.sizes[self.sizes.len() - 1]
+    }
+}
+
+/// The splitmix64 generator (Steele, Lea, Flood 2014): the Rust peers' common
+/// source of weights and data.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose first output is `mix(seed + golden gamma)`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Standard normal (Box–Muller, one value per pair of uniforms).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Uniform integer in `[0, n)`, `n > 0`.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+/// Glorot-uniform values for a `[fan_in, fan_out]` kernel:
+/// `U(-sqrt(6/(fan_in+fan_out)), +sqrt(6/(fan_in+fan_out)))`.
+pub fn glorot_uniform(rng: &mut SplitMix64, fan_in: usize, fan_out: usize) -> Vec<f32> {
+    let lim = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    (0..fan_in * fan_out)
+        .map(|_| ((2.0 * rng.uniform() - 1.0) * lim) as f32)
+        .collect()
+}
+
+/// Targets of one batch.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// Regression targets, `batch × outputs`.
+    F32(Vec<f32>),
+    /// Class labels, `batch`.
+    I32(Vec<i32>),
+}
+
+/// The pre-generated data of a run: [`N_BATCHES`] input/target pairs.
+#[derive(Clone, Debug)]
+pub struct Batches {
+    /// Inputs, each `batch × sizes[0]`, N(0,1).
+    pub xs: Vec<Vec<f32>>,
+    /// Targets, one per input batch.
+    pub ys: Vec<Targets>,
+}
+
+/// Draws the kernels (Glorot-uniform, in layer order) and then the batches of `w` from `rng`.
+pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) {
+    let kernels = w
+        .sizes
+        .windows(2)
+        .map(|p| glorot_uniform(rng, p[0], p[1]))
+        .collect();
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for _ in 0..N_BATCHES {
+        xs.push(
+            (0..w.batch * w.sizes[0])
+                .map(|_| rng.normal() as f32)
+                .collect(),
+        );
+        ys.push(match w.loss {
+            LossKind::Mse => Targets::F32(
+                (0..w.batch * w.classes())
+                    .map(|_| rng.normal() as f32)
+                    .collect(),
+            ),
+            LossKind::SparseCe => Targets::I32(
+                (0..w.batch)
+                    .map(|_| rng.below(w.classes()) as i32)
+                    .collect(),
+            ),
+        });
+    }
+    (kernels, Batches { xs, ys })
+}
+
+/// Builds and compiles (front-end `compile`) the model of `w` with the given
+/// kernels; biases stay zero. This is the code a user writes.
+pub fn build_model(w: &Workload, kernels: &[Vec<f32>]) -> Result<Model> {
+    let fe = |source| BenchError::Frontend {
+        workload: w.name.to_string(),
+        source: Box::new(source),
+    };
+    let mut seq = Sequential::new(w.name).add(Input::new(&w.sizes[..1]));
+    for (units, act) in w.sizes[1..].iter().zip(w.acts) {
+        let mut d = Dense::new(*units).activation(*act);
+        if w.l2 > 0.0 {
+            d = d.kernel_regularizer(Regularizer::L2(w.l2));
+        }
+        seq = seq.add(d);
+    }
+    let mut model = seq.build().map_err(fe)?;
+    let loss = match w.loss {
+        LossKind::Mse => Loss::MeanSquaredError,
+        LossKind::SparseCe => Loss::SparseCategoricalCrossentropy { from_logits: false },
+    };
+    let opt = match w.opt {
+        OptKind::Sgd => Optimizer::sgd(w.lr),
+        OptKind::Adam => Optimizer::adam(w.lr),
+    };
+    model.compile(CompileOptions::new(opt, loss)).map_err(fe)?;
+    let kernel_paths: Vec<(String, Vec<usize>)> = model
+        .variables()
+        .iter()
+        .filter(|v| v.name == "kernel")
+        .map(|v| (v.path.clone(), v.value.shape().to_vec()))
+        .collect();
+    if kernel_paths.len() != kernels.len() {
+        return Err(BenchError::Invalid(format!(
+            "workload '{}': model has {} kernels, expected {}",
+            w.name,
+            kernel_paths.len(),
+            kernels.len()
+        )));
+    }
+    for ((path, shape), k) in kernel_paths.iter().zip(kernels) {
+        let t = HostTensor::f32(shape, k.clone()).ok_or_else(|| {
+            BenchError::Invalid(format!(
+                "kernel '{path}' has shape {shape:?}, got {} values",
+                k.len()
+            ))
+        })?;
+        model.set_weight(path, t).map_err(fe)?;
+    }
+    Ok(model)
+}
+
+/// Which engine runs the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// Cranelift-compiled native code.
+    Jit,
+    /// The reference interpreter (slow; for checking the harness).
+    Interp,
+}
+
+impl EngineChoice {
+    /// Parses `jit` or `interp`.
+    pub fn parse(s: &str) -> Result<EngineChoice> {
+        match s {
+            "jit" => Ok(EngineChoice::Jit),
+            "interp" | "interpreter" => Ok(EngineChoice::Interp),
+            _ => Err(BenchError::Invalid(format!(
+                "unknown engine '{s}' (expected jit or interp)"
+            ))),
+        }
+    }
+}
+
+/// Compiles `graph` for `engine` with `threads` threads (0 = the engine's default).
+pub fn compile_graph(graph: Graph, engine: EngineChoice, threads: usize) -> Result<Program> {
+    let name = graph.name.clone();
+    match engine {
+        EngineChoice::Interp => {
+            Program::new(graph, Engine::Interpreter).map_err(rt(format!("compiling '{name}'")))
+        }
+        EngineChoice::Jit => {
+            let mut opts = JitOptions::default();
+            if threads > 0 {
+                opts.threads = threads;
+            }
+            Program::new_jit(graph, &opts).map_err(rt(format!("compiling '{name}'")))
+        }
+    }
+}
+
+/// Threads the JIT uses when asked for `threads` (0 = its default).
+pub fn effective_threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        JitOptions::default().threads
+    }
+}
+
+/// Where a feed of the training graph comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    X,
+    Y,
+    Lr,
+    Iteration,
+}
+
+/// Compile-time figures of a [`Session`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompileTimes {
+    /// Tracing, losses, autodiff, optimiser and graph passes (the front end).
+    pub graph_s: f64,
+    /// Fusion, memory planning, Cranelift and JIT linking (the engine).
+    pub engine_s: f64,
+}
+
+impl CompileTimes {
+    /// Whole compile: graph plus engine.
+    pub fn total_s(&self) -> f64 {
+        self.graph_s + self.engine_s
+    }
+}
+
+/// A compiled training step of a workload with its data, ready to time.
+pub struct Session {
+    /// The workload.
+    pub workload: &'static Workload,
+    /// The compiled step; its variables hold the live weights.
+    pub program: Program,
+    /// The data, cycled.
+    pub batches: Batches,
+    /// Compile figures.
+    pub compile: CompileTimes,
+    feeds: Vec<(String, Source)>,
+    step: u64,
+}
+
+impl Session {
+    /// Builds the workload through the front end, compiles its training step
+    /// for `engine` with `threads` threads (0 = default) and loads the weights.
+    pub fn new(w: &'static Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
+        let mut rng = SplitMix64::new(SEED);
+        let (kernels, batches) = generate(w, &mut rng);
+        let model = build_model(w, &kernels)?;
+        let t0 = Instant::now();
+        let graph =
+            model
+                .graph(Purpose::Train, w.batch)
+                .map_err(|source| BenchError::Frontend {
+                    workload: w.name.to_string(),
+                    source: Box::new(source),
+                })?;
+        let t1 = Instant::now();
+        let feeds = Self::feed_plan(w, &graph, &model)?;
+        let mut program = compile_graph(graph, engine, threads)?;
+        let t2 = Instant::now();
+        for name in program.var_names() {
+            let value = match model.get_weight(&name) {
+                Some(v) => v.clone(),
+                None => {
+                    let ty = program
+                        .var(&name)
+                        .map(|t| t.ty.clone())
+                        .ok_or_else(|| BenchError::Invalid(format!("no variable '{name}'")))?;
+                    HostTensor::zeros(&ty)
+                }
+            };
+            program
+                .set_var(&name, &value)
+                .map_err(rt(format!("loading variable '{name}'")))?;
+        }
+        Ok(Session {
+            workload: w,
+            program,
+            batches,
+            compile: CompileTimes {
+                graph_s: (t1 - t0).as_secs_f64(),
+                engine_s: (t2 - t1).as_secs_f64(),
+            },
+            feeds,
+            step: 0,
+        })
+    }
+
+    fn feed_plan(w: &Workload, g: &Graph, model: &Model) -> Result<Vec<(String, Source)>> {
+        let x = model.input_feed_name(0);
+        let y = model.target_feed_name(0);
+        g.inputs()
+            .into_iter()
+            .map(|(name, _)| {
+                let src = if name == x {
+                    Source::X
+                } else if name == y {
+                    Source::Y
+                } else if name == crate::optimizers::LR_INPUT {
+                    Source::Lr
+                } else if name == crate::optimizers::ITERATION_INPUT {
+                    Source::Iteration
+                } else {
+                    return Err(BenchError::Invalid(format!(
+                        "workload '{}': the training graph has an unexpected input '{name}'",
+                        w.name
+                    )));
+                };
+                Ok((name, src))
+            })
+            .collect()
+    }
+
+    /// Runs one training step on batch `step % 4` and returns its loss (at the
+    /// weights before the update, as `train_on_batch` reports it).
+    pub fn step(&mut self) -> Result<f32> {
+        let i = (self.step % N_BATCHES as u64) as usize;
+        let lr = [self.workload.lr];
+        let it = [self.step as f32];
+        let mut feeds: [(&str, Feed<'_>); 4] = [("", Feed::F32(&[])); 4];
+        for (slot, (name, src)) in feeds.iter_mut().zip(&self.feeds) {
+            let data = match src {
+                Source::X => Feed::F32(&self.batches.xs[i]),
+                Source::Y => match &self.batches.ys[i] {
+                    Targets::F32(v) => Feed::F32(v),
+                    Targets::I32(v) => Feed::I32(v),
+                },
+                Source::Lr => Feed::F32(&lr),
+                Source::Iteration => Feed::F32(&it),
+            };
+            *slot = (name.as_str(), data);
+        }
+        self.program
+            .run(&feeds[..self.feeds.len()])
+            .map_err(rt(format!(
+                "step {} of '{}'",
+                self.step, self.workload.name
+            )))?;
+        self.step += 1;
+        self.program
+            .output("loss")
+            .and_then(|t| t.as_f32().and_then(|v| v.first().copied()))
+            .ok_or_else(|| {
+                BenchError::Invalid("the training graph has no f32 'loss' output".into())
+            })
+    }
+
+    /// Runs `n` steps; returns the last loss.
+    pub fn run(&mut self, n: usize) -> Result<f32> {
+        let mut loss = f32::NAN;
+        for _ in 0..n {
+            loss = self.step()?;
+        }
+        Ok(loss)
+    }
+}
+
+/// Settings of one measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Steps per repetition (0 = the workload's default).
+    pub steps: usize,
+    /// Repetitions (0 = the workload's default).
+    pub reps: usize,
+    /// Threads (0 = the engine's default).
+    pub threads: usize,
+    /// The engine.
+    pub engine: EngineChoice,
+    /// Untimed steps after the first one.
+    pub warmup: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            steps: 0,
+            reps: 0,
+            threads: 0,
+            engine: EngineChoice::Jit,
+            warmup: 20,
+        }
+    }
+}
+
+/// The figures of one measurement (the peers' keys, plus a few extras).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchResult {
+    /// `lossgraph` (or `lossgraph.<name>` for auxiliary rows).
+    pub peer: String,
+    /// The workload name.
+    pub workload: String,
+    /// Median of the per-repetition steps/s.
+    pub steps_per_s_median: f64,
+    /// Slowest repetition.
+    pub steps_per_s_min: f64,
+    /// Fastest repetition.
+    pub steps_per_s_max: f64,
+    /// `median · flops_per_step / 1e9`.
+    pub gflops: f64,
+    /// Graph plus engine compile time.
+    pub compile_s: f64,
+    /// Wall time of the first step.
+    pub first_step_s: f64,
+    /// Process high-water mark (`VmHWM`), MiB; 0 where unknown.
+    pub peak_rss_mib: f64,
+    /// Repetitions.
+    pub reps: usize,
+    /// Steps per repetition.
+    pub steps: usize,
+    /// Threads used.
+    pub threads: usize,
+    /// Loss after the last step.
+    pub final_loss: f64,
+    /// Engine name.
+    pub engine: &'static str,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".to_string()
+    }
+}
+
+impl BenchResult {
+    /// One JSON line with the peers' keys (`peer`, `workload`,
+    /// `steps_per_s_median/min/max`, `gflops`, `compile_s`, `peak_rss_mib`,
+    /// `reps`, `threads`) plus `steps`, `first_step_s`, `final_loss`, `engine`.
+    pub fn to_json(&self) -> String {
+        let v = serde_json::json!({
+            "peer": self.peer,
+            "workload": self.workload,
+            "steps_per_s_median": round(self.steps_per_s_median, 2),
+            "steps_per_s_min": round(self.steps_per_s_min, 2),
+            "steps_per_s_max": round(self.steps_per_s_max, 2),
+            "gflops": round(self.gflops, 3),
+            "compile_s": round(self.compile_s, 4),
+            "first_step_s": round(self.first_step_s, 4),
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "reps": self.reps,
+            "steps": self.steps,
+            "threads": self.threads,
+            "final_loss": if self.final_loss.is_finite() { serde_json::json!(self.final_loss) } else { serde_json::Value::Null },
+            "engine": self.engine,
+        });
+        v.to_string()
+    }
+}
+
+impl fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} {} ({} engine, {} thread(s)): {} reps × {} steps",
+            self.peer, self.workload, self.engine, self.threads, self.reps, self.steps
+        )?;
+        writeln!(
+            f,
+            "  steps/s  median {:.1}  [min {:.1} – max {:.1}]",
+            self.steps_per_s_median, self.steps_per_s_min, self.steps_per_s_max
+        )?;
+        writeln!(
+            f,
+            "  GFLOP/s  {:.3} (6·batch·weights convention)",
+            self.gflops
+        )?;
+        writeln!(
+            f,
+            "  compile  {:.2} ms, first step {:.2} ms",
+            self.compile_s * 1e3,
+            self.first_step_s * 1e3
+        )?;
+        writeln!(f, "  peak RSS {:.1} MiB", self.peak_rss_mib)?;
+        write!(f, "  final loss {}", json_num(self.final_loss))
+    }
+}
+
+/// Median of a non-empty list (mean of the middle two for even lengths); NaN if empty.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// The `VmHWM` line of a `/proc/<pid>/status` text, in MiB.
+pub fn parse_vmhwm_mib(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line
+        .trim_start_matches("VmHWM:")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// This process's peak resident set (`VmHWM`), MiB; `None` off Linux.
+pub fn peak_rss_mib() -> Option<f64> {
+    parse_vmhwm_mib(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// Times `reps` repetitions of `steps` calls of `f`; returns steps/s per repetition.
+pub fn time_reps(
+    steps: usize,
+    reps: usize,
+    mut f: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut rates = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f(steps)?;
+        rates.push(steps as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+/// Builds, compiles and times workload `w`.
+pub fn measure(w: &'static Workload, opts: &BenchOptions) -> Result<BenchResult> {
+    let steps = if opts.steps > 0 { opts.steps } else { w.steps };
+    let reps = if opts.reps > 0 { opts.reps } else { w.reps };
+    let mut s = Session::new(w, opts.engine, opts.threads)?;
+    let t = Instant::now();
+    s.step()?;
+    let first_step_s = t.elapsed().as_secs_f64();
+    s.run(opts.warmup)?;
+    let mut last = f32::NAN;
+    let rates = time_reps(steps, reps, |n| {
+        last = s.run(n)?;
+        Ok(())
+    })?;
+    let med = median(&rates);
+    Ok(BenchResult {
+        peer: "lossgraph".into(),
+        workload: w.name.into(),
+        steps_per_s_median: med,
+        steps_per_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+        steps_per_s_max: rates.iter().copied().fold(0.0, f64::max),
+        gflops: med * w.flops_per_step() / 1e9,
+        compile_s: s.compile.total_s(),
+        first_step_s,
+        peak_rss_mib: peak_rss_mib().unwrap_or(0.0),
+        reps,
+        steps,
+        threads: match opts.engine {
+            EngineChoice::Jit => effective_threads(opts.threads),
+            EngineChoice::Interp => 1,
+        },
+        final_loss: last as f64,
+        engine: match opts.engine {
+            EngineChoice::Jit => "jit",
+            EngineChoice::Interp => "interp",
+        },
+    })
+}
+
+/// A graph of params only whose outputs are the matmuls of `w`'s training
+/// step with their exact shapes and transpositions: forward `X·W`, weight
+/// gradient `Xᵀ·D`, input gradient `D·Wᵀ` (all layers but the first).
+/// Running it compiled measures the GEMM routine alone, as the engine calls it.
+pub fn gemm_graph(w: &Workload) -> Result<Graph> {
+    let b = Builder::new(format!("{}_gemms", w.name));
+    let n = w.batch;
+    for (l, p) in w.sizes.windows(2).enumerate() {
+        let (k, m) = (p[0], p[1]);
+        let x = b.param(&format!("x{l}"), TensorType::f32([n, k]));
+        let wt = b.param(&format!("w{l}"), TensorType::f32([k, m]));
+        let d = b.param(&format!("d{l}"), TensorType::f32([n, m]));
+        b.output(&format!("fwd{l}"), &x.matmul(&wt));
+        b.output(&format!("dw{l}"), &x.matmul_t(&d, true, false));
+        if l > 0 {
+            b.output(&format!("dx{l}"), &d.matmul_t(&wt, false, true));
+        }
+    }
+    b.finish()
+        .map_err(|e| BenchError::Invalid(format!("building the GEMM graph: {e}")))
+}
+
+/// Fills every f32 variable of `program` with N(0,1)/sqrt(numel of last axis) values.
+pub fn randomize_vars(program: &mut Program, rng: &mut SplitMix64) -> Result<()> {
+    for name in program.var_names() {
+        let ty = program
+            .var(&name)
+            .map(|t| t.ty.clone())
+            .ok_or_else(|| BenchError::Invalid(format!("no variable '{name}'")))?;
+        let t = match ty.dtype {
+            DType::F32 => {
+                let scale = 1.0 / (ty.shape.last().copied().unwrap_or(1).max(1) as f64).sqrt();
+                let v = (0..ty.numel())
+                    .map(|_| (rng.normal() * scale) as f32)
+                    .collect();
+                HostTensor::f32(&ty.shape, v)
+            }
+            DType::I32 => HostTensor::i32(&ty.shape, vec![0; ty.numel()]),
+        }
+        .ok_or_else(|| BenchError::Invalid(format!("variable '{name}': bad value length")))?;
+        program
+            .set_var(&name, &t)
+            .map_err(rt(format!("setting '{name}'")))?;
+    }
+    Ok(())
+}
+
+/// GFLOP/s of the GEMM routine alone on `w`'s training-step shapes
+/// ([`gemm_graph`]), by true FLOPs; returns (median GFLOP/s, per-rep GFLOP/s).
+pub fn measure_gemms(
+    w: &Workload,
+    threads: usize,
+    steps: usize,
+    reps: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let mut p = compile_graph(gemm_graph(w)?, EngineChoice::Jit, threads)?;
+    randomize_vars(&mut p, &mut SplitMix64::new(SEED))?;
+    p.run(&[]).map_err(rt("GEMM graph"))?;
+    let rates = time_reps(steps, reps, |n| {
+        for _ in 0..n {
+            p.run(&[]).map_err(rt("GEMM graph"))?;
+        }
+        Ok(())
+    })?;
+    let g: Vec<f64> = rates
+        .iter()
+        .map(|r| r * w.true_matmul_flops() / 1e9)
+        .collect();
+    Ok((median(&g), g))
+}
+
+/// The kernels benchmarked on their own (criterion benches): each is a small
+/// graph that compiles to one fused kernel or one GEMM call.
+pub const KERNELS: [&str; 5] = [
+    "gemm_mnist",
+    "gemm_wide",
+    "elementwise",
+    "softmax_ce",
+    "adam",
+];
+
+/// The graph of kernel `name` (one of [`KERNELS`]):
+/// * `gemm_mnist` / `gemm_wide`: one `x·W` of the first layer of `mnist`
+///   (64×784·784×128) / the middle layer of `wide` (256×2048·2048×2048);
+/// * `elementwise`: `tanh(x·0.5 + 1)·x − 0.25` over 256×1024 elements (one fused loop);
+/// * `softmax_ce`: sparse categorical crossentropy from logits (64×10) and its
+///   gradient, as the front end's loss emits it;
+/// * `adam`: the front end's Adam update of a 784×128 kernel (m, v, weight, in place).
+pub fn kernel_graph(name: &str) -> Result<Graph> {
+    let b = Builder::new(name);
+    match name {
+        "gemm_mnist" | "gemm_wide" => {
+            let (n, k, m) = if name == "gemm_mnist" {
+                (64, 784, 128)
+            } else {
+                (256, 2048, 2048)
+            };
+            let x = b.param("x", TensorType::f32([n, k]));
+            let w = b.param("w", TensorType::f32([k, m]));
+            b.output("y", &x.matmul(&w));
+        }
+        "elementwise" => {
+            let x = b.param("x", TensorType::f32([256, 1024]));
+            let y = ((&x * 0.5 + 1.0).tanh() * &x) - 0.25;
+            b.output("y", &y);
+        }
+        "softmax_ce" => {
+            let logits = b.param("logits", TensorType::f32([64, 10]));
+            let y = b.input("y", TensorType::i32([64]));
+            let loss = Loss::SparseCategoricalCrossentropy { from_logits: true }.emit(&y, &logits);
+            b.output("loss", &loss);
+            let (lid, pid) = (loss.id(), logits.id());
+            let mut g = b
+                .finish()
+                .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))?;
+            lossgraph_compiler::autodiff::append_gradients(&mut g, lid, &[pid])
+                .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))?;
+            return Ok(g);
+        }
+        "adam" => {
+            let w = b.param("w", TensorType::f32([784, 128]));
+            let g = b.param("g", TensorType::f32([784, 128]));
+            let lr = b.input(crate::optimizers::LR_INPUT, TensorType::scalar());
+            let it = b.input(crate::optimizers::ITERATION_INPUT, TensorType::scalar());
+            Optimizer::adam(1e-3)
+                .emit_updates(&b, &[("w".to_string(), w, g)], &lr, &it)
+                .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))?;
+        }
+        _ => {
+            return Err(BenchError::Invalid(format!(
+                "unknown kernel '{name}' (expected one of {KERNELS:?})"
+            )))
+        }
+    }
+    b.finish()
+        .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))
+}
+
+/// A compiled kernel graph with random variables and fixed feeds.
+pub struct KernelRunner {
+    /// The compiled graph.
+    pub program: Program,
+    feeds: Vec<(String, HostTensor)>,
+}
+
+impl KernelRunner {
+    /// Compiles kernel `name` ([`kernel_graph`]) for `engine` with `threads`
+    /// (0 = default), fills its variables with random values and prepares
+    /// feeds (`lr` 1e-3, `iteration` 3, labels uniform).
+    pub fn new(name: &str, engine: EngineChoice, threads: usize) -> Result<KernelRunner> {
+        let g = kernel_graph(name)?;
+        let mut rng = SplitMix64::new(SEED);
+        let mut feeds = Vec::new();
+        for (input, id) in g.inputs() {
+            let ty = g.node(id).ty.clone();
+            let t = if input == crate::optimizers::LR_INPUT {
+                HostTensor::scalar(1e-3)
+            } else if input == crate::optimizers::ITERATION_INPUT {
+                HostTensor::scalar(3.0)
+            } else if ty.dtype == DType::I32 {
+                let v = (0..ty.numel()).map(|_| rng.below(10) as i32).collect();
+                HostTensor::i32(&ty.shape, v).ok_or_else(|| {
+                    BenchError::Invalid(format!("kernel '{name}': bad feed '{input}'"))
+                })?
+            } else {
+                let v = (0..ty.numel()).map(|_| rng.normal() as f32).collect();
+                HostTensor::f32(&ty.shape, v).ok_or_else(|| {
+                    BenchError::Invalid(format!("kernel '{name}': bad feed '{input}'"))
+                })?
+            };
+            feeds.push((input, t));
+        }
+        let mut program = compile_graph(g, engine, threads)?;
+        randomize_vars(&mut program, &mut rng)?;
+        // Optimiser state starts at zero, as in training (Adam's v must be ≥ 0).
+        for name in program.var_names() {
+            if name.starts_with("optimizer/") {
+                let ty = program
+                    .var(&name)
+                    .map(|t| t.ty.clone())
+                    .ok_or_else(|| BenchError::Invalid(format!("no variable '{name}'")))?;
+                program
+                    .set_var(&name, &HostTensor::zeros(&ty))
+                    .map_err(rt(format!("setting '{name}'")))?;
+            }
+        }
+        Ok(KernelRunner { program, feeds })
+    }
+
+    /// Runs the kernel once.
+    pub fn run(&mut self) -> Result<()> {
+        let feeds: Vec<(&str, Feed<'_>)> = self
+            .feeds
+            .iter()
+            .map(|(n, t)| {
+                let f = match &t.data {
+                    lossgraph_ir::Data::F32(v) => Feed::F32(v),
+                    lossgraph_ir::Data::I32(v) => Feed::I32(v),
+                };
+                (n.as_str(), f)
+            })
+            .collect();
+        self.program.run(&feeds).map_err(rt("kernel"))
+    }
+}
+
+/// The `bench` subcommand's arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Workload: tiny, mnist or wide (see shared/bench/WORKLOADS.md).
+    pub workload: String,
+    /// Steps per repetition (default: 500 tiny, 300 mnist, 20 wide).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Repetitions (default: 7, wide 5).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Threads for kernels and GEMMs (default: the engine's, up to 2).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON line with the peers' keys.
+    #[arg(long)]
+    pub json: bool,
+    /// Engine: jit or interp.
+    #[arg(long, default_value = "jit")]
+    pub engine: String,
+    /// Also time the step's GEMMs alone on the same shapes (extra JSON line `lossgraph.gemm`).
+    #[arg(long)]
+    pub gemm: bool,
+}
+
+/// Runs the `bench` subcommand and returns what to print.
+pub fn run_cli(a: &BenchArgs) -> Result<String> {
+    let w = workload(&a.workload)?;
+    let opts = BenchOptions {
+        steps: a.steps.unwrap_or(0),
+        reps: a.reps.unwrap_or(0),
+        threads: a.threads.unwrap_or(0),
+        engine: EngineChoice::parse(&a.engine)?,
+        ..BenchOptions::default()
+    };
+    let r = measure(w, &opts)?;
+    let mut out = if a.json { r.to_json() } else { r.to_string() };
+    if a.gemm {
+        let steps = if opts.steps > 0 { opts.steps } else { w.steps };
+        let reps = if opts.reps > 0 { opts.reps } else { w.reps };
+        let (g, all) = measure_gemms(w, opts.threads, steps, reps)?;
+        let step_true = r.steps_per_s_median * w.true_matmul_flops() / 1e9;
+        if a.json {
+            let v = serde_json::json!({
+                "peer": "lossgraph.gemm",
+                "workload": w.name,
+                "gemm_gflops_median": round(g, 2),
+                "gemm_gflops_min": round(all.iter().copied().fold(f64::INFINITY, f64::min), 2),
+                "gemm_gflops_max": round(all.iter().copied().fold(0.0, f64::max), 2),
+                "step_true_gflops": round(step_true, 2),
+                "threads": effective_threads(opts.threads),
+            });
+            out.push('\n');
+            out.push_str(&v.to_string());
+        } else {
+            out.push_str(&format!(
+                "\n  GEMMs alone on the step's shapes: {g:.1} GFLOP/s (true FLOPs); step: {step_true:.1} GFLOP/s true ({:.0}% of the GEMMs)",
+                100.0 * step_true / g
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flops_match_workloads_md() {
+        // Figures copied from shared/bench/WORKLOADS.md.
+        assert_eq!(workload("tiny").unwrap().kernel_weights(), 1_312);
+        assert_eq!(workload("tiny").unwrap().flops_per_step(), 251_904.0);
+        assert_eq!(workload("mnist").unwrap().flops_per_step(), 39_026_688.0);
+        assert_eq!(workload("wide").unwrap().kernel_weights(), 8_388_608);
+        assert_eq!(workload("wide").unwrap().flops_per_step(), 12_884_901_888.0);
+        // wide: 2·256·(2·8388608 + 4194304 + 2097152) = 11,811,160,064 (≈ 5.5/6 of the convention).
+        assert_eq!(
+            workload("wide").unwrap().true_matmul_flops(),
+            11_811_160_064.0
+        );
+        assert!(matches!(
+            workload("huge"),
+            Err(BenchError::UnknownWorkload(_))
+        ));
+    }
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // Reference outputs of splitmix64 seeded with 0 (Vigna's splitmix64.c).
+        let mut r = SplitMix64::new(0);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn distributions_have_the_right_moments() {
+        let mut r = SplitMix64::new(SEED);
+        let n = 200_000;
+        let xs: Vec<f64> = (0..n).map(|_| r.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "var {var}");
+        let g = glorot_uniform(&mut r, 784, 128);
+        let lim = (6.0f64 / 912.0).sqrt() as f32;
+        assert!(g.iter().all(|v| v.abs() <= lim));
+        assert!(g.iter().any(|v| *v > 0.9 * lim) && g.iter().any(|v| *v < -0.9 * lim));
+        let labels: Vec<usize> = (0..10_000).map(|_| r.below(10)).collect();
+        for c in 0..10 {
+            let k = labels.iter().filter(|l| **l == c).count();
+            assert!((800..1200).contains(&k), "class {c}: {k}");
+        }
+    }
+
+    #[test]
+    fn generated_data_has_workload_shapes() {
+        let w = workload("mnist").unwrap();
+        let (k, b) = generate(w, &mut SplitMix64::new(SEED));
+        assert_eq!(k.len(), 2);
+        assert_eq!(k[0].len(), 784 * 128);
+        assert_eq!(b.xs.len(), N_BATCHES);
+        assert_eq!(b.xs[3].len(), 64 * 784);
+        match &b.ys[0] {
+            Targets::I32(v) => assert!(v.len() == 64 && v.iter().all(|c| (0..10).contains(c))),
+            Targets::F32(_) => panic!("mnist has class labels"),
+        }
+    }
+
+    #[test]
+    fn median_and_vmhwm() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vmhwm_mib(status), Some(2.0));
+        assert_eq!(parse_vmhwm_mib("VmRSS: 1 kB"), None);
+    }
+
+    #[test]
+    fn json_line_has_the_peer_keys() {
+        let r = BenchResult {
+            peer: "lossgraph".into(),
+            workload: "tiny".into(),
+            steps_per_s_median: 1000.0,
+            steps_per_s_min: 900.0,
+            steps_per_s_max: 1100.0,
+            gflops: 0.251904,
+            compile_s: 0.01,
+            first_step_s: 0.001,
+            peak_rss_mib: 10.0,
+            reps: 7,
+            steps: 500,
+            threads: 2,
+            final_loss: f64::NAN,
+            engine: "jit",
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for k in [
+            "peer",
+            "workload",
+            "steps_per_s_median",
+            "steps_per_s_min",
+            "steps_per_s_max",
+            "gflops",
+            "compile_s",
+            "peak_rss_mib",
+            "reps",
+            "threads",
+        ] {
+            assert!(v.get(k).is_some(), "missing key {k}");
+        }
+        assert_eq!(v["peer"], "lossgraph");
+        assert_eq!(v["steps_per_s_median"], 1000.0);
+        assert!(v["final_loss"].is_null());
+    }
+
+    #[test]
+    fn tiny_trains_on_the_interpreter_and_the_jit_alike() {
+        let w = workload("tiny").unwrap();
+        let mut a = Session::new(w, EngineChoice::Interp, 1).unwrap();
+        let mut b = Session::new(w, EngineChoice::Jit, 1).unwrap();
+        let mut first = None;
+        for _ in 0..8 {
+            let la = a.step().unwrap();
+            let lb = b.step().unwrap();
+            assert!((la - lb).abs() <= 1e-4 * la.abs().max(1.0), "{la} vs {lb}");
+            first.get_or_insert(la);
+        }
+        // The loss at step 0: MSE of a Glorot MLP against N(0,1) targets plus a
+        // small L2 term is of order 1 (targets' variance).
+        let l0 = first.unwrap();
+        assert!(l0 > 0.3 && l0 < 5.0, "initial loss {l0}");
+        // 4 batches cycled: after 8 steps, batch 0 again, loss lower after SGD.
+        let again = a.step().unwrap();
+        assert!(again < l0, "{again} !< {l0}");
+    }
+
+    #[test]
+    fn kernels_agree_with_the_interpreter() {
+        for k in KERNELS {
+            if k == "gemm_wide" {
+                continue; // too slow on the interpreter; gemm_mnist covers the path
+            }
+            let mut a = KernelRunner::new(k, EngineChoice::Interp, 1).unwrap();
+            let mut b = KernelRunner::new(k, EngineChoice::Jit, 1).unwrap();
+            a.run().unwrap();
+            b.run().unwrap();
+            let outs: Vec<String> = a
+                .program
+                .graph()
+                .outputs()
+                .iter()
+                .map(|o| o.0.clone())
+                .collect();
+            assert!(!outs.is_empty());
+            for o in outs {
+                let x = a.program.output(&o).unwrap().as_f32().unwrap().to_vec();
+                let y = b.program.output(&o).unwrap().as_f32().unwrap().to_vec();
+                assert_eq!(x.len(), y.len());
+                for (p, q) in x.iter().zip(&y) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * p.abs().max(1.0),
+                        "{k}/{o}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_graph_has_the_step_shapes() {
+        let g = gemm_graph(workload("wide").unwrap()).unwrap();
+        assert_eq!(g.outputs().len(), 8);
+        // Layer 1 is 2048 → 2048: its input gradient is batch × 2048.
+        let dx1 = g.node(g.output("dx1").unwrap()).ty.shape.to_vec();
+        assert_eq!(dx1, vec![256, 2048]);
+        let dx2 = g.node(g.output("dx2").unwrap()).ty.shape.to_vec();
+        assert_eq!(dx2, vec![256, 2048]);
+        let dw2 = g.node(g.output("dw2").unwrap()).ty.shape.to_vec();
+        assert_eq!(dw2, vec![2048, 1024]);
+    }
+}

@@ -122,8 +122,8 @@ impl Program {
             .map(|j| lossgraph_compiler::fusion::plan_text(j.plan()))
     }
 
-    /// For a JIT program: runs `steps` times and returns the mean wall time
-    /// (ns) of each kernel/GEMM step and of the update copies.
+    /// For a JIT program: runs `steps` times and returns the minimum wall time
+    /// (ns) of each kernel/GEMM step, of the update copies and of the feed copies.
     pub fn profile(
         &mut self,
         feeds: &[(&str, Feed<'_>)],

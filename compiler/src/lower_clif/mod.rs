@@ -131,72 +131,6 @@ pub struct LoweredNest {
     pub vectorized: bool,
 }
 
-/// Scalar transcendental call-outs (used until inline polynomial versions are
-/// available): `extern "C"` wrappers of the Rust `f32` functions.
-mod callouts {
-    pub extern "C" fn exp(x: f32) -> f32 {
-        x.exp()
-    }
-    pub extern "C" fn log(x: f32) -> f32 {
-        x.ln()
-    }
-    pub extern "C" fn tanh(x: f32) -> f32 {
-        x.tanh()
-    }
-    pub extern "C" fn sigmoid(x: f32) -> f32 {
-        1.0 / (1.0 + (-x).exp())
-    }
-    /// erf via Abramowitz–Stegun 7.1.26 refined in f64 (|error| < 2e-7 after rounding).
-    pub extern "C" fn erf(x: f32) -> f32 {
-        if x.is_nan() {
-            return x;
-        }
-        let xd = x as f64;
-        let a = xd.abs();
-        // W. J. Cody's rational approximations would be exact; a continued
-        // series is enough for f32: use erfc continued-fraction for large |x|.
-        let r = if a < 2.5 {
-            // Maclaurin series, converges fast for a < 2.5 in f64.
-            let mut term = a;
-            let mut sum = a;
-            let a2 = a * a;
-            let mut k = 0.0f64;
-            loop {
-                k += 1.0;
-                term *= -a2 / k;
-                let t = term / (2.0 * k + 1.0);
-                sum += t;
-                if t.abs() < 1e-17 * sum.abs() {
-                    break;
-                }
-                if k > 200.0 {
-                    break;
-                }
-            }
-            sum * std::f64::consts::FRAC_2_SQRT_PI
-        } else {
-            // Continued fraction for erfc.
-            let mut f = 0.0f64;
-            for k in (1..60).rev() {
-                f = (k as f64 / 2.0) / (a + f);
-            }
-            1.0 - (-a * a).exp() / (a + f) / std::f64::consts::PI.sqrt()
-        };
-        (if x < 0.0 { -r } else { r }) as f32
-    }
-}
-
-fn callout_addr(u: UnaryOp) -> Option<usize> {
-    Some(match u {
-        UnaryOp::Exp => callouts::exp as *const () as usize,
-        UnaryOp::Log => callouts::log as *const () as usize,
-        UnaryOp::Tanh => callouts::tanh as *const () as usize,
-        UnaryOp::Sigmoid => callouts::sigmoid as *const () as usize,
-        UnaryOp::Erf => callouts::erf as *const () as usize,
-        _ => return None,
-    })
-}
-
 /// Lowers one nest. `addr(node)` is the absolute address of a stored node's buffer.
 pub fn lower_nest(
     nest: &Nest,
@@ -775,29 +709,16 @@ fn unary(b: &mut FunctionBuilder, u: UnaryOp, dt: DType, x: Value, vector: bool)
     }
 }
 
-/// Transcendentals: scalar call-outs to the Rust functions, lane by lane for vectors.
-fn transcendental(b: &mut FunctionBuilder, u: UnaryOp, x: Value, vector: bool) -> Value {
-    let addr = callout_addr(u).expect("only transcendental ops reach here");
-    let call_conv = b.func.signature.call_conv;
-    let mut sig = Signature::new(call_conv);
-    sig.params.push(AbiParam::new(types::F32));
-    sig.returns.push(AbiParam::new(types::F32));
-    let sigref = b.import_signature(sig);
-    let call = |b: &mut FunctionBuilder, v: Value| {
-        let f = b.ins().iconst(types::I64, addr as i64);
-        let inst = b.ins().call_indirect(sigref, f, &[v]);
-        b.inst_results(inst)[0]
-    };
-    if vector {
-        let mut out = x;
-        for l in 0..4u8 {
-            let e = b.ins().extractlane(x, l);
-            let r = call(b, e);
-            out = b.ins().insertlane(out, r, l);
-        }
-        out
-    } else {
-        call(b, x)
+/// Transcendentals: inline polynomial evaluation from [`crate::clif_math`]
+/// (f32 or f32x4, a few ulp; no calls).
+fn transcendental(b: &mut FunctionBuilder, u: UnaryOp, x: Value, _vector: bool) -> Value {
+    use crate::clif_math::{emit_erf, emit_exp, emit_log, emit_sigmoid, emit_tanh};
+    match u {
+        UnaryOp::Exp => emit_exp(b, x),
+        UnaryOp::Log => emit_log(b, x),
+        UnaryOp::Tanh => emit_tanh(b, x),
+        UnaryOp::Sigmoid => emit_sigmoid(b, x),
+        _ => emit_erf(b, x),
     }
 }
 

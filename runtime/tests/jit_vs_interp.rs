@@ -558,3 +558,52 @@ mod random_graphs {
         }
     }
 }
+
+/// Threads split only outer loops that write disjoint elements, so results
+/// are bit-identical run to run, and identical to one thread as long as the
+/// gemm crate is not involved (every matmul here is a JIT kernel).
+#[test]
+fn threaded_results_are_deterministic() {
+    let g = mlp_step(
+        &[37, 29, 10],
+        50,
+        Act::Relu,
+        Loss::SparseCe,
+        1e-3,
+        Opt::Adam(1e-2),
+    );
+    let mut rng = Rng(3);
+    let x: Vec<f32> = (0..50 * 37).map(|_| rng.f()).collect();
+    let t: Vec<i32> = (0..50).map(|i| i % 10).collect();
+    let feeds = [("x", Feed::F32(&x)), ("t", Feed::I32(&t))];
+    let run = |threads: usize| {
+        let mut opts = JitOptions::default();
+        opts.threads = threads;
+        opts.split_min_work = 0;
+        opts.body.inline_matmul_max = usize::MAX;
+        let mut p = Program::new_jit(g.clone(), &opts).unwrap();
+        if threads > 1 {
+            assert!(p.compile_stats().unwrap().split > 0);
+        }
+        common::init_params(&mut p, &[37, 29, 10], 5);
+        let mut snapshot = Vec::new();
+        for _ in 0..3 {
+            p.run(&feeds).unwrap();
+            for name in p.var_names() {
+                snapshot.extend(
+                    p.var(&name)
+                        .unwrap()
+                        .as_f32()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits()),
+                );
+            }
+            snapshot.push(p.output("loss").unwrap().as_f32().unwrap()[0].to_bits());
+        }
+        snapshot
+    };
+    let two = run(2);
+    assert_eq!(two, run(2), "two threads, run to run");
+    assert_eq!(two, run(1), "two threads vs one");
+}

@@ -320,3 +320,35 @@ fn print_mnist_plan() {
     let p = Program::new_jit(g, &JitOptions::default()).unwrap();
     println!("{}", p.plan_text().unwrap());
 }
+
+#[test]
+#[ignore]
+fn mnist_clif_size() {
+    let g = mlp_step(
+        &[784, 128, 10],
+        64,
+        Act::Relu,
+        Loss::SparseCe,
+        1e-4,
+        Opt::Adam(1e-3),
+    );
+    let p = Program::new_jit(g, &JitOptions::default()).unwrap();
+    let clif = p.clif_text().unwrap().unwrap();
+    let mut sizes: Vec<(usize, String)> = Vec::new();
+    for f in clif.split("; kernel").skip(1) {
+        let n = f
+            .lines()
+            .filter(|l| l.contains(" = ") || l.trim_start().starts_with("store"))
+            .count();
+        sizes.push((n, f.lines().next().unwrap_or("").to_string()));
+    }
+    let total: usize = sizes.iter().map(|s| s.0).sum();
+    sizes.sort();
+    println!(
+        "mnist: {} functions, {total} CLIF instructions",
+        sizes.len()
+    );
+    for (n, l) in sizes.iter().rev().take(8) {
+        println!("  {n:5} {l}");
+    }
+}

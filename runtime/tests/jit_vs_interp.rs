@@ -577,9 +577,11 @@ fn threaded_results_are_deterministic() {
     let t: Vec<i32> = (0..50).map(|i| i % 10).collect();
     let feeds = [("x", Feed::F32(&x)), ("t", Feed::I32(&t))];
     let run = |threads: usize| {
-        let mut opts = JitOptions::default();
-        opts.threads = threads;
-        opts.split_min_work = 0;
+        let mut opts = JitOptions {
+            threads,
+            split_min_work: 0,
+            ..JitOptions::default()
+        };
         opts.body.inline_matmul_max = usize::MAX;
         let mut p = Program::new_jit(g.clone(), &opts).unwrap();
         if threads > 1 {

@@ -108,7 +108,7 @@ impl JitProgram {
             .map_err(cerr)?;
         let mem = plan_memory(&plan, &bodies).map_err(cerr)?;
         let t1 = Instant::now();
-        let mut arena = Arena::new(mem.size);
+        let mut arena = Arena::new(mem.size).map_err(RuntimeError::Compile)?;
         let base = arena.base();
         let addr = |n: NodeId| {
             mem.offset[n.index()]

@@ -2,9 +2,9 @@
 //! compiled code and the GEMM calls on arena pointers.
 //!
 //! Invariants every `unsafe` block below relies on:
-//! - (A) The arena is allocated once, zeroed, 64-byte aligned, and never
-//!   resized or moved while its [`CompiledStep`] lives; all access goes
-//!   through the base pointer taken at allocation.
+//! - (A) The arena is allocated once (`alloc_zeroed`, 64-byte aligned), never
+//!   resized or moved while its [`CompiledStep`] lives, freed once on drop;
+//!   all access goes through its base pointer.
 //! - (B) Every offset handed to this module comes from the memory plan, which
 //!   placed each buffer (64-byte aligned, `numel * 4` bytes) inside the arena;
 //!   the arena is at least `MemoryPlan::size` bytes, and `check_range` enforces
@@ -24,28 +24,52 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
-
 /// A zeroed, 64-byte aligned byte arena with a fixed address.
 pub(crate) struct Arena {
-    _lines: Vec<Line>,
+    /// First 64-byte aligned address inside the allocation.
     base: *mut u8,
     len: usize,
+    /// The allocation itself (16-byte aligned, 64 bytes longer than `len`).
+    raw: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `alloc_zeroed(self.layout)` in `Arena::new`
+        // and is freed exactly once, here; (D) no kernel can run any more
+        // because the arena is dropped after the steps and the pool.
+        unsafe { std::alloc::dealloc(self.raw, self.layout) };
+    }
 }
 
 impl Arena {
-    /// Allocates `bytes` zeroed bytes (at least one line).
-    pub(crate) fn new(bytes: usize) -> Arena {
-        let mut lines = vec![Line([0; 64]); bytes.div_ceil(64).max(1)];
-        let base = lines.as_mut_ptr() as *mut u8;
-        let len = lines.len() * 64;
-        Arena {
-            _lines: lines,
+    /// Allocates `bytes` zeroed bytes (at least one 64-byte line). The
+    /// allocation asks for 16-byte alignment (so large arenas come from
+    /// `calloc` as lazily zeroed pages, instead of an aligned allocation
+    /// followed by a memset of every byte) and the base is rounded up to 64.
+    pub(crate) fn new(bytes: usize) -> Result<Arena, String> {
+        let len = bytes.div_ceil(64).max(1) * 64;
+        let layout = std::alloc::Layout::from_size_align(len + 64, 16)
+            .map_err(|e| format!("arena of {len} bytes: {e}"))?;
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        if raw.is_null() {
+            return Err(format!("cannot allocate an arena of {len} bytes"));
+        }
+        let pad = raw.align_offset(64);
+        if pad > 64 {
+            return Err("cannot align the arena to 64 bytes".into());
+        }
+        // SAFETY: `pad <= 64`, and the allocation is `len + 64` bytes long, so
+        // `base .. base + len` lies inside it.
+        let base = unsafe { raw.add(pad) };
+        Ok(Arena {
             base,
             len,
-        }
+            raw,
+            layout,
+        })
     }
 
     /// The fixed base address compiled code is built against.

@@ -352,3 +352,21 @@ fn mnist_clif_size() {
         println!("  {n:5} {l}");
     }
 }
+
+#[test]
+#[ignore]
+fn wide_compile_breakdown() {
+    let dims = [1024, 2048, 2048, 1024];
+    let g = mlp_step(&dims, 256, Act::Relu, Loss::Mse, 0.0, Opt::Sgd(0.01));
+    let t = Instant::now();
+    let p = Program::new_jit(g, &JitOptions::default()).unwrap();
+    let st = p.compile_stats().unwrap();
+    println!(
+        "wide: compile {:.1} ms total (plan {:.1}, clif {:.1}, cranelift {:.1}), arena {:.1} MiB",
+        t.elapsed().as_secs_f64() * 1e3,
+        st.plan_ms,
+        st.codegen_ms,
+        st.jit_ms,
+        st.arena_bytes as f64 / (1 << 20) as f64
+    );
+}

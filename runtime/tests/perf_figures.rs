@@ -274,7 +274,7 @@ fn step_matmul_strategy() {
         ),
     ] {
         let g = mlp_step(&dims, batch, act, loss, 1e-4, opt);
-        let limits = [0usize, 16 * 16 * 16, 32 * 32 * 32, 128 * 128 * 128];
+        let limits = [0usize, 16 * 16 * 16, 64 * 64 * 64, 128 * 128 * 128];
         let mut progs: Vec<Program> = limits
             .iter()
             .map(|&limit| {

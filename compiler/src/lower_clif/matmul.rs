@@ -1,10 +1,10 @@
 //! Register-blocked matmul kernels for small products.
 //!
 //! `fn(lo, hi)` computes rows `lo..hi` of `out = op(a)·op(b)` (for a batched
-//! product, `lo..hi` ranges over the batch). When `b` is not transposed, each
-//! row is computed in blocks of 8 columns held in two `f32x4` accumulators
-//! (then 4, then scalar columns), streaming `a[i,p]` as a splat and `b[p,·]`
-//! as vectors; when `b` is transposed each output element is a dot product
+//! product, `lo..hi` ranges over the batch). When `b` is not transposed,
+//! blocks of 4 rows × 8 columns are held in eight `f32x4` accumulators (then
+//! 4-column and single-column blocks, then single rows), streaming `a[i,p]`
+//! as splats and `b[p,·]` as vectors with strength-reduced pointers; when `b` is transposed each output element is a dot product
 //! along `p` with an `f32x4` accumulator reduced once (lanes in order), so
 //! results are deterministic. Products use `fma` when the host has it.
 
@@ -74,58 +74,125 @@ impl Mm {
     }
 
     /// One output row `i` of one matrix: `a`, `bm`, `out` point at the matrix.
-    fn row(&self, b: &mut FunctionBuilder, a: Value, bm: Value, out: Value, i: Value) {
-        let arow = Self::at(b, a, i, self.a_i);
-        let orow = Self::at(b, out, i, self.n);
+    /// Output rows `i .. i + rows` of one matrix (`b` not transposed): column
+    /// blocks of 8, 4, then 1, with `rows × (1 or 2)` independent accumulators
+    /// so consecutive `fma`s do not wait on each other.
+    fn rows_block(
+        &self,
+        b: &mut FunctionBuilder,
+        a: Value,
+        bm: Value,
+        out: Value,
+        i: Value,
+        rows: usize,
+    ) {
         let zero = b.ins().iconst(types::I64, 0);
         let n = b.ins().iconst(types::I64, self.n);
         let k = b.ins().iconst(types::I64, self.k);
-        if self.b_j == 1 {
-            // Column blocks of 8, 4, then single columns.
-            let mut j = zero;
-            for width in [8i64, 4, 1] {
-                j = for_range(b, j, n, width, &mut |b, j| {
-                    let bcol = Self::at(b, bm, j, 1);
-                    let vec = width > 1;
-                    let nacc = if width == 8 { 2 } else { 1 };
-                    let vars: Vec<_> = (0..nacc)
-                        .map(|_| {
-                            let v = b.declare_var(if vec { types::F32X4 } else { types::F32 });
-                            let z = b.ins().f32const(0.0);
-                            let z = if vec {
-                                b.ins().splat(types::F32X4, z)
-                            } else {
-                                z
-                            };
-                            b.def_var(v, z);
-                            v
-                        })
+        let arows: Vec<Value> = (0..rows)
+            .map(|r| {
+                let ir = b.ins().iadd_imm_s(i, r as i64);
+                Self::at(b, a, ir, self.a_i)
+            })
+            .collect();
+        let orows: Vec<Value> = (0..rows)
+            .map(|r| {
+                let ir = b.ins().iadd_imm_s(i, r as i64);
+                Self::at(b, out, ir, self.n)
+            })
+            .collect();
+        let mut j = zero;
+        for width in [8i64, 4, 1] {
+            j = for_range(b, j, n, width, &mut |b, j| {
+                let vec = width > 1;
+                let ty = if vec { types::F32X4 } else { types::F32 };
+                let nacc = if width == 8 { 2 } else { 1 };
+                let z = b.ins().f32const(0.0);
+                let z = if vec {
+                    b.ins().splat(types::F32X4, z)
+                } else {
+                    z
+                };
+                let vars: Vec<Vec<_>> = (0..rows)
+                    .map(|_| {
+                        (0..nacc)
+                            .map(|_| {
+                                let v = b.declare_var(ty);
+                                b.def_var(v, z);
+                                v
+                            })
+                            .collect()
+                    })
+                    .collect();
+                // Strength-reduced pointers: a[i+r, p] and b[p, j] advance per p.
+                let bptr = b.declare_var(types::I64);
+                let b0 = Self::at(b, bm, j, 1);
+                b.def_var(bptr, b0);
+                let aptrs: Vec<_> = arows
+                    .iter()
+                    .map(|&ar| {
+                        let v = b.declare_var(types::I64);
+                        b.def_var(v, ar);
+                        v
+                    })
+                    .collect();
+                for_range(b, zero, k, 1, &mut |b, _p| {
+                    let bp = b.use_var(bptr);
+                    let bvs: Vec<Value> = (0..nacc)
+                        .map(|q| b.ins().load(ty, flags(), bp, q * 16))
                         .collect();
-                    for_range(b, zero, k, 1, &mut |b, p| {
-                        let ap = Self::at(b, arow, p, self.a_p);
+                    for (r, ap_var) in aptrs.iter().enumerate() {
+                        let ap = b.use_var(*ap_var);
                         let av = b.ins().load(types::F32, flags(), ap, 0);
                         let av = if vec {
                             b.ins().splat(types::F32X4, av)
                         } else {
                             av
                         };
-                        let bp = Self::at(b, bcol, p, self.b_p);
-                        for (q, v) in vars.iter().enumerate() {
-                            let ty = if vec { types::F32X4 } else { types::F32 };
-                            let bv = b.ins().load(ty, flags(), bp, (q * 16) as i32);
+                        for (q, v) in vars[r].iter().enumerate() {
                             let acc = b.use_var(*v);
-                            let r = self.madd(b, av, bv, acc);
-                            b.def_var(*v, r);
+                            let res = self.madd(b, av, bvs[q], acc);
+                            b.def_var(*v, res);
                         }
-                    });
+                        let next = b.ins().iadd_imm_s(ap, self.a_p * 4);
+                        b.def_var(*ap_var, next);
+                    }
+                    let next = b.ins().iadd_imm_s(bp, self.b_p * 4);
+                    b.def_var(bptr, next);
+                });
+                for (r, &orow) in orows.iter().enumerate() {
                     let optr = Self::at(b, orow, j, 1);
-                    for (q, v) in vars.iter().enumerate() {
+                    for (q, v) in vars[r].iter().enumerate() {
                         let acc = b.use_var(*v);
                         b.ins().store(flags(), acc, optr, (q * 16) as i32);
                     }
-                });
-            }
+                }
+            });
+        }
+    }
+
+    /// Rows `lo..hi` of one matrix: blocks of 4 rows, then single rows.
+    fn rows(&self, b: &mut FunctionBuilder, a: Value, bm: Value, out: Value, lo: Value, hi: Value) {
+        if self.b_j == 1 {
+            let rest = for_range(b, lo, hi, 4, &mut |b, i| {
+                self.rows_block(b, a, bm, out, i, 4)
+            });
+            for_range(b, rest, hi, 1, &mut |b, i| {
+                self.rows_block(b, a, bm, out, i, 1)
+            });
         } else {
+            for_range(b, lo, hi, 1, &mut |b, i| self.row(b, a, bm, out, i));
+        }
+    }
+
+    /// One output row `i` of one matrix with `b` transposed.
+    fn row(&self, b: &mut FunctionBuilder, a: Value, bm: Value, out: Value, i: Value) {
+        let arow = Self::at(b, a, i, self.a_i);
+        let orow = Self::at(b, out, i, self.n);
+        let zero = b.ins().iconst(types::I64, 0);
+        let n = b.ins().iconst(types::I64, self.n);
+        let k = b.ins().iconst(types::I64, self.k);
+        {
             // Dot products along p (b transposed): vector over p when both are contiguous.
             let vec_p = self.a_p == 1 && self.b_p == 1 && self.k >= 4;
             for_range(b, zero, n, 1, &mut |b, j| {
@@ -214,10 +281,10 @@ pub fn lower_matmul(
                 let ob = Mm::at(b, out, t, mm.m * mm.n);
                 let zero = b.ins().iconst(types::I64, 0);
                 let mv = b.ins().iconst(types::I64, mm.m);
-                for_range(b, zero, mv, 1, &mut |b, i| mm.row(b, ab, bb, ob, i));
+                mm.rows(b, ab, bb, ob, zero, mv);
             });
         } else {
-            for_range(&mut b, lo, hi, 1, &mut |b, i| mm.row(b, a, bm, out, i));
+            mm.rows(&mut b, a, bm, out, lo, hi);
         }
         b.ins().return_(&[]);
         b.seal_all_blocks();

@@ -366,21 +366,23 @@ impl<'p> Builder<'p> {
 #[derive(Clone, Copy, Debug)]
 pub struct BodyOptions {
     /// Matmuls with `batch·m·n·k` at most this become register-blocked JIT
-    /// kernels ([`super::matmul`]); larger ones call the `gemm` crate.
-    /// Measured with `perf_figures -- --ignored matmul` (2-core AVX-512 host,
-    /// alternating runs, best of 7): square n³ JIT vs gemm crate 0.19 vs
-    /// 0.51 µs at n = 8, 1.5 vs 1.4 µs at 16, 13 vs 7.7 µs at 32, 61 vs 46 µs
-    /// at 64, 1257 vs 249 µs at 128 (the JIT kernels are 128-bit; the gemm
-    /// crate has a fixed per-call cost, then AVX-512 microkernels). Whole
-    /// tiny-MLP steps were fastest with the limit at 16³ (94.6 µs vs 112.5 µs
-    /// all-gemm and 117.5 µs at 32³ on the loaded machine).
+    /// kernels ([`super::matmul`]: 4 rows × 8 columns of accumulators);
+    /// larger ones call the `gemm` crate (which also splits across threads
+    /// and packs for cache reuse on big products, but pays a fixed per-call
+    /// cost and allocates its packing buffers on every call). Measured with
+    /// `perf_figures -- --ignored matmul` (2-core AVX-512 host under load,
+    /// alternating runs, best of 7, one thread): square n³ JIT vs gemm crate
+    /// 0.10 vs 0.53 µs at n = 8, 0.52 vs 0.93 at 16, 4.5 vs 5.1 at 32,
+    /// 32 vs 35 at 64, 166 vs 235 at 128. Hence JIT kernels up to 64³
+    /// (every matmul of the tiny and mnist workloads except mnist's 784-wide
+    /// first layer); large GEMMs stay with the crate's packed, threaded kernels.
     pub inline_matmul_max: usize,
 }
 
 impl Default for BodyOptions {
     fn default() -> Self {
         BodyOptions {
-            inline_matmul_max: 16 * 16 * 16,
+            inline_matmul_max: 64 * 64 * 64,
         }
     }
 }

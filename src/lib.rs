@@ -6,6 +6,22 @@
 //! it, and trains it with Keras 3's exact loss, regularisation and optimiser
 //! semantics.
 //!
+//! Map of the front end:
+//! - [`layer`]: the [`Layer`] trait, [`BuildCtx`] (`add_weight`, `add_loss`
+//!   on weights, sub-layers) and [`CallCtx`] (`weight`, `add_loss` on
+//!   activations, `call_sublayer`);
+//! - [`layers`]: Input, Dense, Activation, Dropout, ActivityRegularization,
+//!   Add, Concatenate, Flatten, Reshape; [`activations`], [`regularizers`],
+//!   [`initializers`];
+//! - [`model`]: [`Sequential`], [`Functional`] (multi-input/output, shared
+//!   layers), [`Model`] with [`Model::trace`], [`Model::losses`] (Keras's
+//!   `model.losses` order) and [`Model::summary`];
+//! - [`losses`], [`metrics`], [`optimizers`] (Keras 3 formulas and defaults,
+//!   emitted as IR with `lr`/`iteration` runtime inputs);
+//! - [`train`]: `compile`, `fit` (progress bar with the loss breakdown),
+//!   `evaluate`, `predict`, `train_on_batch`, `compute_gradients` /
+//!   `apply_gradients`; [`callbacks`]; [`weights`] (safetensors).
+//!
 //! The seed example, Keras's `CustomDenseLayer` with an L1 penalty added in
 //! `build`:
 //!

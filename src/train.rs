@@ -573,8 +573,6 @@ impl Model {
         if purpose != Purpose::Predict {
             let cfg = self.compiled(p)?;
             self.add_objective(&tr, cfg, &mut info);
-            let pre = info.logs.len();
-            let _ = pre;
             let ins: Vec<(String, lossgraph_ir::NodeId)> = tr
                 .params
                 .iter()

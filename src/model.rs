@@ -812,7 +812,11 @@ impl Model {
 
     /// The model's added losses in Keras's `model.losses` order: activity and
     /// `add_loss` entries in layer order (every call of a shared layer
-    /// counts), then weight regularisers in trainable-weight order.
+    /// counts, unlike Keras's JAX training path, which keeps only the last
+    /// call's), then weight regularisers in trainable-weight order. Within a
+    /// layer, losses added in `call` come before those added in `build`; the
+    /// sub-layers of a nested layer are listed with it, in call order (Keras
+    /// lists nested models' children in reverse; lossgraph does not copy that).
     pub fn losses(&self) -> Result<Vec<AddedLoss>> {
         Ok(self
             .trace(true, 2)?

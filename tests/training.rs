@@ -600,3 +600,60 @@ fn frozen_layers_keep_activity_losses_but_drop_weight_regularizers() {
     assert_ne!(m.get_weight("f/kernel").unwrap(), &before);
     assert!(m.set_trainable("nope", false).is_err());
 }
+
+#[test]
+fn validation_data_predict_shapes_and_not_compiled_errors() {
+    let mut m = two_output_model();
+    let (x, y) = two_output_data(10);
+    let err = m
+        .fit(&x, &y, FitOptions::new().verbose(false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not compiled") && err.contains("fit"), "{err}");
+    let p = m.predict(&x, 4).unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].shape(), &[10, 1]);
+    // Batches of 4, 4 and 2 give the same predictions as one batch of 10.
+    let q = m.predict(&x, 10).unwrap();
+    for (a, b) in p.iter().zip(&q) {
+        for (u, v) in a.to_f64().iter().zip(b.to_f64()) {
+            assert!((u - v).abs() < 1e-6);
+        }
+    }
+    m.compile(
+        CompileOptions::with_optimizer(Optimizer::sgd(0.05))
+            .loss_for("reg", Loss::MeanSquaredError)
+            .loss_for("cls", Loss::BinaryCrossentropy { from_logits: true }),
+    )
+    .unwrap();
+    let (vx, vy) = two_output_data(6);
+    let h = m
+        .fit(
+            &x,
+            &y,
+            FitOptions::new()
+                .epochs(2)
+                .batch_size(4)
+                .validation(Validation::Data(vx.clone(), vy.clone()))
+                .verbose(false),
+        )
+        .unwrap();
+    // The logged validation loss is evaluate() on the validation data at the end of the epoch.
+    let ev = m.evaluate(&vx, &vy, 6).unwrap();
+    let last = h.series("val_loss")[1];
+    assert!((last - ev.loss()).abs() < 1e-5, "{last} vs {}", ev.loss());
+
+    // Sequential without an Input layer.
+    let err = Sequential::new("no_input")
+        .add(Dense::new(2))
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("needs an Input"), "{err}");
+    let m = Sequential::new("with_shape")
+        .add(Dense::new(2))
+        .build_with_input(&[5])
+        .unwrap();
+    assert_eq!(m.count_params(), 12);
+}

@@ -22,8 +22,12 @@
 //! smaller step such as `2⁻⁸`, see [`GradCheckOptions::central`]), at half
 //! the cost and with a smaller footprint around `x`.
 //!
-//! Gradient components near zero are compared against `floor` instead of
-//! their own magnitude, so rounding noise there does not count as a failure.
+//! Gradient components near zero are compared against a floor instead of
+//! their own magnitude, so rounding noise there does not count as a failure:
+//! the larger of `floor` and `100·ε·F/h`, where `F = Σ|r·of|` at the
+//! evaluation point (`|of|` for a scalar) bounds the rounding of the
+//! objective. A component is thus only judged wrong when its error clearly
+//! exceeds what `f32` rounding of the function values can explain.
 //! The evaluation points span `x ± 2h` (`x ± h` for central differences):
 //! points that close to a kink (`relu` at 0, a tie of `max`/`min`/`reduce_max`,
 //! `|x|` at 0) give meaningless differences, so check at points away from
@@ -309,6 +313,7 @@ pub fn check_gradients(
     let by_name: HashMap<&str, &HostTensor> =
         results.iter().map(|(n, t)| (n.as_str(), t)).collect();
 
+    let scale = objective_scale(&base, feeds, cotangent.as_deref())?;
     let mut work = feeds.clone();
     let mut reports = Vec::with_capacity(vars.len());
     for (i, (name, id)) in vars.iter().enumerate() {
@@ -362,7 +367,8 @@ pub fn check_gradients(
             };
             let a = analytic[j] as f64;
             let diff = (a - numeric).abs();
-            let denom = a.abs().max(numeric.abs()).max(opts.floor as f64);
+            let noise = 100.0 * f32::EPSILON as f64 * scale / h as f64;
+            let denom = a.abs().max(numeric.abs()).max(opts.floor as f64).max(noise);
             let rel = if diff.is_nan() {
                 f64::INFINITY
             } else {
@@ -439,6 +445,26 @@ fn set_feed_value(
 }
 
 /// Evaluates the objective: the `of` output itself, or `Σ of·r` in f64.
+/// `Σ|r·of|` (or `|of|` for a scalar): the magnitude whose `f32` rounding
+/// limits the precision of the finite differences.
+fn objective_scale(
+    g: &Graph,
+    feeds: &HashMap<String, HostTensor>,
+    cotangent: Option<&[f32]>,
+) -> Result<f64> {
+    let out = interpret(g, feeds).map_err(CompileError::Interp)?;
+    let value = out
+        .iter()
+        .find(|(n, _)| n == OBJECTIVE)
+        .map(|(_, t)| t)
+        .ok_or_else(|| CompileError::Interp(format!("no '{OBJECTIVE}' output")))?;
+    let v = value.to_f64();
+    Ok(match cotangent {
+        None => v.first().map_or(0.0, |x| x.abs()),
+        Some(r) => v.iter().zip(r).map(|(a, &b)| (a * b as f64).abs()).sum(),
+    })
+}
+
 fn eval_objective(
     g: &Graph,
     feeds: &HashMap<String, HostTensor>,

@@ -185,55 +185,80 @@ impl Mm {
         }
     }
 
-    /// One output row `i` of one matrix with `b` transposed.
+    /// One output row `i` of one matrix with `b` transposed: dot products
+    /// along `p`, four output columns at a time (four independent
+    /// accumulators), vectorised over `p` when `a` and `b` are contiguous in `p`.
     fn row(&self, b: &mut FunctionBuilder, a: Value, bm: Value, out: Value, i: Value) {
         let arow = Self::at(b, a, i, self.a_i);
         let orow = Self::at(b, out, i, self.n);
         let zero = b.ins().iconst(types::I64, 0);
         let n = b.ins().iconst(types::I64, self.n);
         let k = b.ins().iconst(types::I64, self.k);
-        {
-            // Dot products along p (b transposed): vector over p when both are contiguous.
-            let vec_p = self.a_p == 1 && self.b_p == 1 && self.k >= 4;
-            for_range(b, zero, n, 1, &mut |b, j| {
-                let bcol = Self::at(b, bm, j, self.b_j);
-                let s = b.declare_var(types::F32);
+        let vec_p = self.a_p == 1 && self.b_p == 1 && self.k >= 4;
+        let mut j0 = zero;
+        for cols in [4usize, 1] {
+            j0 = for_range(b, j0, n, cols as i64, &mut |b, j| {
+                let bcols: Vec<Value> = (0..cols)
+                    .map(|c| {
+                        let jc = b.ins().iadd_imm_s(j, c as i64);
+                        Self::at(b, bm, jc, self.b_j)
+                    })
+                    .collect();
                 let z = b.ins().f32const(0.0);
-                b.def_var(s, z);
+                let sums: Vec<_> = (0..cols)
+                    .map(|_| {
+                        let s = b.declare_var(types::F32);
+                        b.def_var(s, z);
+                        s
+                    })
+                    .collect();
                 let mut p0 = zero;
                 if vec_p {
-                    let v = b.declare_var(types::F32X4);
                     let zv = b.ins().splat(types::F32X4, z);
-                    b.def_var(v, zv);
+                    let vs: Vec<_> = (0..cols)
+                        .map(|_| {
+                            let v = b.declare_var(types::F32X4);
+                            b.def_var(v, zv);
+                            v
+                        })
+                        .collect();
                     p0 = for_range(b, zero, k, 4, &mut |b, p| {
                         let ap = Self::at(b, arow, p, 1);
-                        let bp = Self::at(b, bcol, p, 1);
                         let x = b.ins().load(types::F32X4, flags(), ap, 0);
-                        let y = b.ins().load(types::F32X4, flags(), bp, 0);
-                        let acc = b.use_var(v);
-                        let r = self.madd(b, x, y, acc);
-                        b.def_var(v, r);
+                        for (c, v) in vs.iter().enumerate() {
+                            let bp = Self::at(b, bcols[c], p, 1);
+                            let y = b.ins().load(types::F32X4, flags(), bp, 0);
+                            let acc = b.use_var(*v);
+                            let r = self.madd(b, x, y, acc);
+                            b.def_var(*v, r);
+                        }
                     });
-                    let acc = b.use_var(v);
-                    let mut t = b.use_var(s);
-                    for l in 0..4u8 {
-                        let e = b.ins().extractlane(acc, l);
-                        t = b.ins().fadd(t, e);
+                    for (c, v) in vs.iter().enumerate() {
+                        let acc = b.use_var(*v);
+                        let mut t = b.use_var(sums[c]);
+                        for l in 0..4u8 {
+                            let e = b.ins().extractlane(acc, l);
+                            t = b.ins().fadd(t, e);
+                        }
+                        b.def_var(sums[c], t);
                     }
-                    b.def_var(s, t);
                 }
                 for_range(b, p0, k, 1, &mut |b, p| {
                     let ap = Self::at(b, arow, p, self.a_p);
-                    let bp = Self::at(b, bcol, p, self.b_p);
                     let x = b.ins().load(types::F32, flags(), ap, 0);
-                    let y = b.ins().load(types::F32, flags(), bp, 0);
-                    let acc = b.use_var(s);
-                    let r = self.madd(b, x, y, acc);
-                    b.def_var(s, r);
+                    for (c, s) in sums.iter().enumerate() {
+                        let bp = Self::at(b, bcols[c], p, self.b_p);
+                        let y = b.ins().load(types::F32, flags(), bp, 0);
+                        let acc = b.use_var(*s);
+                        let r = self.madd(b, x, y, acc);
+                        b.def_var(*s, r);
+                    }
                 });
                 let optr = Self::at(b, orow, j, 1);
-                let acc = b.use_var(s);
-                b.ins().store(flags(), acc, optr, 0);
+                for (c, s) in sums.iter().enumerate() {
+                    let acc = b.use_var(*s);
+                    b.ins().store(flags(), acc, optr, (c * 4) as i32);
+                }
             });
         }
     }

@@ -418,7 +418,9 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 trans_a,
                 trans_b,
             };
-            if gc.batch * gc.m * gc.n * gc.k <= opts.inline_matmul_max {
+            let mults = gc.batch * gc.m * gc.n * gc.k;
+            let limit = opts.inline_matmul_max;
+            if mults <= limit {
                 Ok(KernelBody::SmallMatmul(gc))
             } else {
                 Ok(KernelBody::Gemm(gc))

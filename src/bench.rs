@@ -386,6 +386,30 @@ enum Source {
     Iteration,
 }
 
+/// The feeds of one step: batch `i` and the scalars `lr`, `it`, in the order of `plan`.
+fn feeds_for<'a>(
+    plan: &'a [(String, Source)],
+    batches: &'a Batches,
+    i: usize,
+    lr: &'a [f32; 1],
+    it: &'a [f32; 1],
+) -> ([(&'a str, Feed<'a>); 4], usize) {
+    let mut feeds: [(&str, Feed<'_>); 4] = [("", Feed::F32(&[])); 4];
+    for (slot, (name, src)) in feeds.iter_mut().zip(plan) {
+        let data = match src {
+            Source::X => Feed::F32(&batches.xs[i]),
+            Source::Y => match &batches.ys[i] {
+                Targets::F32(v) => Feed::F32(v),
+                Targets::I32(v) => Feed::I32(v),
+            },
+            Source::Lr => Feed::F32(lr),
+            Source::Iteration => Feed::F32(it),
+        };
+        *slot = (name.as_str(), data);
+    }
+    (feeds, plan.len().min(4))
+}
+
 /// Compile-time figures of a [`Session`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CompileTimes {
@@ -494,25 +518,11 @@ impl Session {
         let i = (self.step % N_BATCHES as u64) as usize;
         let lr = [self.workload.lr];
         let it = [self.step as f32];
-        let mut feeds: [(&str, Feed<'_>); 4] = [("", Feed::F32(&[])); 4];
-        for (slot, (name, src)) in feeds.iter_mut().zip(&self.feeds) {
-            let data = match src {
-                Source::X => Feed::F32(&self.batches.xs[i]),
-                Source::Y => match &self.batches.ys[i] {
-                    Targets::F32(v) => Feed::F32(v),
-                    Targets::I32(v) => Feed::I32(v),
-                },
-                Source::Lr => Feed::F32(&lr),
-                Source::Iteration => Feed::F32(&it),
-            };
-            *slot = (name.as_str(), data);
-        }
-        self.program
-            .run(&feeds[..self.feeds.len()])
-            .map_err(rt(format!(
-                "step {} of '{}'",
-                self.step, self.workload.name
-            )))?;
+        let (feeds, n) = feeds_for(&self.feeds, &self.batches, i, &lr, &it);
+        self.program.run(&feeds[..n]).map_err(rt(format!(
+            "step {} of '{}'",
+            self.step, self.workload.name
+        )))?;
         self.step += 1;
         self.program
             .output("loss")
@@ -520,6 +530,18 @@ impl Session {
             .ok_or_else(|| {
                 BenchError::Invalid("the training graph has no f32 'loss' output".into())
             })
+    }
+
+    /// Per-step time of each part of the compiled step (kernels, GEMMs,
+    /// update copies, feed copies), best of `steps` runs on batch 0, in
+    /// nanoseconds, in step order. JIT engine only.
+    pub fn profile(&mut self, steps: usize) -> Result<Vec<(String, f64)>> {
+        let lr = [self.workload.lr];
+        let it = [self.step as f32];
+        let (feeds, n) = feeds_for(&self.feeds, &self.batches, 0, &lr, &it);
+        self.program
+            .profile(&feeds[..n], steps)
+            .map_err(rt(format!("profiling '{}'", self.workload.name)))
     }
 
     /// Runs `n` steps; returns the last loss.
@@ -576,6 +598,10 @@ pub struct BenchResult {
     pub gflops: f64,
     /// Graph plus engine compile time.
     pub compile_s: f64,
+    /// The graph part of `compile_s` (tracing, losses, autodiff, optimiser, passes).
+    pub compile_graph_s: f64,
+    /// The engine part of `compile_s` (fusion, memory plan, Cranelift, JIT).
+    pub compile_engine_s: f64,
     /// Wall time of the first step.
     pub first_step_s: f64,
     /// Process high-water mark (`VmHWM`), MiB; 0 where unknown.
@@ -618,6 +644,8 @@ impl BenchResult {
             "steps_per_s_max": round(self.steps_per_s_max, 2),
             "gflops": round(self.gflops, 3),
             "compile_s": round(self.compile_s, 4),
+            "compile_graph_s": round(self.compile_graph_s, 4),
+            "compile_engine_s": round(self.compile_engine_s, 4),
             "first_step_s": round(self.first_step_s, 4),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "reps": self.reps,
@@ -649,8 +677,10 @@ impl fmt::Display for BenchResult {
         )?;
         writeln!(
             f,
-            "  compile  {:.2} ms, first step {:.2} ms",
+            "  compile  {:.2} ms (graph {:.2} ms, engine {:.2} ms), first step {:.2} ms",
             self.compile_s * 1e3,
+            self.compile_graph_s * 1e3,
+            self.compile_engine_s * 1e3,
             self.first_step_s * 1e3
         )?;
         writeln!(f, "  peak RSS {:.1} MiB", self.peak_rss_mib)?;
@@ -728,6 +758,8 @@ pub fn measure(w: &'static Workload, opts: &BenchOptions) -> Result<BenchResult>
         steps_per_s_max: rates.iter().copied().fold(0.0, f64::max),
         gflops: med * w.flops_per_step() / 1e9,
         compile_s: s.compile.total_s(),
+        compile_graph_s: s.compile.graph_s,
+        compile_engine_s: s.compile.engine_s,
         first_step_s,
         peak_rss_mib: peak_rss_mib().unwrap_or(0.0),
         reps,
@@ -973,6 +1005,52 @@ pub struct BenchArgs {
     /// Also time the step's GEMMs alone on the same shapes (extra JSON line `lossgraph.gemm`).
     #[arg(long)]
     pub gemm: bool,
+    /// Also print where a step's time goes: each kernel, GEMM and copy
+    /// (best of 50 steps), and the time spent outside JIT code.
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// The per-part breakdown of one step of `w` (see [`Session::profile`]) as
+/// text, with the share of the measured step time (`steps_per_s`) that is
+/// spent outside the profiled parts (dispatch, binding, reading the loss).
+pub fn profile_report(
+    w: &'static Workload,
+    opts: &BenchOptions,
+    steps_per_s: f64,
+) -> Result<String> {
+    let mut s = Session::new(w, opts.engine, opts.threads)?;
+    s.run(5)?;
+    let parts = s.profile(50)?;
+    let total: f64 = parts.iter().map(|p| p.1).sum();
+    let step_ns = 1e9 / steps_per_s;
+    let mut sorted = parts.clone();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out = format!(
+        "profile of one '{}' step (best of 50, ns): parts {:.0} ns, measured step {:.0} ns, outside the parts {:.0} ns ({:.0}%)",
+        w.name,
+        total,
+        step_ns,
+        (step_ns - total).max(0.0),
+        100.0 * (step_ns - total).max(0.0) / step_ns
+    );
+    for (name, ns) in sorted.iter().take(15) {
+        out.push_str(&format!(
+            "\n  {name:>16} {ns:>12.0} ns  {:>5.1}%",
+            100.0 * ns / total.max(1.0)
+        ));
+    }
+    if let Some(p) = s.program.plan_text() {
+        let kernels = p
+            .lines()
+            .filter(|l| l.trim_start().starts_with("kernel"))
+            .count();
+        out.push_str(&format!(
+            "\n  ({} parts, {kernels} kernel lines in the fused plan)",
+            parts.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// Runs the `bench` subcommand and returns what to print.
@@ -987,6 +1065,10 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
     };
     let r = measure(w, &opts)?;
     let mut out = if a.json { r.to_json() } else { r.to_string() };
+    if a.profile {
+        out.push('\n');
+        out.push_str(&profile_report(w, &opts, r.steps_per_s_median)?);
+    }
     if a.gemm {
         let steps = if opts.steps > 0 { opts.steps } else { w.steps };
         let reps = if opts.reps > 0 { opts.reps } else { w.reps };
@@ -1099,6 +1181,8 @@ mod tests {
             steps_per_s_max: 1100.0,
             gflops: 0.251904,
             compile_s: 0.01,
+            compile_graph_s: 0.004,
+            compile_engine_s: 0.006,
             first_step_s: 0.001,
             peak_rss_mib: 10.0,
             reps: 7,
@@ -1178,6 +1262,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn profile_lists_kernels_gemms_and_copies() {
+        let w = workload("mnist").unwrap();
+        let mut s = Session::new(w, EngineChoice::Jit, 1).unwrap();
+        let parts = s.profile(3).unwrap();
+        assert!(parts.iter().any(|p| p.0 == "feed copies"));
+        assert!(parts.iter().any(|p| p.0.starts_with("kernel")));
+        assert!(parts.iter().all(|p| p.1 >= 0.0 && p.1.is_finite()));
+        // Profiling runs the step: it must not disturb the loss of the next one.
+        assert!(s.step().unwrap().is_finite());
     }
 
     #[test]

@@ -73,8 +73,11 @@ pub mod activations;
 mod backend;
 pub mod bench;
 pub mod callbacks;
+pub mod demo;
 pub mod digits;
 pub mod error;
+#[doc = include_str!("../docs/add_loss.md")]
+pub mod guide {}
 pub mod initializers;
 pub mod keras;
 pub mod layer;
@@ -85,6 +88,7 @@ pub mod model;
 pub mod optimizers;
 pub mod plot;
 pub mod regularizers;
+pub mod stages;
 pub mod train;
 pub mod weights;
 

@@ -545,7 +545,28 @@ impl Model {
         Ok(self.build_graph(purpose, batch)?.0)
     }
 
+    /// [`graph`](Self::graph) before the optimisation passes (for IR dumps).
+    pub fn graph_unoptimized(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
+        Ok(self.build_graph_with(purpose, batch, false)?.0)
+    }
+
     fn build_graph(&self, purpose: Purpose, batch: usize) -> Result<(Graph, ProgramInfo)> {
+        self.build_graph_with(purpose, batch, true)
+    }
+
+    fn build_graph_with(
+        &self,
+        purpose: Purpose,
+        batch: usize,
+        optimize: bool,
+    ) -> Result<(Graph, ProgramInfo)> {
+        let finish = |g: Graph, p: &str| {
+            if optimize {
+                backend::optimize(g, p)
+            } else {
+                Ok(g)
+            }
+        };
         let p = purpose.name();
         let mut info = ProgramInfo::default();
         if purpose == Purpose::Apply {
@@ -566,7 +587,7 @@ impl Model {
                 purpose: p.into(),
                 message: e.to_string(),
             })?;
-            return Ok((backend::optimize(g, p)?, info));
+            return Ok((finish(g, p)?, info));
         }
         let training = purpose == Purpose::Train || purpose == Purpose::Gradients;
         let tr = self.trace(training, batch)?;
@@ -611,7 +632,7 @@ impl Model {
                 })?;
             }
             info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
-            return Ok((backend::optimize(g, p)?, info));
+            return Ok((finish(g, p)?, info));
         }
         let mut g = tr.finish()?;
         let added: Vec<String> = g
@@ -624,7 +645,7 @@ impl Model {
             g.remove_output(&a);
         }
         info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
-        Ok((backend::optimize(g, p)?, info))
+        Ok((finish(g, p)?, info))
     }
 
     /// Makes sure a program exists for (purpose, batch) and holds the newest variables.

@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod commands;
+
 /// A command-line failure: one line, printed as `error: …`.
 #[derive(Debug)]
 pub struct CliError(pub String);
@@ -148,12 +150,44 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("{}", lossgraph::bench::run_cli(&a)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Summary { .. }
-        | Command::DumpIr { .. }
-        | Command::Train { .. }
-        | Command::Check { .. }
-        | Command::Demo { .. } => {
-            fail("this subcommand is not available yet (the front end is being merged)")
-        }
+        Command::Summary { model } => commands::summary(&model),
+        Command::Check { dirs, verbose } => commands::check(&dirs, verbose),
+        Command::DumpIr {
+            model,
+            stage,
+            format,
+            loss,
+            optimizer,
+            batch_size,
+            output,
+        } => commands::dump_ir(
+            &model,
+            stage,
+            format,
+            loss.as_deref(),
+            &optimizer,
+            batch_size,
+            output.as_deref(),
+        ),
+        Command::Train {
+            model,
+            weights,
+            data,
+            loss,
+            optimizer,
+            batch_size,
+            epochs,
+            save,
+        } => commands::train(&commands::TrainArgs {
+            model,
+            weights,
+            data,
+            loss,
+            optimizer,
+            batch_size,
+            epochs,
+            save,
+        }),
+        Command::Demo { out, epochs, seed } => commands::demo(&out, epochs, seed),
     }
 }

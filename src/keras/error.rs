@@ -4,7 +4,7 @@ use thiserror::Error;
 
 /// Everything that can go wrong while importing a Keras model or case.
 /// Every variant names the file, layer or key involved; none is a panic.
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Debug, Error)]
 pub enum KerasError {
     /// A file could not be read.
     #[error("{path}: {message}")]
@@ -25,6 +25,9 @@ pub enum KerasError {
     /// settings, case files); `context` says where.
     #[error("{context}: {message}")]
     Invalid { context: String, message: String },
+    /// The front end rejected the imported model (building, weights, training).
+    #[error(transparent)]
+    Model(#[from] crate::Error),
 }
 
 impl KerasError {

@@ -5,6 +5,8 @@
 //! end: it turns JSON into typed descriptions and reports anything
 //! unsupported with the layer class, the layer name and the offending key.
 
+pub mod build;
+pub mod case;
 pub mod compile;
 mod error;
 mod json;

@@ -1,0 +1,249 @@
+//! The subcommands: each is a few calls into the library.
+
+use super::{fail, CliError, Format, Stage};
+use lossgraph::keras::{self, case, LossSpec, ModelSpec, OptimizerSpec};
+use lossgraph::{demo, stages};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `lossgraph summary MODEL.json`.
+pub fn summary(model: &Path) -> Result<ExitCode, CliError> {
+    let m = keras::build::load_model(model, 0)?;
+    print!("{}", m.summary()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lossgraph check CASE_DIR...`: one line per case, then `N passed, M failed`.
+pub fn check(dirs: &[PathBuf], verbose: bool) -> Result<ExitCode, CliError> {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for dir in dirs {
+        let label = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let result = case::Case::load(dir).and_then(|c| case::run_case(&c));
+        match result {
+            Ok(report) => {
+                let worst = report.worst();
+                let (rel, at) = worst
+                    .map(|w| (w.worst_rel, w.what.as_str()))
+                    .unwrap_or((f64::NAN, "-"));
+                if report.passed() {
+                    passed += 1;
+                    println!(
+                        "PASS {label}: worst relative error {rel:.2e} ({at}), {} values checked",
+                        report.comparisons.len()
+                    );
+                } else {
+                    failed += 1;
+                    let fails = report.failures();
+                    let first = fails[0];
+                    println!(
+                        "FAIL {label}: worst relative error {rel:.2e} ({at}); {} of {} checks failed, first: {} ({})",
+                        fails.len(),
+                        report.comparisons.len(),
+                        first.what,
+                        first.detail
+                    );
+                    if verbose {
+                        for f in fails {
+                            println!(
+                                "    {}: {} (error {:.2}x tolerance)",
+                                f.what, f.detail, f.worst_ratio
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {label}: {}", e.to_string().replace('\n', "; "));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Arguments of `lossgraph train`.
+pub struct TrainArgs {
+    pub model: PathBuf,
+    pub weights: PathBuf,
+    pub data: PathBuf,
+    pub loss: String,
+    pub optimizer: String,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub save: Option<PathBuf>,
+}
+
+fn parse_loss(s: &str) -> Result<LossSpec, CliError> {
+    LossSpec::from_name(s).ok_or_else(|| {
+        CliError(format!(
+            "unknown loss '{s}' (supported: mse, mae, huber, binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy, with an optional ':logits' suffix for the crossentropies)"
+        ))
+    })
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerSpec, CliError> {
+    OptimizerSpec::from_arg(s).map_err(CliError)
+}
+
+fn compile_spec(
+    spec: &ModelSpec,
+    loss: &str,
+    optimizer: &str,
+) -> Result<keras::CompileSpec, CliError> {
+    let l = parse_loss(loss)?;
+    Ok(keras::CompileSpec {
+        losses: spec
+            .output_names()
+            .into_iter()
+            .map(|o| (o, l, 1.0))
+            .collect(),
+        optimizer: parse_optimizer(optimizer)?,
+    })
+}
+
+/// `lossgraph train`.
+pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
+    if a.batch_size == 0 || a.epochs == 0 {
+        return fail("--batch-size and --epochs must be at least 1");
+    }
+    let spec = ModelSpec::from_file(&a.model)?;
+    let compile = compile_spec(&spec, &a.loss, &a.optimizer)?;
+    let mut model = keras::build::build_model(&spec, 0)?;
+    model.load_weights(&a.weights)?;
+    model.compile(keras::build::compile_options(&compile))?;
+    let tensors = lossgraph::read_safetensors(&a.data)?;
+    let pick = |prefix: &str, names: &[String]| -> Result<Vec<lossgraph::HostTensor>, CliError> {
+        names
+            .iter()
+            .map(|n| {
+                let key = if names.len() == 1 {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}/{n}")
+                };
+                tensors
+                    .iter()
+                    .find(|t| t.0 == key)
+                    .map(|t| t.1.clone())
+                    .ok_or_else(|| {
+                        CliError(format!(
+                            "{}: no tensor named '{key}' (found: {})",
+                            a.data.display(),
+                            tensors
+                                .iter()
+                                .map(|t| t.0.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    };
+    let x = pick("x", &spec.input_names())?;
+    let y = pick("y", &spec.output_names())?;
+    let h = model.fit(
+        &x,
+        &y,
+        lossgraph::FitOptions::new()
+            .epochs(a.epochs)
+            .batch_size(a.batch_size)
+            .shuffle(true, 0)
+            .verbose(true),
+    )?;
+    if let Some(last) = h.epochs.last() {
+        println!("final loss: {:.6}", last.loss());
+    }
+    if let Some(out) = &a.save {
+        model.save_weights(out)?;
+        println!("saved weights to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lossgraph dump-ir`.
+pub fn dump_ir(
+    model: &Path,
+    stage: Stage,
+    format: Format,
+    loss: Option<&str>,
+    optimizer: &str,
+    batch_size: usize,
+    output: Option<&Path>,
+) -> Result<ExitCode, CliError> {
+    if batch_size == 0 {
+        return fail("--batch-size must be at least 1");
+    }
+    let spec = ModelSpec::from_file(model)?;
+    let compile = compile_spec(&spec, loss.unwrap_or("mse"), optimizer)?;
+    let mut m = keras::build::build_model(&spec, 0)?;
+    m.compile(keras::build::compile_options(&compile))?;
+    let stage = match stage {
+        Stage::Forward => stages::Stage::Forward,
+        Stage::Train => stages::Stage::Train,
+        Stage::Optimized => stages::Stage::Optimized,
+        Stage::Fused => stages::Stage::Fused,
+        Stage::Clif => stages::Stage::Clif,
+    };
+    let format = match format {
+        Format::Text => stages::Format::Text,
+        Format::Dot => stages::Format::Dot,
+    };
+    let text = stages::dump(&m, stage, format, batch_size)?;
+    write_out(output, &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lossgraph demo`.
+pub fn demo(out: &Path, epochs: usize, seed: u64) -> Result<ExitCode, CliError> {
+    if epochs == 0 {
+        return fail("--epochs must be at least 1");
+    }
+    let opts = demo::DemoOptions {
+        out: out.to_path_buf(),
+        epochs,
+        seed,
+        ..demo::DemoOptions::default()
+    };
+    println!(
+        "lossgraph demo: digits (UCI, CC BY 4.0), MLP with add_loss: L1 via add_loss in a custom layer, L2 kernel and L1 activity regularizers"
+    );
+    let r = demo::run(&opts)?;
+    let last: Vec<String> = r
+        .history
+        .iter()
+        .filter(|(k, _)| !k.starts_with("val_") || k == "val_loss" || k == "val_accuracy")
+        .filter_map(|(k, v)| v.last().map(|x| format!("{k} {x:.4}")))
+        .collect();
+    println!("epoch {epochs}: {}", last.join(", "));
+    println!("test accuracy: {:.1}%", 100.0 * r.test_accuracy);
+    println!(
+        "compile time: {:.3} s (trace, differentiate, optimise, build, first step)",
+        r.compile_seconds
+    );
+    println!("training speed: {:.0} steps/s", r.steps_per_second);
+    println!("wrote to {}:", out.display());
+    for f in &r.files {
+        println!("  {}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_out(path: Option<&Path>, text: &str) -> Result<(), CliError> {
+    match path {
+        Some(p) => std::fs::write(p, text).map_err(|e| CliError(format!("{}: {e}", p.display()))),
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! [`ModelSpec`] → a front-end [`Model`] made of the same layer objects a
+//! Rust user writes (`Dense::new(8).activation(..).name(..)`), plus the
+//! conversion of compile settings to [`CompileOptions`].
+
+use super::compile::{CompileSpec, LossKind, LossSpec, OptimizerSpec};
+use super::error::{KerasError, Result};
+use super::spec::{
+    ActivationSpec, InitializerSpec, LayerKind, LayerSpec, ModelKind, ModelSpec, RegularizerSpec,
+};
+use crate::layers;
+use crate::{Activation, CompileOptions, Functional, Init, Layer, Loss, Model, Optimizer};
+use crate::{Regularizer, Sequential, SymbolicTensor};
+use std::collections::HashMap;
+
+/// The front-end activation for a Keras activation.
+pub fn activation(a: ActivationSpec) -> Activation {
+    match a {
+        ActivationSpec::Linear => Activation::Linear,
+        ActivationSpec::Relu => Activation::Relu,
+        ActivationSpec::Tanh => Activation::Tanh,
+        ActivationSpec::Sigmoid => Activation::Sigmoid,
+        ActivationSpec::Softmax => Activation::Softmax,
+        ActivationSpec::Gelu => Activation::Gelu,
+    }
+}
+
+/// The front-end regulariser for a Keras regulariser.
+pub fn regularizer(r: RegularizerSpec) -> Regularizer {
+    match r {
+        RegularizerSpec::L1(a) => Regularizer::L1(a),
+        RegularizerSpec::L2(b) => Regularizer::L2(b),
+        RegularizerSpec::L1L2 { l1, l2 } => Regularizer::L1L2 { l1, l2 },
+    }
+}
+
+/// The front-end initialiser. Per-initialiser seeds are not reproduced
+/// (lossgraph seeds the whole model); imported weights usually come from a file.
+pub fn initializer(i: InitializerSpec) -> Init {
+    match i {
+        InitializerSpec::GlorotUniform { .. } => Init::GlorotUniform,
+        InitializerSpec::HeNormal { .. } => Init::HeNormal,
+        InitializerSpec::RandomNormal { mean, stddev, .. } => Init::Normal { mean, stddev },
+        InitializerSpec::Zeros => Init::Zeros,
+        InitializerSpec::Ones => Init::Ones,
+    }
+}
+
+/// The front-end loss.
+pub fn loss(l: &LossSpec) -> Loss {
+    match l.kind {
+        LossKind::MeanSquaredError => Loss::MeanSquaredError,
+        LossKind::MeanAbsoluteError => Loss::MeanAbsoluteError,
+        LossKind::Huber => Loss::Huber { delta: l.delta },
+        LossKind::BinaryCrossentropy => Loss::BinaryCrossentropy {
+            from_logits: l.from_logits,
+        },
+        LossKind::CategoricalCrossentropy => Loss::CategoricalCrossentropy {
+            from_logits: l.from_logits,
+        },
+        LossKind::SparseCategoricalCrossentropy => Loss::SparseCategoricalCrossentropy {
+            from_logits: l.from_logits,
+        },
+    }
+}
+
+/// The front-end optimizer with exactly the given hyper-parameters.
+pub fn optimizer(o: &OptimizerSpec) -> Optimizer {
+    match *o {
+        OptimizerSpec::Sgd {
+            learning_rate,
+            momentum,
+            nesterov,
+        } => Optimizer::sgd(learning_rate)
+            .momentum(momentum)
+            .nesterov(nesterov),
+        OptimizerSpec::Adam {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+            amsgrad,
+        } => Optimizer::adam(learning_rate)
+            .betas(beta_1, beta_2)
+            .epsilon(epsilon)
+            .amsgrad(amsgrad),
+        OptimizerSpec::AdamW {
+            learning_rate,
+            weight_decay,
+            beta_1,
+            beta_2,
+            epsilon,
+            amsgrad,
+        } => Optimizer::adam(learning_rate)
+            .betas(beta_1, beta_2)
+            .epsilon(epsilon)
+            .amsgrad(amsgrad)
+            .weight_decay(Some(weight_decay)),
+        OptimizerSpec::RmsProp {
+            learning_rate,
+            rho,
+            momentum,
+            epsilon,
+            centered,
+        } => Optimizer::rmsprop(learning_rate)
+            .rho(rho)
+            .momentum(momentum)
+            .epsilon(epsilon)
+            .centered(centered),
+    }
+}
+
+/// `compile` options for a compile spec (losses per output, loss weights, optimizer).
+pub fn compile_options(c: &CompileSpec) -> CompileOptions {
+    let mut opts = CompileOptions::with_optimizer(optimizer(&c.optimizer));
+    for (out, l, w) in &c.losses {
+        opts = opts.loss_for(out, loss(l)).loss_weight(out, *w);
+    }
+    opts
+}
+
+/// The layer object for one non-input layer.
+pub fn layer(l: &LayerSpec) -> Result<Box<dyn Layer>> {
+    let n = l.name.as_str();
+    Ok(match &l.kind {
+        LayerKind::Input { shape } => Box::new(layers::Input::new(shape).name(n)),
+        LayerKind::Dense {
+            units,
+            activation: a,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            activity_regularizer,
+        } => {
+            let mut d = layers::Dense::new(*units)
+                .activation(activation(*a))
+                .use_bias(*use_bias)
+                .kernel_initializer(initializer(*kernel_initializer))
+                .bias_initializer(initializer(*bias_initializer))
+                .name(n);
+            if let Some(r) = kernel_regularizer {
+                d = d.kernel_regularizer(regularizer(*r));
+            }
+            if let Some(r) = bias_regularizer {
+                d = d.bias_regularizer(regularizer(*r));
+            }
+            if let Some(r) = activity_regularizer {
+                d = d.activity_regularizer(regularizer(*r));
+            }
+            Box::new(d)
+        }
+        LayerKind::Activation { activation: a } => {
+            Box::new(layers::Activation::new(activation(*a)).name(n))
+        }
+        LayerKind::Dropout { rate, seed } => {
+            let mut d = layers::Dropout::new(*rate).name(n);
+            if let Some(s) = seed {
+                d = d.seed(*s as u32);
+            }
+            Box::new(d)
+        }
+        LayerKind::ActivityRegularization { l1, l2 } => {
+            Box::new(layers::ActivityRegularization::new(*l1, *l2).name(n))
+        }
+        LayerKind::Add => Box::new(layers::Add::new().name(n)),
+        LayerKind::Concatenate { axis } => {
+            Box::new(layers::Concatenate::new().axis(*axis as isize).name(n))
+        }
+        LayerKind::Flatten => Box::new(layers::Flatten::new().name(n)),
+        LayerKind::Reshape { target_shape } => {
+            let t: Vec<isize> = target_shape.iter().map(|&d| d as isize).collect();
+            Box::new(layers::Reshape::new(&t).name(n))
+        }
+    })
+}
+
+/// Builds the model described by `spec`; `seed` seeds the initialisers
+/// (weights are usually replaced from a file afterwards).
+pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
+    if spec.kind == ModelKind::Sequential {
+        let mut s = Sequential::new(spec.name.clone()).seed(seed);
+        for l in &spec.layers {
+            s.push(layer(l)?);
+        }
+        return Ok(s.build()?);
+    }
+    let mut f = Functional::new(spec.name.clone()).seed(seed);
+    let mut values: HashMap<(String, usize), SymbolicTensor> = HashMap::new();
+    // References were validated by the parser and `call_order` only yields
+    // calls whose inputs exist, so a failed lookup is an importer bug.
+    let get = |values: &HashMap<(String, usize), SymbolicTensor>, r: &super::spec::TensorRef| {
+        values
+            .get(&(r.layer.clone(), r.node))
+            .copied()
+            .ok_or_else(|| {
+                KerasError::invalid(
+                    format!("model '{}'", spec.name),
+                    format!(
+                        "tensor {}[{}] is used before it is computed",
+                        r.layer, r.node
+                    ),
+                )
+            })
+    };
+    for r in &spec.inputs {
+        let Some(LayerSpec {
+            kind: LayerKind::Input { shape },
+            ..
+        }) = spec.layer(&r.layer)
+        else {
+            return Err(KerasError::invalid(
+                format!("model '{}'", spec.name),
+                format!("input '{}' is not an InputLayer", r.layer),
+            ));
+        };
+        let t = f.input(layers::Input::new(shape).name(r.layer.as_str()))?;
+        values.insert((r.layer.clone(), 0), t);
+    }
+    let mut ids = HashMap::new();
+    for l in &spec.layers {
+        if !matches!(l.kind, LayerKind::Input { .. }) {
+            ids.insert(l.name.clone(), f.add_boxed(layer(l)?)?);
+        }
+    }
+    for (li, ci) in spec.call_order()? {
+        let l = &spec.layers[li];
+        let args: Vec<SymbolicTensor> = l.calls[ci]
+            .iter()
+            .map(|r| get(&values, r))
+            .collect::<Result<_>>()?;
+        let t = f.call(ids[&l.name], &args)?;
+        values.insert((l.name.clone(), ci), t);
+    }
+    let outs: Vec<SymbolicTensor> = spec
+        .outputs
+        .iter()
+        .map(|r| get(&values, r))
+        .collect::<Result<_>>()?;
+    Ok(f.build(&outs)?)
+}
+
+/// Reads, parses and builds a `model.json` file.
+pub fn load_model(path: &std::path::Path, seed: u64) -> Result<Model> {
+    build_model(&ModelSpec::from_file(path)?, seed)
+}

@@ -1,0 +1,510 @@
+//! End-to-end tests of the `lossgraph` binary: every subcommand, and bad
+//! inputs that must give a one-line `error: …` and a non-zero exit, never a panic.
+
+use lossgraph::{write_safetensors, HostTensor};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
+
+fn cases() -> Option<PathBuf> {
+    let p = PathBuf::from(CASES);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {CASES} is not present in this checkout");
+        None
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lossgraph"))
+        .args(args)
+        .output()
+        .expect("the lossgraph binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh empty directory under the system temp dir.
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "lossgraph-cli-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        tag
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts a user error: exit 1, stderr is exactly one line starting with `error: `
+/// and containing every `needle`, and no panic text anywhere.
+fn assert_user_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' missing from: {err}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+const SMALL_MODEL: &str = r#"{"class_name": "Sequential", "config": {"name": "tiny", "layers": [
+  {"class_name": "InputLayer", "config": {"batch_shape": [null, 3], "dtype": "float32", "name": "x"}},
+  {"class_name": "Dense", "config": {"name": "hidden", "units": 4, "activation": "relu",
+     "kernel_regularizer": {"class_name": "L2", "config": {"l2": 0.01}},
+     "activity_regularizer": {"class_name": "L1", "config": {"l1": 0.001}}}},
+  {"class_name": "Dense", "config": {"name": "out", "units": 2}}]}}"#;
+
+#[test]
+fn help_documents_every_subcommand_and_flag() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for c in ["summary", "dump-ir", "train", "check", "demo"] {
+        assert!(out.contains(c), "{c} missing from --help");
+    }
+    let o = run(&["dump-ir", "--help"]);
+    let out = stdout(&o);
+    for f in [
+        "--stage",
+        "--format",
+        "--loss",
+        "--optimizer",
+        "--batch-size",
+        "--output",
+    ] {
+        assert!(out.contains(f), "{f} missing from dump-ir --help");
+    }
+    for s in ["forward", "train", "optimized", "fused", "clif"] {
+        assert!(out.contains(s), "stage {s} missing");
+    }
+    let out = stdout(&run(&["train", "--help"]));
+    for f in [
+        "--weights",
+        "--data",
+        "--loss",
+        "--optimizer",
+        "--batch-size",
+        "--epochs",
+        "--save",
+    ] {
+        assert!(out.contains(f), "{f} missing from train --help");
+    }
+    let out = stdout(&run(&["demo", "--help"]));
+    for f in ["--out", "--epochs", "--seed"] {
+        assert!(out.contains(f), "{f} missing from demo --help");
+    }
+}
+
+#[test]
+fn summary_lists_layers_and_added_losses() {
+    let Some(c) = cases() else { return };
+    let m = c.join("p06_functional_two_in_two_out_nesterov/model.json");
+    let o = run(&["summary", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("two_tower"), "{out}");
+    for layer in [
+        "input_a", "dense_a", "concat", "trunk", "out_reg", "out_cls",
+    ] {
+        assert!(out.contains(layer), "{layer} missing: {out}");
+    }
+    // p06 has an activity loss on trunk, kernel L2 on dense_a and trunk, bias L2 on out_cls.
+    assert!(out.contains("Added losses (4)"), "{out}");
+    assert!(out.contains("activity_regularizer of trunk"), "{out}");
+    assert!(out.contains("kernel_regularizer dense_a/kernel"), "{out}");
+    assert!(out.contains("bias_regularizer out_cls/bias"), "{out}");
+    // Parameters: 4·5+5 + 3·5+5 + 10·8+8 + 8·2+2 + 8·1+1 = 160.
+    assert!(out.contains("Total params: 160"), "{out}");
+}
+
+#[test]
+fn dump_ir_text_parses_back_and_dot_is_graphviz() {
+    let d = temp_dir("dump");
+    let m = d.join("model.json");
+    std::fs::write(&m, SMALL_MODEL).unwrap();
+    let ms = m.to_str().unwrap();
+    for stage in ["forward", "train", "optimized"] {
+        let o = run(&[
+            "dump-ir",
+            ms,
+            "--stage",
+            stage,
+            "--batch-size",
+            "5",
+            "--loss",
+            "mse",
+        ]);
+        assert!(o.status.success(), "{stage}: {}", stderr(&o));
+        let text = stdout(&o);
+        let g = lossgraph::ir::text::parse(&text)
+            .unwrap_or_else(|e| panic!("{stage} dump does not parse: {e}\n{text}"));
+        assert!(g.param("hidden/kernel").is_some());
+        assert!(text.contains("added_loss(kernel_regularizer)"), "{stage}");
+        assert!(text.contains("added_loss(activity_regularizer)"), "{stage}");
+        assert!(
+            text.contains(": f32[5,3]"),
+            "batch size 5 is traced: {text}"
+        );
+        if stage != "forward" {
+            assert!(g.output("grad/hidden/kernel").is_some(), "{stage}");
+            assert!(g.output("update/hidden/kernel").is_some(), "{stage}");
+        }
+        let o = run(&["dump-ir", ms, "--stage", stage, "--format", "dot"]);
+        assert!(o.status.success());
+        assert!(stdout(&o).trim_start().starts_with("digraph"), "{stage}");
+    }
+    // -o writes the file instead of stdout.
+    let f = d.join("train.lgir");
+    let o = run(&[
+        "dump-ir",
+        ms,
+        "--stage",
+        "train",
+        "--optimizer",
+        "adam:0.01",
+        "-o",
+        f.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert!(lossgraph::ir::text::parse(&text).is_ok());
+
+    let o = run(&["dump-ir", ms, "--stage", "fused"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("kernel 0"), "{}", stdout(&o));
+    let o = run(&["dump-ir", ms, "--stage", "clif"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("function"), "clif text expected");
+    let o = run(&["dump-ir", ms, "--stage", "fused", "--format", "dot"]);
+    assert_user_error(&o, &["DOT"]);
+}
+
+#[test]
+fn check_passes_on_every_shared_case() {
+    let Some(c) = cases() else { return };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&c)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 7);
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(dirs.iter().map(|d| d.to_str().unwrap()))
+        .collect();
+    let o = run(&args);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("PASS ")).count(),
+        7,
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("7 passed, 0 failed"));
+    assert!(out.contains("worst relative error"));
+}
+
+#[test]
+fn check_fails_on_a_tampered_case() {
+    let Some(c) = cases() else { return };
+    let d = temp_dir("tampered");
+    let good = d.join("p01_ok");
+    let bad = d.join("p01_tampered");
+    copy_dir(&c.join("p01_relu_l2_l1_huber_sgd"), &good);
+    copy_dir(&c.join("p01_relu_l2_l1_huber_sgd"), &bad);
+    // Change the expected total loss by 1%: far outside rtol 1e-4.
+    let path = bad.join("case.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let t = v["expected"]["initial"]["total_loss"].as_f64().unwrap();
+    v["expected"]["initial"]["total_loss"] = serde_json::json!(t * 1.01);
+    std::fs::write(&path, v.to_string()).unwrap();
+    let o = run(&["check", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("PASS p01_ok"), "{out}");
+    assert!(out.contains("FAIL p01_tampered"), "{out}");
+    assert!(out.contains("initial.total_loss"), "{out}");
+    assert_eq!(out.lines().last(), Some("1 passed, 1 failed"));
+
+    // A case folder without its weights file fails with the file named.
+    let broken = d.join("p01_no_weights");
+    copy_dir(&c.join("p01_relu_l2_l1_huber_sgd"), &broken);
+    std::fs::remove_file(broken.join("weights.safetensors")).unwrap();
+    let o = run(&["check", broken.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out.contains("FAIL p01_no_weights") && out.contains("weights.safetensors"),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn check_reports_a_missing_case_file() {
+    let d = temp_dir("missing");
+    let o = run(&["check", d.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out.contains("model.json"), "{out}");
+    assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
+}
+
+#[test]
+fn train_runs_and_saves_weights() {
+    let Some(c) = cases() else { return };
+    let case = c.join("p01_relu_l2_l1_huber_sgd");
+    let d = temp_dir("train");
+    let out = d.join("trained.safetensors");
+    let o = run(&[
+        "train",
+        case.join("model.json").to_str().unwrap(),
+        "--weights",
+        case.join("weights.safetensors").to_str().unwrap(),
+        "--data",
+        case.join("data.safetensors").to_str().unwrap(),
+        "--loss",
+        "huber",
+        "--optimizer",
+        "sgd:0.1",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--save",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("final loss:"), "{}", stdout(&o));
+    let saved = lossgraph::read_safetensors(&out).unwrap();
+    let initial = lossgraph::read_safetensors(case.join("weights.safetensors")).unwrap();
+    let mut names: Vec<&str> = saved.iter().map(|t| t.0.as_str()).collect();
+    let mut want: Vec<&str> = initial.iter().map(|t| t.0.as_str()).collect();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+    // Training moved the weights.
+    let k0 = initial.iter().find(|t| t.0 == "dense_1/kernel").unwrap();
+    let k1 = saved.iter().find(|t| t.0 == "dense_1/kernel").unwrap();
+    assert_eq!(k0.1.ty, k1.1.ty);
+    assert_ne!(k0.1, k1.1);
+}
+
+#[test]
+fn demo_writes_its_files() {
+    let d = temp_dir("demo");
+    let o = run(&["demo", "--epochs", "2", "--out", d.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("test accuracy: "))
+        .expect("accuracy line");
+    let pct: f64 = line["test accuracy: ".len()..]
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(
+        (50.0..=100.0).contains(&pct),
+        "two epochs already learn: {line}"
+    );
+    assert!(
+        out.contains("compile time:") && out.contains("steps/s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("custom_dense/add_loss"),
+        "the breakdown names the added loss: {out}"
+    );
+    for f in [
+        "history.svg",
+        "forward.lgir",
+        "forward.dot",
+        "train.lgir",
+        "train.dot",
+        "optimized.lgir",
+        "optimized.dot",
+        "weights.safetensors",
+    ] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(d.join("history.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("validation accuracy"));
+    let train = std::fs::read_to_string(d.join("train.lgir")).unwrap();
+    let g = lossgraph::ir::text::parse(&train).unwrap();
+    assert!(g.output("grad/custom_dense/kernel").is_some());
+    assert!(train.contains("added_loss(add_loss)"));
+    let w = lossgraph::read_safetensors(d.join("weights.safetensors")).unwrap();
+    assert!(w
+        .iter()
+        .any(|t| t.0 == "custom_dense/kernel" && t.1.shape() == [64, 64]));
+}
+
+#[test]
+fn bad_model_files_give_one_line_errors() {
+    let d = temp_dir("bad");
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let unknown = write(
+        "unknown.json",
+        &SMALL_MODEL.replace(
+            r#""class_name": "Dense", "config": {"name": "out""#,
+            r#""class_name": "Conv2D", "config": {"name": "conv""#,
+        ),
+    );
+    assert_user_error(
+        &run(&["summary", &unknown]),
+        &["Conv2D", "conv", "class_name"],
+    );
+    let key = write(
+        "key.json",
+        &SMALL_MODEL.replace(
+            r#""units": 2"#,
+            r#""units": 2, "kernel_constraint": {"class_name": "NonNeg", "config": {}}"#,
+        ),
+    );
+    assert_user_error(
+        &run(&["summary", &key]),
+        &["Dense", "'out'", "kernel_constraint"],
+    );
+    let extra = write(
+        "extra.json",
+        &SMALL_MODEL.replace(r#""units": 2"#, r#""units": 2, "lora_rank": 4"#),
+    );
+    assert_user_error(&run(&["dump-ir", &extra]), &["'out'", "lora_rank"]);
+    let malformed = write("malformed.json", &SMALL_MODEL[..SMALL_MODEL.len() / 2]);
+    assert_user_error(&run(&["summary", &malformed]), &["malformed JSON"]);
+    let missing = d.join("nope.json");
+    assert_user_error(
+        &run(&["summary", missing.to_str().unwrap()]),
+        &["nope.json"],
+    );
+    // Bad option values.
+    let good = write("good.json", SMALL_MODEL);
+    assert_user_error(&run(&["dump-ir", &good, "--loss", "hinge"]), &["hinge"]);
+    assert_user_error(&run(&["dump-ir", &good, "--optimizer", "lamb"]), &["lamb"]);
+    assert_user_error(
+        &run(&["dump-ir", &good, "--batch-size", "0"]),
+        &["batch-size"],
+    );
+}
+
+#[test]
+fn bad_weights_give_one_line_errors() {
+    let d = temp_dir("weights");
+    let m = d.join("model.json");
+    std::fs::write(&m, SMALL_MODEL).unwrap();
+    let data = d.join("data.safetensors");
+    write_safetensors(
+        &data,
+        &[
+            ("x".into(), HostTensor::f32(&[4, 3], vec![0.5; 12]).unwrap()),
+            ("y".into(), HostTensor::f32(&[4, 2], vec![1.0; 8]).unwrap()),
+        ],
+    )
+    .unwrap();
+    let good = |n: &str, shape: &[usize]| {
+        (
+            n.to_string(),
+            HostTensor::f32(shape, vec![0.1; shape.iter().product()]).unwrap(),
+        )
+    };
+    let train = |weights: &Path| {
+        run(&[
+            "train",
+            m.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--loss",
+            "mse",
+            "--optimizer",
+            "sgd",
+            "--batch-size",
+            "2",
+        ])
+    };
+    // Correct weights train.
+    let ok = d.join("ok.safetensors");
+    write_safetensors(
+        &ok,
+        &[
+            good("hidden/kernel", &[3, 4]),
+            good("hidden/bias", &[4]),
+            good("out/kernel", &[4, 2]),
+            good("out/bias", &[2]),
+        ],
+    )
+    .unwrap();
+    let o = train(&ok);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Missing file.
+    assert_user_error(
+        &train(&d.join("absent.safetensors")),
+        &["absent.safetensors"],
+    );
+    // Wrong shape, and a missing variable.
+    let wrong = d.join("wrong.safetensors");
+    write_safetensors(
+        &wrong,
+        &[
+            good("hidden/kernel", &[4, 4]),
+            good("hidden/bias", &[4]),
+            good("out/kernel", &[4, 2]),
+        ],
+    )
+    .unwrap();
+    assert_user_error(&train(&wrong), &["hidden/kernel", "out/bias"]);
+    // Not a safetensors file.
+    let junk = d.join("junk.safetensors");
+    std::fs::write(&junk, b"not a safetensors file").unwrap();
+    assert_user_error(&train(&junk), &["junk.safetensors"]);
+    // Data without the expected tensor names.
+    let nodata = d.join("nodata.safetensors");
+    write_safetensors(&nodata, &[good("features", &[4, 3])]).unwrap();
+    let o = run(&[
+        "train",
+        m.to_str().unwrap(),
+        "--weights",
+        ok.to_str().unwrap(),
+        "--data",
+        nodata.to_str().unwrap(),
+        "--loss",
+        "mse",
+        "--optimizer",
+        "sgd",
+    ]);
+    assert_user_error(&o, &["'x'", "features"]);
+}

@@ -353,6 +353,16 @@ impl EngineChoice {
 
 /// Compiles `graph` for `engine` with `threads` threads (0 = the engine's default).
 pub fn compile_graph(graph: Graph, engine: EngineChoice, threads: usize) -> Result<Program> {
+    compile_graph_tuned(graph, engine, threads, 0)
+}
+
+/// [`compile_graph`] with the JIT's minimum work per split kernel (0 = its default).
+pub fn compile_graph_tuned(
+    graph: Graph,
+    engine: EngineChoice,
+    threads: usize,
+    split_min_work: usize,
+) -> Result<Program> {
     let name = graph.name.clone();
     match engine {
         EngineChoice::Interp => {
@@ -362,6 +372,9 @@ pub fn compile_graph(graph: Graph, engine: EngineChoice, threads: usize) -> Resu
             let mut opts = JitOptions::default();
             if threads > 0 {
                 opts.threads = threads;
+            }
+            if split_min_work > 0 {
+                opts.split_min_work = split_min_work;
             }
             Program::new_jit(graph, &opts).map_err(rt(format!("compiling '{name}'")))
         }
@@ -444,6 +457,16 @@ impl Session {
     /// Builds the workload through the front end, compiles its training step
     /// for `engine` with `threads` threads (0 = default) and loads the weights.
     pub fn new(w: &'static Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
+        Session::tuned(w, engine, threads, 0)
+    }
+
+    /// [`Session::new`] with the JIT's minimum work per split kernel (0 = its default).
+    pub fn tuned(
+        w: &'static Workload,
+        engine: EngineChoice,
+        threads: usize,
+        split_min_work: usize,
+    ) -> Result<Session> {
         let mut rng = SplitMix64::new(SEED);
         let (kernels, batches) = generate(w, &mut rng);
         let model = build_model(w, &kernels)?;
@@ -457,7 +480,7 @@ impl Session {
                 })?;
         let t1 = Instant::now();
         let feeds = Self::feed_plan(w, &graph, &model)?;
-        let mut program = compile_graph(graph, engine, threads)?;
+        let mut program = compile_graph_tuned(graph, engine, threads, split_min_work)?;
         let t2 = Instant::now();
         for name in program.var_names() {
             let value = match model.get_weight(&name) {
@@ -567,6 +590,8 @@ pub struct BenchOptions {
     pub engine: EngineChoice,
     /// Untimed steps after the first one.
     pub warmup: usize,
+    /// The JIT's minimum work per split kernel (0 = its default).
+    pub split_min_work: usize,
 }
 
 impl Default for BenchOptions {
@@ -577,6 +602,7 @@ impl Default for BenchOptions {
             threads: 0,
             engine: EngineChoice::Jit,
             warmup: 20,
+            split_min_work: 0,
         }
     }
 }
@@ -739,7 +765,7 @@ pub fn time_reps(
 pub fn measure(w: &'static Workload, opts: &BenchOptions) -> Result<BenchResult> {
     let steps = if opts.steps > 0 { opts.steps } else { w.steps };
     let reps = if opts.reps > 0 { opts.reps } else { w.reps };
-    let mut s = Session::new(w, opts.engine, opts.threads)?;
+    let mut s = Session::tuned(w, opts.engine, opts.threads, opts.split_min_work)?;
     let t = Instant::now();
     s.step()?;
     let first_step_s = t.elapsed().as_secs_f64();
@@ -1009,6 +1035,9 @@ pub struct BenchArgs {
     /// (best of 50 steps), and the time spent outside JIT code.
     #[arg(long)]
     pub profile: bool,
+    /// Tuning: the JIT's minimum work before a kernel is split across threads.
+    #[arg(long)]
+    pub split_min_work: Option<usize>,
 }
 
 /// The per-part breakdown of one step of `w` (see [`Session::profile`]) as
@@ -1019,7 +1048,7 @@ pub fn profile_report(
     opts: &BenchOptions,
     steps_per_s: f64,
 ) -> Result<String> {
-    let mut s = Session::new(w, opts.engine, opts.threads)?;
+    let mut s = Session::tuned(w, opts.engine, opts.threads, opts.split_min_work)?;
     s.run(5)?;
     let parts = s.profile(50)?;
     let total: f64 = parts.iter().map(|p| p.1).sum();
@@ -1061,6 +1090,7 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
         reps: a.reps.unwrap_or(0),
         threads: a.threads.unwrap_or(0),
         engine: EngineChoice::parse(&a.engine)?,
+        split_min_work: a.split_min_work.unwrap_or(0),
         ..BenchOptions::default()
     };
     let r = measure(w, &opts)?;

@@ -445,6 +445,15 @@ fn set_feed_value(
 }
 
 /// Evaluates the objective: the `of` output itself, or `Σ of·r` in f64.
+/// The objective's elements at `feeds`, widened to `f64`.
+fn objective_values(g: &Graph, feeds: &HashMap<String, HostTensor>) -> Result<Vec<f64>> {
+    let out = interpret(g, feeds).map_err(CompileError::Interp)?;
+    out.iter()
+        .find(|(n, _)| n == OBJECTIVE)
+        .map(|(_, t)| t.to_f64())
+        .ok_or_else(|| CompileError::Interp(format!("no '{OBJECTIVE}' output")))
+}
+
 /// `Σ|r·of|` (or `|of|` for a scalar): the magnitude whose `f32` rounding
 /// limits the precision of the finite differences.
 fn objective_scale(
@@ -452,31 +461,20 @@ fn objective_scale(
     feeds: &HashMap<String, HostTensor>,
     cotangent: Option<&[f32]>,
 ) -> Result<f64> {
-    let out = interpret(g, feeds).map_err(CompileError::Interp)?;
-    let value = out
-        .iter()
-        .find(|(n, _)| n == OBJECTIVE)
-        .map(|(_, t)| t)
-        .ok_or_else(|| CompileError::Interp(format!("no '{OBJECTIVE}' output")))?;
-    let v = value.to_f64();
+    let v = objective_values(g, feeds)?;
     Ok(match cotangent {
         None => v.first().map_or(0.0, |x| x.abs()),
         Some(r) => v.iter().zip(r).map(|(a, &b)| (a * b as f64).abs()).sum(),
     })
 }
 
+/// The objective `of` (or `Σ of·r`), contracted in `f64`.
 fn eval_objective(
     g: &Graph,
     feeds: &HashMap<String, HostTensor>,
     cotangent: Option<&[f32]>,
 ) -> Result<f64> {
-    let out = interpret(g, feeds).map_err(CompileError::Interp)?;
-    let value = out
-        .iter()
-        .find(|(n, _)| n == OBJECTIVE)
-        .map(|(_, t)| t)
-        .ok_or_else(|| CompileError::Interp(format!("no '{OBJECTIVE}' output")))?;
-    let v = value.to_f64();
+    let v = objective_values(g, feeds)?;
     match cotangent {
         None => v
             .first()

@@ -233,6 +233,25 @@ fn check_passes_on_every_shared_case() {
 }
 
 #[test]
+fn check_on_a_folder_of_cases_runs_each_case() {
+    let Some(c) = cases() else { return };
+    let n = std::fs::read_dir(&c)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("case.json").exists())
+        .count();
+    let o = run(&["check", c.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("PASS ")).count(),
+        n,
+        "{out}"
+    );
+    let summary = format!("{n} passed, 0 failed");
+    assert_eq!(out.lines().last(), Some(summary.as_str()));
+}
+
+#[test]
 fn check_fails_on_a_tampered_case() {
     let Some(c) = cases() else { return };
     let d = temp_dir("tampered");

@@ -14,10 +14,36 @@ pub fn summary(model: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The case folders named by `dirs`: a folder holding `case.json` is one
+/// case; a folder without one stands for its sub-folders that hold one (in
+/// name order), so `check shared/keras-cases` runs every case there. Anything
+/// else is kept as given, to be reported as a failing case.
+fn expand_case_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        if dir.is_dir() && !dir.join("case.json").exists() {
+            let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.join("case.json").is_file())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !subs.is_empty() {
+                subs.sort();
+                out.extend(subs);
+                continue;
+            }
+        }
+        out.push(dir.clone());
+    }
+    out
+}
+
 /// `lossgraph check CASE_DIR...`: one line per case, then `N passed, M failed`.
 pub fn check(dirs: &[PathBuf], verbose: bool) -> Result<ExitCode, CliError> {
     let (mut passed, mut failed) = (0usize, 0usize);
-    for dir in dirs {
+    for dir in &expand_case_dirs(dirs) {
         let label = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -120,7 +120,8 @@ pub enum Command {
     },
     /// Run Keras reference cases (folders with model.json, case.json, *.safetensors).
     Check {
-        /// Case folders; each is checked independently.
+        /// Case folders, each checked independently; a folder without case.json
+        /// stands for every case folder inside it.
         #[arg(required = true, value_name = "CASE_DIR")]
         dirs: Vec<PathBuf>,
         /// Also print every failing comparison.

@@ -11,14 +11,12 @@
 use super::{flags, LowerOptions, LoweredNest};
 use crate::fusion::CodegenError;
 use crate::lower_clif::nest::GemmCall;
-use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, Function, InstBuilder, Signature, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
-/// A counted loop over `start..end` stepping `step` while `iv + step <= end`;
-/// returns the first index not processed.
+/// [`super::counted_loop`] with a body that cannot fail.
 fn for_range(
     b: &mut FunctionBuilder,
     start: Value,
@@ -26,23 +24,15 @@ fn for_range(
     step: i64,
     body: &mut dyn FnMut(&mut FunctionBuilder, Value),
 ) -> Value {
-    let iv = b.declare_var(types::I64);
-    b.def_var(iv, start);
-    let header = b.create_block();
-    let blk = b.create_block();
-    let exit = b.create_block();
-    b.ins().jump(header, &[]);
-    b.switch_to_block(header);
-    let i = b.use_var(iv);
-    let next = b.ins().iadd_imm_s(i, step);
-    let c = b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
-    b.ins().brif(c, blk, &[], exit, &[]);
-    b.switch_to_block(blk);
-    body(b, i);
-    b.def_var(iv, next);
-    b.ins().jump(header, &[]);
-    b.switch_to_block(exit);
-    b.use_var(iv)
+    let r: Result<Value, std::convert::Infallible> =
+        super::counted_loop(b, start, end, step, &mut |b, i| {
+            body(b, i);
+            Ok(())
+        });
+    match r {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
 }
 
 struct Mm {

@@ -263,14 +263,15 @@ fn bitflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
-/// A counted loop `for iv in start..end step step` with extra loop-carried variables.
-fn counted_loop(
+/// A counted loop over `start..end` stepping `step` while `iv + step <= end`;
+/// returns the first index not processed (where a tail loop starts).
+pub(crate) fn counted_loop<E>(
     b: &mut FunctionBuilder,
     start: Value,
     end: Value,
     step: i64,
-    body: &mut dyn FnMut(&mut FunctionBuilder, Value) -> Result<(), CodegenError>,
-) -> Result<Value, CodegenError> {
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value) -> Result<(), E>,
+) -> Result<Value, E> {
     let iv = b.declare_var(types::I64);
     b.def_var(iv, start);
     let header = b.create_block();

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
 
-fn cases() -> Option<PathBuf> {
+/// The shared Keras reference cases; a missing folder fails the test rather
+/// than letting it pass without checking anything.
+fn cases() -> PathBuf {
     let p = PathBuf::from(CASES);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {CASES} is not present in this checkout");
-        None
-    }
+    assert!(
+        p.is_dir(),
+        "{CASES} is missing: the Keras reference cases are required"
+    );
+    p
 }
 
 fn run(args: &[&str]) -> Output {
@@ -122,7 +123,7 @@ fn help_documents_every_subcommand_and_flag() {
 
 #[test]
 fn summary_lists_layers_and_added_losses() {
-    let Some(c) = cases() else { return };
+    let c = cases();
     let m = c.join("p06_functional_two_in_two_out_nesterov/model.json");
     let o = run(&["summary", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -207,7 +208,7 @@ fn dump_ir_text_parses_back_and_dot_is_graphviz() {
 
 #[test]
 fn check_passes_on_every_shared_case() {
-    let Some(c) = cases() else { return };
+    let c = cases();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&c)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -234,7 +235,7 @@ fn check_passes_on_every_shared_case() {
 
 #[test]
 fn check_on_a_folder_of_cases_runs_each_case() {
-    let Some(c) = cases() else { return };
+    let c = cases();
     let n = std::fs::read_dir(&c)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().join("case.json").exists())
@@ -253,7 +254,7 @@ fn check_on_a_folder_of_cases_runs_each_case() {
 
 #[test]
 fn check_fails_on_a_tampered_case() {
-    let Some(c) = cases() else { return };
+    let c = cases();
     let d = temp_dir("tampered");
     let good = d.join("p01_ok");
     let bad = d.join("p01_tampered");
@@ -301,7 +302,7 @@ fn check_reports_a_missing_case_file() {
 
 #[test]
 fn train_runs_and_saves_weights() {
-    let Some(c) = cases() else { return };
+    let c = cases();
     let case = c.join("p01_relu_l2_l1_huber_sgd");
     let d = temp_dir("train");
     let out = d.join("trained.safetensors");

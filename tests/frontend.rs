@@ -1,6 +1,9 @@
 //! Front-end tests: layers, models, added losses and their order, compiled
 //! losses against independent f64 references, errors, weights files.
 
+mod common;
+
+use common::CustomDenseLayer;
 use lossgraph::ir::Role;
 use lossgraph::layers::{
     ActivityRegularization, Add, Concatenate, Dense, Dropout, Flatten, Input, Reshape,
@@ -20,30 +23,6 @@ fn close(got: f64, want: f64, tol: f64) -> bool {
 
 fn assert_close(what: &str, got: f64, want: f64) {
     assert!(close(got, want, 1e-5), "{what}: got {got}, want {want}");
-}
-
-/// The seed's CustomDenseLayer, almost line for line.
-struct CustomDenseLayer {
-    units: usize,
-}
-
-impl Layer for CustomDenseLayer {
-    fn build(&mut self, ctx: &mut BuildCtx, input_shape: &[usize]) -> Result<()> {
-        let in_features = input_shape[input_shape.len() - 1];
-        ctx.add_weight(
-            "kernel",
-            &[in_features, self.units],
-            Init::RandomNormal,
-            true,
-        )?;
-        ctx.add_weight("bias", &[self.units], Init::Zeros, true)?;
-        ctx.add_loss(|w| w.weight("kernel").abs().sum_all() * 0.01);
-        Ok(())
-    }
-
-    fn call(&self, ctx: &mut CallCtx, inputs: &Tensor) -> Result<Tensor> {
-        Ok(inputs.matmul(ctx.weight("kernel")) + ctx.weight("bias"))
-    }
 }
 
 /// A layer adding an auxiliary loss on its activations in `call`: 0.5·mean(x²).

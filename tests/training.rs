@@ -6,6 +6,9 @@
 // `&[x.clone()]` reads like Keras's `[x]`.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
+mod common;
+
+use common::CustomDenseLayer;
 use lossgraph::layers::{Concatenate, Dense, Dropout, Input};
 use lossgraph::{
     BuildCtx, CallCtx, CompileOptions, EarlyStopping, Engine, FitOptions, Functional, HostTensor,
@@ -30,29 +33,6 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
         })
         .collect()
-}
-
-struct CustomDenseLayer {
-    units: usize,
-}
-
-impl Layer for CustomDenseLayer {
-    fn build(&mut self, ctx: &mut BuildCtx, input_shape: &[usize]) -> Result<()> {
-        let in_features = input_shape[input_shape.len() - 1];
-        ctx.add_weight(
-            "kernel",
-            &[in_features, self.units],
-            Init::RandomNormal,
-            true,
-        )?;
-        ctx.add_weight("bias", &[self.units], Init::Zeros, true)?;
-        ctx.add_loss(|w| w.weight("kernel").abs().sum_all() * 0.01);
-        Ok(())
-    }
-
-    fn call(&self, ctx: &mut CallCtx, inputs: &Tensor) -> Result<Tensor> {
-        Ok(inputs.matmul(ctx.weight("kernel")) + ctx.weight("bias"))
-    }
 }
 
 /// Three-feature, two-class data: class 1 when x0 + x1 - x2 > 0.

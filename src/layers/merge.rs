@@ -34,12 +34,7 @@ impl Layer for Add {
         self.build_multi(ctx, &[input_shape.to_vec()])
     }
     fn build_multi(&mut self, ctx: &mut BuildCtx<'_>, shapes: &[Vec<usize>]) -> Result<()> {
-        if shapes.len() < 2 {
-            return Err(Error::layer(
-                ctx.path(),
-                format!("Add needs at least 2 inputs, got {}", shapes.len()),
-            ));
-        }
+        require_two_or_more(ctx, "Add", shapes.len())?;
         if let Some(s) = shapes.iter().find(|s| **s != shapes[0]) {
             return Err(Error::layer(
                 ctx.path(),
@@ -115,12 +110,7 @@ impl Layer for Concatenate {
         self.build_multi(ctx, &[input_shape.to_vec()])
     }
     fn build_multi(&mut self, ctx: &mut BuildCtx<'_>, shapes: &[Vec<usize>]) -> Result<()> {
-        if shapes.len() < 2 {
-            return Err(Error::layer(
-                ctx.path(),
-                format!("Concatenate needs at least 2 inputs, got {}", shapes.len()),
-            ));
-        }
+        require_two_or_more(ctx, "Concatenate", shapes.len())?;
         let rank = shapes[0].len() + 1;
         let axis = if self.axis < 0 {
             self.axis + rank as isize
@@ -168,4 +158,15 @@ impl Layer for Concatenate {
     fn describe(&self) -> String {
         format!("axis={}", self.axis)
     }
+}
+
+/// Merge layers take two or more inputs; anything else is an error naming the layer.
+fn require_two_or_more(ctx: &BuildCtx<'_>, class: &str, n: usize) -> Result<()> {
+    if n < 2 {
+        return Err(Error::layer(
+            ctx.path(),
+            format!("{class} needs at least 2 inputs, got {n}"),
+        ));
+    }
+    Ok(())
 }

@@ -14,13 +14,19 @@
 //! * Figures follow the peers' conventions: steps/s median/min/max over the
 //!   repetitions, GFLOP/s by `6 · batch · kernel weights`, compile time, peak
 //!   RSS (`VmHWM`). [`BenchResult::to_json`] prints the peers' keys.
+//! * Any compiled front-end model can be timed the same way
+//!   ([`Session::from_model`], [`measure_session`]); [`model`] does it for an
+//!   imported Keras model (`lossgraph bench --model MODEL.json`).
 
 use crate::layers::{Dense, Input};
 use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
 use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Instant;
+
+pub mod model;
 
 /// Number of distinct pre-generated batches, cycled during timing.
 pub const N_BATCHES: usize = 4;
@@ -229,22 +235,91 @@ pub fn glorot_uniform(rng: &mut SplitMix64, fan_in: usize, fan_out: usize) -> Ve
         .collect()
 }
 
-/// Targets of one batch.
+/// Targets of one batch for one output.
 #[derive(Clone, Debug)]
 pub enum Targets {
-    /// Regression targets, `batch × outputs`.
+    /// Float targets with the output's shape (regression values, 0/1, one-hot rows).
     F32(Vec<f32>),
-    /// Class labels, `batch`.
+    /// Class labels: the output's shape without its last (class) axis.
     I32(Vec<i32>),
 }
 
-/// The pre-generated data of a run: [`N_BATCHES`] input/target pairs.
+/// How the targets of one output are drawn (what its loss expects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// N(0,1) values (MSE, MAE, Huber).
+    Normal,
+    /// Uniform 0/1 values (binary crossentropy).
+    Binary,
+    /// One-hot rows over the last axis, the class uniform (categorical crossentropy).
+    OneHot,
+    /// Uniform class labels `[0, classes)`, i32, without the last axis
+    /// (sparse categorical crossentropy).
+    Labels,
+}
+
+/// The pre-generated data of a run: [`N_BATCHES`] batches, each with one
+/// array per model input and one target per model output.
+/// Invariant: `xs.len() == ys.len()`; every `xs[b][i]` holds
+/// `batch · numel(input i)` values.
 #[derive(Clone, Debug)]
 pub struct Batches {
-    /// Inputs, each `batch × sizes[0]`, N(0,1).
-    pub xs: Vec<Vec<f32>>,
-    /// Targets, one per input batch.
-    pub ys: Vec<Targets>,
+    /// Samples per batch.
+    pub batch: usize,
+    /// `xs[b][i]`: input `i` of batch `b`, N(0,1).
+    pub xs: Vec<Vec<Vec<f32>>>,
+    /// `ys[b][o]`: the targets of output `o` for batch `b`.
+    pub ys: Vec<Vec<Targets>>,
+}
+
+/// Draws [`N_BATCHES`] batches of `batch` samples from `rng`: per batch, every
+/// input (per-sample shapes `inputs`) in order, then the targets of every
+/// output (per-sample shape and [`TargetKind`]) in order.
+pub fn generate_batches(
+    batch: usize,
+    inputs: &[Vec<usize>],
+    outputs: &[(Vec<usize>, TargetKind)],
+    rng: &mut SplitMix64,
+) -> Batches {
+    let mut xs = Vec::with_capacity(N_BATCHES);
+    let mut ys = Vec::with_capacity(N_BATCHES);
+    for _ in 0..N_BATCHES {
+        xs.push(
+            inputs
+                .iter()
+                .map(|shape| {
+                    let n = batch * shape.iter().product::<usize>();
+                    (0..n).map(|_| rng.normal() as f32).collect()
+                })
+                .collect(),
+        );
+        ys.push(
+            outputs
+                .iter()
+                .map(|(shape, kind)| draw_targets(batch, shape, *kind, rng))
+                .collect(),
+        );
+    }
+    Batches { batch, xs, ys }
+}
+
+/// The targets of one output: `batch` samples of per-sample shape `shape`.
+fn draw_targets(batch: usize, shape: &[usize], kind: TargetKind, rng: &mut SplitMix64) -> Targets {
+    let numel = batch * shape.iter().product::<usize>();
+    let classes = shape.last().copied().unwrap_or(1).max(1);
+    let rows = numel / classes;
+    match kind {
+        TargetKind::Normal => Targets::F32((0..numel).map(|_| rng.normal() as f32).collect()),
+        TargetKind::Binary => Targets::F32((0..numel).map(|_| rng.below(2) as f32).collect()),
+        TargetKind::OneHot => {
+            let mut v = vec![0.0; numel];
+            for r in 0..rows {
+                v[r * classes + rng.below(classes)] = 1.0;
+            }
+            Targets::F32(v)
+        }
+        TargetKind::Labels => Targets::I32((0..rows).map(|_| rng.below(classes) as i32).collect()),
+    }
 }
 
 /// Draws the kernels (Glorot-uniform, in layer order) and then the batches of `w` from `rng`.
@@ -254,28 +329,17 @@ pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) 
         .windows(2)
         .map(|p| glorot_uniform(rng, p[0], p[1]))
         .collect();
-    let mut xs = Vec::new();
-    let mut ys = Vec::new();
-    for _ in 0..N_BATCHES {
-        xs.push(
-            (0..w.batch * w.sizes[0])
-                .map(|_| rng.normal() as f32)
-                .collect(),
-        );
-        ys.push(match w.loss {
-            LossKind::Mse => Targets::F32(
-                (0..w.batch * w.classes())
-                    .map(|_| rng.normal() as f32)
-                    .collect(),
-            ),
-            LossKind::SparseCe => Targets::I32(
-                (0..w.batch)
-                    .map(|_| rng.below(w.classes()) as i32)
-                    .collect(),
-            ),
-        });
-    }
-    (kernels, Batches { xs, ys })
+    let kind = match w.loss {
+        LossKind::Mse => TargetKind::Normal,
+        LossKind::SparseCe => TargetKind::Labels,
+    };
+    let batches = generate_batches(
+        w.batch,
+        &[vec![w.sizes[0]]],
+        &[(vec![w.classes()], kind)],
+        rng,
+    );
+    (kernels, batches)
 }
 
 /// Builds and compiles (front-end `compile`) the model of `w` with the given
@@ -393,34 +457,51 @@ pub fn effective_threads(threads: usize) -> usize {
 /// Where a feed of the training graph comes from.
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    X,
-    Y,
+    /// Model input `i` of the current batch.
+    X(usize),
+    /// Targets of output `o` of the current batch.
+    Y(usize),
     Lr,
     Iteration,
+    /// The dropout step counter (`i32[]`).
+    RngStep,
 }
 
-/// The feeds of one step: batch `i` and the scalars `lr`, `it`, in the order of `plan`.
+/// Most graph inputs a [`Session`] feeds (inputs, targets, `lr`, `iteration`,
+/// `rng_step`); the feeds of a step live in a fixed array so that the timed
+/// loop allocates nothing.
+pub const MAX_FEEDS: usize = 16;
+
+/// The scalars fed besides the batch at one step.
+struct StepScalars {
+    lr: [f32; 1],
+    it: [f32; 1],
+    rng_step: [i32; 1],
+}
+
+/// The feeds of one step: batch `i` and the step's scalars, in the order of
+/// `plan`. Invariant (checked by [`Session::from_model`]): `plan.len() <= MAX_FEEDS`.
 fn feeds_for<'a>(
     plan: &'a [(String, Source)],
     batches: &'a Batches,
     i: usize,
-    lr: &'a [f32; 1],
-    it: &'a [f32; 1],
-) -> ([(&'a str, Feed<'a>); 4], usize) {
-    let mut feeds: [(&str, Feed<'_>); 4] = [("", Feed::F32(&[])); 4];
+    sc: &'a StepScalars,
+) -> ([(&'a str, Feed<'a>); MAX_FEEDS], usize) {
+    let mut feeds: [(&str, Feed<'_>); MAX_FEEDS] = [("", Feed::F32(&[])); MAX_FEEDS];
     for (slot, (name, src)) in feeds.iter_mut().zip(plan) {
-        let data = match src {
-            Source::X => Feed::F32(&batches.xs[i]),
-            Source::Y => match &batches.ys[i] {
+        let data = match *src {
+            Source::X(k) => Feed::F32(&batches.xs[i][k]),
+            Source::Y(k) => match &batches.ys[i][k] {
                 Targets::F32(v) => Feed::F32(v),
                 Targets::I32(v) => Feed::I32(v),
             },
-            Source::Lr => Feed::F32(lr),
-            Source::Iteration => Feed::F32(it),
+            Source::Lr => Feed::F32(&sc.lr),
+            Source::Iteration => Feed::F32(&sc.it),
+            Source::RngStep => Feed::I32(&sc.rng_step),
         };
         *slot = (name.as_str(), data);
     }
-    (feeds, plan.len().min(4))
+    (feeds, plan.len().min(MAX_FEEDS))
 }
 
 /// Compile-time figures of a [`Session`].
@@ -439,16 +520,22 @@ impl CompileTimes {
     }
 }
 
-/// A compiled training step of a workload with its data, ready to time.
+/// A compiled training step with its data, ready to time: a standard
+/// workload ([`Session::new`]) or any compiled front-end model
+/// ([`Session::from_model`], used for imported Keras models).
 pub struct Session {
-    /// The workload.
-    pub workload: &'static Workload,
+    /// The workload's name (reported as `workload`).
+    pub name: String,
     /// The compiled step; its variables hold the live weights.
     pub program: Program,
     /// The data, cycled.
     pub batches: Batches,
     /// Compile figures.
     pub compile: CompileTimes,
+    /// The learning rate fed at every step.
+    pub lr: f32,
+    /// FLOPs per step by the peers' convention (`6 · batch · kernel weights`).
+    pub flops_per_step: f64,
     feeds: Vec<(String, Source)>,
     step: u64,
 }
@@ -456,13 +543,13 @@ pub struct Session {
 impl Session {
     /// Builds the workload through the front end, compiles its training step
     /// for `engine` with `threads` threads (0 = default) and loads the weights.
-    pub fn new(w: &'static Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
+    pub fn new(w: &Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
         Session::tuned(w, engine, threads, 0)
     }
 
     /// [`Session::new`] with the JIT's minimum work per split kernel (0 = its default).
     pub fn tuned(
-        w: &'static Workload,
+        w: &Workload,
         engine: EngineChoice,
         threads: usize,
         split_min_work: usize,
@@ -470,82 +557,142 @@ impl Session {
         let mut rng = SplitMix64::new(SEED);
         let (kernels, batches) = generate(w, &mut rng);
         let model = build_model(w, &kernels)?;
+        let opts = BenchOptions {
+            engine,
+            threads,
+            split_min_work,
+            ..BenchOptions::default()
+        };
+        Session::from_model(w.name, &model, batches, w.lr, w.flops_per_step(), &opts)
+    }
+
+    /// Compiles the training step of `model` (already `compile`d by the
+    /// front end) for `batches.batch` samples with the engine settings of
+    /// `opts` and loads the model's current weights; optimiser state starts
+    /// at zero. `lr` is fed as the learning rate, `flops_per_step` is what
+    /// GFLOP/s are computed from. Times the graph and engine compiles.
+    pub fn from_model(
+        name: &str,
+        model: &Model,
+        batches: Batches,
+        lr: f32,
+        flops_per_step: f64,
+        opts: &BenchOptions,
+    ) -> Result<Session> {
         let t0 = Instant::now();
-        let graph =
-            model
-                .graph(Purpose::Train, w.batch)
-                .map_err(|source| BenchError::Frontend {
-                    workload: w.name.to_string(),
-                    source: Box::new(source),
-                })?;
+        let graph = model
+            .graph(Purpose::Train, batches.batch)
+            .map_err(|source| BenchError::Frontend {
+                workload: name.to_string(),
+                source: Box::new(source),
+            })?;
         let t1 = Instant::now();
-        let feeds = Self::feed_plan(w, &graph, &model)?;
-        let mut program = compile_graph_tuned(graph, engine, threads, split_min_work)?;
+        let feeds = Self::feed_plan(name, &graph, model, &batches)?;
+        let mut program =
+            compile_graph_tuned(graph, opts.engine, opts.threads, opts.split_min_work)?;
         let t2 = Instant::now();
-        for name in program.var_names() {
-            let value = match model.get_weight(&name) {
+        for var in program.var_names() {
+            let value = match model.get_weight(&var) {
                 Some(v) => v.clone(),
                 None => {
                     let ty = program
-                        .var(&name)
+                        .var(&var)
                         .map(|t| t.ty.clone())
-                        .ok_or_else(|| BenchError::Invalid(format!("no variable '{name}'")))?;
+                        .ok_or_else(|| BenchError::Invalid(format!("no variable '{var}'")))?;
                     HostTensor::zeros(&ty)
                 }
             };
             program
-                .set_var(&name, &value)
-                .map_err(rt(format!("loading variable '{name}'")))?;
+                .set_var(&var, &value)
+                .map_err(rt(format!("loading variable '{var}'")))?;
         }
         Ok(Session {
-            workload: w,
+            name: name.to_string(),
             program,
             batches,
             compile: CompileTimes {
                 graph_s: (t1 - t0).as_secs_f64(),
                 engine_s: (t2 - t1).as_secs_f64(),
             },
+            lr,
+            flops_per_step,
             feeds,
             step: 0,
         })
     }
 
-    fn feed_plan(w: &Workload, g: &Graph, model: &Model) -> Result<Vec<(String, Source)>> {
-        let x = model.input_feed_name(0);
-        let y = model.target_feed_name(0);
-        g.inputs()
+    /// Where each input of the training graph `g` comes from; every input
+    /// must be a model input, a target, or one of the step scalars, and
+    /// `batches` must hold an array for every model input and output.
+    fn feed_plan(
+        name: &str,
+        g: &Graph,
+        model: &Model,
+        batches: &Batches,
+    ) -> Result<Vec<(String, Source)>> {
+        let (n_in, n_out) = (model.input_names().len(), model.output_names().len());
+        if batches.xs.is_empty()
+            || batches.xs.len() != batches.ys.len()
+            || batches
+                .xs
+                .iter()
+                .zip(&batches.ys)
+                .any(|(x, y)| x.len() != n_in || y.len() != n_out)
+        {
+            return Err(BenchError::Invalid(format!(
+                "workload '{name}': the batches do not match the model's {n_in} input(s) and {n_out} output(s)"
+            )));
+        }
+        let xs: Vec<String> = (0..n_in).map(|i| model.input_feed_name(i)).collect();
+        let ys: Vec<String> = (0..n_out).map(|o| model.target_feed_name(o)).collect();
+        let plan: Vec<(String, Source)> = g
+            .inputs()
             .into_iter()
-            .map(|(name, _)| {
-                let src = if name == x {
-                    Source::X
-                } else if name == y {
-                    Source::Y
-                } else if name == crate::optimizers::LR_INPUT {
+            .map(|(input, _)| {
+                let src = if let Some(i) = xs.iter().position(|x| *x == input) {
+                    Source::X(i)
+                } else if let Some(o) = ys.iter().position(|y| *y == input) {
+                    Source::Y(o)
+                } else if input == crate::optimizers::LR_INPUT {
                     Source::Lr
-                } else if name == crate::optimizers::ITERATION_INPUT {
+                } else if input == crate::optimizers::ITERATION_INPUT {
                     Source::Iteration
+                } else if input == crate::layer::RNG_STEP_INPUT {
+                    Source::RngStep
                 } else {
                     return Err(BenchError::Invalid(format!(
-                        "workload '{}': the training graph has an unexpected input '{name}'",
-                        w.name
+                        "workload '{name}': the training graph has an unexpected input '{input}'"
                     )));
                 };
-                Ok((name, src))
+                Ok((input, src))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        if plan.len() > MAX_FEEDS {
+            return Err(BenchError::Invalid(format!(
+                "workload '{name}': the training graph has {} inputs; the harness feeds at most {MAX_FEEDS}",
+                plan.len()
+            )));
+        }
+        Ok(plan)
+    }
+
+    fn scalars(&self) -> StepScalars {
+        StepScalars {
+            lr: [self.lr],
+            it: [self.step as f32],
+            rng_step: [self.step as i32],
+        }
     }
 
     /// Runs one training step on batch `step % 4` and returns its loss (at the
     /// weights before the update, as `train_on_batch` reports it).
     pub fn step(&mut self) -> Result<f32> {
-        let i = (self.step % N_BATCHES as u64) as usize;
-        let lr = [self.workload.lr];
-        let it = [self.step as f32];
-        let (feeds, n) = feeds_for(&self.feeds, &self.batches, i, &lr, &it);
-        self.program.run(&feeds[..n]).map_err(rt(format!(
-            "step {} of '{}'",
-            self.step, self.workload.name
-        )))?;
+        let i = (self.step % self.batches.xs.len() as u64) as usize;
+        let sc = self.scalars();
+        let (feeds, n) = feeds_for(&self.feeds, &self.batches, i, &sc);
+        self.program
+            .run(&feeds[..n])
+            .map_err(rt(format!("step {} of '{}'", self.step, self.name)))?;
         self.step += 1;
         self.program
             .output("loss")
@@ -559,12 +706,11 @@ impl Session {
     /// update copies, feed copies), best of `steps` runs on batch 0, in
     /// nanoseconds, in step order. JIT engine only.
     pub fn profile(&mut self, steps: usize) -> Result<Vec<(String, f64)>> {
-        let lr = [self.workload.lr];
-        let it = [self.step as f32];
-        let (feeds, n) = feeds_for(&self.feeds, &self.batches, 0, &lr, &it);
+        let sc = self.scalars();
+        let (feeds, n) = feeds_for(&self.feeds, &self.batches, 0, &sc);
         self.program
             .profile(&feeds[..n], steps)
-            .map_err(rt(format!("profiling '{}'", self.workload.name)))
+            .map_err(rt(format!("profiling '{}'", self.name)))
     }
 
     /// Runs `n` steps; returns the last loss.
@@ -761,11 +907,31 @@ pub fn time_reps(
     Ok(rates)
 }
 
-/// Builds, compiles and times workload `w`.
-pub fn measure(w: &'static Workload, opts: &BenchOptions) -> Result<BenchResult> {
+/// Builds, compiles and times workload `w` (steps and repetitions: the
+/// workload's defaults unless `opts` sets them).
+pub fn measure(w: &Workload, opts: &BenchOptions) -> Result<BenchResult> {
     let steps = if opts.steps > 0 { opts.steps } else { w.steps };
     let reps = if opts.reps > 0 { opts.reps } else { w.reps };
     let mut s = Session::tuned(w, opts.engine, opts.threads, opts.split_min_work)?;
+    measure_session(&mut s, steps, reps, opts)
+}
+
+/// Times a compiled session: one first step (timed alone), `opts.warmup`
+/// untimed steps, then `reps` repetitions of `steps` steps ([`time_reps`]).
+/// GFLOP/s are `median steps/s · s.flops_per_step / 1e9`; `opts.engine` and
+/// `opts.threads` are reported as given (they must be what `s` was compiled with).
+pub fn measure_session(
+    s: &mut Session,
+    steps: usize,
+    reps: usize,
+    opts: &BenchOptions,
+) -> Result<BenchResult> {
+    if steps == 0 || reps == 0 {
+        return Err(BenchError::Invalid(format!(
+            "workload '{}': steps and reps must be at least 1",
+            s.name
+        )));
+    }
     let t = Instant::now();
     s.step()?;
     let first_step_s = t.elapsed().as_secs_f64();
@@ -778,11 +944,11 @@ pub fn measure(w: &'static Workload, opts: &BenchOptions) -> Result<BenchResult>
     let med = median(&rates);
     Ok(BenchResult {
         peer: "lossgraph".into(),
-        workload: w.name.into(),
+        workload: s.name.clone(),
         steps_per_s_median: med,
         steps_per_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
         steps_per_s_max: rates.iter().copied().fold(0.0, f64::max),
-        gflops: med * w.flops_per_step() / 1e9,
+        gflops: med * s.flops_per_step / 1e9,
         compile_s: s.compile.total_s(),
         compile_graph_s: s.compile.graph_s,
         compile_engine_s: s.compile.engine_s,
@@ -1008,15 +1174,34 @@ impl KernelRunner {
     }
 }
 
-/// The `bench` subcommand's arguments.
+/// The `bench` subcommand's arguments: a standard WORKLOAD or `--model`.
 #[derive(Clone, Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["workload", "model"])))]
 pub struct BenchArgs {
-    /// Workload: tiny, mnist or wide (see shared/bench/WORKLOADS.md).
-    pub workload: String,
-    /// Steps per repetition (default: 500 tiny, 300 mnist, 20 wide).
+    /// Workload: tiny, mnist or wide (see shared/bench/WORKLOADS.md); or give --model.
+    pub workload: Option<String>,
+    /// Time a Keras 3 model (`model.to_json()`) instead of a standard workload;
+    /// its workload name is the file stem (the folder name for `model.json`).
+    #[arg(long, value_name = "MODEL.json")]
+    pub model: Option<PathBuf>,
+    /// With --model: loss for every output (mse, mae, huber, binary_crossentropy,
+    /// categorical_crossentropy, sparse_categorical_crossentropy; `:logits` suffix
+    /// for from_logits). Default: mse.
+    #[arg(long, conflicts_with = "workload")]
+    pub loss: Option<String>,
+    /// With --model: optimizer as NAME[:LEARNING_RATE] (sgd, adam, adamw, rmsprop). Default: sgd.
+    #[arg(long, conflicts_with = "workload")]
+    pub optimizer: Option<String>,
+    /// With --model: learning rate (overrides the optimizer's).
+    #[arg(long, conflicts_with = "workload")]
+    pub lr: Option<f32>,
+    /// Samples per batch (default: 32 for --model, the workload's otherwise).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Steps per repetition (default: 500 tiny, 300 mnist, 20 wide, 100 --model).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Repetitions (default: 7, wide 5).
+    /// Repetitions (default: 7, wide and --model 5).
     #[arg(long)]
     pub reps: Option<usize>,
     /// Threads for kernels and GEMMs (default: the engine's, up to 2).
@@ -1028,8 +1213,9 @@ pub struct BenchArgs {
     /// Engine: jit or interp.
     #[arg(long, default_value = "jit")]
     pub engine: String,
-    /// Also time the step's GEMMs alone on the same shapes (extra JSON line `lossgraph.gemm`).
-    #[arg(long)]
+    /// Also time the step's GEMMs alone on the same shapes (extra JSON line
+    /// `lossgraph.gemm`); standard workloads only.
+    #[arg(long, conflicts_with = "model")]
     pub gemm: bool,
     /// Also print where a step's time goes: each kernel, GEMM and copy
     /// (best of 50 steps), and the time spent outside JIT code.
@@ -1040,15 +1226,11 @@ pub struct BenchArgs {
     pub split_min_work: Option<usize>,
 }
 
-/// The per-part breakdown of one step of `w` (see [`Session::profile`]) as
-/// text, with the share of the measured step time (`steps_per_s`) that is
-/// spent outside the profiled parts (dispatch, binding, reading the loss).
-pub fn profile_report(
-    w: &'static Workload,
-    opts: &BenchOptions,
-    steps_per_s: f64,
-) -> Result<String> {
-    let mut s = Session::tuned(w, opts.engine, opts.threads, opts.split_min_work)?;
+/// The per-part breakdown of one step of session `s` (see
+/// [`Session::profile`]) as text, with the share of the measured step time
+/// (`steps_per_s`) that is spent outside the profiled parts (dispatch,
+/// binding, reading the loss). Runs 5 warm-up steps, then profiles 50.
+pub fn profile_report(s: &mut Session, steps_per_s: f64) -> Result<String> {
     s.run(5)?;
     let parts = s.profile(50)?;
     let total: f64 = parts.iter().map(|p| p.1).sum();
@@ -1057,7 +1239,7 @@ pub fn profile_report(
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut out = format!(
         "profile of one '{}' step (best of 50, ns): parts {:.0} ns, measured step {:.0} ns, outside the parts {:.0} ns ({:.0}%)",
-        w.name,
+        s.name,
         total,
         step_ns,
         (step_ns - total).max(0.0),
@@ -1084,7 +1266,6 @@ pub fn profile_report(
 
 /// Runs the `bench` subcommand and returns what to print.
 pub fn run_cli(a: &BenchArgs) -> Result<String> {
-    let w = workload(&a.workload)?;
     let opts = BenchOptions {
         steps: a.steps.unwrap_or(0),
         reps: a.reps.unwrap_or(0),
@@ -1093,16 +1274,58 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
         split_min_work: a.split_min_work.unwrap_or(0),
         ..BenchOptions::default()
     };
-    let r = measure(w, &opts)?;
+    let pick = |given: usize, default: usize| if given > 0 { given } else { default };
+    // The session, its steps and reps, and the standard workload if any.
+    let (mut s, steps, reps, standard) = match (&a.model, &a.workload) {
+        (Some(path), None) => {
+            let mb = model::ModelBench::from_args(
+                path,
+                a.loss.as_deref(),
+                a.optimizer.as_deref(),
+                a.lr,
+                a.batch,
+            )?;
+            let s = mb.session(&opts)?;
+            let steps = pick(opts.steps, model::DEFAULT_STEPS);
+            (s, steps, pick(opts.reps, model::DEFAULT_REPS), None)
+        }
+        (None, Some(name)) => {
+            let mut w = *workload(name)?;
+            if let Some(b) = a.batch {
+                if b == 0 {
+                    return Err(BenchError::Invalid(
+                        "--batch: the batch size must be at least 1".into(),
+                    ));
+                }
+                w.batch = b;
+            }
+            let s = Session::tuned(&w, opts.engine, opts.threads, opts.split_min_work)?;
+            (
+                s,
+                pick(opts.steps, w.steps),
+                pick(opts.reps, w.reps),
+                Some(w),
+            )
+        }
+        _ => {
+            return Err(BenchError::Invalid(
+                "give either a WORKLOAD (tiny, mnist, wide) or --model MODEL.json".into(),
+            ))
+        }
+    };
+    let r = measure_session(&mut s, steps, reps, &opts)?;
     let mut out = if a.json { r.to_json() } else { r.to_string() };
     if a.profile {
         out.push('\n');
-        out.push_str(&profile_report(w, &opts, r.steps_per_s_median)?);
+        out.push_str(&profile_report(&mut s, r.steps_per_s_median)?);
     }
     if a.gemm {
-        let steps = if opts.steps > 0 { opts.steps } else { w.steps };
-        let reps = if opts.reps > 0 { opts.reps } else { w.reps };
-        let (g, all) = measure_gemms(w, opts.threads, steps, reps)?;
+        let Some(w) = standard else {
+            return Err(BenchError::Invalid(
+                "--gemm needs a standard workload (tiny, mnist, wide)".into(),
+            ));
+        };
+        let (g, all) = measure_gemms(&w, opts.threads, steps, reps)?;
         let step_true = r.steps_per_s_median * w.true_matmul_flops() / 1e9;
         if a.json {
             let v = serde_json::json!({
@@ -1184,8 +1407,10 @@ mod tests {
         assert_eq!(k.len(), 2);
         assert_eq!(k[0].len(), 784 * 128);
         assert_eq!(b.xs.len(), N_BATCHES);
-        assert_eq!(b.xs[3].len(), 64 * 784);
-        match &b.ys[0] {
+        assert_eq!(b.batch, 64);
+        assert_eq!(b.xs[3].len(), 1);
+        assert_eq!(b.xs[3][0].len(), 64 * 784);
+        match &b.ys[0][0] {
             Targets::I32(v) => assert!(v.len() == 64 && v.iter().all(|c| (0..10).contains(c))),
             Targets::F32(_) => panic!("mnist has class labels"),
         }

@@ -525,3 +525,126 @@ fn bad_weights_give_one_line_errors() {
     ]);
     assert_user_error(&o, &["'x'", "features"]);
 }
+
+#[test]
+fn bench_times_an_imported_keras_model() {
+    let dir = cases().join("p07_functional_single_sparse_softmax_adam");
+    let model = dir.join("model.json");
+    let o = run(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--loss",
+        "sparse_categorical_crossentropy",
+        "--optimizer",
+        "adam",
+        "--batch",
+        "8",
+        "--steps",
+        "3",
+        "--reps",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line expected: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    for k in [
+        "peer",
+        "workload",
+        "steps_per_s_median",
+        "steps_per_s_min",
+        "steps_per_s_max",
+        "gflops",
+        "compile_s",
+        "peak_rss_mib",
+        "reps",
+        "threads",
+    ] {
+        assert!(v.get(k).is_some(), "missing key {k}: {out}");
+    }
+    assert_eq!(v["peer"], "lossgraph");
+    // `model.json` is named after its folder.
+    assert_eq!(v["workload"], "p07_functional_single_sparse_softmax_adam");
+    assert_eq!(v["reps"], 2);
+    assert_eq!(v["steps"], 3);
+    assert_eq!(v["threads"], 1);
+    let (lo, med, hi) = (
+        v["steps_per_s_min"].as_f64().unwrap(),
+        v["steps_per_s_median"].as_f64().unwrap(),
+        v["steps_per_s_max"].as_f64().unwrap(),
+    );
+    assert!(lo > 0.0 && lo <= med && med <= hi, "{out}");
+    assert!(v["gflops"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(v["compile_s"].as_f64().unwrap() > 0.0, "{out}");
+    // Sparse CE over the model's classes from a near-uniform start: finite, positive.
+    let loss = v["final_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{out}");
+
+    // Two inputs, two outputs; the text report names the workload.
+    let p06 = cases().join("p06_functional_two_in_two_out_nesterov/model.json");
+    let o = run(&[
+        "bench",
+        "--model",
+        p06.to_str().unwrap(),
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--reps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("lossgraph p06_functional_two_in_two_out_nesterov "),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bench_reports_bad_models_and_options_in_one_line() {
+    let d = temp_dir("bench");
+    let missing = d.join("absent.json");
+    assert_user_error(
+        &run(&["bench", "--model", missing.to_str().unwrap(), "--json"]),
+        &["absent.json"],
+    );
+    let model = cases().join("p01_relu_l2_l1_huber_sgd/model.json");
+    let model = model.to_str().unwrap();
+    assert_user_error(
+        &run(&["bench", "--model", model, "--loss", "hinge"]),
+        &["--loss", "unknown loss 'hinge'"],
+    );
+    assert_user_error(
+        &run(&["bench", "--model", model, "--optimizer", "lamb"]),
+        &["--optimizer", "lamb"],
+    );
+    assert_user_error(
+        &run(&["bench", "--model", model, "--batch", "0"]),
+        &["--batch"],
+    );
+    let malformed = d.join("broken.json");
+    std::fs::write(&malformed, &SMALL_MODEL[..40]).unwrap();
+    assert_user_error(
+        &run(&["bench", "--model", malformed.to_str().unwrap()]),
+        &["broken.json", "malformed JSON"],
+    );
+    assert_user_error(&run(&["bench", "huge"]), &["unknown workload 'huge'"]);
+    // WORKLOAD and --model exclude each other; one of them is required
+    // (clap's usage errors: exit status 2).
+    let o = run(&["bench", "tiny", "--model", model]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    let o = run(&["bench"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--model"), "{}", stderr(&o));
+    // --loss, --optimizer and --lr belong to --model.
+    let o = run(&["bench", "tiny", "--loss", "mse"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}

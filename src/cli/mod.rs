@@ -140,7 +140,8 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Time a standard training workload (tiny, mnist, wide of shared/bench/WORKLOADS.md).
+    /// Time a training step: a standard workload (tiny, mnist, wide of
+    /// shared/bench/WORKLOADS.md) or a Keras 3 model (--model MODEL.json).
     Bench(lossgraph::bench::BenchArgs),
 }
 

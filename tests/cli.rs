@@ -608,6 +608,20 @@ fn bench_times_an_imported_keras_model() {
 
 #[test]
 fn bench_reports_bad_models_and_options_in_one_line() {
+    let help = stdout(&run(&["bench", "--help"]));
+    for f in [
+        "--model",
+        "--loss",
+        "--optimizer",
+        "--lr",
+        "--batch",
+        "--steps",
+        "--reps",
+        "--threads",
+        "--json",
+    ] {
+        assert!(help.contains(f), "{f} missing from bench --help");
+    }
     let d = temp_dir("bench");
     let missing = d.join("absent.json");
     assert_user_error(

@@ -21,7 +21,7 @@
 use crate::layers::{Dense, Input};
 use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
-use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
+use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program, RuntimeError};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -417,30 +417,33 @@ impl EngineChoice {
 
 /// Compiles `graph` for `engine` with `threads` threads (0 = the engine's default).
 pub fn compile_graph(graph: Graph, engine: EngineChoice, threads: usize) -> Result<Program> {
-    compile_graph_tuned(graph, engine, threads, 0)
+    let opts = BenchOptions {
+        engine,
+        threads,
+        ..BenchOptions::default()
+    };
+    compile_graph_tuned(graph, &opts)
 }
 
 /// [`compile_graph`] with the JIT's minimum work per split kernel (0 = its default).
-pub fn compile_graph_tuned(
-    graph: Graph,
-    engine: EngineChoice,
-    threads: usize,
-    split_min_work: usize,
-) -> Result<Program> {
+pub fn compile_graph_tuned(graph: Graph, opts: &BenchOptions) -> Result<Program> {
     let name = graph.name.clone();
-    match engine {
+    match opts.engine {
         EngineChoice::Interp => {
             Program::new(graph, Engine::Interpreter).map_err(rt(format!("compiling '{name}'")))
         }
         EngineChoice::Jit => {
-            let mut opts = JitOptions::default();
-            if threads > 0 {
-                opts.threads = threads;
+            let mut jit = JitOptions {
+                gemm: opts.gemm,
+                ..JitOptions::default()
+            };
+            if opts.threads > 0 {
+                jit.threads = opts.threads;
             }
-            if split_min_work > 0 {
-                opts.split_min_work = split_min_work;
+            if opts.split_min_work > 0 {
+                jit.split_min_work = opts.split_min_work;
             }
-            Program::new_jit(graph, &opts).map_err(rt(format!("compiling '{name}'")))
+            Program::new_jit(graph, &jit).map_err(rt(format!("compiling '{name}'")))
         }
     }
 }
@@ -544,26 +547,20 @@ impl Session {
     /// Builds the workload through the front end, compiles its training step
     /// for `engine` with `threads` threads (0 = default) and loads the weights.
     pub fn new(w: &Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
-        Session::tuned(w, engine, threads, 0)
-    }
-
-    /// [`Session::new`] with the JIT's minimum work per split kernel (0 = its default).
-    pub fn tuned(
-        w: &Workload,
-        engine: EngineChoice,
-        threads: usize,
-        split_min_work: usize,
-    ) -> Result<Session> {
-        let mut rng = SplitMix64::new(SEED);
-        let (kernels, batches) = generate(w, &mut rng);
-        let model = build_model(w, &kernels)?;
         let opts = BenchOptions {
             engine,
             threads,
-            split_min_work,
             ..BenchOptions::default()
         };
-        Session::from_model(w.name, &model, batches, w.lr, w.flops_per_step(), &opts)
+        Session::tuned(w, &opts)
+    }
+
+    /// [`Session::new`] with every engine setting of `opts`.
+    pub fn tuned(w: &Workload, opts: &BenchOptions) -> Result<Session> {
+        let mut rng = SplitMix64::new(SEED);
+        let (kernels, batches) = generate(w, &mut rng);
+        let model = build_model(w, &kernels)?;
+        Session::from_model(w.name, &model, batches, w.lr, w.flops_per_step(), opts)
     }
 
     /// Compiles the training step of `model` (already `compile`d by the
@@ -588,8 +585,7 @@ impl Session {
             })?;
         let t1 = Instant::now();
         let feeds = Self::feed_plan(name, &graph, model, &batches)?;
-        let mut program =
-            compile_graph_tuned(graph, opts.engine, opts.threads, opts.split_min_work)?;
+        let mut program = compile_graph_tuned(graph, opts)?;
         let t2 = Instant::now();
         for var in program.var_names() {
             let value = match model.get_weight(&var) {
@@ -738,6 +734,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// The JIT's minimum work per split kernel (0 = its default).
     pub split_min_work: usize,
+    /// The JIT's GEMM routine for large matmuls.
+    pub gemm: GemmImpl,
 }
 
 impl Default for BenchOptions {
@@ -749,6 +747,7 @@ impl Default for BenchOptions {
             engine: EngineChoice::Jit,
             warmup: 20,
             split_min_work: 0,
+            gemm: GemmImpl::Lossgraph,
         }
     }
 }
@@ -912,7 +911,7 @@ pub fn time_reps(
 pub fn measure(w: &Workload, opts: &BenchOptions) -> Result<BenchResult> {
     let steps = if opts.steps > 0 { opts.steps } else { w.steps };
     let reps = if opts.reps > 0 { opts.reps } else { w.reps };
-    let mut s = Session::tuned(w, opts.engine, opts.threads, opts.split_min_work)?;
+    let mut s = Session::tuned(w, opts)?;
     measure_session(&mut s, steps, reps, opts)
 }
 
@@ -1224,6 +1223,10 @@ pub struct BenchArgs {
     /// Tuning: the JIT's minimum work before a kernel is split across threads.
     #[arg(long)]
     pub split_min_work: Option<usize>,
+    /// GEMM routine for large matmuls: lossgraph (own AVX-512 kernels; the
+    /// gemm crate on hosts without AVX-512) or crate (the gemm crate)
+    #[arg(long, default_value = "lossgraph")]
+    pub gemm_impl: String,
 }
 
 /// The per-part breakdown of one step of session `s` (see
@@ -1272,6 +1275,15 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
         threads: a.threads.unwrap_or(0),
         engine: EngineChoice::parse(&a.engine)?,
         split_min_work: a.split_min_work.unwrap_or(0),
+        gemm: match a.gemm_impl.as_str() {
+            "lossgraph" => GemmImpl::Lossgraph,
+            "crate" => GemmImpl::Crate,
+            other => {
+                return Err(BenchError::Invalid(format!(
+                    "--gemm-impl: unknown GEMM routine '{other}' (lossgraph or crate)"
+                )))
+            }
+        },
         ..BenchOptions::default()
     };
     let pick = |given: usize, default: usize| if given > 0 { given } else { default };
@@ -1299,7 +1311,7 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
                 }
                 w.batch = b;
             }
-            let s = Session::tuned(&w, opts.engine, opts.threads, opts.split_min_work)?;
+            let s = Session::tuned(&w, &opts)?;
             (
                 s,
                 pick(opts.steps, w.steps),

@@ -7,8 +7,9 @@
 //! views into the arena; nothing is allocated per run.
 
 use crate::error::RuntimeError;
-use crate::jit::{Arena, CompiledStep, GemmStep, JitCode, Step};
+use crate::jit::{Arena, CompiledStep, GemmImpl, GemmStep, JitCode, Step};
 use crate::program::Feed;
+use crate::sgemm;
 use lossgraph_compiler::fusion::{self, FusionOptions, Plan};
 use lossgraph_compiler::lower_clif::nest::{kernel_body, BodyOptions, KernelBody};
 use lossgraph_compiler::lower_clif::{lower_nest, LowerOptions};
@@ -34,6 +35,9 @@ pub struct JitOptions {
     pub split_min_work: usize,
     /// Minimum `m·n·k` before a GEMM uses more than one thread.
     pub gemm_min_flops: usize,
+    /// The GEMM routine for matmuls above `body.inline_matmul_max`
+    /// (`Lossgraph` falls back to `Crate` on hosts without AVX-512).
+    pub gemm: GemmImpl,
 }
 
 impl Default for JitOptions {
@@ -47,6 +51,7 @@ impl Default for JitOptions {
                 .unwrap_or(1),
             split_min_work: 1 << 15,
             gemm_min_flops: 1 << 21,
+            gemm: GemmImpl::Lossgraph,
         }
     }
 }
@@ -89,6 +94,30 @@ fn cerr(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Compile(e.to_string())
 }
 
+/// Shape and element strides of a GEMM call's row-major operands.
+fn gemm_dims(gc: &lossgraph_compiler::lower_clif::nest::GemmCall) -> sgemm::Dims {
+    let (m, n, k) = (gc.m, gc.n, gc.k);
+    let (a_rs, a_cs) = if gc.trans_a {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if gc.trans_b {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    sgemm::Dims {
+        m,
+        n,
+        k,
+        a_rs,
+        a_cs,
+        b_rs,
+        b_cs,
+    }
+}
+
 fn off_of(mem: &MemoryPlan, plan: &Plan, n: NodeId) -> Result<usize, RuntimeError> {
     let s = plan.storage_of(n);
     mem.offset[s.index()].ok_or_else(|| {
@@ -112,7 +141,27 @@ impl JitProgram {
             .map_err(cerr)?;
         let mem = plan_memory(&plan, &bodies).map_err(cerr)?;
         let t1 = Instant::now();
-        let mut arena = Arena::new(mem.size).map_err(RuntimeError::Compile)?;
+        let threads = opts.threads.max(1);
+        let gemm_imp = if opts.gemm == GemmImpl::Lossgraph && sgemm::available() {
+            GemmImpl::Lossgraph
+        } else {
+            GemmImpl::Crate
+        };
+        // GEMM workspace: one slice per thread after every planned buffer,
+        // sized for the largest GEMM (GEMMs run one at a time).
+        let ws_stride = bodies
+            .iter()
+            .filter_map(|b| match b {
+                KernelBody::Gemm(gc) if gemm_imp == GemmImpl::Lossgraph => {
+                    Some(gemm_dims(gc).workspace_floats().div_ceil(16) * 16)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let ws_off = mem.size.div_ceil(64) * 64;
+        let mut arena =
+            Arena::new(ws_off + ws_stride * 4 * threads).map_err(RuntimeError::Compile)?;
         let base = arena.base();
         let addr = |n: NodeId| {
             mem.offset[n.index()]
@@ -136,7 +185,6 @@ impl JitProgram {
             kernels: plan.kernels.len(),
             ..Default::default()
         };
-        let threads = opts.threads.max(1);
         for body in &bodies {
             match body {
                 KernelBody::Nests(nests) => {
@@ -188,35 +236,28 @@ impl JitProgram {
                     funcs.push(l.func);
                 }
                 KernelBody::Gemm(gc) => {
-                    let (m, n, k) = (gc.m, gc.n, gc.k);
-                    let (lhs_rs, lhs_cs) = if gc.trans_a {
-                        (1, m as isize)
-                    } else {
-                        (k as isize, 1)
-                    };
-                    let (rhs_rs, rhs_cs) = if gc.trans_b {
-                        (1, k as isize)
-                    } else {
-                        (n as isize, 1)
-                    };
+                    let d = gemm_dims(gc);
                     stats.gemms += 1;
                     pending.push(Pending::Gemm(GemmStep {
                         batch: gc.batch,
-                        m,
-                        n,
-                        k,
+                        m: d.m,
+                        n: d.n,
+                        k: d.k,
                         dst: off_of(&mem, &plan, gc.out)?,
                         lhs: off_of(&mem, &plan, gc.a)?,
                         rhs: off_of(&mem, &plan, gc.b)?,
-                        lhs_rs,
-                        lhs_cs,
-                        rhs_rs,
-                        rhs_cs,
-                        threads: if m * n * k >= opts.gemm_min_flops {
+                        lhs_rs: d.a_rs,
+                        lhs_cs: d.a_cs,
+                        rhs_rs: d.b_rs,
+                        rhs_cs: d.b_cs,
+                        threads: if d.m * d.n * d.k >= opts.gemm_min_flops {
                             threads
                         } else {
                             1
                         },
+                        imp: gemm_imp,
+                        ws: ws_off,
+                        ws_stride,
                     }));
                 }
             }
@@ -289,7 +330,7 @@ impl JitProgram {
                 g.node(p).ty.numel() * 4,
             ));
         }
-        stats.arena_bytes = mem.size;
+        stats.arena_bytes = ws_off + ws_stride * 4 * threads;
         stats.scratch_bytes = mem.scratch;
         stats.in_place_updates = mem.in_place.len();
         stats.copied_updates = mem.copies.len();

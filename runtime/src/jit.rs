@@ -1,5 +1,6 @@
-//! The only module with `unsafe`: the arena, the JIT module, calls into
-//! compiled code and the GEMM calls on arena pointers.
+//! One of the two modules with `unsafe` (the other is [`crate::sgemm`], the
+//! SIMD GEMM on raw pointers): the arena, the JIT module, the thread pool,
+//! calls into compiled code and the GEMM calls on arena pointers.
 //!
 //! Invariants every `unsafe` block below relies on:
 //! - (A) The arena is allocated once (`alloc_zeroed`, 64-byte aligned), never
@@ -21,8 +22,10 @@ use cranelift_codegen::ir::Function;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+use crate::sgemm;
 
 /// A zeroed, 64-byte aligned byte arena with a fixed address.
 pub(crate) struct Arena {
@@ -252,6 +255,17 @@ impl JitCode {
     }
 }
 
+/// Which GEMM routine a [`GemmStep`] calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmImpl {
+    /// lossgraph's AVX-512 GEMM ([`crate::sgemm`]): packs into arena
+    /// workspace, splits across the step's own pool. Needs AVX-512F; on
+    /// other hosts the compiled step uses [`GemmImpl::Crate`].
+    Lossgraph,
+    /// The `gemm` crate (allocates packing buffers per call; rayon threads).
+    Crate,
+}
+
 /// One GEMM call on arena buffers (row-major operands, strides in elements).
 #[derive(Clone, Debug)]
 pub(crate) struct GemmStep {
@@ -266,8 +280,30 @@ pub(crate) struct GemmStep {
     pub lhs_cs: isize,
     pub rhs_rs: isize,
     pub rhs_cs: isize,
-    /// Threads given to the gemm crate (1 = no parallelism).
+    /// Threads (parts) the product is split into (1 = the caller alone).
     pub threads: usize,
+    /// The routine; `Lossgraph` only when `sgemm::available()`.
+    pub imp: GemmImpl,
+    /// Arena byte offset of part 0's workspace; part `i`'s is at
+    /// `ws + i·ws_stride` (`Lossgraph` only; each holds
+    /// `Dims::workspace_floats` floats).
+    pub ws: usize,
+    pub ws_stride: usize,
+}
+
+impl GemmStep {
+    /// The product's shape and strides for [`crate::sgemm`].
+    pub(crate) fn dims(&self) -> sgemm::Dims {
+        sgemm::Dims {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            a_rs: self.lhs_rs,
+            a_cs: self.lhs_cs,
+            b_rs: self.rhs_rs,
+            b_cs: self.rhs_cs,
+        }
+    }
 }
 
 /// One step of a compiled program.
@@ -281,29 +317,90 @@ pub(crate) enum Step {
     Gemm(GemmStep),
 }
 
-/// A persistent worker pool: workers park on a condvar between jobs; a job
-/// is one kernel split into equal contiguous `lo..hi` chunks (chunk 0 runs on
-/// the caller). Chunk boundaries depend only on the thread count, so results
-/// are deterministic for a fixed count.
+/// Iterations a waiting thread spins (with `spin_loop`) before parking: about
+/// 20–60 µs, longer than the gaps between the parallel steps of a training
+/// step, so a step never pays a futex wake-up, yet bounded so that an idle
+/// program costs no CPU.
+const SPIN_ITERS: u32 = 1 << 12;
+
+/// One piece of parallel work: every participant runs `run_part(i, parts)`
+/// for its own `i`.
+#[derive(Clone, Copy)]
+pub(crate) enum Task {
+    /// A compiled kernel over `0..outer`, cut into equal contiguous chunks.
+    Kernel { f: KernelFn, outer: usize },
+    /// One batch item of a [`GemmStep`] on [`crate::sgemm`].
+    Gemm(GemmTask),
+}
+
+/// Raw operands of one lossgraph GEMM (see [`sgemm::gemm_part`]).
+#[derive(Clone, Copy)]
+pub(crate) struct GemmTask {
+    d: sgemm::Dims,
+    c: *mut f32,
+    a: *const f32,
+    b: *const f32,
+    ws: *mut f32,
+    /// Floats between the workspaces of consecutive parts.
+    ws_stride: usize,
+}
+
+// SAFETY: the pointers address the arena, which outlives every job (the pool
+// waits for all parts before `Pool::run` returns); parts write disjoint
+// blocks of C and their own workspace (sgemm's contract).
+unsafe impl Send for GemmTask {}
+
+impl Task {
+    /// Runs part `i` of `parts`.
+    ///
+    /// # Safety
+    /// For `Kernel`, (C): disjoint chunks may run concurrently. For `Gemm`,
+    /// the operands satisfy `sgemm::gemm_part`'s contract with a workspace of
+    /// `parts · ws_stride` floats.
+    unsafe fn run_part(&self, i: usize, parts: usize) {
+        match *self {
+            Task::Kernel { f, outer } => {
+                let (lo, hi) = chunk(outer, parts, i);
+                // SAFETY: (C) forwarded; chunks of distinct `i` are disjoint.
+                unsafe { f(lo, hi) }
+            }
+            Task::Gemm(g) => {
+                // SAFETY: forwarded; part i uses its own workspace slice.
+                unsafe {
+                    sgemm::gemm_part(&g.d, g.c, g.a, g.b, g.ws.add(i * g.ws_stride), i, parts)
+                }
+            }
+        }
+    }
+}
+
+/// A persistent worker pool. A job is one [`Task`] cut into `parts`; part 0
+/// runs on the caller. Workers spin briefly on the job generation, then park
+/// on a condvar; the caller spins on the done count, then parks. Part
+/// boundaries depend only on the part count, so results are deterministic
+/// for a fixed thread count.
 pub(crate) struct Pool {
     shared: Arc<PoolShared>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-struct Job {
-    f: KernelFn,
-    outer: usize,
-    parts: usize,
-    generation: u64,
+/// The published job (none before the first) and the parked-worker count.
+struct JobSlot {
+    job: Option<(Task, usize)>,
+    /// Workers parked on `wake`.
+    sleepers: usize,
 }
 
 struct PoolShared {
-    job: Mutex<Option<Job>>,
+    job: Mutex<JobSlot>,
+    /// Bumped (under `job`'s lock) each time a job is published.
+    generation: AtomicU64,
     wake: Condvar,
     done: AtomicUsize,
-    done_lock: Mutex<()>,
+    /// True while the caller is parked on `done_cv` (guarded by the lock).
+    done_lock: Mutex<bool>,
     done_cv: Condvar,
-    quit: std::sync::atomic::AtomicBool,
+    quit: AtomicBool,
 }
 
 fn chunk(outer: usize, parts: usize, i: usize) -> (i64, i64) {
@@ -316,12 +413,16 @@ impl Pool {
     /// A pool with `threads - 1` workers (the caller is the last thread).
     pub(crate) fn new(threads: usize) -> Pool {
         let shared = Arc::new(PoolShared {
-            job: Mutex::new(None),
+            job: Mutex::new(JobSlot {
+                job: None,
+                sleepers: 0,
+            }),
+            generation: AtomicU64::new(0),
             wake: Condvar::new(),
             done: AtomicUsize::new(0),
-            done_lock: Mutex::new(()),
+            done_lock: Mutex::new(false),
             done_cv: Condvar::new(),
-            quit: std::sync::atomic::AtomicBool::new(false),
+            quit: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|w| {
@@ -337,44 +438,44 @@ impl Pool {
         self.workers.len() + 1
     }
 
-    /// Runs `f` over `0..outer` split into `parts` chunks; returns when all are done.
+    /// Runs `task` in `parts` parts; returns when all are done.
     ///
     /// # Safety
-    /// `f` must be a kernel whose disjoint outer ranges may run concurrently (C).
-    unsafe fn run(&self, f: KernelFn, outer: usize, parts: usize) {
+    /// `task` satisfies [`Task::run_part`]'s contract for `parts`.
+    unsafe fn run(&self, task: Task, parts: usize) {
         let parts = parts.min(self.threads()).max(1);
         if parts == 1 {
-            // SAFETY: caller guarantees (C); the whole range on this thread.
-            unsafe { f(0, outer as i64) };
+            // SAFETY: forwarded; the whole task on this thread.
+            unsafe { task.run_part(0, 1) };
             return;
         }
-        self.shared.done.store(0, Ordering::SeqCst);
-        {
-            let mut j = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            let generation = j.as_ref().map_or(0, |j| j.generation) + 1;
-            *j = Some(Job {
-                f,
-                outer,
-                parts,
-                generation,
-            });
+        let sh = &*self.shared;
+        sh.done.store(0, Ordering::SeqCst);
+        let sleepers = {
+            let mut j = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+            j.job = Some((task, parts));
+            sh.generation.fetch_add(1, Ordering::SeqCst);
+            j.sleepers
+        };
+        if sleepers > 0 {
+            sh.wake.notify_all();
         }
-        self.shared.wake.notify_all();
-        let (lo, hi) = chunk(outer, parts, 0);
-        // SAFETY: (C) chunk 0 is disjoint from the workers' chunks.
-        unsafe { f(lo, hi) };
+        // SAFETY: forwarded; part 0 is disjoint from the workers' parts.
+        unsafe { task.run_part(0, parts) };
         let need = parts - 1;
-        let mut g = self
-            .shared
-            .done_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while self.shared.done.load(Ordering::SeqCst) < need {
-            g = self
-                .shared
-                .done_cv
-                .wait(g)
-                .unwrap_or_else(|e| e.into_inner());
+        let mut spins = 0;
+        while sh.done.load(Ordering::SeqCst) < need {
+            if spins < SPIN_ITERS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut parked = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            *parked = true;
+            while sh.done.load(Ordering::SeqCst) < need {
+                parked = sh.done_cv.wait(parked).unwrap_or_else(|e| e.into_inner());
+            }
+            *parked = false;
         }
     }
 }
@@ -382,30 +483,42 @@ impl Pool {
 fn worker(sh: Arc<PoolShared>, w: usize) {
     let mut seen = 0u64;
     loop {
-        let (f, outer, parts) = {
+        let mut spins = 0;
+        let (task, parts) = loop {
+            if sh.quit.load(Ordering::SeqCst) {
+                return;
+            }
+            if sh.generation.load(Ordering::SeqCst) != seen {
+                let j = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+                seen = sh.generation.load(Ordering::SeqCst);
+                match j.job {
+                    Some(job) => break job,
+                    None => continue,
+                }
+            }
+            if spins < SPIN_ITERS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
             let mut j = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if sh.quit.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Some(job) = j.as_ref() {
-                    if job.generation != seen {
-                        seen = job.generation;
-                        break (job.f, job.outer, job.parts);
-                    }
-                }
+            j.sleepers += 1;
+            while sh.generation.load(Ordering::SeqCst) == seen && !sh.quit.load(Ordering::SeqCst) {
                 j = sh.wake.wait(j).unwrap_or_else(|e| e.into_inner());
             }
+            j.sleepers -= 1;
+            spins = 0;
         };
         if w < parts {
-            let (lo, hi) = chunk(outer, parts, w);
-            // SAFETY: (C) the pool's caller guarantees disjoint chunks may run
-            // concurrently; the kernel's code and arena outlive the job because
-            // `Pool::run` waits for every worker before returning.
-            unsafe { f(lo, hi) };
+            // SAFETY: the publisher guarantees `run_part`'s contract; the
+            // task's code and arena outlive the job because `Pool::run`
+            // waits for every part before returning.
+            unsafe { task.run_part(w, parts) };
             sh.done.fetch_add(1, Ordering::SeqCst);
-            let _g = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.done_cv.notify_all();
+            let parked = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if *parked {
+                sh.done_cv.notify_all();
+            }
         }
     }
 }
@@ -479,7 +592,15 @@ impl CompiledStep {
                     Some(p) if *threads > 1 => {
                         // SAFETY: (C) the compiler marked this kernel splittable
                         // (threads > 1 only then); arena and code are alive (A, D).
-                        unsafe { p.run(*f, *outer, *threads) }
+                        unsafe {
+                            p.run(
+                                Task::Kernel {
+                                    f: *f,
+                                    outer: *outer,
+                                },
+                                *threads,
+                            )
+                        }
                     }
                     _ => {
                         // SAFETY: (A)-(D): the kernel addresses this arena only,
@@ -536,16 +657,53 @@ impl CompiledStep {
                 return Err(format!("gemm {m}x{n}x{k} operands out of the arena"));
             }
             let base = self.arena.base;
-            let par = if g.threads > 1 {
-                gemm::Parallelism::Rayon(g.threads)
-            } else {
-                gemm::Parallelism::None
-            };
             if k == 0 {
                 // SAFETY: dst range checked above; zeroing f32 bytes gives 0.0.
                 unsafe { std::ptr::write_bytes(base.add(dst), 0, m * n * 4) };
                 continue;
             }
+            if g.imp == GemmImpl::Lossgraph {
+                let d = g.dims();
+                let ws_floats = d.workspace_floats();
+                let parts = g.threads.max(1);
+                if !sgemm::available()
+                    || g.ws_stride < ws_floats
+                    || !self
+                        .arena
+                        .check_range(g.ws, (parts - 1) * g.ws_stride * 4 + ws_floats * 4)
+                {
+                    return Err(format!(
+                        "gemm {m}x{n}x{k}: no AVX-512 or workspace out of the arena"
+                    ));
+                }
+                // SAFETY: (A)/(B) the operand ranges and `parts` workspaces were
+                // checked inside the arena above; dst overlaps neither the
+                // operands (distinct live planned buffers) nor the workspace
+                // (placed after every planned buffer); AVX-512F is present.
+                let task = unsafe {
+                    GemmTask {
+                        d,
+                        c: base.add(dst) as *mut f32,
+                        a: base.add(lhs) as *const f32,
+                        b: base.add(rhs) as *const f32,
+                        ws: base.add(g.ws) as *mut f32,
+                        ws_stride: g.ws_stride,
+                    }
+                };
+                let task = Task::Gemm(task);
+                match &self.pool {
+                    // SAFETY: as above; parts write disjoint blocks of C.
+                    Some(p) if parts > 1 => unsafe { p.run(task, parts) },
+                    // SAFETY: as above, one part on this thread.
+                    _ => unsafe { task.run_part(0, 1) },
+                }
+                continue;
+            }
+            let par = if g.threads > 1 {
+                gemm::Parallelism::Rayon(g.threads)
+            } else {
+                gemm::Parallelism::None
+            };
             // SAFETY: (A)/(B) all three ranges were checked inside the arena with
             // the strides passed; dst does not overlap lhs/rhs (distinct planned
             // buffers live at the same time); no Rust reference to the arena

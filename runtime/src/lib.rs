@@ -10,9 +10,11 @@ mod error;
 pub mod executor;
 mod jit;
 mod program;
+mod sgemm;
 
 pub use error::RuntimeError;
 pub use executor::{CompileStats, JitOptions};
+pub use jit::GemmImpl;
 pub use lossgraph_ir::interp;
 pub use lossgraph_ir::{Data, HostTensor};
 pub use program::{Engine, Feed, Program, TensorRef};

@@ -2,8 +2,9 @@
 //!
 //! Every graph runs on the interpreter and on several JIT configurations
 //! (fused + SIMD with the default matmul strategy; unfused scalar with every
-//! matmul in the gemm crate; fused with two threads splitting every
-//! splittable kernel and every matmul as JIT loops). Two steps are run so variable updates (in place or
+//! matmul in the gemm crate; every matmul on lossgraph's GEMM split across two
+//! threads; fused with two threads splitting every splittable kernel and
+//! every matmul as JIT loops). Two steps are run so variable updates (in place or
 //! copied) are exercised; all outputs and all variables are compared.
 //!
 //! Tolerances (|jit - interp| <= atol + rtol·|interp|, NaN where the
@@ -18,7 +19,7 @@ mod common;
 
 use common::{mlp_step, Act, Loss, Opt};
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, TensorType};
-use lossgraph_runtime::{Engine, Feed, JitOptions, Program};
+use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program};
 
 struct Rng(u64);
 impl Rng {
@@ -88,7 +89,12 @@ fn configs() -> Vec<(&'static str, JitOptions)> {
     unfused.fusion.fuse = false;
     unfused.simd = false;
     unfused.threads = 1;
-    unfused.body.inline_matmul_max = 0; // every matmul through the gemm crate
+    unfused.body.inline_matmul_max = 0; // every matmul a GEMM call
+    unfused.gemm = GemmImpl::Crate;
+    let mut gemm2 = base;
+    gemm2.body.inline_matmul_max = 0; // every matmul on lossgraph's GEMM,
+    gemm2.threads = 2; // split across both threads
+    gemm2.gemm_min_flops = 0;
     let mut threaded = base;
     threaded.body.inline_matmul_max = usize::MAX; // every matmul as JIT loops
     threaded.threads = 2;
@@ -97,6 +103,7 @@ fn configs() -> Vec<(&'static str, JitOptions)> {
     vec![
         ("fused", base),
         ("unfused", unfused),
+        ("gemm2", gemm2),
         ("threads2", threaded),
     ]
 }

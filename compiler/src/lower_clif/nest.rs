@@ -367,9 +367,9 @@ impl<'p> Builder<'p> {
 pub struct BodyOptions {
     /// Matmuls with `batch·m·n·k` at most this become register-blocked JIT
     /// kernels ([`super::matmul`]: 4 rows × 8 columns of accumulators);
-    /// larger ones call the `gemm` crate (which also splits across threads
-    /// and packs for cache reuse on big products, but pays a fixed per-call
-    /// cost and allocates its packing buffers on every call). Measured with
+    /// larger ones call a packed GEMM routine (the runtime's own AVX-512
+    /// GEMM, or the `gemm` crate without AVX-512), which pays a fixed per-call
+    /// cost for packing. Measured against the `gemm` crate with
     /// `perf_figures -- --ignored matmul` (2-core AVX-512 host under load,
     /// alternating runs, best of 7, one thread): square n³ JIT vs gemm crate
     /// 0.10 vs 0.53 µs at n = 8, 0.52 vs 0.93 at 16, 4.5 vs 5.1 at 32,

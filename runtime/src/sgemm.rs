@@ -1,0 +1,666 @@
+//! lossgraph's own f32 GEMM: `C = A·B` on raw arena pointers with AVX-512,
+//! packing into caller-provided workspace (so a compiled step allocates
+//! nothing) and split into deterministic parts for the step's thread pool.
+//!
+//! Why not only the `gemm` crate: it allocates its packing buffers on every
+//! call and threads through rayon, outside the step's pool. It stays as the
+//! fallback on hosts without AVX-512 and as the benchmark baseline
+//! (`JitOptions::gemm`); `lossgraph bench --gemm crate` measures both.
+//!
+//! Layout (BLIS-style, with the roles of A and B swapped because C is
+//! row-major): the micro-kernel keeps a `MR × NR` tile of C (12 rows × two
+//! 16-lane vectors) in 24 registers and, for each `p`, broadcasts 12 values
+//! of A against one 32-wide row of B. B is read through `KC × NC` blocks
+//! (packed into `NR`-wide panels when that pays: B transposed, or large
+//! and reused by many rows); A is read in place, a `MR × KC` tile staying in
+//! L1 while the B panels of a block stream from L2.
+//!
+//! Invariants the `unsafe` code relies on (the caller states them once in
+//! [`gemm_part`]'s contract): every element `A[i,p]` at
+//! `a + i·a_rs + p·a_cs`, `B[p,j]` at `b + p·b_rs + j·b_cs` (`i < m`, `p <
+//! k`, `j < n`) and `C[i,j]` at `c + i·n + j` is inside one live allocation;
+//! C overlaps neither A, B nor the workspace; the workspace holds
+//! [`Dims::workspace_floats`] floats for each part. Tails are handled with
+//! masked loads and stores, so no lane outside these ranges is touched.
+//! Each `C` element is summed in the same order whatever the number of parts,
+//! so results do not depend on the thread count.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of C per micro-tile.
+const MR: usize = 12;
+/// Columns of C per micro-tile (two 16-lane vectors).
+const NR: usize = 32;
+/// Depth of a block (balanced: `k` is cut into equal blocks of at most this).
+const KC: usize = 256;
+/// Columns of a B block (balanced like `KC`).
+const NC: usize = 512;
+/// How many rows of B ahead the micro-kernel prefetches.
+const PF_DIST: isize = 8;
+
+/// Shape and strides (in elements) of one `C[m×n] = A[m×k]·B[k×n]`; C is
+/// dense row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    pub b_rs: isize,
+    pub b_cs: isize,
+}
+
+/// `ceil(x / ceil(x / max))`: equal blocks of at most `max`, rounded up to `align`.
+fn balanced(x: usize, max: usize, align: usize) -> usize {
+    let blocks = x.div_ceil(max).max(1);
+    x.div_ceil(blocks).div_ceil(align) * align
+}
+
+impl Dims {
+    /// Whether B is packed into panels: always when its rows are not
+    /// contiguous, and when it is wide (rows far apart in memory) and reused
+    /// by enough rows of A to repay the copy.
+    fn pack_b(&self) -> bool {
+        self.b_cs != 1 || (self.m >= 4 * MR && self.n >= 1024)
+    }
+
+    fn kc(&self) -> usize {
+        balanced(self.k, KC, 1)
+    }
+
+    fn nc(&self) -> usize {
+        balanced(self.n, NC, NR)
+    }
+
+    /// Workspace floats one part needs (0 when B is read in place).
+    pub(crate) fn workspace_floats(&self) -> usize {
+        let b = if self.pack_b() {
+            self.kc() * self.nc()
+        } else {
+            0
+        };
+        b + self.m.div_ceil(MR) * MR * self.kc()
+    }
+
+    /// The `(rows, cols)` ranges of C that part `part` of `parts` computes:
+    /// the larger dimension is cut at whole micro-tiles.
+    fn part(&self, part: usize, parts: usize) -> ((usize, usize), (usize, usize)) {
+        let parts = parts.max(1);
+        let col_tiles = self.n.div_ceil(NR);
+        let row_tiles = self.m.div_ceil(MR);
+        if col_tiles >= row_tiles {
+            let lo = (col_tiles * part / parts * NR).min(self.n);
+            let hi = (col_tiles * (part + 1) / parts * NR).min(self.n);
+            ((0, self.m), (lo, hi))
+        } else {
+            let lo = (row_tiles * part / parts * MR).min(self.m);
+            let hi = (row_tiles * (part + 1) / parts * MR).min(self.m);
+            ((lo, hi), (0, self.n))
+        }
+    }
+}
+
+/// Whether this host runs [`gemm_part`] (x86-64 with AVX-512F).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Computes part `part` of `parts` of `C = A·B` (see [`Dims::part`]).
+///
+/// # Safety
+/// [`available`] returned true; the pointers satisfy the module invariants
+/// for `d`; `ws` holds `d.workspace_floats()` floats used by no other part
+/// running at the same time; parts running concurrently have distinct
+/// `part` values and the same `parts`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn gemm_part(
+    d: &Dims,
+    c: *mut f32,
+    a: *const f32,
+    b: *const f32,
+    ws: *mut f32,
+    part: usize,
+    parts: usize,
+) {
+    let (rows, cols) = d.part(part, parts);
+    // SAFETY: forwarded contract; the block lies inside C.
+    unsafe { gemm_block(d, c, a, b, ws, rows, cols) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn gemm_part(
+    _d: &Dims,
+    _c: *mut f32,
+    _a: *const f32,
+    _b: *const f32,
+    _ws: *mut f32,
+    _part: usize,
+    _parts: usize,
+) {
+    unreachable!("gemm_part called although `available()` is false")
+}
+
+/// Lane masks of the two vectors of a tile `nr` columns wide.
+#[cfg(target_arch = "x86_64")]
+fn masks(nr: usize) -> (__mmask16, __mmask16) {
+    let m = |w: usize| -> __mmask16 {
+        if w >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << w) - 1) as __mmask16
+        }
+    };
+    (m(nr), m(nr.saturating_sub(16)))
+}
+
+/// The rows `rows.0..rows.1` × columns `cols.0..cols.1` block of C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_block(
+    d: &Dims,
+    c: *mut f32,
+    a: *const f32,
+    b: *const f32,
+    ws: *mut f32,
+    rows: (usize, usize),
+    cols: (usize, usize),
+) {
+    let (r0, r1) = rows;
+    let (j0, j1) = cols;
+    if r0 >= r1 || j0 >= j1 {
+        return;
+    }
+    let n = d.n;
+    if d.k == 0 {
+        for i in r0..r1 {
+            // SAFETY: row i, columns j0..j1 of C are inside C.
+            unsafe { std::ptr::write_bytes(c.add(i * n + j0), 0, j1 - j0) };
+        }
+        return;
+    }
+    let pack = d.pack_b();
+    let (kc_max, nc_max) = (d.kc(), d.nc());
+    let b_floats = if pack { kc_max * nc_max } else { 0 };
+    // SAFETY: the A panels follow the B block in the workspace.
+    let a_panels = unsafe { ws.add(b_floats) };
+    let mut pc = 0;
+    while pc < d.k {
+        let kc = kc_max.min(d.k - pc);
+        let mut ic = r0;
+        while ic < r1 {
+            // SAFETY: A[ic.., pc..] is inside A; panel (ic - r0)/MR lies
+            // inside the workspace's round_up(m, MR)·kc_max A floats.
+            unsafe {
+                let a_tile = a.offset(ic as isize * d.a_rs + pc as isize * d.a_cs);
+                pack_a(
+                    a_tile,
+                    d.a_rs,
+                    d.a_cs,
+                    MR.min(r1 - ic),
+                    kc,
+                    a_panels.add((ic - r0) * kc),
+                );
+            }
+            ic += MR;
+        }
+        let mut jc = j0;
+        while jc < j1 {
+            let nc = nc_max.min(j1 - jc);
+            // SAFETY: B[pc.., jc..] is inside B.
+            let b_blk = unsafe { b.offset(pc as isize * d.b_rs + jc as isize * d.b_cs) };
+            if pack {
+                // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
+                unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
+            }
+            let mut ic = r0;
+            while ic < r1 {
+                let mr = MR.min(r1 - ic);
+                // SAFETY: as when packing above.
+                let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
+                let mut jr = 0;
+                while jr < nc {
+                    let nr = NR.min(nc - jr);
+                    let (bt, b_step) = if pack {
+                        // SAFETY: panel jr/NR of the packed block.
+                        (unsafe { ws.add(jr * kc) as *const f32 }, NR as isize)
+                    } else {
+                        // SAFETY: B[pc.., jc+jr..] is inside B (b_cs == 1 here).
+                        (unsafe { b_blk.add(jr) }, d.b_rs)
+                    };
+                    // SAFETY: C[ic.., jc+jr..] is inside C.
+                    let ct = unsafe { c.add(ic * n + jc + jr) };
+                    let (m0, m1) = masks(nr);
+                    let t = Tile {
+                        kc,
+                        a: a_panel,
+                        b: bt,
+                        b_rs: b_step,
+                        c: ct,
+                        c_rs: n,
+                        m0,
+                        m1,
+                        accumulate: pc > 0,
+                    };
+                    // SAFETY: the tile's mr rows and masked columns are in range.
+                    unsafe { tile_dispatch(mr, &t) };
+                    jr += NR;
+                }
+                ic += MR;
+            }
+            jc += nc;
+        }
+        pc += kc;
+    }
+}
+
+/// Copies the `kc × nc` block of B at `b` into `NR`-wide panels
+/// (`panel[p·NR + j]`), zero-padding the last panel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b(b: *const f32, b_rs: isize, b_cs: isize, kc: usize, nc: usize, ws: *mut f32) {
+    let mut jr = 0;
+    while jr < nc {
+        let nr = NR.min(nc - jr);
+        // SAFETY: panel jr/NR lies inside the workspace (see caller).
+        let panel = unsafe { ws.add(jr * kc) };
+        if b_cs == 1 {
+            let (m0, m1) = masks(nr);
+            for p in 0..kc {
+                // SAFETY: row p, columns jr..jr+nr of the block are inside B;
+                // masked lanes are not read.
+                unsafe {
+                    let src = b.offset(p as isize * b_rs).add(jr);
+                    let v0 = _mm512_maskz_loadu_ps(m0, src);
+                    let v1 = _mm512_maskz_loadu_ps(m1, src.add(16));
+                    _mm512_storeu_ps(panel.add(p * NR), v0);
+                    _mm512_storeu_ps(panel.add(p * NR + 16), v1);
+                }
+            }
+        } else {
+            // Columns are `b_cs` apart: gather 16 of them per vector.
+            let (m0, m1) = masks(nr);
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let idx0 = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(b_cs as i32));
+            let idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(16 * b_cs as i32));
+            // SAFETY: column jr of the block is inside B.
+            let col = unsafe { b.offset(jr as isize * b_cs) };
+            for p in 0..kc {
+                // SAFETY: B[p, jr + j] for unmasked j < nr is inside B; the
+                // panel holds kc·NR floats.
+                unsafe {
+                    let src = col.offset(p as isize * b_rs);
+                    let z = _mm512_setzero_ps();
+                    let v0 = _mm512_mask_i32gather_ps::<4>(z, m0, idx0, src);
+                    let v1 = _mm512_mask_i32gather_ps::<4>(z, m1, idx1, src);
+                    _mm512_storeu_ps(panel.add(p * NR), v0);
+                    _mm512_storeu_ps(panel.add(p * NR + 16), v1);
+                }
+            }
+        }
+        jr += NR;
+    }
+}
+
+/// Copies the `mr × kc` tile of A at `a` into a panel `panel[p·MR + i]`
+/// (rows `mr..MR` are left as they are: their products are never stored).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a(a: *const f32, a_rs: isize, a_cs: isize, mr: usize, kc: usize, panel: *mut f32) {
+    if a_rs == 1 {
+        let mask = ((1u32 << mr) - 1) as __mmask16;
+        for p in 0..kc {
+            // SAFETY: column p, rows 0..mr of the tile are inside A; masked
+            // lanes are not read or written; the panel holds MR·kc floats.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, a.offset(p as isize * a_cs));
+                _mm512_mask_storeu_ps(panel.add(p * MR), mask, v);
+            }
+        }
+    } else {
+        // Rows are `a_rs` apart: gather the tile's column p in one vector.
+        let mask = ((1u32 << mr) - 1) as __mmask16;
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(a_rs as i32));
+        for p in 0..kc {
+            // SAFETY: A[i, p] for unmasked i < mr is inside A; the panel holds MR·kc floats.
+            unsafe {
+                let src = a.offset(p as isize * a_cs);
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, src);
+                _mm512_mask_storeu_ps(panel.add(p * MR), mask, v);
+            }
+        }
+    }
+}
+
+/// One micro-tile's operands: `C[0..R, masked 0..32] (+)= A[0..R, 0..kc] ·
+/// B[0..kc, masked 0..32]`.
+#[cfg(target_arch = "x86_64")]
+struct Tile {
+    kc: usize,
+    /// The packed A panel (`a[p·MR + i]`).
+    a: *const f32,
+    b: *const f32,
+    b_rs: isize,
+    c: *mut f32,
+    c_rs: usize,
+    m0: __mmask16,
+    m1: __mmask16,
+    /// Add to C instead of overwriting it.
+    accumulate: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_dispatch(mr: usize, t: &Tile) {
+    if t.m0 == 0xFFFF && t.m1 == 0xFFFF {
+        // SAFETY: forwarded; full-width tile.
+        unsafe { tile_rows::<false>(mr, t) }
+    } else {
+        // SAFETY: forwarded.
+        unsafe { tile_rows::<true>(mr, t) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_rows<const MASKED: bool>(mr: usize, t: &Tile) {
+    // SAFETY: forwarded; `R == mr` rows are in range.
+    unsafe {
+        match mr {
+            12 => tile::<12, MASKED>(t),
+            11 => tile::<11, MASKED>(t),
+            10 => tile::<10, MASKED>(t),
+            9 => tile::<9, MASKED>(t),
+            8 => tile::<8, MASKED>(t),
+            7 => tile::<7, MASKED>(t),
+            6 => tile::<6, MASKED>(t),
+            5 => tile::<5, MASKED>(t),
+            4 => tile::<4, MASKED>(t),
+            3 => tile::<3, MASKED>(t),
+            2 => tile::<2, MASKED>(t),
+            _ => tile::<1, MASKED>(t),
+        }
+    }
+}
+
+/// The micro-kernel: `R` rows of C, kept in `2R` vector registers. B is
+/// read with masked loads only when `MASKED` (a masked load costs an extra
+/// uop on the FMA ports).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize, const MASKED: bool>(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let mut a = t.a;
+    let mut b = t.b;
+    for _ in 0..t.kc {
+        // SAFETY: row p of the B tile and column p of the A tile are in range
+        // (module invariants); masked lanes are not read.
+        unsafe {
+            let (b0, b1) = if MASKED {
+                (
+                    _mm512_maskz_loadu_ps(t.m0, b),
+                    _mm512_maskz_loadu_ps(t.m1, b.add(16)),
+                )
+            } else {
+                (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
+            };
+            let pf = b.wrapping_offset(PF_DIST * t.b_rs) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(pf);
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.offset(t.b_rs);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i of the C tile is in range; masked lanes untouched.
+        unsafe {
+            let c = t.c.add(i * t.c_rs);
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if t.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(t.m0, c));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(t.m1, c.add(16)));
+            }
+            _mm512_mask_storeu_ps(c, t.m0, v0);
+            _mm512_mask_storeu_ps(c.add(16), t.m1, v1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Row-major operands with the requested transposition, plus the f64
+    /// reference product and its magnitude bound `Σ|a||b|` per element.
+    struct Case {
+        d: Dims,
+        a: Vec<f32>,
+        b: Vec<f32>,
+        want: Vec<f64>,
+        bound: Vec<f64>,
+    }
+
+    fn case(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) -> Case {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        // A stored as [m,k] (a_rs = k) or as its transpose [k,m] (a_rs = 1).
+        let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+        let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+        let at = |i: usize, p: usize| a[(i as isize * a_rs + p as isize * a_cs) as usize] as f64;
+        let bt = |p: usize, j: usize| b[(p as isize * b_rs + j as isize * b_cs) as usize] as f64;
+        let mut want = vec![0.0; m * n];
+        let mut bound = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    want[i * n + j] += at(i, p) * bt(p, j);
+                    bound[i * n + j] += (at(i, p) * bt(p, j)).abs();
+                }
+            }
+        }
+        Case {
+            d: Dims {
+                m,
+                n,
+                k,
+                a_rs,
+                a_cs,
+                b_rs,
+                b_cs,
+            },
+            a,
+            b,
+            want,
+            bound,
+        }
+    }
+
+    /// Runs all `parts` sequentially; C starts as NaN so unwritten elements show.
+    fn run(c: &Case, parts: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; c.d.m * c.d.n];
+        let mut ws = vec![0.0f32; c.d.workspace_floats().max(1)];
+        for part in 0..parts {
+            // SAFETY: operands sized for `c.d`; one part at a time.
+            unsafe {
+                gemm_part(
+                    &c.d,
+                    out.as_mut_ptr(),
+                    c.a.as_ptr(),
+                    c.b.as_ptr(),
+                    ws.as_mut_ptr(),
+                    part,
+                    parts,
+                )
+            };
+        }
+        out
+    }
+
+    fn check(c: &Case, got: &[f32]) -> Result<(), String> {
+        for (i, ((g, w), bd)) in got.iter().zip(&c.want).zip(&c.bound).enumerate() {
+            let tol = 2.0 * (c.d.k as f64 + 2.0) * f32::EPSILON as f64 * bd + 1e-30;
+            let within = (*g as f64 - w).abs() <= tol; // false for NaN
+            if !within {
+                return Err(format!("{:?}: C[{}] = {g}, want {w} (tol {tol:e})", c.d, i));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(160))]
+        /// Against an f64 reference, every transposition, tails in m, n, k.
+        #[test]
+        fn matches_reference(m in 0usize..40, n in 0usize..80, k in 0usize..40,
+                             ta: bool, tb: bool, parts in 1usize..4, seed: u64) {
+            prop_assume!(available());
+            let c = case(m, n, k, ta, tb, seed);
+            let got = run(&c, parts);
+            prop_assert!(check(&c, &got).is_ok(), "{}", check(&c, &got).unwrap_err());
+        }
+    }
+
+    /// Sizes that cross the K and N blocks and trigger B packing, and the
+    /// result is bit-identical for 1, 2 and 3 parts.
+    #[test]
+    fn blocked_sizes_and_part_independence() {
+        if !available() {
+            return;
+        }
+        for &(m, n, k, ta, tb) in &[
+            (50, 1030, 300, false, false),
+            (13, 600, 520, true, false),
+            (70, 90, 700, false, true),
+            (100, 33, 257, true, true),
+        ] {
+            let c = case(m, n, k, ta, tb, 7);
+            let one = run(&c, 1);
+            check(&c, &one).unwrap();
+            for parts in [2, 3] {
+                let got = run(&c, parts);
+                assert!(
+                    one.iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{:?}: {parts} parts differ from 1",
+                    c.d
+                );
+            }
+        }
+    }
+}
+
+/// The measurement behind choosing this GEMM over the `gemm` crate:
+/// `cargo test --release -p lossgraph-runtime --lib sgemm::speed -- --ignored --nocapture`
+/// prints single-thread GFLOP/s of both on the workloads' shapes (best of 5).
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn gflops() {
+        let shapes = [
+            (64, 128, 784, false, false),
+            (784, 128, 64, true, false),
+            (256, 2048, 1024, false, false),
+            (256, 2048, 2048, false, false),
+            (256, 1024, 2048, false, false),
+            (256, 2048, 1024, false, true),
+            (1024, 2048, 256, true, false),
+            (2048, 2048, 256, true, false),
+        ];
+        for &(m, n, k, ta, tb) in &shapes {
+            let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+            let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+            let d = Dims {
+                m,
+                n,
+                k,
+                a_rs,
+                a_cs,
+                b_rs,
+                b_cs,
+            };
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0.0f32; m * n];
+            let mut ws = vec![0.0f32; d.workspace_floats().max(1)];
+            let flops = 2.0 * (m * n * k) as f64;
+            let reps = ((2e9 / flops) as usize).clamp(3, 2000);
+            let mut best_own = f64::MAX;
+            let mut best_crate = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    unsafe {
+                        gemm_part(
+                            &d,
+                            c.as_mut_ptr(),
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            ws.as_mut_ptr(),
+                            0,
+                            1,
+                        )
+                    };
+                }
+                best_own = best_own.min(t.elapsed().as_secs_f64() / reps as f64);
+                let t = Instant::now();
+                for _ in 0..reps {
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            a.as_ptr(),
+                            a_cs,
+                            a_rs,
+                            b.as_ptr(),
+                            b_cs,
+                            b_rs,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        )
+                    };
+                }
+                best_crate = best_crate.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!(
+                "{m}x{n}x{k} ta={ta} tb={tb}: own {:.1} GF/s ({:.1} us), crate {:.1} GF/s ({:.1} us)",
+                flops / best_own / 1e9, best_own * 1e6, flops / best_crate / 1e9, best_crate * 1e6
+            );
+        }
+    }
+}

@@ -1250,7 +1250,7 @@ pub fn profile_report(s: &mut Session, steps_per_s: f64) -> Result<String> {
     );
     for (name, ns) in sorted.iter().take(15) {
         out.push_str(&format!(
-            "\n  {name:>16} {ns:>12.0} ns  {:>5.1}%",
+            "\n  {ns:>10.0} ns {:>5.1}%  {name}",
             100.0 * ns / total.max(1.0)
         ));
     }

@@ -571,17 +571,6 @@ impl CompiledStep {
         self.run_timed(None)
     }
 
-    /// Names of the steps (`kernel`/`gemm`), in order.
-    pub(crate) fn step_kinds(&self) -> Vec<&'static str> {
-        self.steps
-            .iter()
-            .map(|s| match s {
-                Step::Kernel { .. } => "kernel",
-                Step::Gemm(_) => "gemm",
-            })
-            .collect()
-    }
-
     /// Like `run`, adding each step's wall time in nanoseconds to `times`
     /// (one slot per step, plus a last slot for the update copies).
     pub(crate) fn run_timed(&mut self, mut times: Option<&mut [u64]>) -> Result<(), String> {

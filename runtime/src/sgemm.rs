@@ -5,15 +5,19 @@
 //! Why not only the `gemm` crate: it allocates its packing buffers on every
 //! call and threads through rayon, outside the step's pool. It stays as the
 //! fallback on hosts without AVX-512 and as the benchmark baseline
-//! (`JitOptions::gemm`); `lossgraph bench --gemm crate` measures both.
+//! (`JitOptions::gemm`; `lossgraph bench --gemm-impl crate`). Measured
+//! single-threaded on the workloads' shapes (`sgemm::speed`), this GEMM runs
+//! at 0.85–1.1× the crate's speed; the step gains from no allocation, no
+//! rayon hand-off, and a lower inline-matmul threshold (see the executor).
 //!
-//! Layout (BLIS-style, with the roles of A and B swapped because C is
+//! Layout (BLIS loop order, with the roles of A and B swapped because C is
 //! row-major): the micro-kernel keeps a `MR × NR` tile of C (12 rows × two
 //! 16-lane vectors) in 24 registers and, for each `p`, broadcasts 12 values
-//! of A against one 32-wide row of B. B is read through `KC × NC` blocks
-//! (packed into `NR`-wide panels when that pays: B transposed, or large
-//! and reused by many rows); A is read in place, a `MR × KC` tile staying in
-//! L1 while the B panels of a block stream from L2.
+//! of A against one 32-wide row of B. Per `KC`-deep slice, the part's rows
+//! of A are packed into `MR`-row panels; per `KC × NC` block, B is packed
+//! into zero-padded `NR`-column panels (packing B also avoids the L1 set
+//! conflicts of power-of-two row strides). A B panel stays in L1 while the
+//! A panels stream past it.
 //!
 //! Invariants the `unsafe` code relies on (the caller states them once in
 //! [`gemm_part`]'s contract): every element `A[i,p]` at
@@ -21,7 +25,8 @@
 //! k`, `j < n`) and `C[i,j]` at `c + i·n + j` is inside one live allocation;
 //! C overlaps neither A, B nor the workspace; the workspace holds
 //! [`Dims::workspace_floats`] floats for each part. Tails are handled with
-//! masked loads and stores, so no lane outside these ranges is touched.
+//! masked loads, gathers and stores, so no lane outside these ranges is
+//! touched.
 //! Each `C` element is summed in the same order whatever the number of parts,
 //! so results do not depend on the thread count.
 
@@ -36,8 +41,8 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Columns of a B block (balanced like `KC`).
 const NC: usize = 512;
-/// How many rows of B ahead the micro-kernel prefetches.
-const PF_DIST: isize = 8;
+/// How many columns of the A panel ahead the micro-kernel prefetches.
+const PF_DIST: usize = 16;
 
 /// Shape and strides (in elements) of one `C[m×n] = A[m×k]·B[k×n]`; C is
 /// dense row-major.
@@ -59,13 +64,6 @@ fn balanced(x: usize, max: usize, align: usize) -> usize {
 }
 
 impl Dims {
-    /// Whether B is packed into panels: always when its rows are not
-    /// contiguous, and when it is wide (rows far apart in memory) and reused
-    /// by enough rows of A to repay the copy.
-    fn pack_b(&self) -> bool {
-        self.b_cs != 1 || (self.m >= 4 * MR && self.n >= 1024)
-    }
-
     fn kc(&self) -> usize {
         balanced(self.k, KC, 1)
     }
@@ -74,14 +72,10 @@ impl Dims {
         balanced(self.n, NC, NR)
     }
 
-    /// Workspace floats one part needs (0 when B is read in place).
+    /// Workspace floats one part needs: a packed B block and the packed A
+    /// panels of every row.
     pub(crate) fn workspace_floats(&self) -> usize {
-        let b = if self.pack_b() {
-            self.kc() * self.nc()
-        } else {
-            0
-        };
-        b + self.m.div_ceil(MR) * MR * self.kc()
+        (self.nc() + self.m.div_ceil(MR) * MR) * self.kc()
     }
 
     /// The `(rows, cols)` ranges of C that part `part` of `parts` computes:
@@ -187,11 +181,9 @@ unsafe fn gemm_block(
         }
         return;
     }
-    let pack = d.pack_b();
     let (kc_max, nc_max) = (d.kc(), d.nc());
-    let b_floats = if pack { kc_max * nc_max } else { 0 };
     // SAFETY: the A panels follow the B block in the workspace.
-    let a_panels = unsafe { ws.add(b_floats) };
+    let a_panels = unsafe { ws.add(kc_max * nc_max) };
     let mut pc = 0;
     while pc < d.k {
         let kc = kc_max.min(d.k - pc);
@@ -217,33 +209,25 @@ unsafe fn gemm_block(
             let nc = nc_max.min(j1 - jc);
             // SAFETY: B[pc.., jc..] is inside B.
             let b_blk = unsafe { b.offset(pc as isize * d.b_rs + jc as isize * d.b_cs) };
-            if pack {
-                // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
-                unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
-            }
-            let mut ic = r0;
-            while ic < r1 {
-                let mr = MR.min(r1 - ic);
-                // SAFETY: as when packing above.
-                let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
-                let mut jr = 0;
-                while jr < nc {
-                    let nr = NR.min(nc - jr);
-                    let (bt, b_step) = if pack {
-                        // SAFETY: panel jr/NR of the packed block.
-                        (unsafe { ws.add(jr * kc) as *const f32 }, NR as isize)
-                    } else {
-                        // SAFETY: B[pc.., jc+jr..] is inside B (b_cs == 1 here).
-                        (unsafe { b_blk.add(jr) }, d.b_rs)
-                    };
+            // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
+            unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
+            let mut jr = 0;
+            while jr < nc {
+                let nr = NR.min(nc - jr);
+                // SAFETY: panel jr/NR of the packed block.
+                let bt = unsafe { ws.add(jr * kc) as *const f32 };
+                let (m0, m1) = masks(nr);
+                let mut ic = r0;
+                while ic < r1 {
+                    let mr = MR.min(r1 - ic);
+                    // SAFETY: as when packing above.
+                    let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
                     // SAFETY: C[ic.., jc+jr..] is inside C.
                     let ct = unsafe { c.add(ic * n + jc + jr) };
-                    let (m0, m1) = masks(nr);
                     let t = Tile {
                         kc,
                         a: a_panel,
                         b: bt,
-                        b_rs: b_step,
                         c: ct,
                         c_rs: n,
                         m0,
@@ -252,9 +236,9 @@ unsafe fn gemm_block(
                     };
                     // SAFETY: the tile's mr rows and masked columns are in range.
                     unsafe { tile_dispatch(mr, &t) };
-                    jr += NR;
+                    ic += MR;
                 }
-                ic += MR;
+                jr += NR;
             }
             jc += nc;
         }
@@ -348,8 +332,8 @@ struct Tile {
     kc: usize,
     /// The packed A panel (`a[p·MR + i]`).
     a: *const f32,
+    /// The packed B panel (`b[p·NR + j]`).
     b: *const f32,
-    b_rs: isize,
     c: *mut f32,
     c_rs: usize,
     m0: __mmask16,
@@ -361,68 +345,46 @@ struct Tile {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_dispatch(mr: usize, t: &Tile) {
-    if t.m0 == 0xFFFF && t.m1 == 0xFFFF {
-        // SAFETY: forwarded; full-width tile.
-        unsafe { tile_rows::<false>(mr, t) }
-    } else {
-        // SAFETY: forwarded.
-        unsafe { tile_rows::<true>(mr, t) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_rows<const MASKED: bool>(mr: usize, t: &Tile) {
     // SAFETY: forwarded; `R == mr` rows are in range.
     unsafe {
         match mr {
-            12 => tile::<12, MASKED>(t),
-            11 => tile::<11, MASKED>(t),
-            10 => tile::<10, MASKED>(t),
-            9 => tile::<9, MASKED>(t),
-            8 => tile::<8, MASKED>(t),
-            7 => tile::<7, MASKED>(t),
-            6 => tile::<6, MASKED>(t),
-            5 => tile::<5, MASKED>(t),
-            4 => tile::<4, MASKED>(t),
-            3 => tile::<3, MASKED>(t),
-            2 => tile::<2, MASKED>(t),
-            _ => tile::<1, MASKED>(t),
+            12 => tile::<12>(t),
+            11 => tile::<11>(t),
+            10 => tile::<10>(t),
+            9 => tile::<9>(t),
+            8 => tile::<8>(t),
+            7 => tile::<7>(t),
+            6 => tile::<6>(t),
+            5 => tile::<5>(t),
+            4 => tile::<4>(t),
+            3 => tile::<3>(t),
+            2 => tile::<2>(t),
+            _ => tile::<1>(t),
         }
     }
 }
 
-/// The micro-kernel: `R` rows of C, kept in `2R` vector registers. B is
-/// read with masked loads only when `MASKED` (a masked load costs an extra
-/// uop on the FMA ports).
+/// The micro-kernel: `R` rows of C, kept in `2R` vector registers; the
+/// packed panels are zero-padded, so only the stores to C are masked.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const R: usize, const MASKED: bool>(t: &Tile) {
+unsafe fn tile<const R: usize>(t: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let mut a = t.a;
     let mut b = t.b;
     for _ in 0..t.kc {
-        // SAFETY: row p of the B tile and column p of the A tile are in range
-        // (module invariants); masked lanes are not read.
+        // SAFETY: the packed panels hold kc rows of NR (B) and MR (A) floats.
         unsafe {
-            let (b0, b1) = if MASKED {
-                (
-                    _mm512_maskz_loadu_ps(t.m0, b),
-                    _mm512_maskz_loadu_ps(t.m1, b.add(16)),
-                )
-            } else {
-                (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
-            };
-            let pf = b.wrapping_offset(PF_DIST * t.b_rs) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(pf);
-            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64));
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PF_DIST * MR) as *const i8);
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i));
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
             a = a.add(MR);
-            b = b.offset(t.b_rs);
+            b = b.add(NR);
         }
     }
     for (i, row) in acc.iter().enumerate() {

@@ -213,7 +213,8 @@ fn wide_step_gflops_vs_gemm() {
 }
 
 /// The matmul strategy measurement behind `BodyOptions::inline_matmul_max`:
-/// one square matmul (plus its input copies) as JIT loops vs the gemm crate.
+/// one square matmul (plus its input copies) as JIT loops vs the default
+/// GEMM routine (lossgraph's sgemm with AVX-512, else the gemm crate).
 #[test]
 #[ignore]
 fn matmul_inline_vs_gemm() {
@@ -243,7 +244,7 @@ fn matmul_inline_vs_gemm() {
             .map(|sps| 1e6 / sps)
             .collect();
         println!(
-            "matmul {n}x{n}x{n}: JIT loops {:.2} us, gemm crate {:.2} us (ratio gemm/jit {:.2})",
+            "matmul {n}x{n}x{n}: JIT loops {:.2} us, GEMM routine {:.2} us (ratio gemm/jit {:.2})",
             row[0],
             row[1],
             row[1] / row[0]

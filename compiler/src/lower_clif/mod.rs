@@ -263,6 +263,11 @@ fn bitflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
+/// Independent vector accumulators of a vectorised reduction loop (an f32x4
+/// add has a 4-cycle latency: one accumulator runs at a quarter of the
+/// adder's throughput).
+const REDUCE_UNROLL: usize = 4;
+
 /// A counted loop over `start..end` stepping `step` while `iv + step <= end`;
 /// returns the first index not processed (where a tail loop starts).
 pub(crate) fn counted_loop<E>(
@@ -352,7 +357,8 @@ impl Emitter<'_> {
         struct Acc {
             root: usize,
             var: Variable,
-            vvar: Option<Variable>,
+            /// `REDUCE_UNROLL` independent vector accumulators (vector mode).
+            vvars: Vec<Variable>,
             idx: Option<Variable>,
         }
         let mut accs: Vec<Acc> = Vec::new();
@@ -378,8 +384,8 @@ impl Emitter<'_> {
                 _ => b.ins().load(ty, flags(), dst, 0),
             };
             b.def_var(var, init);
-            let vvar = if self.vectorized {
-                let v = b.declare_var(types::F32X4);
+            let mut vvars = Vec::new();
+            if self.vectorized {
                 let id = if r.mode == Mode::Sum {
                     0.0
                 } else {
@@ -387,11 +393,12 @@ impl Emitter<'_> {
                 };
                 let s = b.ins().f32const(id);
                 let sv = b.ins().splat(types::F32X4, s);
-                b.def_var(v, sv);
-                Some(v)
-            } else {
-                None
-            };
+                for _ in 0..REDUCE_UNROLL {
+                    let v = b.declare_var(types::F32X4);
+                    b.def_var(v, sv);
+                    vvars.push(v);
+                }
+            }
             let idx = if r.mode == Mode::ArgMax {
                 let v = b.declare_var(types::I64);
                 let z = b.ins().iconst(types::I64, 0);
@@ -403,18 +410,19 @@ impl Emitter<'_> {
             accs.push(Acc {
                 root: ri,
                 var,
-                vvar,
+                vvars,
                 idx,
             });
         }
         let mut pos = lo;
         if self.vectorized {
-            pos = counted_loop(b, lo, hi, 4, &mut |b, _i| {
+            // One vector iteration, accumulating into vector accumulator `j`.
+            let vec_iter = |b: &mut FunctionBuilder, j: usize| -> Result<(), CodegenError> {
                 let ptrs: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
                 let vals = self.body(b, &ptrs, true)?;
                 for (ri, r) in nest.roots.iter().enumerate() {
                     if let Some(acc) = accs.iter().find(|a| a.root == ri) {
-                        let vv = acc.vvar.expect("vector accumulators exist in vector mode");
+                        let vv = acc.vvars[j];
                         let a = b.use_var(vv);
                         let n = self.accumulate(b, r, a, &vals);
                         b.def_var(vv, n);
@@ -430,11 +438,22 @@ impl Emitter<'_> {
                     }
                 }
                 Ok(())
-            })?;
-            // Fold vector accumulators into the scalar ones (lanes in order).
+            };
+            // Reductions: independent accumulators hide the add latency.
+            if !accs.is_empty() {
+                pos = counted_loop(b, pos, hi, 4 * REDUCE_UNROLL as i64, &mut |b, _i| {
+                    (0..REDUCE_UNROLL).try_for_each(|j| vec_iter(b, j))
+                })?;
+            }
+            pos = counted_loop(b, pos, hi, 4, &mut |b, _i| vec_iter(b, 0))?;
+            // Fold the vector accumulators into the scalar ones.
             for acc in &accs {
                 let r = &nest.roots[acc.root];
-                let vv = b.use_var(acc.vvar.expect("vector mode"));
+                let mut vv = b.use_var(acc.vvars[0]);
+                for &other in &acc.vvars[1..] {
+                    let o = b.use_var(other);
+                    vv = combine(b, r.mode, r.dtype, vv, o);
+                }
                 let mut s = b.use_var(acc.var);
                 for l in 0..4u8 {
                     let x = b.ins().extractlane(vv, l);

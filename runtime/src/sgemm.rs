@@ -41,6 +41,9 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Columns of a B block (balanced like `KC`).
 const NC: usize = 512;
+/// Rows of A per block (a multiple of `MR`): `MC × KC` floats of packed A
+/// stay in L2 while the B panels of a block pass.
+const MC: usize = 20 * MR;
 /// How many columns of the A panel ahead the micro-kernel prefetches.
 const PF_DIST: usize = 16;
 
@@ -211,34 +214,40 @@ unsafe fn gemm_block(
             let b_blk = unsafe { b.offset(pc as isize * d.b_rs + jc as isize * d.b_cs) };
             // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
             unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
-            let mut jr = 0;
-            while jr < nc {
-                let nr = NR.min(nc - jr);
-                // SAFETY: panel jr/NR of the packed block.
-                let bt = unsafe { ws.add(jr * kc) as *const f32 };
-                let (m0, m1) = masks(nr);
-                let mut ic = r0;
-                while ic < r1 {
-                    let mr = MR.min(r1 - ic);
-                    // SAFETY: as when packing above.
-                    let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
-                    // SAFETY: C[ic.., jc+jr..] is inside C.
-                    let ct = unsafe { c.add(ic * n + jc + jr) };
-                    let t = Tile {
-                        kc,
-                        a: a_panel,
-                        b: bt,
-                        c: ct,
-                        c_rs: n,
-                        m0,
-                        m1,
-                        accumulate: pc > 0,
-                    };
-                    // SAFETY: the tile's mr rows and masked columns are in range.
-                    unsafe { tile_dispatch(mr, &t) };
-                    ic += MR;
+            // Rows in blocks of MC, so the A panels a B panel meets stay in L2.
+            let mut ib = r0;
+            while ib < r1 {
+                let ie = (ib + MC).min(r1);
+                let mut jr = 0;
+                while jr < nc {
+                    let nr = NR.min(nc - jr);
+                    // SAFETY: panel jr/NR of the packed block.
+                    let bt = unsafe { ws.add(jr * kc) as *const f32 };
+                    let (m0, m1) = masks(nr);
+                    let mut ic = ib;
+                    while ic < ie {
+                        let mr = MR.min(ie - ic);
+                        // SAFETY: as when packing above.
+                        let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
+                        // SAFETY: C[ic.., jc+jr..] is inside C.
+                        let ct = unsafe { c.add(ic * n + jc + jr) };
+                        let t = Tile {
+                            kc,
+                            a: a_panel,
+                            b: bt,
+                            c: ct,
+                            c_rs: n,
+                            m0,
+                            m1,
+                            accumulate: pc > 0,
+                        };
+                        // SAFETY: the tile's mr rows and masked columns are in range.
+                        unsafe { tile_dispatch(mr, &t) };
+                        ic += MR;
+                    }
+                    jr += NR;
                 }
-                jr += NR;
+                ib = ie;
             }
             jc += nc;
         }

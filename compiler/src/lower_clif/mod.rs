@@ -125,7 +125,8 @@ pub struct LoweredNest {
     /// True when disjoint `lo..hi` ranges may run concurrently (no two outer
     /// iterations write the same element).
     pub splittable: bool,
-    /// Elements processed (for the threading cost model).
+    /// Estimated cost for the threading cost model: elements processed
+    /// times [`element_cost`] (about one unit per simple vector-lane op).
     pub work: usize,
     /// Whether the inner loop was vectorised.
     pub vectorized: bool,
@@ -186,7 +187,7 @@ pub fn lower_nest(
         b.seal_all_blocks();
         b.finalize(opts.frontend);
     }
-    let work = canon.dims.iter().product();
+    let work = canon.dims.iter().product::<usize>() * element_cost(nest);
     Ok(LoweredNest {
         func,
         outer: canon.dims[0],
@@ -194,6 +195,27 @@ pub fn lower_nest(
         work,
         vectorized,
     })
+}
+
+/// Relative cost of one element of `nest`: 1 for loads, stores and simple
+/// arithmetic, plus 16 per inline transcendental (tens of instructions) and
+/// 4 per division, square root or reciprocal (the divider is not pipelined)
+/// and per random draw.
+pub fn element_cost(nest: &Nest) -> usize {
+    1 + nest
+        .exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Unary(
+                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Erf,
+                ..,
+            ) => 16,
+            Expr::Unary(UnaryOp::Sqrt | UnaryOp::Recip, ..)
+            | Expr::Binary(BinaryOp::Div, ..)
+            | Expr::Random { .. } => 4,
+            _ => 0,
+        })
+        .sum::<usize>()
 }
 
 fn use_counts(n: &Nest) -> Vec<usize> {

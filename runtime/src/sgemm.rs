@@ -513,8 +513,8 @@ mod tests {
         }
     }
 
-    /// Sizes that cross the K and N blocks and trigger B packing, and the
-    /// result is bit-identical for 1, 2 and 3 parts.
+    /// Sizes that cross the K, N and M blocks, and the result is
+    /// bit-identical for 1, 2 and 3 parts.
     #[test]
     fn blocked_sizes_and_part_independence() {
         if !available() {
@@ -525,6 +525,8 @@ mod tests {
             (13, 600, 520, true, false),
             (70, 90, 700, false, true),
             (100, 33, 257, true, true),
+            (500, 40, 30, false, false),
+            (262, 70, 20, true, true),
         ] {
             let c = case(m, n, k, ta, tb, 7);
             let one = run(&c, 1);

@@ -4,7 +4,8 @@
 //! - `forward`: the traced model — forward nodes plus every added-loss node
 //!   (outputs `pred/<o>` and `added/<i>`);
 //! - `train`: the training step after differentiation and optimizer updates
-//!   (`loss`, `loss/<o>`, `added/<i>`, `grad/<p>`, `update/<v>`), before any pass;
+//!   (`loss`, `loss/<o>`, `added/<i>`, `update/<v>`; the gradients are nodes
+//!   with the `gradient` role, consumed by the updates), before any pass;
 //! - `optimized`: the same after the default pass pipeline (what runs);
 //! - `fused`: the fusion plan of the optimized graph (kernels and their nodes);
 //! - `clif`: the Cranelift IR of every kernel of the JIT-compiled step.

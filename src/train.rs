@@ -630,6 +630,12 @@ impl Model {
                     purpose: p.into(),
                     message: e.to_string(),
                 })?;
+                // A training step consumes its gradients in the updates; as
+                // outputs they would cost a store (and a live buffer) each.
+                // `compute_gradients` has its own program that returns them.
+                for (name, _) in &ins {
+                    g.remove_output(&format!("grad/{name}"));
+                }
             }
             info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
             return Ok((finish(g, p)?, info));

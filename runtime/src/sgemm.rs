@@ -589,6 +589,7 @@ mod speed {
             for _ in 0..5 {
                 let t = Instant::now();
                 for _ in 0..reps {
+                    // SAFETY: a, b, c and ws are sized for `d`; one part.
                     unsafe {
                         gemm_part(
                             &d,
@@ -604,6 +605,7 @@ mod speed {
                 best_own = best_own.min(t.elapsed().as_secs_f64() / reps as f64);
                 let t = Instant::now();
                 for _ in 0..reps {
+                    // SAFETY: a is m×k, b is k×n, c is m×n with the strides given.
                     unsafe {
                         gemm::gemm(
                             m,

@@ -320,7 +320,8 @@ pub(crate) enum Step {
 /// Iterations a waiting thread spins (with `spin_loop`) before parking: about
 /// 20–60 µs, longer than the gaps between the parallel steps of a training
 /// step, so a step never pays a futex wake-up, yet bounded so that an idle
-/// program costs no CPU.
+/// program costs no CPU. Pools with more threads than the host has cores do
+/// not spin (a spinning thread would take the core a worker needs).
 const SPIN_ITERS: u32 = 1 << 12;
 
 /// One piece of parallel work: every participant runs `run_part(i, parts)`
@@ -401,6 +402,8 @@ struct PoolShared {
     done_lock: Mutex<bool>,
     done_cv: Condvar,
     quit: AtomicBool,
+    /// Spin iterations before parking: `SPIN_ITERS`, or 0 when oversubscribed.
+    spin: u32,
 }
 
 fn chunk(outer: usize, parts: usize, i: usize) -> (i64, i64) {
@@ -423,6 +426,11 @@ impl Pool {
             done_lock: Mutex::new(false),
             done_cv: Condvar::new(),
             quit: AtomicBool::new(false),
+            spin: if threads <= std::thread::available_parallelism().map_or(1, |n| n.get()) {
+                SPIN_ITERS
+            } else {
+                0
+            },
         });
         let workers = (1..threads.max(1))
             .map(|w| {
@@ -465,7 +473,7 @@ impl Pool {
         let need = parts - 1;
         let mut spins = 0;
         while sh.done.load(Ordering::SeqCst) < need {
-            if spins < SPIN_ITERS {
+            if spins < sh.spin {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
@@ -496,7 +504,7 @@ fn worker(sh: Arc<PoolShared>, w: usize) {
                     None => continue,
                 }
             }
-            if spins < SPIN_ITERS {
+            if spins < sh.spin {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;

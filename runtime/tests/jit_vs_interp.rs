@@ -587,13 +587,14 @@ fn threaded_results_are_deterministic() {
     let x: Vec<f32> = (0..50 * 37).map(|_| rng.f()).collect();
     let t: Vec<i32> = (0..50).map(|i| i % 10).collect();
     let feeds = [("x", Feed::F32(&x)), ("t", Feed::I32(&t))];
-    let run = |threads: usize| {
+    let run = |threads: usize, inline_max: usize| {
         let mut opts = JitOptions {
             threads,
             split_min_work: 0,
+            gemm_min_flops: 0,
             ..JitOptions::default()
         };
-        opts.body.inline_matmul_max = usize::MAX;
+        opts.body.inline_matmul_max = inline_max;
         let mut p = Program::new_jit(g.clone(), &opts).unwrap();
         if threads > 1 {
             assert!(p.compile_stats().unwrap().split > 0);
@@ -616,7 +617,12 @@ fn threaded_results_are_deterministic() {
         }
         snapshot
     };
-    let two = run(2);
-    assert_eq!(two, run(2), "two threads, run to run");
-    assert_eq!(two, run(1), "two threads vs one");
+    // Matmuls as JIT loops, then on the default GEMM routine split by part;
+    // 5 threads oversubscribe a 2-core host (its pool parks instead of spinning).
+    for inline_max in [usize::MAX, 0] {
+        let two = run(2, inline_max);
+        assert_eq!(two, run(2, inline_max), "two threads, run to run");
+        assert_eq!(two, run(1, inline_max), "two threads vs one");
+        assert_eq!(two, run(5, inline_max), "two threads vs five");
+    }
 }

@@ -2,10 +2,11 @@
 //! a GEMM call (mnist's first layer and wide's middle layer), a fused
 //! elementwise chain, softmax-crossentropy with its gradient, and the Adam
 //! update of one kernel (see `lossgraph::bench::kernel_graph`). Each is run
-//! on one thread and on the engine's default thread count.
+//! on one thread and on the engine's default thread count; the GEMMs also on
+//! the `gemm` crate (`…/crate`), the baseline lossgraph's own GEMM replaced.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lossgraph::bench::{EngineChoice, KernelRunner, KERNELS};
+use lossgraph::bench::{BenchOptions, EngineChoice, GemmImpl, KernelRunner, KERNELS};
 use std::time::Duration;
 
 fn kernels(c: &mut Criterion) {
@@ -25,6 +26,17 @@ fn kernels(c: &mut Criterion) {
                 format!("{name}/default")
             };
             group.bench_function(label, |b| b.iter(|| k.run().expect("the kernel runs")));
+        }
+        if name.starts_with("gemm") {
+            let opts = BenchOptions {
+                gemm: GemmImpl::Crate,
+                ..BenchOptions::default()
+            };
+            let mut k = KernelRunner::with_options(name, &opts).expect("the kernel compiles");
+            k.run().expect("the kernel runs");
+            group.bench_function(format!("{name}/crate"), |b| {
+                b.iter(|| k.run().expect("the kernel runs"))
+            });
         }
     }
     group.finish();

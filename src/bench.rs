@@ -21,7 +21,9 @@
 use crate::layers::{Dense, Input};
 use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
-use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program, RuntimeError};
+/// The GEMM routine choice of [`BenchOptions::gemm`].
+pub use lossgraph_runtime::GemmImpl;
+use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -1117,6 +1119,17 @@ impl KernelRunner {
     /// (0 = default), fills its variables with random values and prepares
     /// feeds (`lr` 1e-3, `iteration` 3, labels uniform).
     pub fn new(name: &str, engine: EngineChoice, threads: usize) -> Result<KernelRunner> {
+        let opts = BenchOptions {
+            engine,
+            threads,
+            ..BenchOptions::default()
+        };
+        KernelRunner::with_options(name, &opts)
+    }
+
+    /// [`KernelRunner::new`] with every engine setting of `opts` (e.g. the
+    /// GEMM routine).
+    pub fn with_options(name: &str, opts: &BenchOptions) -> Result<KernelRunner> {
         let g = kernel_graph(name)?;
         let mut rng = SplitMix64::new(SEED);
         let mut feeds = Vec::new();
@@ -1139,7 +1152,7 @@ impl KernelRunner {
             };
             feeds.push((input, t));
         }
-        let mut program = compile_graph(g, engine, threads)?;
+        let mut program = compile_graph_tuned(g, opts)?;
         randomize_vars(&mut program, &mut rng)?;
         // Optimiser state starts at zero, as in training (Adam's v must be ≥ 0).
         for name in program.var_names() {

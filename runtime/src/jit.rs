@@ -375,11 +375,13 @@ impl Task {
     }
 }
 
-/// A persistent worker pool. A job is one [`Task`] cut into `parts`; part 0
-/// runs on the caller. Workers spin briefly on the job generation, then park
-/// on a condvar; the caller spins on the done count, then parks. Part
-/// boundaries depend only on the part count, so results are deterministic
-/// for a fixed thread count.
+/// A persistent worker pool. A job is one [`Task`] cut into `parts`. Every
+/// thread, the caller included, claims parts from a shared counter until none
+/// is left, so a worker that is descheduled (a loaded host) delays nothing:
+/// the caller runs its parts. Which thread runs a part does not change the
+/// result (parts are fixed by the part count), so results are deterministic
+/// for a fixed thread count. Workers spin briefly on the job generation,
+/// then park on a condvar; the caller spins on the done count, then parks.
 pub(crate) struct Pool {
     shared: Arc<PoolShared>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -387,7 +389,8 @@ pub(crate) struct Pool {
 
 /// The published job (none before the first) and the parked-worker count.
 struct JobSlot {
-    job: Option<(Task, usize)>,
+    /// The task, its part count and its generation.
+    job: Option<(Task, usize, u32)>,
     /// Workers parked on `wake`.
     sleepers: usize,
 }
@@ -396,8 +399,13 @@ struct PoolShared {
     job: Mutex<JobSlot>,
     /// Bumped (under `job`'s lock) each time a job is published.
     generation: AtomicU64,
-    wake: Condvar,
+    /// `generation << 32 | next unclaimed part` of the current job: a claim
+    /// made with a stale generation fails, so a late worker can never take a
+    /// part of a newer job.
+    claim: AtomicU64,
+    /// Parts of the current job completed.
     done: AtomicUsize,
+    wake: Condvar,
     /// True while the caller is parked on `done_cv` (guarded by the lock).
     done_lock: Mutex<bool>,
     done_cv: Condvar,
@@ -412,6 +420,44 @@ fn chunk(outer: usize, parts: usize, i: usize) -> (i64, i64) {
     (lo as i64, hi as i64)
 }
 
+impl PoolShared {
+    /// Claims the next part of job `generation`, if any is left.
+    fn claim(&self, generation: u32, parts: usize) -> Option<usize> {
+        let mut cur = self.claim.load(Ordering::SeqCst);
+        loop {
+            let idx = (cur & 0xffff_ffff) as usize;
+            if (cur >> 32) as u32 != generation || idx >= parts {
+                return None;
+            }
+            match self
+                .claim
+                .compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Some(idx),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Runs parts of job `generation` until none is left to claim.
+    ///
+    /// # Safety
+    /// `task` satisfies [`Task::run_part`]'s contract for `parts`, and is the
+    /// task of job `generation`.
+    unsafe fn work(&self, task: Task, parts: usize, generation: u32) {
+        while let Some(i) = self.claim(generation, parts) {
+            // SAFETY: forwarded; each part index is claimed exactly once.
+            unsafe { task.run_part(i, parts) };
+            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == parts {
+                let parked = self.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+                if *parked {
+                    self.done_cv.notify_all();
+                }
+            }
+        }
+    }
+}
+
 impl Pool {
     /// A pool with `threads - 1` workers (the caller is the last thread).
     pub(crate) fn new(threads: usize) -> Pool {
@@ -421,8 +467,9 @@ impl Pool {
                 sleepers: 0,
             }),
             generation: AtomicU64::new(0),
-            wake: Condvar::new(),
+            claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
+            wake: Condvar::new(),
             done_lock: Mutex::new(false),
             done_cv: Condvar::new(),
             quit: AtomicBool::new(false),
@@ -433,9 +480,9 @@ impl Pool {
             },
         });
         let workers = (1..threads.max(1))
-            .map(|w| {
+            .map(|_| {
                 let sh = shared.clone();
-                std::thread::spawn(move || worker(sh, w))
+                std::thread::spawn(move || worker(sh))
             })
             .collect();
         Pool { shared, workers }
@@ -458,21 +505,23 @@ impl Pool {
             return;
         }
         let sh = &*self.shared;
-        sh.done.store(0, Ordering::SeqCst);
-        let sleepers = {
+        let (generation, sleepers) = {
             let mut j = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-            j.job = Some((task, parts));
-            sh.generation.fetch_add(1, Ordering::SeqCst);
-            j.sleepers
+            let generation = (sh.generation.load(Ordering::SeqCst) as u32).wrapping_add(1);
+            j.job = Some((task, parts, generation));
+            sh.done.store(0, Ordering::SeqCst);
+            sh.claim
+                .store(u64::from(generation) << 32, Ordering::SeqCst);
+            sh.generation.store(u64::from(generation), Ordering::SeqCst);
+            (generation, j.sleepers)
         };
         if sleepers > 0 {
             sh.wake.notify_all();
         }
-        // SAFETY: forwarded; part 0 is disjoint from the workers' parts.
-        unsafe { task.run_part(0, parts) };
-        let need = parts - 1;
+        // SAFETY: forwarded; parts are claimed exactly once across threads.
+        unsafe { sh.work(task, parts, generation) };
         let mut spins = 0;
-        while sh.done.load(Ordering::SeqCst) < need {
+        while sh.done.load(Ordering::SeqCst) < parts {
             if spins < sh.spin {
                 spins += 1;
                 std::hint::spin_loop();
@@ -480,7 +529,7 @@ impl Pool {
             }
             let mut parked = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
             *parked = true;
-            while sh.done.load(Ordering::SeqCst) < need {
+            while sh.done.load(Ordering::SeqCst) < parts {
                 parked = sh.done_cv.wait(parked).unwrap_or_else(|e| e.into_inner());
             }
             *parked = false;
@@ -488,11 +537,11 @@ impl Pool {
     }
 }
 
-fn worker(sh: Arc<PoolShared>, w: usize) {
+fn worker(sh: Arc<PoolShared>) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0;
-        let (task, parts) = loop {
+        let (task, parts, generation) = loop {
             if sh.quit.load(Ordering::SeqCst) {
                 return;
             }
@@ -517,17 +566,11 @@ fn worker(sh: Arc<PoolShared>, w: usize) {
             j.sleepers -= 1;
             spins = 0;
         };
-        if w < parts {
-            // SAFETY: the publisher guarantees `run_part`'s contract; the
-            // task's code and arena outlive the job because `Pool::run`
-            // waits for every part before returning.
-            unsafe { task.run_part(w, parts) };
-            sh.done.fetch_add(1, Ordering::SeqCst);
-            let parked = sh.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            if *parked {
-                sh.done_cv.notify_all();
-            }
-        }
+        // SAFETY: the publisher guarantees `run_part`'s contract for this
+        // generation's task; a stale generation claims nothing; the task's
+        // code and arena outlive the job because `Pool::run` waits for
+        // every part before returning.
+        unsafe { sh.work(task, parts, generation) };
     }
 }
 
@@ -730,5 +773,46 @@ impl CompiledStep {
             };
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTER: usize = 97;
+    static HITS: [AtomicUsize; OUTER] = [const { AtomicUsize::new(0) }; OUTER];
+
+    /// A "kernel" that counts how often each index of its range is visited.
+    unsafe extern "C" fn count(lo: i64, hi: i64) {
+        for i in lo..hi {
+            HITS[i as usize].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Every index is visited exactly once per job, whatever thread claims
+    /// which part, over many back-to-back jobs (stale claims must fail).
+    #[test]
+    fn pool_runs_every_part_once() {
+        for threads in [2, 3, 5] {
+            let pool = Pool::new(threads);
+            let jobs = 2000;
+            for j in 0..jobs {
+                let parts = 1 + j % threads;
+                let task = Task::Kernel {
+                    f: count,
+                    outer: OUTER,
+                };
+                // SAFETY: `count` only touches the atomics of its own range.
+                unsafe { pool.run(task, parts) };
+            }
+            for (i, h) in HITS.iter().enumerate() {
+                assert_eq!(
+                    h.swap(0, Ordering::SeqCst),
+                    jobs,
+                    "index {i}, {threads} threads"
+                );
+            }
+        }
     }
 }

@@ -1550,7 +1550,14 @@ mod tests {
         let mut s = Session::new(w, EngineChoice::Jit, 1).unwrap();
         let parts = s.profile(3).unwrap();
         assert!(parts.iter().any(|p| p.0 == "feed copies"));
-        assert!(parts.iter().any(|p| p.0.starts_with("kernel")));
+        // Parts are labelled `#i kK kind @layer role type xT`.
+        assert!(parts
+            .iter()
+            .any(|p| p.0.starts_with("#0 k0 gemm @dense forward f32[64,128] x1")));
+        assert!(parts.iter().any(|p| p.0.contains(" elementwise @")));
+        assert!(parts.iter().any(|p| p
+            .0
+            .contains(" reduce @dense added_loss(kernel_regularizer) f32[] x1")));
         assert!(parts.iter().all(|p| p.1 >= 0.0 && p.1.is_finite()));
         // Profiling runs the step: it must not disturb the loss of the next one.
         assert!(s.step().unwrap().is_finite());

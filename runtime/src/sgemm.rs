@@ -17,8 +17,7 @@
 //! of A are packed into `MR`-row panels; per `KC × NC` block, B is packed
 //! into zero-padded `NR`-column panels (packing B also avoids the L1 set
 //! conflicts of power-of-two row strides). A B panel stays in L1 while the
-//! A panels stream past it. A row-major B used by few row tiles (a small
-//! batch) is read in place instead, each A tile streaming its rows.
+//! A panels stream past it.
 //!
 //! Invariants the `unsafe` code relies on (the caller states them once in
 //! [`gemm_part`]'s contract): every element `A[i,p]` at
@@ -45,10 +44,6 @@ const NC: usize = 512;
 /// Rows of A per block (a multiple of `MR`): `MC × KC` floats of packed A
 /// stay in L2 while the B panels of a block pass.
 const MC: usize = 20 * MR;
-/// Products with at most this many row tiles read a row-major B in place:
-/// each B element would be used by too few tiles to repay packing it (and a
-/// two-part split by rows would pack all of B twice).
-const DIRECT_B_MAX_ROW_TILES: usize = 8;
 /// How many columns of the A panel ahead the micro-kernel prefetches.
 const PF_DIST: usize = 16;
 
@@ -80,17 +75,10 @@ impl Dims {
         balanced(self.n, NC, NR)
     }
 
-    /// Whether B is packed into panels (else read in place: only when its
-    /// rows are contiguous and few row tiles use it).
-    fn pack_b(&self) -> bool {
-        self.b_cs != 1 || self.m.div_ceil(MR) > DIRECT_B_MAX_ROW_TILES
-    }
-
-    /// Workspace floats one part needs: a packed B block (when B is packed)
-    /// and the packed A panels of every row.
+    /// Workspace floats one part needs: a packed B block and the packed A
+    /// panels of every row.
     pub(crate) fn workspace_floats(&self) -> usize {
-        let b = if self.pack_b() { self.nc() } else { 0 };
-        (b + self.m.div_ceil(MR) * MR) * self.kc()
+        (self.nc() + self.m.div_ceil(MR) * MR) * self.kc()
     }
 
     /// The `(rows, cols)` ranges of C that part `part` of `parts` computes:
@@ -197,9 +185,8 @@ unsafe fn gemm_block(
         return;
     }
     let (kc_max, nc_max) = (d.kc(), d.nc());
-    let pack = d.pack_b();
-    // SAFETY: the A panels follow the B block (if any) in the workspace.
-    let a_panels = unsafe { ws.add(if pack { kc_max * nc_max } else { 0 }) };
+    // SAFETY: the A panels follow the B block in the workspace.
+    let a_panels = unsafe { ws.add(kc_max * nc_max) };
     let mut pc = 0;
     while pc < d.k {
         let kc = kc_max.min(d.k - pc);
@@ -220,83 +207,49 @@ unsafe fn gemm_block(
             }
             ic += MR;
         }
-        if pack {
-            let mut jc = j0;
-            while jc < j1 {
-                let nc = nc_max.min(j1 - jc);
-                // SAFETY: B[pc.., jc..] is inside B.
-                let b_blk = unsafe { b.offset(pc as isize * d.b_rs + jc as isize * d.b_cs) };
-                // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
-                unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
-                // Rows in blocks of MC, so the A panels a B panel meets stay in L2.
-                let mut ib = r0;
-                while ib < r1 {
-                    let ie = (ib + MC).min(r1);
-                    let mut jr = 0;
-                    while jr < nc {
-                        let nr = NR.min(nc - jr);
-                        // SAFETY: panel jr/NR of the packed block.
-                        let bt = unsafe { ws.add(jr * kc) as *const f32 };
-                        let (m0, m1) = masks(nr);
-                        let mut ic = ib;
-                        while ic < ie {
-                            let mr = MR.min(ie - ic);
-                            // SAFETY: as when packing above.
-                            let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
-                            // SAFETY: C[ic.., jc+jr..] is inside C.
-                            let ct = unsafe { c.add(ic * n + jc + jr) };
-                            let t = Tile {
-                                kc,
-                                a: a_panel,
-                                b: bt,
-                                b_rs: NR,
-                                c: ct,
-                                c_rs: n,
-                                m0,
-                                m1,
-                                accumulate: pc > 0,
-                            };
-                            // SAFETY: the tile's mr rows and masked columns are in range.
-                            unsafe { tile_dispatch(mr, &t) };
-                            ic += MR;
-                        }
-                        jr += NR;
-                    }
-                    ib = ie;
-                }
-                jc += nc;
-            }
-        } else {
-            // B in place: each A tile streams the B rows of its slice.
-            let mut ic = r0;
-            while ic < r1 {
-                let mr = MR.min(r1 - ic);
-                // SAFETY: as when packing above.
-                let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
-                let mut jr = j0;
-                while jr < j1 {
-                    let nr = NR.min(j1 - jr);
+        let mut jc = j0;
+        while jc < j1 {
+            let nc = nc_max.min(j1 - jc);
+            // SAFETY: B[pc.., jc..] is inside B.
+            let b_blk = unsafe { b.offset(pc as isize * d.b_rs + jc as isize * d.b_cs) };
+            // SAFETY: ws holds kc_max·nc_max ≥ kc·round_up(nc, NR) floats.
+            unsafe { pack_b(b_blk, d.b_rs, d.b_cs, kc, nc, ws) };
+            // Rows in blocks of MC, so the A panels a B panel meets stay in L2.
+            let mut ib = r0;
+            while ib < r1 {
+                let ie = (ib + MC).min(r1);
+                let mut jr = 0;
+                while jr < nc {
+                    let nr = NR.min(nc - jr);
+                    // SAFETY: panel jr/NR of the packed block.
+                    let bt = unsafe { ws.add(jr * kc) as *const f32 };
                     let (m0, m1) = masks(nr);
-                    let t = Tile {
-                        kc,
-                        a: a_panel,
-                        // SAFETY: B[pc.., jr..] is inside B (b_cs == 1 here).
-                        b: unsafe { b.offset(pc as isize * d.b_rs).add(jr) },
-                        b_rs: d.b_rs as usize,
-                        // SAFETY: C[ic.., jr..] is inside C.
-                        c: unsafe { c.add(ic * n + jr) },
-                        c_rs: n,
-                        m0,
-                        m1,
-                        accumulate: pc > 0,
-                    };
-                    // SAFETY: the tile's mr rows and masked columns are in
-                    // range; B is read with masked loads on a partial tile.
-                    unsafe { tile_dispatch(mr, &t) };
+                    let mut ic = ib;
+                    while ic < ie {
+                        let mr = MR.min(ie - ic);
+                        // SAFETY: as when packing above.
+                        let a_panel = unsafe { a_panels.add((ic - r0) * kc) };
+                        // SAFETY: C[ic.., jc+jr..] is inside C.
+                        let ct = unsafe { c.add(ic * n + jc + jr) };
+                        let t = Tile {
+                            kc,
+                            a: a_panel,
+                            b: bt,
+                            c: ct,
+                            c_rs: n,
+                            m0,
+                            m1,
+                            accumulate: pc > 0,
+                        };
+                        // SAFETY: the tile's mr rows and masked columns are in range.
+                        unsafe { tile_dispatch(mr, &t) };
+                        ic += MR;
+                    }
                     jr += NR;
                 }
-                ic += MR;
+                ib = ie;
             }
+            jc += nc;
         }
         pc += kc;
     }
@@ -388,9 +341,8 @@ struct Tile {
     kc: usize,
     /// The packed A panel (`a[p·MR + i]`).
     a: *const f32,
-    /// Row `p` of the B tile is at `b + p·b_rs` (`NR` for a packed panel).
+    /// The packed B panel (`b[p·NR + j]`).
     b: *const f32,
-    b_rs: usize,
     c: *mut f32,
     c_rs: usize,
     m0: __mmask16,
@@ -402,58 +354,38 @@ struct Tile {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_dispatch(mr: usize, t: &Tile) {
-    if t.m0 == 0xFFFF && t.m1 == 0xFFFF {
-        // SAFETY: forwarded; a full-width tile.
-        unsafe { tile_rows::<false>(mr, t) }
-    } else {
-        // SAFETY: forwarded.
-        unsafe { tile_rows::<true>(mr, t) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_rows<const MASKED: bool>(mr: usize, t: &Tile) {
     // SAFETY: forwarded; `R == mr` rows are in range.
     unsafe {
         match mr {
-            12 => tile::<12, MASKED>(t),
-            11 => tile::<11, MASKED>(t),
-            10 => tile::<10, MASKED>(t),
-            9 => tile::<9, MASKED>(t),
-            8 => tile::<8, MASKED>(t),
-            7 => tile::<7, MASKED>(t),
-            6 => tile::<6, MASKED>(t),
-            5 => tile::<5, MASKED>(t),
-            4 => tile::<4, MASKED>(t),
-            3 => tile::<3, MASKED>(t),
-            2 => tile::<2, MASKED>(t),
-            _ => tile::<1, MASKED>(t),
+            12 => tile::<12>(t),
+            11 => tile::<11>(t),
+            10 => tile::<10>(t),
+            9 => tile::<9>(t),
+            8 => tile::<8>(t),
+            7 => tile::<7>(t),
+            6 => tile::<6>(t),
+            5 => tile::<5>(t),
+            4 => tile::<4>(t),
+            3 => tile::<3>(t),
+            2 => tile::<2>(t),
+            _ => tile::<1>(t),
         }
     }
 }
 
-/// The micro-kernel: `R` rows of C, kept in `2R` vector registers. B is
-/// read with masked loads only when `MASKED` (a partial tile of an unpacked
-/// B; a masked load costs an extra uop on the FMA ports).
+/// The micro-kernel: `R` rows of C, kept in `2R` vector registers; the
+/// packed panels are zero-padded, so only the stores to C are masked.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const R: usize, const MASKED: bool>(t: &Tile) {
+unsafe fn tile<const R: usize>(t: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let mut a = t.a;
     let mut b = t.b;
     for _ in 0..t.kc {
-        // SAFETY: the A panel holds kc columns of MR floats; row p of the B
-        // tile is in range (masked lanes are not read).
+        // SAFETY: the packed panels hold kc rows of NR (B) and MR (A) floats.
         unsafe {
-            let (b0, b1) = if MASKED {
-                (
-                    _mm512_maskz_loadu_ps(t.m0, b),
-                    _mm512_maskz_loadu_ps(t.m1, b.add(16)),
-                )
-            } else {
-                (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
-            };
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PF_DIST * MR) as *const i8);
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i));
@@ -461,7 +393,7 @@ unsafe fn tile<const R: usize, const MASKED: bool>(t: &Tile) {
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
             a = a.add(MR);
-            b = b.add(t.b_rs);
+            b = b.add(NR);
         }
     }
     for (i, row) in acc.iter().enumerate() {
@@ -594,7 +526,6 @@ mod tests {
             (70, 90, 700, false, true),
             (100, 33, 257, true, true),
             (500, 40, 30, false, false),
-            (20, 1030, 600, false, false),
             (262, 70, 20, true, true),
         ] {
             let c = case(m, n, k, ta, tb, 7);

@@ -46,8 +46,6 @@ const NC: usize = 512;
 /// Rows of A per block (a multiple of `MR`): `MC × KC` floats of packed A
 /// stay in L2 while the B panels of a block pass.
 const MC: usize = 20 * MR;
-/// How many columns of the A panel ahead the micro-kernel prefetches.
-const PF_DIST: usize = 16;
 
 /// Shape and strides (in elements) of one `C[m×n] = A[m×k]·B[k×n]`; C is
 /// dense row-major.
@@ -395,7 +393,6 @@ unsafe fn tile<const R: usize>(t: &Tile) {
         unsafe {
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
-            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PF_DIST * MR) as *const i8);
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i));
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);

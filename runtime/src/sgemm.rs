@@ -7,7 +7,7 @@
 //! fallback on hosts without AVX-512 and as the benchmark baseline
 //! (`JitOptions::gemm`; `lossgraph bench --gemm-impl crate`). Measured
 //! single-threaded on the workloads' shapes (`sgemm::speed`), this GEMM runs
-//! at 0.85–1.1× the crate's speed; the step gains from no allocation, no
+//! at 0.8–1.1× the crate's speed; the step gains from no allocation, no
 //! rayon hand-off, and a lower inline-matmul threshold (see the executor).
 //!
 //! Layout (BLIS loop order, with the roles of A and B swapped because C is

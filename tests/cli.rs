@@ -598,6 +598,8 @@ fn bench_times_an_imported_keras_model() {
         "2",
         "--reps",
         "1",
+        "--gemm-impl",
+        "crate",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -650,6 +652,10 @@ fn bench_reports_bad_models_and_options_in_one_line() {
         &["broken.json", "malformed JSON"],
     );
     assert_user_error(&run(&["bench", "huge"]), &["unknown workload 'huge'"]);
+    assert_user_error(
+        &run(&["bench", "tiny", "--gemm-impl", "blas"]),
+        &["--gemm-impl", "unknown GEMM routine 'blas'"],
+    );
     // WORKLOAD and --model exclude each other; one of them is required
     // (clap's usage errors: exit status 2).
     let o = run(&["bench", "tiny", "--model", model]);

@@ -112,26 +112,7 @@ fn cerr(e: impl std::fmt::Display) -> RuntimeError {
 
 /// Shape and element strides of a GEMM call's row-major operands.
 fn gemm_dims(gc: &lossgraph_compiler::lower_clif::nest::GemmCall) -> sgemm::Dims {
-    let (m, n, k) = (gc.m, gc.n, gc.k);
-    let (a_rs, a_cs) = if gc.trans_a {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (b_rs, b_cs) = if gc.trans_b {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
-    sgemm::Dims {
-        m,
-        n,
-        k,
-        a_rs,
-        a_cs,
-        b_rs,
-        b_cs,
-    }
+    sgemm::Dims::row_major(gc.m, gc.n, gc.k, gc.trans_a, gc.trans_b)
 }
 
 fn off_of(mem: &MemoryPlan, plan: &Plan, n: NodeId) -> Result<usize, RuntimeError> {
@@ -278,16 +259,10 @@ impl JitProgram {
                     labels.push(label(k, t));
                     pending.push(Pending::Gemm(GemmStep {
                         batch: gc.batch,
-                        m: d.m,
-                        n: d.n,
-                        k: d.k,
+                        d,
                         dst: off_of(&mem, &plan, gc.out)?,
                         lhs: off_of(&mem, &plan, gc.a)?,
                         rhs: off_of(&mem, &plan, gc.b)?,
-                        lhs_rs: d.a_rs,
-                        lhs_cs: d.a_cs,
-                        rhs_rs: d.b_rs,
-                        rhs_cs: d.b_cs,
                         threads: t,
                         imp: gemm_imp,
                         ws: ws_off,

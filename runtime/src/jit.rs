@@ -269,17 +269,14 @@ pub enum GemmImpl {
 /// One GEMM call on arena buffers (row-major operands, strides in elements).
 #[derive(Clone, Debug)]
 pub(crate) struct GemmStep {
+    /// Independent products, `m·k`, `k·n` and `m·n` elements apart.
     pub batch: usize,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
+    /// Shape and strides of one product.
+    pub d: sgemm::Dims,
+    /// Byte offsets of C, A and B in the arena.
     pub dst: usize,
     pub lhs: usize,
     pub rhs: usize,
-    pub lhs_rs: isize,
-    pub lhs_cs: isize,
-    pub rhs_rs: isize,
-    pub rhs_cs: isize,
     /// Threads (parts) the product is split into (1 = the caller alone).
     pub threads: usize,
     /// The routine; `Lossgraph` only when `sgemm::available()`.
@@ -289,21 +286,6 @@ pub(crate) struct GemmStep {
     /// `Dims::workspace_floats` floats).
     pub ws: usize,
     pub ws_stride: usize,
-}
-
-impl GemmStep {
-    /// The product's shape and strides for [`crate::sgemm`].
-    pub(crate) fn dims(&self) -> sgemm::Dims {
-        sgemm::Dims {
-            m: self.m,
-            n: self.n,
-            k: self.k,
-            a_rs: self.lhs_rs,
-            a_cs: self.lhs_cs,
-            b_rs: self.rhs_rs,
-            b_cs: self.rhs_cs,
-        }
-    }
 }
 
 /// One step of a compiled program.
@@ -674,7 +656,8 @@ impl CompiledStep {
     }
 
     fn gemm(&self, g: &GemmStep) -> Result<(), String> {
-        let (m, n, k) = (g.m, g.n, g.k);
+        let d = g.d;
+        let (m, n, k) = (d.m, d.n, d.k);
         let span = |rs: isize, cs: isize, r: usize, c: usize| {
             if r == 0 || c == 0 {
                 0
@@ -687,12 +670,8 @@ impl CompiledStep {
             let lhs = g.lhs + bi * m * k * 4;
             let rhs = g.rhs + bi * k * n * 4;
             if !self.arena.check_range(dst, m * n * 4)
-                || !self
-                    .arena
-                    .check_range(lhs, span(g.lhs_rs, g.lhs_cs, m, k) * 4)
-                || !self
-                    .arena
-                    .check_range(rhs, span(g.rhs_rs, g.rhs_cs, k, n) * 4)
+                || !self.arena.check_range(lhs, span(d.a_rs, d.a_cs, m, k) * 4)
+                || !self.arena.check_range(rhs, span(d.b_rs, d.b_cs, k, n) * 4)
             {
                 return Err(format!("gemm {m}x{n}x{k} operands out of the arena"));
             }
@@ -703,7 +682,6 @@ impl CompiledStep {
                 continue;
             }
             if g.imp == GemmImpl::Lossgraph {
-                let d = g.dims();
                 let ws_floats = d.workspace_floats();
                 let parts = g.threads.max(1);
                 if !sgemm::available()
@@ -758,11 +736,11 @@ impl CompiledStep {
                     n as isize,
                     false,
                     base.add(lhs) as *const f32,
-                    g.lhs_cs,
-                    g.lhs_rs,
+                    d.a_cs,
+                    d.a_rs,
                     base.add(rhs) as *const f32,
-                    g.rhs_cs,
-                    g.rhs_rs,
+                    d.b_cs,
+                    d.b_rs,
                     0.0,
                     1.0,
                     false,

@@ -67,6 +67,30 @@ fn balanced(x: usize, max: usize, align: usize) -> usize {
 }
 
 impl Dims {
+    /// The product of row-major A (`m×k`, or `k×m` read transposed when
+    /// `trans_a`) and row-major B (`k×n`, or `n×k` when `trans_b`).
+    pub(crate) fn row_major(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Dims {
+        let (a_rs, a_cs) = if trans_a {
+            (1, m as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let (b_rs, b_cs) = if trans_b {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
+        };
+        Dims {
+            m,
+            n,
+            k,
+            a_rs,
+            a_cs,
+            b_rs,
+            b_cs,
+        }
+    }
+
     fn kc(&self) -> usize {
         balanced(self.k, KC, 1)
     }
@@ -443,8 +467,8 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
         // A stored as [m,k] (a_rs = k) or as its transpose [k,m] (a_rs = 1).
-        let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-        let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+        let d = Dims::row_major(m, n, k, ta, tb);
+        let (a_rs, a_cs, b_rs, b_cs) = (d.a_rs, d.a_cs, d.b_rs, d.b_cs);
         let at = |i: usize, p: usize| a[(i as isize * a_rs + p as isize * a_cs) as usize] as f64;
         let bt = |p: usize, j: usize| b[(p as isize * b_rs + j as isize * b_cs) as usize] as f64;
         let mut want = vec![0.0; m * n];
@@ -458,15 +482,7 @@ mod tests {
             }
         }
         Case {
-            d: Dims {
-                m,
-                n,
-                k,
-                a_rs,
-                a_cs,
-                b_rs,
-                b_cs,
-            },
+            d,
             a,
             b,
             want,
@@ -573,17 +589,8 @@ mod speed {
             (2048, 2048, 256, true, false),
         ];
         for &(m, n, k, ta, tb) in &shapes {
-            let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-            let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-            let d = Dims {
-                m,
-                n,
-                k,
-                a_rs,
-                a_cs,
-                b_rs,
-                b_cs,
-            };
+            let d = Dims::row_major(m, n, k, ta, tb);
+            let (a_rs, a_cs, b_rs, b_cs) = (d.a_rs, d.a_cs, d.b_rs, d.b_cs);
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
             let mut c = vec![0.0f32; m * n];

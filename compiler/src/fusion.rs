@@ -64,7 +64,7 @@ pub enum KernelKind {
     ArgMax,
     /// A `concat`: one loop per operand.
     Concat,
-    /// A matmul, executed as a call to the `gemm` crate.
+    /// A matmul: register-blocked JIT loops or a call to a GEMM routine.
     MatMul,
 }
 

@@ -570,9 +570,9 @@ mod random_graphs {
     }
 }
 
-/// Threads split only outer loops that write disjoint elements, so results
-/// are bit-identical run to run, and identical to one thread as long as the
-/// gemm crate is not involved (every matmul here is a JIT kernel).
+/// Threads split only outer loops that write disjoint elements, and GEMMs
+/// only at whole tiles of C, so results are bit-identical run to run and
+/// for any thread count.
 #[test]
 fn threaded_results_are_deterministic() {
     let g = mlp_step(

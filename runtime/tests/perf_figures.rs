@@ -1,7 +1,7 @@
 //! Measured figures for the JIT (run explicitly; they assert only sanity):
 //! `cargo test -p lossgraph-runtime --test perf_figures -- --ignored --nocapture`
-//! (add `--release` for release-built Rust code; JIT code and the gemm crate
-//! are optimised either way).
+//! (add `--release` for release-built Rust code; JIT code and the GEMM
+//! routines are optimised either way).
 
 mod common;
 

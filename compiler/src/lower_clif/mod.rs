@@ -903,7 +903,7 @@ pub fn clif_text(
             nest::KernelBody::Gemm(g) => {
                 let _ = writeln!(
                     s,
-                    "; kernel {k}: gemm crate call, batch {} m {} n {} k {} trans_a {} trans_b {} (out %{}, a %{}, b %{})\n",
+                    "; kernel {k}: GEMM routine call, batch {} m {} n {} k {} trans_a {} trans_b {} (out %{}, a %{}, b %{})\n",
                     g.batch,
                     g.m,
                     g.n,

@@ -369,13 +369,11 @@ pub struct BodyOptions {
     /// kernels ([`super::matmul`]: 4 rows × 8 columns of accumulators);
     /// larger ones call a packed GEMM routine (the runtime's own AVX-512
     /// GEMM, or the `gemm` crate without AVX-512), which pays a fixed per-call
-    /// cost for packing. Measured against the `gemm` crate with
-    /// `perf_figures -- --ignored matmul` (2-core AVX-512 host under load,
-    /// alternating runs, best of 7, one thread): square n³ JIT vs gemm crate
-    /// 0.10 vs 0.53 µs at n = 8, 0.52 vs 0.93 at 16, 4.5 vs 5.1 at 32,
-    /// 32 vs 35 at 64, 166 vs 235 at 128. Hence JIT kernels up to 64³
-    /// (every matmul of the tiny and mnist workloads except mnist's 784-wide
-    /// first layer); large GEMMs stay with the crate's packed, threaded kernels.
+    /// cost for packing. The default, 64³, suits the `gemm` crate (measured
+    /// with `perf_figures -- --ignored matmul`, one thread: square n³ JIT vs
+    /// crate 0.10 vs 0.53 µs at n = 8, 4.5 vs 5.1 at 32, 32 vs 35 at 64, 166
+    /// vs 235 at 128); the runtime lowers it to 16³ when its own GEMM runs
+    /// (see `lossgraph_runtime::JitOptions`).
     pub inline_matmul_max: usize,
 }
 

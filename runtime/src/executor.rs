@@ -150,7 +150,9 @@ impl JitProgram {
             .iter()
             .filter_map(|b| match b {
                 KernelBody::Gemm(gc) if gemm_imp == GemmImpl::Lossgraph => {
-                    Some(gemm_dims(gc).workspace_floats().div_ceil(16) * 16)
+                    let d = gemm_dims(gc);
+                    d.supported()
+                        .then(|| d.workspace_floats().div_ceil(16) * 16)
                 }
                 _ => None,
             })
@@ -264,7 +266,12 @@ impl JitProgram {
                         lhs: off_of(&mem, &plan, gc.a)?,
                         rhs: off_of(&mem, &plan, gc.b)?,
                         threads: t,
-                        imp: gemm_imp,
+                        // Strides sgemm cannot gather go to the crate.
+                        imp: if d.supported() {
+                            gemm_imp
+                        } else {
+                            GemmImpl::Crate
+                        },
                         ws: ws_off,
                         ws_stride,
                     }));

@@ -685,13 +685,14 @@ impl CompiledStep {
                 let ws_floats = d.workspace_floats();
                 let parts = g.threads.max(1);
                 if !sgemm::available()
+                    || !d.supported()
                     || g.ws_stride < ws_floats
                     || !self
                         .arena
                         .check_range(g.ws, (parts - 1) * g.ws_stride * 4 + ws_floats * 4)
                 {
                     return Err(format!(
-                        "gemm {m}x{n}x{k}: no AVX-512 or workspace out of the arena"
+                        "gemm {m}x{n}x{k}: no AVX-512, strides too large or workspace out of the arena"
                     ));
                 }
                 // SAFETY: (A)/(B) the operand ranges and `parts` workspaces were

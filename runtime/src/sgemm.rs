@@ -91,6 +91,13 @@ impl Dims {
         }
     }
 
+    /// Whether [`gemm_part`] handles these strides: the packers gather up
+    /// to 31 rows or columns apart with 32-bit element indices.
+    pub(crate) fn supported(&self) -> bool {
+        let limit = (i32::MAX / 31) as isize;
+        self.a_rs.abs() <= limit && self.b_cs.abs() <= limit
+    }
+
     fn kc(&self) -> usize {
         balanced(self.k, KC, 1)
     }
@@ -138,8 +145,8 @@ pub(crate) fn available() -> bool {
 /// Computes part `part` of `parts` of `C = A·B` (see [`Dims::part`]).
 ///
 /// # Safety
-/// [`available`] returned true; the pointers satisfy the module invariants
-/// for `d`; `ws` holds `d.workspace_floats()` floats used by no other part
+/// [`available`] and `d.supported()` returned true; the pointers satisfy the
+/// module invariants for `d`; `ws` holds `d.workspace_floats()` floats used by no other part
 /// running at the same time; parts running concurrently have distinct
 /// `part` values and the same `parts`.
 #[cfg(target_arch = "x86_64")]
@@ -533,6 +540,16 @@ mod tests {
             let got = run(&c, parts);
             prop_assert!(check(&c, &got).is_ok(), "{}", check(&c, &got).unwrap_err());
         }
+    }
+
+    /// Strides whose 32-bit gather indices would overflow are refused (the
+    /// executor sends those products to the `gemm` crate).
+    #[test]
+    fn huge_strides_are_not_supported() {
+        assert!(Dims::row_major(64, 128, 784, false, false).supported());
+        assert!(Dims::row_major(3, 5, 10_000_000, true, true).supported());
+        assert!(!Dims::row_major(3, 5, 100_000_000, false, false).supported());
+        assert!(!Dims::row_major(3, 5, 100_000_000, false, true).supported());
     }
 
     /// Sizes that cross the K, N and M blocks, and the result is

@@ -285,6 +285,17 @@ fn bitflags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
+/// Moves every counter `vars[c]` on by `lanes` steps of `incs[c]`.
+fn advance(b: &mut FunctionBuilder, vars: &[Variable], incs: &[i64], lanes: i64) {
+    for (c, v) in vars.iter().enumerate() {
+        if incs[c] != 0 {
+            let x = b.use_var(*v);
+            let y = b.ins().iadd_imm_s(x, incs[c] * lanes);
+            b.def_var(*v, y);
+        }
+    }
+}
+
 /// Independent vector accumulators of a vectorised reduction loop (an f32x4
 /// add has a 4-cycle latency: one accumulator runs at a quarter of the
 /// adder's throughput).
@@ -351,13 +362,7 @@ impl Emitter<'_> {
             counted_loop(b, lo, hi, 1, &mut |b, _i| {
                 let cur: Vec<Value> = vars.iter().map(|v| b.use_var(*v)).collect();
                 self.level(b, d + 1, zero, ext, &cur, inner)?;
-                for (c, v) in vars.iter().enumerate() {
-                    if incs[c] != 0 {
-                        let x = b.use_var(*v);
-                        let y = b.ins().iadd_imm_s(x, incs[c]);
-                        b.def_var(*v, y);
-                    }
-                }
+                advance(b, &vars, &incs, 1);
                 Ok(())
             })?;
             return Ok(());
@@ -452,13 +457,7 @@ impl Emitter<'_> {
                         self.store_root(b, r, ptrs[r.dst], &vals);
                     }
                 }
-                for (c, v) in vars.iter().enumerate() {
-                    if incs[c] != 0 {
-                        let x = b.use_var(*v);
-                        let y = b.ins().iadd_imm_s(x, incs[c] * 4);
-                        b.def_var(*v, y);
-                    }
-                }
+                advance(b, vars, incs, 4);
                 Ok(())
             };
             // Reductions: independent accumulators hide the add latency.
@@ -512,13 +511,7 @@ impl Emitter<'_> {
                     self.store_root(b, r, ptrs[r.dst], &vals);
                 }
             }
-            for (c, v) in vars.iter().enumerate() {
-                if incs[c] != 0 {
-                    let x = b.use_var(*v);
-                    let y = b.ins().iadd_imm_s(x, incs[c]);
-                    b.def_var(*v, y);
-                }
-            }
+            advance(b, vars, incs, 1);
             Ok(())
         })?;
         for acc in &accs {

@@ -419,11 +419,7 @@ impl EngineChoice {
 
 /// Compiles `graph` for `engine` with `threads` threads (0 = the engine's default).
 pub fn compile_graph(graph: Graph, engine: EngineChoice, threads: usize) -> Result<Program> {
-    let opts = BenchOptions {
-        engine,
-        threads,
-        ..BenchOptions::default()
-    };
+    let opts = BenchOptions::with_engine(engine, threads);
     compile_graph_tuned(graph, &opts)
 }
 
@@ -549,11 +545,7 @@ impl Session {
     /// Builds the workload through the front end, compiles its training step
     /// for `engine` with `threads` threads (0 = default) and loads the weights.
     pub fn new(w: &Workload, engine: EngineChoice, threads: usize) -> Result<Session> {
-        let opts = BenchOptions {
-            engine,
-            threads,
-            ..BenchOptions::default()
-        };
+        let opts = BenchOptions::with_engine(engine, threads);
         Session::tuned(w, &opts)
     }
 
@@ -738,6 +730,17 @@ pub struct BenchOptions {
     pub split_min_work: usize,
     /// The JIT's GEMM routine for large matmuls.
     pub gemm: GemmImpl,
+}
+
+impl BenchOptions {
+    /// The defaults with `engine` and `threads` (0 = the engine's default).
+    pub fn with_engine(engine: EngineChoice, threads: usize) -> BenchOptions {
+        BenchOptions {
+            engine,
+            threads,
+            ..BenchOptions::default()
+        }
+    }
 }
 
 impl Default for BenchOptions {
@@ -1119,11 +1122,7 @@ impl KernelRunner {
     /// (0 = default), fills its variables with random values and prepares
     /// feeds (`lr` 1e-3, `iteration` 3, labels uniform).
     pub fn new(name: &str, engine: EngineChoice, threads: usize) -> Result<KernelRunner> {
-        let opts = BenchOptions {
-            engine,
-            threads,
-            ..BenchOptions::default()
-        };
+        let opts = BenchOptions::with_engine(engine, threads);
         KernelRunner::with_options(name, &opts)
     }
 

@@ -100,11 +100,7 @@ impl Init {
     /// Looks up a Keras initialiser name (`"glorot_uniform"`, `"GlorotUniform"`, `"he_normal"`,
     /// `"random_normal"`, `"zeros"`, `"ones"`, …).
     pub fn from_name(name: &str) -> Result<Init> {
-        let n: String = name
-            .chars()
-            .filter(|c| *c != '_')
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let n = crate::name_key(name);
         Ok(match n.as_str() {
             "glorotuniform" => Init::GlorotUniform,
             "glorotnormal" => Init::GlorotNormal,

@@ -107,3 +107,12 @@ pub use train::{
     CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation,
 };
 pub use weights::{read_safetensors, write_safetensors};
+
+/// The lookup key of a Keras name: lower case without underscores, so
+/// `"glorot_uniform"`, `"GlorotUniform"` and `"glorotuniform"` meet.
+pub(crate) fn name_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}

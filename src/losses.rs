@@ -47,11 +47,7 @@ impl Loss {
     /// `huber`, `binary_crossentropy`, `categorical_crossentropy`,
     /// `sparse_categorical_crossentropy` (and their class names, e.g. `MeanSquaredError`).
     pub fn from_name(name: &str) -> Result<Loss> {
-        let n: String = name
-            .chars()
-            .filter(|c| *c != '_')
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let n = crate::name_key(name);
         Ok(match n.as_str() {
             "mse" | "meansquarederror" => Loss::MeanSquaredError,
             "mae" | "meanabsoluteerror" => Loss::MeanAbsoluteError,

@@ -535,7 +535,11 @@ mod tests {
         #[test]
         fn matches_reference(m in 0usize..40, n in 0usize..80, k in 0usize..40,
                              ta: bool, tb: bool, parts in 1usize..4, seed: u64) {
-            prop_assume!(available());
+            if !available() {
+                // No AVX-512 here: nothing to run (a rejecting assumption
+                // would fail the whole proptest on such hosts).
+                return Ok(());
+            }
             let c = case(m, n, k, ta, tb, seed);
             let got = run(&c, parts);
             prop_assert!(check(&c, &got).is_ok(), "{}", check(&c, &got).unwrap_err());

@@ -275,7 +275,7 @@ pub(crate) struct TraceState {
 }
 
 /// Name of the `i32[]` input that advances random ops (dropout) each step.
-pub const RNG_STEP_INPUT: &str = "rng_step";
+pub use lossgraph_ir::names::RNG_STEP_INPUT;
 
 /// What `call` can do: read weights, add losses, call sub-layers, draw noise.
 pub struct CallCtx<'a> {

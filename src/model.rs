@@ -777,7 +777,7 @@ impl Model {
         pending.sort_by_key(|p| (p.phase == 2, p.layer_index, p.phase));
         let mut losses = Vec::new();
         for (i, p) in pending.into_iter().enumerate() {
-            let output = format!("added/{i}");
+            let output = lossgraph_ir::names::added(i);
             b.output(&output, &p.value);
             losses.push((
                 AddedLoss {
@@ -793,7 +793,7 @@ impl Model {
         let mut preds = Vec::new();
         for (name, v) in &self.outputs {
             let t = env[v].clone();
-            b.output(&format!("pred/{name}"), &t);
+            b.output(&lossgraph_ir::names::pred(name), &t);
             preds.push((name.clone(), t));
         }
         b.check().map_err(|e| Error::Ir {

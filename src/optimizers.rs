@@ -13,10 +13,10 @@ use lossgraph_ir::{Builder, Role, Tensor, TensorType};
 use std::fmt;
 use std::rc::Rc;
 
-/// Name of the `f32[]` learning-rate input of training graphs.
-pub const LR_INPUT: &str = "lr";
 /// Name of the `f32[]` input holding the number of completed steps (Keras's `iterations`).
-pub const ITERATION_INPUT: &str = "iteration";
+pub use lossgraph_ir::names::ITERATION_INPUT;
+/// Name of the `f32[]` learning-rate input of training graphs.
+pub use lossgraph_ir::names::LR_INPUT;
 
 /// A learning rate: constant or a function of the iteration count.
 #[derive(Clone)]
@@ -269,7 +269,10 @@ impl Optimizer {
             b.state(&format!("optimizer/{kind}/{slot}/{name}"), ty.clone())
         };
         let set = |slot: &str, name: &str, t: &Tensor| {
-            b.output(&format!("update/optimizer/{kind}/{slot}/{name}"), t);
+            b.output(
+                &lossgraph_ir::names::update(&format!("optimizer/{kind}/{slot}/{name}")),
+                t,
+            );
         };
         // Bias corrections shared by every variable (Adam).
         let t = iteration + 1.0;
@@ -346,7 +349,7 @@ impl Optimizer {
                     }
                 }
             };
-            b.output(&format!("update/{name}"), &new_w);
+            b.output(&lossgraph_ir::names::update(name), &new_w);
         }
         b.set_role(prev_role);
         b.set_scope(prev_scope);

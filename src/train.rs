@@ -497,7 +497,7 @@ impl Model {
                 weight: oc.weight,
             };
             let l = b.with_role(role, || oc.loss.emit(&y, pred));
-            let out = format!("loss/{name}");
+            let out = lossgraph_ir::names::loss(name);
             b.output(&out, &l);
             if multi {
                 info.logs.push((format!("{name}_loss"), out));
@@ -515,7 +515,7 @@ impl Model {
                     },
                     || resolved.emit(&y, pred),
                 );
-                let out = format!("metric/{label}");
+                let out = lossgraph_ir::names::metric(&label);
                 b.output(&out, &v);
                 metric_logs.push((label, out));
             }
@@ -576,7 +576,7 @@ impl Model {
             for v in self.vars.iter().filter(|v| v.trainable) {
                 b.set_scope(v.layer.as_str());
                 let w = b.param(&v.path, v.value.ty.clone());
-                let g = b.input(&format!("grad/{}", v.path), v.value.ty.clone());
+                let g = b.input(&lossgraph_ir::names::grad(&v.path), v.value.ty.clone());
                 vars.push((v.path.clone(), w, g));
             }
             b.set_scope("");
@@ -617,12 +617,13 @@ impl Model {
                 let it = b.input(ITERATION_INPUT, TensorType::scalar());
                 let mut vars = Vec::new();
                 for (name, id) in &ins {
-                    let gid = b.graph().output(&format!("grad/{name}")).ok_or_else(|| {
-                        Error::Compile {
+                    let gid = b
+                        .graph()
+                        .output(&lossgraph_ir::names::grad(name))
+                        .ok_or_else(|| Error::Compile {
                             purpose: p.into(),
                             message: format!("no gradient output for '{name}'"),
-                        }
-                    })?;
+                        })?;
                     vars.push((name.clone(), b.tensor(*id), b.tensor(gid)));
                 }
                 cfg.optimizer.emit_updates(&b, &vars, &lr, &it)?;
@@ -634,7 +635,7 @@ impl Model {
                 // outputs they would cost a store (and a live buffer) each.
                 // `compute_gradients` has its own program that returns them.
                 for (name, _) in &ins {
-                    g.remove_output(&format!("grad/{name}"));
+                    g.remove_output(&lossgraph_ir::names::grad(name));
                 }
             }
             info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
@@ -644,7 +645,7 @@ impl Model {
         let added: Vec<String> = g
             .outputs()
             .iter()
-            .filter(|o| o.0.starts_with("added/"))
+            .filter(|o| lossgraph_ir::names::is_added_loss(&o.0))
             .map(|o| o.0.clone())
             .collect();
         for a in added {
@@ -949,13 +950,13 @@ impl Model {
             self.run_prepared(Purpose::Predict, end - start, &feeds)?;
             let c = &self.train.programs[&(Purpose::Predict, end - start)];
             for (i, (name, _)) in self.outputs.iter().enumerate() {
-                let t =
-                    c.program
-                        .output(&format!("pred/{name}"))
-                        .ok_or_else(|| Error::Compile {
-                            purpose: "predict".into(),
-                            message: format!("missing output pred/{name}"),
-                        })?;
+                let t = c
+                    .program
+                    .output(&lossgraph_ir::names::pred(name))
+                    .ok_or_else(|| Error::Compile {
+                        purpose: "predict".into(),
+                        message: format!("missing output pred/{name}"),
+                    })?;
                 outs[i].extend_from_slice(t.as_f32().unwrap_or(&[]));
             }
             start = end;
@@ -989,7 +990,7 @@ impl Model {
         for v in self.vars.iter().filter(|v| v.trainable) {
             let t = c
                 .program
-                .output(&format!("grad/{}", v.path))
+                .output(&lossgraph_ir::names::grad(&v.path))
                 .ok_or_else(|| Error::Compile {
                     purpose: "gradients".into(),
                     message: format!("missing output grad/{}", v.path),
@@ -1007,13 +1008,13 @@ impl Model {
         for v in self.vars.iter().filter(|v| v.trainable) {
             let Some((_, g)) = grads.iter().find(|(n, _)| *n == v.path) else {
                 return Err(Error::data(
-                    format!("grad/{}", v.path),
+                    lossgraph_ir::names::grad(&v.path),
                     "no gradient given for this trainable variable",
                 ));
             };
             if g.ty != v.value.ty {
                 return Err(Error::data(
-                    format!("grad/{}", v.path),
+                    lossgraph_ir::names::grad(&v.path),
                     format!("expected {}, got {}", v.value.ty, g.ty),
                 ));
             }
@@ -1021,7 +1022,7 @@ impl Model {
                 Data::F32(d) => Feed::F32(d),
                 Data::I32(d) => Feed::I32(d),
             };
-            feeds.push((format!("grad/{}", v.path), f));
+            feeds.push((lossgraph_ir::names::grad(&v.path), f));
         }
         self.prepare(Purpose::Apply, 0)?;
         self.run_prepared(Purpose::Apply, 0, &feeds)?;
@@ -1175,7 +1176,7 @@ fn add_compiled_total(g: &mut Graph, purpose: &str) -> Result<()> {
     let parts: Vec<_> = g
         .outputs()
         .iter()
-        .filter(|o| o.0.starts_with("loss/"))
+        .filter(|o| lossgraph_ir::names::is_output_loss(&o.0))
         .map(|o| o.1)
         .collect();
     let b = Builder::from_graph(std::mem::take(g));

@@ -178,7 +178,7 @@ fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
     let updated: std::collections::HashSet<String> = g
         .outputs()
         .iter()
-        .filter_map(|(name, _)| name.strip_prefix("update/").map(str::to_string))
+        .filter_map(|(name, _)| lossgraph_ir::names::updated_variable(name).map(str::to_string))
         .collect();
     let storage_root = |g: &Graph, mut n: NodeId| {
         while matches!(g.node(n).op, Op::Reshape) {
@@ -190,7 +190,9 @@ fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
     for (name, id) in outs {
         let s = storage_root(&g, id);
         let needs_copy = match &g.node(s).op {
-            Op::Param { name: p } => name.starts_with("update/") || updated.contains(p),
+            Op::Param { name: p } => {
+                lossgraph_ir::names::updated_variable(&name).is_some() || updated.contains(p)
+            }
             _ => false,
         };
         if needs_copy {

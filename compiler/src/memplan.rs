@@ -94,7 +94,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     let mut copies = Vec::new();
     let mut claimed_update = vec![false; n];
     for (name, u) in g.outputs() {
-        let Some(var) = name.strip_prefix("update/") else {
+        let Some(var) = lossgraph_ir::names::updated_variable(name) else {
             continue;
         };
         let Some(p) = g.param(var) else {

@@ -34,7 +34,10 @@ pub fn total_loss(g: &mut Graph) -> Result<NodeId> {
         });
     };
     let outputs = g.outputs().to_vec();
-    for (name, id) in outputs.iter().filter(|(n, _)| n.starts_with("loss/")) {
+    for (name, id) in outputs
+        .iter()
+        .filter(|(n, _)| lossgraph_ir::names::is_output_loss(n))
+    {
         let node = g.node(*id);
         let Role::CompiledLoss { weight, .. } = node.role else {
             return Err(CompileError::at_node(
@@ -59,7 +62,10 @@ pub fn total_loss(g: &mut Graph) -> Result<NodeId> {
         let t = b.tensor(*id);
         add_term(if weight == 1.0 { t } else { t * weight });
     }
-    for (name, id) in outputs.iter().filter(|(n, _)| n.starts_with("added/")) {
+    for (name, id) in outputs
+        .iter()
+        .filter(|(n, _)| lossgraph_ir::names::is_added_loss(n))
+    {
         let node = g.node(*id);
         if node.ty.dtype != DType::F32 {
             return Err(CompileError::at_node(

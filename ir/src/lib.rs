@@ -13,6 +13,7 @@ pub mod error;
 pub mod gen;
 pub mod graph;
 pub mod interp;
+pub mod names;
 pub mod nn;
 pub mod op;
 pub mod tensor;

@@ -528,13 +528,17 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
         }
     }
     for (name, grad) in &g.grads {
-        let want = Case::tensor(&case.tensors, &format!("grad/{name}"), &expected_file)?;
-        push!(&format!("grad/{name}"), &f64s(grad), &f64s(want));
+        let want = Case::tensor(
+            &case.tensors,
+            &lossgraph_ir::names::grad(name),
+            &expected_file,
+        )?;
+        push!(&lossgraph_ir::names::grad(name), &f64s(grad), &f64s(want));
     }
     let n_grads = case
         .tensors
         .iter()
-        .filter(|t| t.0.starts_with("grad/"))
+        .filter(|t| lossgraph_ir::names::grad_variable(&t.0).is_some())
         .count();
     if n_grads != g.grads.len() {
         push!(

@@ -547,7 +547,7 @@ pub fn append_gradients(g: &mut Graph, loss: NodeId, params: &[NodeId]) -> Resul
                 g.add_node(zero, &[])
             }
         };
-        g.set_output(lossgraph_ir::names::grad(name), id);
+        g.set_output(lossgraph_ir::names::grad(&name), id);
     }
     Ok(())
 }

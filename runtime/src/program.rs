@@ -257,7 +257,7 @@ impl Program {
         };
         self.outputs.clear();
         for (name, value) in outs {
-            if let Some(var) = lossgraph_ir::names::updated_variable(name) {
+            if let Some(var) = lossgraph_ir::names::updated_variable(&name) {
                 if let Some(slot) = self.vars.get_mut(var) {
                     // A variable keeps its declared type: an update of another
                     // shape with the same element count is stored row-major.

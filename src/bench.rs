@@ -1173,13 +1173,7 @@ impl KernelRunner {
         let feeds: Vec<(&str, Feed<'_>)> = self
             .feeds
             .iter()
-            .map(|(n, t)| {
-                let f = match &t.data {
-                    lossgraph_ir::Data::F32(v) => Feed::F32(v),
-                    lossgraph_ir::Data::I32(v) => Feed::I32(v),
-                };
-                (n.as_str(), f)
-            })
+            .map(|(n, t)| (n.as_str(), Feed::of(t)))
             .collect();
         self.program.run(&feeds).map_err(rt("kernel"))
     }

@@ -368,11 +368,8 @@ fn convert(t: &HostTensor, dtype: DType) -> HostTensor {
 }
 
 fn rows(t: &HostTensor, start: usize, end: usize) -> Feed<'_> {
-    let k = per_sample(t);
-    match &t.data {
-        Data::F32(v) => Feed::F32(&v[start * k..end * k]),
-        Data::I32(v) => Feed::I32(&v[start * k..end * k]),
-    }
+    // Callers pass ranges within the sample count checked by `prepare_data`.
+    Feed::rows(t, start, end).unwrap_or(Feed::F32(&[]))
 }
 
 fn gather(t: &HostTensor, idx: &[usize]) -> HostTensor {
@@ -1018,11 +1015,7 @@ impl Model {
                     format!("expected {}, got {}", v.value.ty, g.ty),
                 ));
             }
-            let f = match &g.data {
-                Data::F32(d) => Feed::F32(d),
-                Data::I32(d) => Feed::I32(d),
-            };
-            feeds.push((lossgraph_ir::names::grad(&v.path), f));
+            feeds.push((lossgraph_ir::names::grad(&v.path), Feed::of(g)));
         }
         self.prepare(Purpose::Apply, 0)?;
         self.run_prepared(Purpose::Apply, 0, &feeds)?;

@@ -22,6 +22,43 @@ pub enum Feed<'a> {
     I32(&'a [i32]),
 }
 
+impl<'a> Feed<'a> {
+    /// All elements of `t`: the one conversion from a host tensor to a feed.
+    pub fn of(t: &'a HostTensor) -> Feed<'a> {
+        match &t.data {
+            Data::F32(v) => Feed::F32(v),
+            Data::I32(v) => Feed::I32(v),
+        }
+    }
+
+    /// Samples `start..end` along the leading axis of `t` (`None` when the
+    /// range is empty-shaped or out of bounds).
+    pub fn rows(t: &'a HostTensor, start: usize, end: usize) -> Option<Feed<'a>> {
+        let n = *t.ty.shape.first()?;
+        if start > end || end > n {
+            return None;
+        }
+        let k = if n == 0 { 0 } else { t.ty.numel() / n };
+        Some(match &t.data {
+            Data::F32(v) => Feed::F32(v.get(start * k..end * k)?),
+            Data::I32(v) => Feed::I32(v.get(start * k..end * k)?),
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Feed::F32(v) => v.len(),
+            Feed::I32(v) => v.len(),
+        }
+    }
+
+    /// True when the feed holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A borrowed view of a tensor held by a program (a variable or an output).
 #[derive(Clone, Copy, Debug)]
 pub struct TensorRef<'a> {
@@ -31,11 +68,10 @@ pub struct TensorRef<'a> {
 
 impl<'a> TensorRef<'a> {
     fn of(t: &'a HostTensor) -> TensorRef<'a> {
-        let data = match &t.data {
-            Data::F32(v) => Feed::F32(v),
-            Data::I32(v) => Feed::I32(v),
-        };
-        TensorRef { ty: &t.ty, data }
+        TensorRef {
+            ty: &t.ty,
+            data: Feed::of(t),
+        }
     }
 
     /// The `f32` elements, or `None` for an `i32` tensor.

@@ -134,13 +134,7 @@ fn check_values(
 ) -> Result<(), String> {
     let feed_refs: Vec<(&str, Feed<'_>)> = feeds
         .iter()
-        .map(|(n, t)| {
-            let f = match &t.data {
-                lossgraph_ir::Data::F32(v) => Feed::F32(v),
-                lossgraph_ir::Data::I32(v) => Feed::I32(v),
-            };
-            (n.as_str(), f)
-        })
+        .map(|(n, t)| (n.as_str(), Feed::of(t)))
         .collect();
     let mut reference = Program::new(g.clone(), Engine::Interpreter).map_err(|e| e.to_string())?;
     for (n, v) in vars {

@@ -28,7 +28,9 @@
 //! Pass files are also checked semantically: the input and the output graph
 //! are interpreted on the same feeds (the `; feed` values, and seeded random
 //! values in `[0.5, 2]` for every other leaf; `i32` leaves get `0..=2`) and
-//! every output must agree to a relative `1e-5`.
+//! every output must agree to a relative `1e-5`; then both graphs are run by
+//! the JIT in every configuration, with the interpreter's outputs as the
+//! oracle (unless the file carries a `; no-jit:` mark).
 //!
 //! `LG_FILETEST=substring` runs only the files whose path contains it.
 //! `LOSSGRAPH_BLESS=1` rewrites each mismatching `; expect:` block (pass and
@@ -189,7 +191,7 @@ fn filetests() {
             }
         };
         if let Ok(spec) = parse_spec(&src) {
-            if spec.has(&Mode::Jit) {
+            if spec.has(&Mode::Jit) || spec.pass_names().is_some() && spec.no_jit.is_none() {
                 jit_files += 1;
             }
             if let Some(r) = &spec.no_jit {
@@ -280,12 +282,8 @@ fn run_file_with(src: &str, bless: bool) -> Result<Option<String>, String> {
                 failed.push(format!("jit [{name}]: {m}"));
             }
         }
-        match &spec.no_jit {
-            None => report.extend(failed),
-            Some(why) if failed.is_empty() => report.push(format!(
-                "marked '; no-jit: {why}' but every JIT configuration passes: replace the mark by '; run: jit'"
-            )),
-            Some(_) => {}
+        if let Err(m) = jit_verdict(&spec, failed) {
+            report.push(m);
         }
     }
     if let Some(names) = spec.pass_names() {
@@ -387,6 +385,25 @@ fn run_values(
     check_values(spec, &out)
 }
 
+/// The JIT configurations' failures, judged against the `; no-jit:` mark:
+/// without it every failure counts; with it at least one configuration must
+/// fail (a mark on a file the JIT passes is stale).
+fn jit_verdict(spec: &Spec, failed: Vec<String>) -> Result<(), String> {
+    match &spec.no_jit {
+        None if failed.is_empty() => Ok(()),
+        None => Err(failed.join("\n")),
+        Some(why) if failed.is_empty() => Err(format!(
+            "marked '; no-jit: {why}' but every JIT configuration passes: remove the mark{}",
+            if spec.has(&Mode::Interpret) {
+                " and add '; run: jit'"
+            } else {
+                ""
+            }
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Compiles `g` with `opts`, sets the fed params, runs once with the fed
 /// inputs and returns every output.
 fn run_jit(
@@ -429,8 +446,34 @@ fn run_pass_mode(spec: &Spec, g: &Graph, names: &[String]) -> Result<String, Str
         interp::interpret(g, &feeds).map_err(|e| format!("interpreting the input graph: {e}"))?;
     let now = interp::interpret(&after, &feeds)
         .map_err(|e| format!("interpreting the graph after passes: {e}"))?;
-    compare_graph_outputs(&before, &now)?;
+    compare_graph_outputs(
+        &before,
+        &now,
+        "passes changed the graph's semantics",
+        ("input graph", "graph after passes"),
+    )?;
     check_values(spec, &now)?;
+    // The JIT on both graphs, with the interpreter as the oracle.
+    let mut failed = Vec::new();
+    for (name, opts) in jit_configs() {
+        for (what, graph, want) in [
+            ("input graph", g, &before),
+            ("graph after passes", &after, &now),
+        ] {
+            let r = run_jit(graph, &feeds, &opts).and_then(|got| {
+                compare_graph_outputs(
+                    want,
+                    &got,
+                    &format!("the JIT disagrees with the interpreter on the {what}"),
+                    ("interpreter", "JIT"),
+                )
+            });
+            if let Err(m) = r {
+                failed.push(format!("jit [{name}]: {m}"));
+            }
+        }
+    }
+    jit_verdict(spec, failed)?;
     Ok(text::print(&after))
 }
 
@@ -631,8 +674,12 @@ fn check_modes(s: &Spec) -> Result<(), String> {
                 .into(),
         );
     }
-    if s.no_jit.is_some() && (s.has(&Mode::Jit) || !s.has(&Mode::Interpret)) {
-        return Err("'; no-jit:' marks an interpret file that does not list '; run: jit'".into());
+    if s.no_jit.is_some()
+        && (s.has(&Mode::Jit) || !(s.has(&Mode::Interpret) || s.pass_names().is_some()))
+    {
+        return Err(
+            "'; no-jit:' marks an interpret file without '; run: jit', or a pass file".into(),
+        );
     }
     if values && s.expects.is_empty() && s.expect_error.is_none() {
         return Err("no '; expect' or '; expect-error:' line: the file checks nothing".into());
@@ -812,40 +859,44 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
     idx
 }
 
-/// The same named outputs with values equal to a relative `1e-5`.
+/// The same named outputs with values equal to a relative `1e-5`; `Err`
+/// starts with `headline`, and names `before` and `after` the two sides.
 fn compare_graph_outputs(
     before: &[(String, HostTensor)],
     after: &[(String, HostTensor)],
+    headline: &str,
+    (b_name, a_name): (&str, &str),
 ) -> Result<(), String> {
     let mut report = String::new();
     for (name, b) in before {
         let Some((_, a)) = after.iter().find(|o| &o.0 == name) else {
-            let _ = writeln!(report, "output '{name}' disappeared");
+            let _ = writeln!(report, "output '{name}' missing from the {a_name}");
             continue;
         };
         if a.ty != b.ty {
-            let _ = writeln!(report, "output '{name}' changed type: {} → {}", b.ty, a.ty);
+            let _ = writeln!(
+                report,
+                "output '{name}' has type {} in the {b_name}, {} in the {a_name}",
+                b.ty, a.ty
+            );
             continue;
         }
         if let Err(m) = compare(a, &b.to_f64(), 1e-5) {
             let _ = writeln!(
                 report,
-                "output '{name}' changed value (- before, + after): {m}"
+                "output '{name}' differs (- {b_name}, + {a_name}): {m}"
             );
         }
     }
     for (name, _) in after {
         if !before.iter().any(|o| &o.0 == name) {
-            let _ = writeln!(report, "output '{name}' appeared");
+            let _ = writeln!(report, "output '{name}' only in the {a_name}");
         }
     }
     if report.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "passes changed the graph's semantics:\n{}",
-            report.trim_end()
-        ))
+        Err(format!("{headline}:\n{}", report.trim_end()))
     }
 }
 
@@ -950,7 +1001,18 @@ fn harness_modes() {
         "[-1, -2]",
     ))
     .unwrap_err();
-    assert!(e.contains("marked '; no-jit: because'"), "{e}");
+    assert!(
+        e.contains("marked '; no-jit: because'") && e.contains("add '; run: jit'"),
+        "{e}"
+    );
+    // Pass files run the JIT too, and their marks are checked the same way.
+    let pass = "; run: pass dce\n; no-jit: because\ngraph g {\n  %0 = input \"x\" : f32[2]\n  return y=%0\n}\n; expect:\n; graph g {\n;   %0 = input \"x\" : f32[2]\n;   return y=%0\n; }\n";
+    let e = run_file(pass).unwrap_err();
+    assert!(
+        e.contains("remove the mark") && !e.contains("add '; run: jit'"),
+        "{e}"
+    );
+    run_file(&pass.replace("; no-jit: because\n", "")).unwrap();
 }
 
 /// A mismatching value fails in every mode, naming the file, the mode, the
@@ -1034,4 +1096,35 @@ fn harness_fusion_mismatch_and_bless() {
             && e.contains("+ plan f (1 kernels) {"),
         "{e}"
     );
+}
+
+/// Each JIT configuration reaches the code path it is there for (checked
+/// on the compile statistics of a graph with a 64×64 elementwise chain and
+/// an 8×8·8×8 matmul): otherwise the matrix would test one path six times.
+#[test]
+fn harness_jit_configs_reach_their_paths() {
+    let g = text::parse(
+        "graph paths {\n  %0 = input \"x\" : f32[64,64]\n  %1 = exp %0 : f32[64,64]\n  %2 = neg %1 : f32[64,64]\n  %3 = input \"a\" : f32[8,8]\n  %4 = matmul %3, %3 : f32[8,8]\n  return y=%2, p=%4\n}\n",
+    )
+    .unwrap();
+    for (name, opts) in jit_configs() {
+        let p = Program::new_jit(g.clone(), &opts).unwrap();
+        let s = p.compile_stats().unwrap().clone();
+        let check = |ok: bool, what: &str| assert!(ok, "jit [{name}]: {what}: {s:?}");
+        check(
+            s.vectorized > 0 || !opts.simd,
+            "simd on but nothing vectorized",
+        );
+        check(s.vectorized == 0 || opts.simd, "simd off but vectorized");
+        check(s.split == 0 || opts.threads > 1, "split with one thread");
+        if opts.split_min_work == 1 {
+            check(s.split > 0, "split-all splits nothing");
+        }
+        if opts.body.inline_matmul_max == 0 {
+            check(s.gemms == 1, "the matmul is not a GEMM call");
+        }
+        // Fused: the chain is one kernel, the matmul another; unfused: one each.
+        let kernels = if opts.fusion.fuse { 2 } else { 3 };
+        check(s.kernels == kernels, "kernel count");
+    }
 }

@@ -482,7 +482,8 @@ fn run_pass_mode(spec: &Spec, g: &Graph, names: &[String]) -> Result<String, Str
 /// compiler's default `BodyOptions` (matmuls above 64³ call a GEMM routine;
 /// fixed here so the text does not depend on the host's GEMM), and how each
 /// `update/<var>` reaches its variable (computed in place, or copied after
-/// the run). The runtime must plan the same kernels.
+/// the run). The runtime must plan the same kernels and the same number of
+/// in-place and copied updates.
 fn fusion_text(g: &Graph) -> Result<String, String> {
     lossgraph_ir::verify(g).map_err(|e| format!("graph fails verification: {e}"))?;
     let plan = fusion::plan(g, &FusionOptions::default()).map_err(|e| e.to_string())?;
@@ -494,15 +495,28 @@ fn fusion_text(g: &Graph) -> Result<String, String> {
     let plan_text = fusion::plan_text(&plan);
     let runtime = Program::new_jit(g.clone(), &JitOptions::default())
         .map_err(|e| format!("JIT compile: {e}"))?;
-    if let Some(rt) = runtime.plan_text() {
-        if rt != plan_text {
-            let (want, got): (Vec<&str>, Vec<&str>) =
-                (plan_text.lines().collect(), rt.lines().collect());
-            return Err(format!(
-                "the runtime's plan differs from fusion::plan (- compiler, + runtime):\n{}",
-                line_diff(&want, &got)
-            ));
-        }
+    let rt = runtime
+        .plan_text()
+        .ok_or("the JIT program has no plan text")?;
+    if rt != plan_text {
+        let (want, got): (Vec<&str>, Vec<&str>) =
+            (plan_text.lines().collect(), rt.lines().collect());
+        return Err(format!(
+            "the runtime's plan differs from fusion::plan (- compiler, + runtime):\n{}",
+            line_diff(&want, &got)
+        ));
+    }
+    let stats = runtime
+        .compile_stats()
+        .ok_or("the JIT program has no compile statistics")?;
+    if (stats.in_place_updates, stats.copied_updates) != (mem.in_place.len(), mem.copies.len()) {
+        return Err(format!(
+            "the runtime computes {} update(s) in place and copies {}, the memory plan here {} and {}",
+            stats.in_place_updates,
+            stats.copied_updates,
+            mem.in_place.len(),
+            mem.copies.len()
+        ));
     }
     let pg = &plan.graph;
     let var_name = |p: lossgraph_ir::NodeId| match &pg.node(p).op {
@@ -516,8 +530,8 @@ fn fusion_text(g: &Graph) -> Result<String, String> {
             KernelBody::Nests(n) => writeln!(s, "  kernel {k}: {} loop nest(s)", n.len()),
             KernelBody::SmallMatmul(c) => writeln!(
                 s,
-                "  kernel {k}: register-blocked matmul batch={} m={} n={} k={}",
-                c.batch, c.m, c.n, c.k
+                "  kernel {k}: register-blocked matmul batch={} m={} n={} k={} trans_a={} trans_b={}",
+                c.batch, c.m, c.n, c.k, c.trans_a, c.trans_b
             ),
             KernelBody::Gemm(c) => writeln!(
                 s,

@@ -96,7 +96,7 @@ pub use activations::Activation;
 pub use callbacks::{Callback, Control, EarlyStopping, TerminateOnNaN};
 pub use error::{Error, Result};
 pub use initializers::Init;
-pub use layer::{BuildCtx, CallCtx, Layer, Variable, Weight};
+pub use layer::{BuildCtx, CallCtx, Layer, Variable, VariableKind, Weight};
 pub use losses::Loss;
 pub use lossgraph_ir::{HostTensor, LossReason, Tensor};
 pub use metrics::Metric;
@@ -104,7 +104,8 @@ pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTenso
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
 pub use train::{
-    CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation,
+    CompileOptions, Engine, FitOptions, Gradients, History, InterpreterFallback, Logs, Purpose,
+    StepStage, Validation,
 };
 pub use weights::{read_safetensors, write_safetensors};
 

@@ -884,6 +884,7 @@ impl Parser {
             "forward" => Some(Role::Forward),
             "gradient" => Some(Role::Gradient),
             "update" => Some(Role::Update),
+            "state_update" => Some(Role::StateUpdate),
             "loss" | "added_loss" | "metric" => None,
             _ => return Err(perr(t.line, t.col, format!("unknown role '{w}'"))),
         };

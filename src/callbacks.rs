@@ -167,14 +167,8 @@ mod tests {
     #[test]
     fn terminate_on_nan_stops_on_nan_and_inf() {
         let mut t = TerminateOnNaN::new();
-        assert_eq!(
-            t.on_batch_end(0, &logs(&[(LOSS, 1.0)])),
-            Control::Continue
-        );
-        assert_eq!(
-            t.on_batch_end(1, &logs(&[(LOSS, f64::NAN)])),
-            Control::Stop
-        );
+        assert_eq!(t.on_batch_end(0, &logs(&[(LOSS, 1.0)])), Control::Continue);
+        assert_eq!(t.on_batch_end(1, &logs(&[(LOSS, f64::NAN)])), Control::Stop);
         assert_eq!(t.stopped_at, Some(1));
         assert_eq!(
             TerminateOnNaN::new().on_batch_end(0, &logs(&[(LOSS, f64::INFINITY)])),

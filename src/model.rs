@@ -103,7 +103,8 @@ impl Trace {
     /// those feeding only state updates get the `state_update` role.
     pub fn finish(self) -> Result<Graph> {
         let roots: Vec<NodeId> = self.preds.iter().map(|p| p.1.id()).collect();
-        let losses: Vec<(NodeId, Role)> = self
+        // Roots of the non-prediction parts, with the role their nodes get.
+        let side: Vec<(NodeId, Role)> = self
             .losses
             .iter()
             .map(|(l, t)| {
@@ -127,7 +128,7 @@ impl Trace {
         })?;
         let forward = ancestors(&g, &roots);
         let mut done = HashSet::new();
-        for (root, role) in losses {
+        for (root, role) in side {
             for id in ancestors(&g, &[root]) {
                 if forward.contains(&id) || !done.insert(id) {
                     continue;

@@ -1497,6 +1497,24 @@ graph "my graph" {   ; trailing comment
     }
 
     #[test]
+    fn state_update_role_round_trips() {
+        let b = Builder::new("g");
+        let m = b.param("bn/mean", f32t(&[2]));
+        let new = b.with_role(Role::StateUpdate, || (&m * 0.5).stop_gradient());
+        let out = crate::names::update("bn/mean");
+        b.output(&out, &new);
+        let g = b.finish().unwrap();
+        let text = print(&g);
+        assert!(text.contains("state_update"), "{text}");
+        let back = parse(&text).unwrap();
+        assert_eq!(
+            back.node(back.output(&out).unwrap()).role,
+            Role::StateUpdate
+        );
+        assert_eq!(print(&back), text);
+    }
+
+    #[test]
     fn empty_graph_and_unicode_names_round_trip() {
         let g = Graph::new("");
         let text = print(&g);

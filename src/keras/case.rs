@@ -448,7 +448,11 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
     // Initial losses and gradients (batch 0, initial weights).
     let g = model.compute_gradients(&x0, &y0)?;
     let log = |name: &str| g.logs.get(name).unwrap_or(f64::NAN);
-    push!("initial.total_loss", &[log(lossgraph_ir::names::LOSS)], &[exp.total_loss]);
+    push!(
+        "initial.total_loss",
+        &[log(lossgraph_ir::names::LOSS)],
+        &[exp.total_loss]
+    );
     push!(
         "initial.compiled_loss",
         &[log(lossgraph_ir::names::COMPILED_LOSS)],

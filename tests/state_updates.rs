@@ -241,3 +241,30 @@ fn state_is_never_trainable_and_weights_cannot_be_assigned() {
     assert!(err.contains("assigns_kernel"), "{err}");
     assert!(err.contains("'kernel' is a weight"), "{err}");
 }
+
+/// A shared layer's second call reads the first call's assigned value, as
+/// Keras's sequential `assign` semantics give:
+/// m1 = 0.9·0 + 0.1·mean(a), m2 = 0.9·m1 + 0.1·mean(b).
+#[test]
+fn a_shared_layers_second_call_sees_the_first_calls_update() {
+    use lossgraph::layers::Add;
+    use lossgraph::Functional;
+    let mut f = Functional::new("shared");
+    let a = f.input(Input::new(&[2]).name("a")).unwrap();
+    let b = f.input(Input::new(&[2]).name("b")).unwrap();
+    let layer = f.add_layer(RunningMean).unwrap();
+    let ya = f.call(layer, &[a]).unwrap();
+    let yb = f.call(layer, &[b]).unwrap();
+    let y = f.apply(Add::new().name("sum"), &[ya, yb]).unwrap();
+    let mut m = f.build(&[y]).unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
+    let xa = ht(&[2, 2], vec![1., 2., 3., 4.]); // mean [2, 3]
+    let xb = ht(&[2, 2], vec![5., -6., 7., 8.]); // mean [6, 1]
+    m.train_on_batch(&[xa, xb], &[ht(&[2, 1], vec![0., 0.])])
+        .unwrap();
+    assert_close(&values(&m, MEAN), &M2, "mean after one step of two calls");
+}

@@ -129,6 +129,7 @@ impl Callback for TerminateOnNaN {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lossgraph_ir::names::LOSS;
 
     fn logs(pairs: &[(&str, f64)]) -> Logs {
         let mut l = Logs::default();
@@ -166,17 +167,11 @@ mod tests {
     #[test]
     fn terminate_on_nan_stops_on_nan_and_inf() {
         let mut t = TerminateOnNaN::new();
-        assert_eq!(
-            t.on_batch_end(0, &logs(&[("loss", 1.0)])),
-            Control::Continue
-        );
-        assert_eq!(
-            t.on_batch_end(1, &logs(&[("loss", f64::NAN)])),
-            Control::Stop
-        );
+        assert_eq!(t.on_batch_end(0, &logs(&[(LOSS, 1.0)])), Control::Continue);
+        assert_eq!(t.on_batch_end(1, &logs(&[(LOSS, f64::NAN)])), Control::Stop);
         assert_eq!(t.stopped_at, Some(1));
         assert_eq!(
-            TerminateOnNaN::new().on_batch_end(0, &logs(&[("loss", f64::INFINITY)])),
+            TerminateOnNaN::new().on_batch_end(0, &logs(&[(LOSS, f64::INFINITY)])),
             Control::Stop
         );
     }

@@ -12,12 +12,18 @@
 //! (re-evaluated in every trace), [`CallCtx::add_loss`] takes a tensor computed
 //! in `call` (activations, weights or both). Every added loss becomes nodes
 //! with role `added_loss` in the owning layer's scope.
+//!
+//! Variables come in two kinds ([`VariableKind`]): *weights*
+//! ([`BuildCtx::add_weight`]), which the optimiser trains while they are
+//! trainable, and *state* ([`BuildCtx::add_state`]: running statistics such
+//! as BatchNormalization's moving mean), which is never trained and changes
+//! only through [`CallCtx::assign`] in training steps.
 
 use crate::error::{Error, Result};
 use crate::initializers::{Init, Rng};
 use crate::regularizers::Regularizer;
 use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// A Keras-style layer. Implement `build` (optional) and `call`; layers with
@@ -96,8 +102,20 @@ pub trait Layer {
     }
 }
 
+/// What a variable is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VariableKind {
+    /// A weight: trained by the optimiser while `trainable` (frozen otherwise).
+    Weight,
+    /// Layer state (a running mean): never trainable, never differentiated,
+    /// written only by [`CallCtx::assign`] in training steps (Keras's
+    /// `add_weight(trainable=False)` + `Variable.assign`).
+    State,
+}
+
 /// A model variable: its host value plus what the front end needs to trace it.
-/// Invariant: `path == format!("{layer}/{name}")`.
+/// Invariants: `path == format!("{layer}/{name}")`; a `State` variable is
+/// never `trainable` and has no regulariser.
 #[derive(Clone, Debug)]
 pub struct Variable {
     /// Full name, `<layer path>/<variable>` (e.g. `dense_1/kernel`): the param and safetensors name.
@@ -108,6 +126,8 @@ pub struct Variable {
     pub name: String,
     /// The current value.
     pub value: HostTensor,
+    /// Weight or state.
+    pub kind: VariableKind,
     /// Whether optimisers update it (and whether its regulariser counts, as in Keras).
     pub trainable: bool,
     /// Its weight regulariser, if any.
@@ -186,6 +206,34 @@ impl BuildCtx<'_> {
         trainable: bool,
         regularizer: Option<Regularizer>,
     ) -> Result<Weight> {
+        let trainable = trainable && self.trainable;
+        self.push_variable(
+            name,
+            shape,
+            init,
+            VariableKind::Weight,
+            trainable,
+            regularizer,
+        )
+    }
+
+    /// Creates a state variable `<path>/<name>` initialised by `init`
+    /// (BatchNormalization's moving mean): never trained, not frozen or
+    /// unfrozen by `set_trainable`, updated with [`CallCtx::assign`] in
+    /// training steps. Fails like [`add_weight`](Self::add_weight).
+    pub fn add_state(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Weight> {
+        self.push_variable(name, shape, init, VariableKind::State, false, None)
+    }
+
+    fn push_variable(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        kind: VariableKind,
+        trainable: bool,
+        regularizer: Option<Regularizer>,
+    ) -> Result<Weight> {
         if name.is_empty() || name.contains('/') {
             return Err(Error::layer(
                 &self.path,
@@ -209,7 +257,8 @@ impl BuildCtx<'_> {
             layer: self.path.clone(),
             name: name.to_string(),
             value,
-            trainable: trainable && self.trainable,
+            kind,
+            trainable,
             regularizer,
             layer_index: self.layer_index,
         });
@@ -272,6 +321,11 @@ pub(crate) struct TraceState {
     pub calls: HashMap<String, u32>,
     pub fallback: Tensor,
     pub rng_step: Option<Tensor>,
+    /// Full names of the state variables among `params`.
+    pub state: HashSet<String>,
+    /// `(state variable, new value)` assigned in this trace, in first-assign
+    /// order; a later assign of the same variable replaces the value.
+    pub updates: Vec<(String, Tensor)>,
 }
 
 /// Name of the `i32[]` input that advances random ops (dropout) each step.
@@ -309,6 +363,56 @@ impl CallCtx<'_> {
                 &self.st.fallback
             }
         }
+    }
+
+    /// Sets this layer's state variable `name` (created with
+    /// [`BuildCtx::add_state`]) to `value` at the end of a training step, as
+    /// Keras's `Variable.assign` does for BatchNormalization's moving
+    /// statistics. Only training traces run it; in inference traces
+    /// (evaluate, predict) it does nothing. The value is not differentiated
+    /// (a `stop_gradient`, role `state_update`), and later reads of the
+    /// variable in the same trace see it (a shared layer's second call reads
+    /// the first call's update). An unknown name, a weight (not a state
+    /// variable) or a type mismatch records an error reported after the call.
+    pub fn assign(&mut self, name: &str, value: &Tensor) {
+        let key = format!("{}/{}", self.path, name);
+        let fail = |message: String| {
+            self.st.b.record_error(IrError::Type {
+                op: "assign".into(),
+                scope: self.path.clone(),
+                message,
+            })
+        };
+        let Some(current) = self.st.params.get(&key) else {
+            fail(format!("layer has no state variable '{name}'"));
+            return;
+        };
+        if !self.st.state.contains(&key) {
+            fail(format!(
+                "'{name}' is a weight; only state variables (BuildCtx::add_state) can be assigned"
+            ));
+            return;
+        }
+        if current.ty() != value.ty() {
+            fail(format!(
+                "state variable '{name}' is {}, the assigned value is {}",
+                current.ty(),
+                value.ty()
+            ));
+            return;
+        }
+        if !self.st.training {
+            return;
+        }
+        let new = self
+            .st
+            .b
+            .with_role(Role::StateUpdate, || value.stop_gradient());
+        match self.st.updates.iter_mut().find(|u| u.0 == key) {
+            Some(u) => u.1 = new.clone(),
+            None => self.st.updates.push((key.clone(), new.clone())),
+        }
+        self.st.params.insert(key, new);
     }
 
     /// The builder of this trace (for constants and multi-operand ops).

@@ -7,9 +7,9 @@
 //! semantics.
 //!
 //! Map of the front end:
-//! - [`layer`]: the [`Layer`] trait, [`BuildCtx`] (`add_weight`, `add_loss`
-//!   on weights, sub-layers) and [`CallCtx`] (`weight`, `add_loss` on
-//!   activations, `call_sublayer`);
+//! - [`layer`]: the [`Layer`] trait, [`BuildCtx`] (`add_weight`,
+//!   `add_state`, `add_loss` on weights, sub-layers) and [`CallCtx`]
+//!   (`weight`, `assign` of state, `add_loss` on activations, `call_sublayer`);
 //! - [`layers`]: Input, Dense, Activation, Dropout, ActivityRegularization,
 //!   Add, Concatenate, Flatten, Reshape; [`activations`], [`regularizers`],
 //!   [`initializers`];
@@ -20,7 +20,8 @@
 //!   emitted as IR with `lr`/`iteration` runtime inputs);
 //! - [`train`]: `compile`, `fit` (progress bar with the loss breakdown),
 //!   `evaluate`, `predict`, `train_on_batch`, `compute_gradients` /
-//!   `apply_gradients`; [`callbacks`]; [`weights`] (safetensors).
+//!   `apply_gradients`, built through one staged step builder
+//!   ([`StepStage`], see [`architecture`]); [`callbacks`]; [`weights`] (safetensors).
 //!
 //! The seed example, Keras's `CustomDenseLayer` with an L1 penalty added in
 //! `build`:
@@ -70,6 +71,8 @@
 pub use lossgraph_ir as ir;
 
 pub mod activations;
+#[doc = include_str!("../docs/architecture.md")]
+pub mod architecture {}
 mod backend;
 pub mod bench;
 pub mod callbacks;
@@ -96,7 +99,7 @@ pub use activations::Activation;
 pub use callbacks::{Callback, Control, EarlyStopping, TerminateOnNaN};
 pub use error::{Error, Result};
 pub use initializers::Init;
-pub use layer::{BuildCtx, CallCtx, Layer, Variable, Weight};
+pub use layer::{BuildCtx, CallCtx, Layer, Variable, VariableKind, Weight};
 pub use losses::Loss;
 pub use lossgraph_ir::{HostTensor, LossReason, Tensor};
 pub use metrics::Metric;
@@ -104,7 +107,8 @@ pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTenso
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
 pub use train::{
-    CompileOptions, Engine, FitOptions, Gradients, History, Logs, Purpose, Validation,
+    CompileOptions, Engine, FitOptions, Gradients, History, InterpreterFallback, Logs, Purpose,
+    StepStage, Validation,
 };
 pub use weights::{read_safetensors, write_safetensors};
 

@@ -7,12 +7,14 @@
 //! ([`Model::trace`]) emits a fresh graph for one purpose and batch size:
 //! inputs (`x` or `x/<input>`), a `param` per variable, each layer call in its
 //! scope, the added losses (outputs `added/<i>` in Keras's `model.losses`
-//! order) and the predictions (`pred/<output>`).
+//! order), the predictions (`pred/<output>`) and, in training traces, the
+//! state updates layers assign (`update/<state variable>`).
 
 use crate::error::{Error, Result};
 use crate::initializers::Rng;
 use crate::layer::{
     eval_build_loss, invoke, BuildCtx, BuildLoss, Layer, PendingLoss, TraceState, Variable,
+    VariableKind,
 };
 use crate::train::session::TrainState;
 use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
@@ -88,16 +90,21 @@ pub struct Trace {
     pub losses: Vec<(AddedLoss, Tensor)>,
     /// Every variable as (full name, `param` tensor), in trainable-weight order.
     pub params: Vec<(String, Tensor)>,
+    /// State updates as (state variable, new value), each also the output
+    /// `update/<variable>`; empty unless the trace is for training.
+    pub updates: Vec<(String, Tensor)>,
     /// Batch size of the trace.
     pub batch: usize,
 }
 
 impl Trace {
     /// Verifies and returns the graph. Nodes emitted in `call` that feed only
-    /// an added loss (not a prediction) get that loss's `added_loss` role.
+    /// an added loss (not a prediction) get that loss's `added_loss` role;
+    /// those feeding only state updates get the `state_update` role.
     pub fn finish(self) -> Result<Graph> {
         let roots: Vec<NodeId> = self.preds.iter().map(|p| p.1.id()).collect();
-        let losses: Vec<(NodeId, Role)> = self
+        // Roots of the non-prediction parts, with the role their nodes get.
+        let side: Vec<(NodeId, Role)> = self
             .losses
             .iter()
             .map(|(l, t)| {
@@ -109,6 +116,11 @@ impl Trace {
                     },
                 )
             })
+            .chain(
+                self.updates
+                    .iter()
+                    .map(|(_, t)| (t.id(), Role::StateUpdate)),
+            )
             .collect();
         let mut g = self.builder.finish().map_err(|e| Error::Ir {
             layer: "<model>".into(),
@@ -116,7 +128,7 @@ impl Trace {
         })?;
         let forward = ancestors(&g, &roots);
         let mut done = HashSet::new();
-        for (root, role) in losses {
+        for (root, role) in side {
             for id in ancestors(&g, &[root]) {
                 if forward.contains(&id) || !done.insert(id) {
                     continue;
@@ -347,6 +359,9 @@ impl Functional {
         for v in self.vars.iter().filter(|v| v.layer_index == li) {
             let t = b.param(&v.path, v.value.ty.clone());
             st.params.insert(v.path.clone(), t);
+            if v.kind == VariableKind::State {
+                st.state.insert(v.path.clone());
+            }
         }
         let ins: Vec<Tensor> = shapes
             .iter()
@@ -558,6 +573,8 @@ pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> Trac
         calls: HashMap::new(),
         fallback,
         rng_step: None,
+        state: HashSet::new(),
+        updates: Vec::new(),
     }
 }
 
@@ -655,8 +672,9 @@ impl Model {
         Ok(())
     }
 
-    /// Freezes or unfreezes every variable of a layer (its weight regularisers
-    /// stop counting while frozen, as in Keras). Compiled programs are dropped.
+    /// Freezes or unfreezes every weight of a layer (its weight regularisers
+    /// stop counting while frozen, as in Keras; state variables stay
+    /// untrainable). Compiled programs are dropped.
     pub fn set_trainable(&mut self, layer: &str, trainable: bool) -> Result<()> {
         let mut found = false;
         for v in self
@@ -664,7 +682,7 @@ impl Model {
             .iter_mut()
             .filter(|v| v.layer == layer || v.layer.starts_with(&format!("{layer}/")))
         {
-            v.trainable = trainable;
+            v.trainable = trainable && v.kind == VariableKind::Weight;
             found = true;
         }
         if !found && !self.layers.iter().any(|l| l.name == layer) {
@@ -699,6 +717,9 @@ impl Model {
             b.set_scope(v.layer.as_str());
             let t = b.param(&v.path, v.value.ty.clone());
             st.params.insert(v.path.clone(), t.clone());
+            if v.kind == VariableKind::State {
+                st.state.insert(v.path.clone());
+            }
             params.push((v.path.clone(), t));
         }
         b.set_scope("");
@@ -796,6 +817,10 @@ impl Model {
             b.output(&lossgraph_ir::names::pred(name), &t);
             preds.push((name.clone(), t));
         }
+        let updates = std::mem::take(&mut st.updates);
+        for (var, t) in &updates {
+            b.output(&lossgraph_ir::names::update(var), t);
+        }
         b.check().map_err(|e| Error::Ir {
             layer: "<outputs>".into(),
             source: e,
@@ -806,6 +831,7 @@ impl Model {
             preds,
             losses,
             params,
+            updates,
             batch,
         })
     }

@@ -1,8 +1,9 @@
 //! The IR of a compiled model at each stage of the pipeline, as text or DOT
 //! (`lossgraph dump-ir`, the demo's output folder).
 //!
-//! - `forward`: the traced model — forward nodes plus every added-loss node
-//!   (outputs `pred/<o>` and `added/<i>`);
+//! - `forward`: the traced model (training mode) — forward nodes plus every
+//!   added-loss and state-update node (outputs `pred/<o>`, `added/<i>` and
+//!   `update/<state variable>`);
 //! - `train`: the training step after differentiation and optimizer updates
 //!   (`loss`, `loss/<o>`, `added/<i>`, `update/<v>`; the gradients are nodes
 //!   with the `gradient` role, consumed by the updates), before any pass;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Role kinds in legend order, with an example role of each kind.
-fn legend_roles() -> [Role; 9] {
+fn legend_roles() -> [Role; 10] {
     [
         Role::Input,
         Role::Parameter,
@@ -29,6 +29,7 @@ fn legend_roles() -> [Role; 9] {
         },
         Role::Gradient,
         Role::Update,
+        Role::StateUpdate,
         Role::Metric {
             name: String::new(),
         },
@@ -47,6 +48,7 @@ pub fn role_color(role: &Role) -> &'static str {
         Role::AddedLoss { .. } => "#e6550d",
         Role::Gradient => "#d4b9da",
         Role::Update => "#66c2a4",
+        Role::StateUpdate => "#fdae6b",
         Role::Metric { .. } => "#fde0ef",
     }
 }
@@ -259,7 +261,7 @@ mod tests {
     #[test]
     fn role_colours_are_distinct() {
         let colours: HashSet<&str> = legend_roles().iter().map(role_color).collect();
-        assert_eq!(colours.len(), 9);
+        assert_eq!(colours.len(), 10);
     }
 
     #[test]

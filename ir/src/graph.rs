@@ -65,6 +65,9 @@ pub enum Role {
     Gradient,
     /// Part of an optimiser update.
     Update,
+    /// Part of a layer's state update (`CallCtx::assign`, e.g. a running
+    /// mean): computed in training steps only, never differentiated.
+    StateUpdate,
     /// Part of a metric.
     Metric { name: String },
 }
@@ -81,6 +84,7 @@ impl Role {
             Role::AddedLoss { .. } => "added_loss",
             Role::Gradient => "gradient",
             Role::Update => "update",
+            Role::StateUpdate => "state_update",
             Role::Metric { .. } => "metric",
         }
     }

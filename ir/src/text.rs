@@ -884,6 +884,7 @@ impl Parser {
             "forward" => Some(Role::Forward),
             "gradient" => Some(Role::Gradient),
             "update" => Some(Role::Update),
+            "state_update" => Some(Role::StateUpdate),
             "loss" | "added_loss" | "metric" => None,
             _ => return Err(perr(t.line, t.col, format!("unknown role '{w}'"))),
         };
@@ -1493,6 +1494,24 @@ graph "my graph" {   ; trailing comment
     fn error_display_names_line_and_column() {
         let e = parse("graph g {\n  %0 = bogus : f32[]\n}\n").unwrap_err();
         assert_eq!(e.to_string(), "line 2, column 8: unknown op 'bogus'");
+    }
+
+    #[test]
+    fn state_update_role_round_trips() {
+        let b = Builder::new("g");
+        let m = b.param("bn/mean", f32t(&[2]));
+        let new = b.with_role(Role::StateUpdate, || (&m * 0.5).stop_gradient());
+        let out = crate::names::update("bn/mean");
+        b.output(&out, &new);
+        let g = b.finish().unwrap();
+        let text = print(&g);
+        assert!(text.contains("state_update"), "{text}");
+        let back = parse(&text).unwrap();
+        assert_eq!(
+            back.node(back.output(&out).unwrap()).role,
+            Role::StateUpdate
+        );
+        assert_eq!(print(&back), text);
     }
 
     #[test]

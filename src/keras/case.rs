@@ -448,10 +448,14 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
     // Initial losses and gradients (batch 0, initial weights).
     let g = model.compute_gradients(&x0, &y0)?;
     let log = |name: &str| g.logs.get(name).unwrap_or(f64::NAN);
-    push!("initial.total_loss", &[log("loss")], &[exp.total_loss]);
+    push!(
+        "initial.total_loss",
+        &[log(lossgraph_ir::names::LOSS)],
+        &[exp.total_loss]
+    );
     push!(
         "initial.compiled_loss",
-        &[log("compiled_loss")],
+        &[log(lossgraph_ir::names::COMPILED_LOSS)],
         &[exp.compiled_loss]
     );
     for (o, want) in &exp.per_output {
@@ -464,7 +468,7 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
                 .first()
                 .map(|l| l.2 as f64)
                 .unwrap_or(1.0);
-            log("compiled_loss") / w
+            log(lossgraph_ir::names::COMPILED_LOSS) / w
         };
         push!(
             &format!("initial.compiled_loss_per_output.{o}"),

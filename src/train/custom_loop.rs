@@ -19,7 +19,9 @@ pub struct Gradients {
 }
 
 impl Model {
-    /// Gradients of the total loss (compiled + added) for one batch, at the current weights.
+    /// Gradients of the total loss (compiled + added) for one batch, at the
+    /// current weights, after the gradient hook. Like a Keras training-mode
+    /// call, it runs the layers' state updates ([`CallCtx::assign`](crate::CallCtx::assign)).
     pub fn compute_gradients(&mut self, x: &[HostTensor], y: &[HostTensor]) -> Result<Gradients> {
         self.compiled("compute_gradients")?;
         let data = self.prepare_data(x, Some(y))?;
@@ -34,11 +36,14 @@ impl Model {
                 .output((Purpose::Gradients, n), &names::grad(&v.path))?;
             grads.push((v.path.clone(), t));
         }
+        self.sync_host();
         Ok(Gradients { logs, grads })
     }
 
-    /// Applies gradients with the compiled optimiser (one step; advances the iteration count).
-    /// Every trainable variable needs a gradient of its own shape.
+    /// Applies gradients with the compiled optimiser (one step; advances the
+    /// iteration count). They enter the step in place of the gradient hook's
+    /// output. Every trainable variable needs a gradient of its own shape;
+    /// state variables take none.
     pub fn apply_gradients(&mut self, grads: &[(String, HostTensor)]) -> Result<()> {
         self.compiled("apply_gradients")?;
         let mut feeds = Vec::new();

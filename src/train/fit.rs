@@ -1,6 +1,7 @@
 //! Keras's training front door: `compile`, `fit`, `evaluate`, `predict`,
 //! `train_on_batch`.
 
+use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
 use super::options::{CompileOptions, FitOptions, Purpose, Validation};
 use super::run::{gather, slice_samples, Prepared};
@@ -27,6 +28,13 @@ impl Model {
     /// Number of optimiser steps taken since `compile`.
     pub fn iterations(&self) -> u64 {
         self.train.iterations
+    }
+
+    /// The cached programs that run on the interpreter because the JIT
+    /// rejected their graphs (only with
+    /// [`CompileOptions::allow_interpreter_fallback`]), in compile order.
+    pub fn interpreter_fallbacks(&self) -> &[InterpreterFallback] {
+        self.train.fallbacks()
     }
 
     /// One optimiser step on one batch (all samples of `x`/`y`). Returns the

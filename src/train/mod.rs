@@ -16,13 +16,15 @@
 //! `session`, which knows nothing of the model):
 //! - [`options`]: [`Purpose`], [`CompileOptions`], [`FitOptions`];
 //! - [`logs`]: [`Logs`], [`History`] (also used by the callbacks);
+//! - `engine`: JIT or interpreter, and the recorded [`InterpreterFallback`]s;
 //! - `session`: the program cache and which program holds the newest variables;
-//! - `step`: the per-purpose graph builder;
+//! - `step`: the step builder, one pipeline of [`StepStage`]s for every purpose;
 //! - `run`: data checking, feeds, and the model's glue to the session;
 //! - `fit`: `compile`, `fit`, `evaluate`, `predict`, `train_on_batch`;
 //! - `custom_loop`: `compute_gradients`, `apply_gradients`.
 
 mod custom_loop;
+mod engine;
 mod fit;
 pub mod logs;
 pub mod options;
@@ -31,5 +33,7 @@ pub(crate) mod session;
 mod step;
 
 pub use custom_loop::Gradients;
+pub use engine::InterpreterFallback;
 pub use logs::{History, Logs};
 pub use options::{CompileOptions, Engine, FitOptions, Purpose, Validation};
+pub use step::StepStage;

@@ -2,6 +2,7 @@
 //! ([`CompileOptions`], resolved per output into [`Compiled`]) and `fit`
 //! settings ([`FitOptions`], [`Validation`]).
 
+use super::engine::EnginePolicy;
 use crate::callbacks::Callback;
 use crate::error::{Error, Result};
 use crate::losses::Loss;
@@ -46,7 +47,7 @@ pub struct CompileOptions {
     losses: Vec<(String, Loss)>,
     loss_weights: Vec<(String, f32)>,
     metrics: Vec<Metric>,
-    engine: Option<Engine>,
+    engine: EnginePolicy,
 }
 
 impl CompileOptions {
@@ -66,7 +67,7 @@ impl CompileOptions {
             losses: Vec::new(),
             loss_weights: Vec::new(),
             metrics: Vec::new(),
-            engine: None,
+            engine: EnginePolicy::default(),
         }
     }
 
@@ -88,10 +89,19 @@ impl CompileOptions {
         self
     }
 
-    /// Forces an execution engine. By default programs are JIT-compiled
-    /// ([`Engine::Jit`]), falling back to the interpreter for a graph the JIT rejects.
+    /// The execution engine (default [`Engine::Jit`]). With the JIT, a graph
+    /// it rejects is an error naming the node and the reason, unless
+    /// [`allow_interpreter_fallback`](Self::allow_interpreter_fallback) is set.
     pub fn engine(mut self, engine: Engine) -> CompileOptions {
-        self.engine = Some(engine);
+        self.engine.engine = engine;
+        self
+    }
+
+    /// Lets a program whose graph the JIT rejects run on the interpreter
+    /// (default off). Each fallback prints a warning on stderr and is recorded
+    /// in [`Model::interpreter_fallbacks`](crate::Model::interpreter_fallbacks).
+    pub fn allow_interpreter_fallback(mut self, yes: bool) -> CompileOptions {
+        self.engine.interpreter_fallback = yes;
         self
     }
 
@@ -141,6 +151,7 @@ impl CompileOptions {
             outputs,
             metrics: self.metrics,
             engine: self.engine,
+            gradient_hook: GradientHook::Identity,
         })
     }
 }
@@ -160,8 +171,19 @@ pub(crate) struct Compiled {
     pub optimizer: Optimizer,
     pub outputs: Vec<OutputConfig>,
     pub metrics: Vec<Metric>,
-    /// `None`: JIT with interpreter fallback.
-    pub engine: Option<Engine>,
+    pub engine: EnginePolicy,
+    /// Rewrites the gradients between differentiation and the updates.
+    pub gradient_hook: GradientHook,
+}
+
+/// The gradient-hook stage of a training step (see `step`): where gradient
+/// clipping, loss scaling and a cross-process allreduce go. Each variant is
+/// applied exactly once per optimiser step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum GradientHook {
+    /// Gradients pass unchanged (the only hook so far).
+    #[default]
+    Identity,
 }
 
 /// Held-out data for `fit`.

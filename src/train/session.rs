@@ -8,6 +8,7 @@
 //! another program is loaded or the host needs them. This module works on
 //! the variable list only and knows nothing of the model.
 
+use super::engine::{compile_program, InterpreterFallback};
 use super::logs::Logs;
 use super::options::{Compiled, Purpose};
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub(crate) struct ProgramInfo {
     pub logs: Vec<(String, String)>,
     /// The graph reads the `rng_step` input.
     pub needs_rng: bool,
+    /// The graph has `update/<variable>` outputs (optimiser or state updates).
+    pub writes_vars: bool,
 }
 
 struct Cached {
@@ -47,6 +50,7 @@ pub(crate) struct TrainState {
     pub(super) iterations: u64,
     version: u64,
     live: Option<(Purpose, usize)>,
+    fallbacks: Vec<InterpreterFallback>,
 }
 
 impl TrainState {
@@ -56,6 +60,7 @@ impl TrainState {
 
     pub(crate) fn invalidate_programs(&mut self) {
         self.programs.clear();
+        self.fallbacks.clear();
         self.live = None;
     }
 
@@ -72,22 +77,18 @@ impl TrainState {
         self.programs.contains_key(&key)
     }
 
-    /// Compiles `g` for `key` with the compiled engine (JIT with interpreter
-    /// fallback when none is set) and caches it.
+    /// Compiles `g` for `key` under the compiled engine policy (the JIT when
+    /// not compiled) and caches it, recording an interpreter fallback.
     pub(super) fn insert_program(
         &mut self,
         key: (Purpose, usize),
         g: Graph,
         info: ProgramInfo,
     ) -> Result<()> {
-        let engine = self.compiled.as_ref().and_then(|c| c.engine);
-        let program = match engine {
-            Some(e) => Program::new(g, e),
-            // Auto: native code when the JIT accepts the graph, else the interpreter.
-            None => Program::new(g.clone(), Engine::Jit)
-                .or_else(|_| Program::new(g, Engine::Interpreter)),
-        }
-        .map_err(|e| Error::runtime(key.0.name(), e))?;
+        let policy = self.compiled.as_ref().map(|c| c.engine).unwrap_or_default();
+        let (program, fallback) =
+            compile_program(g, key.0, key.1, policy, |g| Program::new(g, Engine::Jit))?;
+        self.fallbacks.extend(fallback);
         self.programs.insert(
             key,
             Cached {
@@ -97,6 +98,11 @@ impl TrainState {
             },
         );
         Ok(())
+    }
+
+    /// The interpreter fallbacks of the cached programs, in compile order.
+    pub(crate) fn fallbacks(&self) -> &[InterpreterFallback] {
+        &self.fallbacks
     }
 
     /// Makes the cached program for `key` hold the newest variables.
@@ -161,15 +167,15 @@ impl TrainState {
     }
 
     /// Runs the loaded program for `key` with `feeds` plus the per-step inputs
-    /// (`lr`, `iteration` for programs that update variables; `rng_step`).
-    /// Returns the logged scalars.
+    /// (`lr`, `iteration` for optimiser steps; `rng_step`). A program that
+    /// writes variables becomes the live one. Returns the logged scalars.
     pub(super) fn run(
         &mut self,
         key: (Purpose, usize),
         feeds: &[(String, Feed<'_>)],
     ) -> Result<Logs> {
         let purpose = key.0;
-        let updates = matches!(purpose, Purpose::Train | Purpose::Apply);
+        let optimizer_step = matches!(purpose, Purpose::Train | Purpose::Apply);
         let lr = self
             .compiled
             .as_ref()
@@ -185,7 +191,7 @@ impl TrainState {
             });
         };
         let mut all: Vec<(&str, Feed<'_>)> = feeds.iter().map(|(n, f)| (n.as_str(), *f)).collect();
-        if updates {
+        if optimizer_step {
             all.push((LR_INPUT, Feed::F32(&lr)));
             all.push((ITERATION_INPUT, Feed::F32(&it)));
         }
@@ -201,8 +207,10 @@ impl TrainState {
                 logs.set(label, v);
             }
         }
-        if updates {
+        if optimizer_step {
             self.iterations += 1;
+        }
+        if c.info.writes_vars {
             self.version += 1;
             c.loaded = self.version;
             self.live = Some(key);

@@ -1,16 +1,326 @@
-//! The per-purpose graph builder: traces the model and appends the
-//! objective, gradients and optimiser updates a purpose needs.
+//! The step builder: every program is built through one pipeline of explicit
+//! stages, and a [`Purpose`] runs a contiguous range of them
+//! ([`Purpose::stages`]):
+//!
+//! 1. [`StepStage::Forward`]: the traced model — predictions `pred/<o>`,
+//!    added losses `added/<i>` and, in training mode, the state updates
+//!    layers assign (`update/<state variable>`, role `state_update`);
+//! 2. [`StepStage::Losses`]: target inputs, compiled losses `loss/<o>`,
+//!    metrics `metric/<m>`, the total `loss` (compiled + added) and its
+//!    compiled part `compiled_loss`;
+//! 3. [`StepStage::Gradients`]: `grad/<v>` of the total loss for every
+//!    trainable variable (state variables and frozen weights get none);
+//! 4. [`StepStage::GradientHook`]: rewrites the gradients; the identity for
+//!    now, and the place for clipping, loss scaling and a cross-process
+//!    allreduce;
+//! 5. [`StepStage::Updates`]: the optimiser's `update/<v>` and
+//!    `update/<optimizer state>` outputs, from the `lr` and `iteration` inputs.
+//!
+//! | purpose   | stages                          | forward mode |
+//! |-----------|---------------------------------|--------------|
+//! | train     | forward … updates               | training     |
+//! | evaluate  | forward, losses                 | inference    |
+//! | predict   | forward                         | inference    |
+//! | gradients | forward … gradient hook         | training     |
+//! | apply     | updates, from fed `grad/<v>`    | —            |
+//!
+//! `compute_gradients` returns the hook's output and `apply_gradients` feeds
+//! gradients in its place, so a custom loop applies the hook exactly once per
+//! optimiser step, as `train_on_batch` does.
 
-use super::options::{Compiled, Purpose};
+use super::options::{Compiled, GradientHook, Purpose};
 use super::session::ProgramInfo;
 use crate::backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, Trace};
+use crate::optimizers::Optimizer;
 use lossgraph_ir::names::{self, ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT};
-use lossgraph_ir::{Builder, Graph, Role, TensorType};
+use lossgraph_ir::{Builder, Graph, NodeId, Role, TensorType};
 use std::collections::HashMap;
 
+/// A stage of the step pipeline, in pipeline order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StepStage {
+    /// The traced model (training or inference mode).
+    Forward,
+    /// Compiled losses, metrics and the total loss.
+    Losses,
+    /// Differentiation of the total loss.
+    Gradients,
+    /// Rewriting of the gradients (identity by default).
+    GradientHook,
+    /// Optimiser updates.
+    Updates,
+}
+
+impl StepStage {
+    /// The stage's name (`forward`, `losses`, `gradients`, `gradient_hook`, `updates`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStage::Forward => "forward",
+            StepStage::Losses => "losses",
+            StepStage::Gradients => "gradients",
+            StepStage::GradientHook => "gradient_hook",
+            StepStage::Updates => "updates",
+        }
+    }
+}
+
+impl Purpose {
+    /// The first and last stage of the purpose's program (it runs every
+    /// stage in between). `apply` starts at the updates, with the gradients
+    /// fed in place of the hook's output.
+    pub fn stages(self) -> (StepStage, StepStage) {
+        match self {
+            Purpose::Train => (StepStage::Forward, StepStage::Updates),
+            Purpose::Evaluate => (StepStage::Forward, StepStage::Losses),
+            Purpose::Predict => (StepStage::Forward, StepStage::Forward),
+            Purpose::Gradients => (StepStage::Forward, StepStage::GradientHook),
+            Purpose::Apply => (StepStage::Updates, StepStage::Updates),
+        }
+    }
+
+    /// True when the purpose's program runs `stage`.
+    pub fn runs(self, stage: StepStage) -> bool {
+        let (first, last) = self.stages();
+        first <= stage && stage <= last
+    }
+
+    /// True when the forward stage traces in training mode (dropout active,
+    /// state updates emitted): the purposes that compute gradients.
+    pub fn training(self) -> bool {
+        self.runs(StepStage::Gradients)
+    }
+}
+
+/// A step between stages: the graph so far and what the later stages need.
+struct Step {
+    purpose: Purpose,
+    g: Graph,
+    info: ProgramInfo,
+    /// Trainable variables as (name, `param` node), in trainable-weight order.
+    trainable: Vec<(String, NodeId)>,
+    /// The total loss, once the losses stage ran.
+    loss: Option<NodeId>,
+    /// One gradient per trainable variable, in the same order, once the
+    /// gradients stage ran (or fed, for `apply`).
+    grads: Vec<NodeId>,
+}
+
+impl Step {
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Compile {
+            purpose: self.purpose.name().into(),
+            message: message.into(),
+        }
+    }
+
+    /// Stage 3: `grad/<v>` outputs of the total loss for every trainable variable.
+    fn gradients(&mut self) -> Result<()> {
+        let p = self.purpose.name();
+        let loss = self
+            .loss
+            .ok_or_else(|| self.err("the gradients stage needs the losses stage"))?;
+        let ids: Vec<NodeId> = self.trainable.iter().map(|v| v.1).collect();
+        backend::append_gradients(&mut self.g, loss, &ids, p)?;
+        let mut grads = Vec::new();
+        for (name, _) in &self.trainable {
+            let id = self
+                .g
+                .output(&names::grad(name))
+                .ok_or_else(|| self.err(format!("no gradient output for '{name}'")))?;
+            grads.push(id);
+        }
+        self.grads = grads;
+        Ok(())
+    }
+
+    /// Stage 4: rewrites `grads` (and the `grad/<v>` outputs) with the hook.
+    fn gradient_hook(&mut self, hook: GradientHook) -> Result<()> {
+        match hook {
+            GradientHook::Identity => Ok(()),
+        }
+    }
+
+    /// Stage 5: the optimiser's updates from `grads`. The `grad/<v>` outputs
+    /// are dropped: the updates consume the gradients, and as outputs they
+    /// would cost a store (and a live buffer) each; `compute_gradients` has
+    /// its own program that returns them.
+    fn updates(&mut self, optimizer: &Optimizer) -> Result<()> {
+        if self.grads.len() != self.trainable.len() {
+            return Err(self.err("the updates stage needs one gradient per trainable variable"));
+        }
+        let b = Builder::from_graph(std::mem::take(&mut self.g));
+        b.set_scope("");
+        let lr = b.input(LR_INPUT, TensorType::scalar());
+        let it = b.input(ITERATION_INPUT, TensorType::scalar());
+        let vars: Vec<_> = self
+            .trainable
+            .iter()
+            .zip(&self.grads)
+            .map(|((name, w), g)| (name.clone(), b.tensor(*w), b.tensor(*g)))
+            .collect();
+        optimizer.emit_updates(&b, &vars, &lr, &it)?;
+        self.g = b.finish().map_err(|e| self.err(e.to_string()))?;
+        for (name, _) in &self.trainable {
+            self.g.remove_output(&names::grad(name));
+        }
+        Ok(())
+    }
+
+    /// Records what the session needs and runs the optimisation passes.
+    fn finish(mut self, optimize: bool) -> Result<(Graph, ProgramInfo)> {
+        self.info.needs_rng = self.g.input(RNG_STEP_INPUT).is_some();
+        self.info.writes_vars = self
+            .g
+            .outputs()
+            .iter()
+            .any(|o| names::updated_variable(&o.0).is_some());
+        let g = if optimize {
+            backend::optimize(self.g, self.purpose.name())?
+        } else {
+            self.g
+        };
+        Ok((g, self.info))
+    }
+}
+
 impl Model {
+    /// Builds the graph for `purpose` and batch size `batch` (for dumps and custom engines).
+    pub fn graph(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
+        Ok(self.build_graph(purpose, batch)?.0)
+    }
+
+    /// [`graph`](Self::graph) before the optimisation passes (for IR dumps).
+    pub fn graph_unoptimized(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
+        Ok(self.build_graph_with(purpose, batch, false)?.0)
+    }
+
+    pub(super) fn build_graph(
+        &self,
+        purpose: Purpose,
+        batch: usize,
+    ) -> Result<(Graph, ProgramInfo)> {
+        self.build_graph_with(purpose, batch, true)
+    }
+
+    /// Runs the stages of `purpose` in order ([`Purpose::stages`]).
+    fn build_graph_with(
+        &self,
+        purpose: Purpose,
+        batch: usize,
+        optimize: bool,
+    ) -> Result<(Graph, ProgramInfo)> {
+        let (first, _) = purpose.stages();
+        let mut step = match first {
+            StepStage::Forward => {
+                let tr = self.trace(purpose.training(), batch)?;
+                if purpose.runs(StepStage::Losses) {
+                    self.losses_stage(tr, purpose)?
+                } else {
+                    self.forward_only(tr, purpose)?
+                }
+            }
+            StepStage::Updates => self.fed_gradients(purpose)?,
+            StepStage::Losses | StepStage::Gradients | StepStage::GradientHook => {
+                return Err(Error::Compile {
+                    purpose: purpose.name().into(),
+                    message: format!("no step starts at the {} stage", first.name()),
+                })
+            }
+        };
+        if purpose.runs(StepStage::Gradients) {
+            step.gradients()?;
+        }
+        if purpose.runs(StepStage::GradientHook) {
+            step.gradient_hook(self.compiled(purpose.name())?.gradient_hook)?;
+        }
+        if purpose.runs(StepStage::Updates) {
+            step.updates(&self.compiled(purpose.name())?.optimizer)?;
+        }
+        step.finish(optimize)
+    }
+
+    /// A step that ends after the forward stage (predict): the predictions only.
+    fn forward_only(&self, tr: Trace, purpose: Purpose) -> Result<Step> {
+        let mut g = tr.finish()?;
+        let added: Vec<String> = g
+            .outputs()
+            .iter()
+            .filter(|o| names::is_added_loss(&o.0))
+            .map(|o| o.0.clone())
+            .collect();
+        for a in added {
+            g.remove_output(&a);
+        }
+        Ok(Step {
+            purpose,
+            g,
+            info: ProgramInfo::default(),
+            trainable: Vec::new(),
+            loss: None,
+            grads: Vec::new(),
+        })
+    }
+
+    /// Stage 2 on a forward trace: compiled losses, metrics, `loss` and `compiled_loss`.
+    fn losses_stage(&self, tr: Trace, purpose: Purpose) -> Result<Step> {
+        let p = purpose.name();
+        let cfg = self.compiled(p)?;
+        let mut info = ProgramInfo::default();
+        self.add_objective(&tr, cfg, &mut info);
+        let trainable: Vec<(String, NodeId)> = tr
+            .params
+            .iter()
+            .filter(|(n, _)| self.vars.iter().any(|v| v.path == *n && v.trainable))
+            .map(|(n, t)| (n.clone(), t.id()))
+            .collect();
+        let mut g = tr.finish()?;
+        let loss = backend::total_loss(&mut g, p)?;
+        // The compiled part of the total, for the breakdown.
+        info.logs.insert(
+            1,
+            (names::COMPILED_LOSS.into(), names::COMPILED_LOSS.into()),
+        );
+        add_compiled_total(&mut g, p)?;
+        Ok(Step {
+            purpose,
+            g,
+            info,
+            trainable,
+            loss: Some(loss),
+            grads: Vec::new(),
+        })
+    }
+
+    /// The start of `apply`: a `param` and a fed `grad/<v>` input per
+    /// trainable variable, standing for the gradient hook's output.
+    fn fed_gradients(&self, purpose: Purpose) -> Result<Step> {
+        let b = Builder::new(format!("{}_{}", self.name, purpose.name()));
+        let mut trainable = Vec::new();
+        let mut grads = Vec::new();
+        for v in self.vars.iter().filter(|v| v.trainable) {
+            b.set_scope(v.layer.as_str());
+            let w = b.param(&v.path, v.value.ty.clone());
+            let g = b.input(&names::grad(&v.path), v.value.ty.clone());
+            trainable.push((v.path.clone(), w.id()));
+            grads.push(g.id());
+        }
+        b.set_scope("");
+        let g = b.finish().map_err(|e| Error::Compile {
+            purpose: purpose.name().into(),
+            message: e.to_string(),
+        })?;
+        Ok(Step {
+            purpose,
+            g,
+            info: ProgramInfo::default(),
+            trainable,
+            loss: None,
+            grads,
+        })
+    }
+
     /// Appends target inputs, compiled losses (`loss/<o>`) and metrics to a trace.
     fn add_objective(&self, tr: &Trace, cfg: &Compiled, info: &mut ProgramInfo) {
         let b = &tr.builder;
@@ -74,127 +384,6 @@ impl Model {
             info.logs.push((label, l.output.clone()));
         }
         info.logs.extend(metric_logs);
-    }
-
-    /// Builds the graph for `purpose` and batch size `batch` (for dumps and custom engines).
-    pub fn graph(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
-        Ok(self.build_graph(purpose, batch)?.0)
-    }
-
-    /// [`graph`](Self::graph) before the optimisation passes (for IR dumps).
-    pub fn graph_unoptimized(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
-        Ok(self.build_graph_with(purpose, batch, false)?.0)
-    }
-
-    pub(super) fn build_graph(
-        &self,
-        purpose: Purpose,
-        batch: usize,
-    ) -> Result<(Graph, ProgramInfo)> {
-        self.build_graph_with(purpose, batch, true)
-    }
-
-    fn build_graph_with(
-        &self,
-        purpose: Purpose,
-        batch: usize,
-        optimize: bool,
-    ) -> Result<(Graph, ProgramInfo)> {
-        let finish = |g: Graph, p: &str| {
-            if optimize {
-                backend::optimize(g, p)
-            } else {
-                Ok(g)
-            }
-        };
-        let p = purpose.name();
-        let mut info = ProgramInfo::default();
-        if purpose == Purpose::Apply {
-            let cfg = self.compiled("apply_gradients")?;
-            let b = Builder::new(format!("{}_apply", self.name));
-            let mut vars = Vec::new();
-            for v in self.vars.iter().filter(|v| v.trainable) {
-                b.set_scope(v.layer.as_str());
-                let w = b.param(&v.path, v.value.ty.clone());
-                let g = b.input(&names::grad(&v.path), v.value.ty.clone());
-                vars.push((v.path.clone(), w, g));
-            }
-            b.set_scope("");
-            let lr = b.input(LR_INPUT, TensorType::scalar());
-            let it = b.input(ITERATION_INPUT, TensorType::scalar());
-            cfg.optimizer.emit_updates(&b, &vars, &lr, &it)?;
-            let g = b.finish().map_err(|e| Error::Compile {
-                purpose: p.into(),
-                message: e.to_string(),
-            })?;
-            return Ok((finish(g, p)?, info));
-        }
-        let training = purpose == Purpose::Train || purpose == Purpose::Gradients;
-        let tr = self.trace(training, batch)?;
-        if purpose != Purpose::Predict {
-            let cfg = self.compiled(p)?;
-            self.add_objective(&tr, cfg, &mut info);
-            let ins: Vec<(String, lossgraph_ir::NodeId)> = tr
-                .params
-                .iter()
-                .filter(|(n, _)| self.vars.iter().any(|v| v.path == *n && v.trainable))
-                .map(|(n, t)| (n.clone(), t.id()))
-                .collect();
-            let mut g = tr.finish()?;
-            let loss = backend::total_loss(&mut g, p)?;
-            // The compiled part of the total, for the breakdown.
-            info.logs.insert(
-                1,
-                (names::COMPILED_LOSS.into(), names::COMPILED_LOSS.into()),
-            );
-            add_compiled_total(&mut g, p)?;
-            if training {
-                let ids: Vec<_> = ins.iter().map(|x| x.1).collect();
-                backend::append_gradients(&mut g, loss, &ids, p)?;
-            }
-            if purpose == Purpose::Train {
-                let cfg = self.compiled(p)?;
-                let b = Builder::from_graph(g);
-                let lr = b.input(LR_INPUT, TensorType::scalar());
-                let it = b.input(ITERATION_INPUT, TensorType::scalar());
-                let mut vars = Vec::new();
-                for (name, id) in &ins {
-                    let gid =
-                        b.graph()
-                            .output(&names::grad(name))
-                            .ok_or_else(|| Error::Compile {
-                                purpose: p.into(),
-                                message: format!("no gradient output for '{name}'"),
-                            })?;
-                    vars.push((name.clone(), b.tensor(*id), b.tensor(gid)));
-                }
-                cfg.optimizer.emit_updates(&b, &vars, &lr, &it)?;
-                g = b.finish().map_err(|e| Error::Compile {
-                    purpose: p.into(),
-                    message: e.to_string(),
-                })?;
-                // A training step consumes its gradients in the updates; as
-                // outputs they would cost a store (and a live buffer) each.
-                // `compute_gradients` has its own program that returns them.
-                for (name, _) in &ins {
-                    g.remove_output(&names::grad(name));
-                }
-            }
-            info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
-            return Ok((finish(g, p)?, info));
-        }
-        let mut g = tr.finish()?;
-        let added: Vec<String> = g
-            .outputs()
-            .iter()
-            .filter(|o| names::is_added_loss(&o.0))
-            .map(|o| o.0.clone())
-            .collect();
-        for a in added {
-            g.remove_output(&a);
-        }
-        info.needs_rng = g.input(RNG_STEP_INPUT).is_some();
-        Ok((finish(g, p)?, info))
     }
 }
 

@@ -33,6 +33,7 @@
 //!   including 1 and extents that are not multiples of 4; `reshape`, `concat`,
 //!   `broadcast` and rank-3 `matmul` may exceed these limits. No tensor has an
 //!   extent of 0.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::builder::{Builder, Tensor};
 use crate::graph::{Graph, LossReason, Role};
@@ -627,8 +628,8 @@ impl Gen<'_> {
     fn unary(&mut self, u: UnaryOp) {
         if u.accepts_int() && self.rng.chance(0.25) {
             let x = self.any(DType::I32, 0, false);
-            let (lo, hi) = match u {
-                UnaryOp::Neg => (-x.hi, -x.lo),
+            let (lo, hi, t) = match u {
+                UnaryOp::Neg => (-x.hi, -x.lo, x.t.neg()),
                 UnaryOp::Abs => {
                     let lo = if x.lo >= 0 {
                         x.lo
@@ -637,14 +638,16 @@ impl Gen<'_> {
                     } else {
                         0
                     };
-                    (lo, x.lo.abs().max(x.hi.abs()))
+                    (lo, x.lo.abs().max(x.hi.abs()), x.t.abs())
                 }
-                _ => (x.lo.signum(), x.hi.signum()),
-            };
-            let t = match u {
-                UnaryOp::Neg => x.t.neg(),
-                UnaryOp::Abs => x.t.abs(),
-                _ => x.t.sign(),
+                UnaryOp::Sign => (x.lo.signum(), x.hi.signum(), x.t.sign()),
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Sqrt
+                | UnaryOp::Recip
+                | UnaryOp::Erf => unreachable!("{} is not defined on i32", u.name()),
             };
             self.keep(Self::i32_val(t, lo, hi));
             return;
@@ -694,10 +697,14 @@ impl Gen<'_> {
                 self.like(DType::I32, &a.shape(), false)
             };
             let big = a.bound.max(c.bound) > INT_CAP as f64;
-            let op = match op {
-                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul if big => BinaryOp::Max,
-                BinaryOp::Mul if a.bound * c.bound > INT_CAP as f64 => BinaryOp::Add,
-                o => o,
+            // Keep i32 results within INT_CAP: large operands only meet ops that cannot grow them.
+            let grows = matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul);
+            let op = if grows && big {
+                BinaryOp::Max
+            } else if op == BinaryOp::Mul && a.bound * c.bound > INT_CAP as f64 {
+                BinaryOp::Add
+            } else {
+                op
             };
             let t = a.t.binary(op, &c.t);
             if cmp {
@@ -712,7 +719,14 @@ impl Gen<'_> {
                     (*p.iter().min().unwrap_or(&0), *p.iter().max().unwrap_or(&0))
                 }
                 BinaryOp::Max => (a.lo.max(c.lo), a.hi.max(c.hi)),
-                _ => (a.lo.min(c.lo), a.hi.min(c.hi)),
+                BinaryOp::Min => (a.lo.min(c.lo), a.hi.min(c.hi)),
+                BinaryOp::Div => unreachable!("i32 div is not generated (int_ok)"),
+                BinaryOp::Eq
+                | BinaryOp::Ne
+                | BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge => unreachable!("comparisons returned above"),
             };
             self.keep(Self::i32_val(t, lo, hi));
             return;
@@ -737,7 +751,12 @@ impl Gen<'_> {
                 a.bound.max(c.bound),
                 a.exact && c.exact,
             ),
-            _ => Self::f32_val(a.t.binary(op, &c.t), 1.0, true),
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => Self::f32_val(a.t.binary(op, &c.t), 1.0, true),
         };
         self.keep(v);
     }
@@ -1038,7 +1057,14 @@ mod tests {
                 Op::Concat { .. } => {
                     out.insert(format!("concat:{}", ops.len().min(3)));
                 }
-                _ => {}
+                Op::Broadcast
+                | Op::Reshape
+                | Op::Transpose { .. }
+                | Op::ArgMax { .. }
+                | Op::Slice { .. }
+                | Op::OneHot { .. }
+                | Op::StopGradient
+                | Op::Random { .. } => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {
                 out.insert(format!("{}:{}", n.op.name(), ins[ins.len() - 1].dtype));

@@ -371,7 +371,10 @@ impl UnaryOp {
                     false,
                     true,
                     Transcendental,
-                    &[s!(&[1.0], std::f64::consts::E), s!(&[-2.0], 0.135_335_283_236_612_7)],
+                    &[
+                        s!(&[1.0], std::f64::consts::E),
+                        s!(&[-2.0], 0.135_335_283_236_612_7),
+                    ],
                     &[],
                 ),
                 UnaryOp::Log => (
@@ -379,7 +382,10 @@ impl UnaryOp {
                     false,
                     true,
                     Transcendental,
-                    &[s!(&[2.0], std::f64::consts::LN_2), s!(&[0.5], -std::f64::consts::LN_2)],
+                    &[
+                        s!(&[2.0], std::f64::consts::LN_2),
+                        s!(&[0.5], -std::f64::consts::LN_2),
+                    ],
                     &[],
                 ),
                 UnaryOp::Tanh => (
@@ -387,7 +393,10 @@ impl UnaryOp {
                     false,
                     true,
                     Transcendental,
-                    &[s!(&[0.5], 0.462_117_157_260_009_8), s!(&[-1.0], -0.761_594_155_955_764_9)],
+                    &[
+                        s!(&[0.5], 0.462_117_157_260_009_8),
+                        s!(&[-1.0], -0.761_594_155_955_764_9),
+                    ],
                     &[],
                 ),
                 UnaryOp::Sigmoid => (
@@ -435,7 +444,10 @@ impl UnaryOp {
                     false,
                     true,
                     Transcendental,
-                    &[s!(&[0.5], 0.520_499_877_813_046_5), s!(&[-1.0], -0.842_700_792_949_714_9)],
+                    &[
+                        s!(&[0.5], 0.520_499_877_813_046_5),
+                        s!(&[-1.0], -0.842_700_792_949_714_9),
+                    ],
                     &[],
                 ),
             };
@@ -526,7 +538,11 @@ impl BinaryOp {
                 true,
                 Slow,
                 &[s!(&[3.0, 4.0], 0.75), s!(&[-1.0, 0.5], -2.0)],
-                &[s!(&[7.0, 2.0], 3.0), s!(&[-7.0, 2.0], -3.0), s!(&[5.0, 0.0], 0.0)],
+                &[
+                    s!(&[7.0, 2.0], 3.0),
+                    s!(&[-7.0, 2.0], -3.0),
+                    s!(&[5.0, 0.0], 0.0),
+                ],
             ),
             BinaryOp::Max => (
                 "max",
@@ -570,8 +586,16 @@ impl BinaryOp {
                 false,
                 false,
                 Cheap,
-                &[s!(&[1.0, 2.0], 1.0), s!(&[2.0, 2.0], 0.0), s!(&[3.0, 2.0], 0.0)],
-                &[s!(&[1.0, 2.0], 1.0), s!(&[2.0, 2.0], 0.0), s!(&[3.0, 2.0], 0.0)],
+                &[
+                    s!(&[1.0, 2.0], 1.0),
+                    s!(&[2.0, 2.0], 0.0),
+                    s!(&[3.0, 2.0], 0.0),
+                ],
+                &[
+                    s!(&[1.0, 2.0], 1.0),
+                    s!(&[2.0, 2.0], 0.0),
+                    s!(&[3.0, 2.0], 0.0),
+                ],
             ),
             BinaryOp::Le => (
                 "le",
@@ -579,8 +603,16 @@ impl BinaryOp {
                 false,
                 false,
                 Cheap,
-                &[s!(&[1.0, 2.0], 1.0), s!(&[2.0, 2.0], 1.0), s!(&[3.0, 2.0], 0.0)],
-                &[s!(&[1.0, 2.0], 1.0), s!(&[2.0, 2.0], 1.0), s!(&[3.0, 2.0], 0.0)],
+                &[
+                    s!(&[1.0, 2.0], 1.0),
+                    s!(&[2.0, 2.0], 1.0),
+                    s!(&[3.0, 2.0], 0.0),
+                ],
+                &[
+                    s!(&[1.0, 2.0], 1.0),
+                    s!(&[2.0, 2.0], 1.0),
+                    s!(&[3.0, 2.0], 0.0),
+                ],
             ),
             BinaryOp::Gt => (
                 "gt",
@@ -588,8 +620,16 @@ impl BinaryOp {
                 false,
                 false,
                 Cheap,
-                &[s!(&[1.0, 2.0], 0.0), s!(&[2.0, 2.0], 0.0), s!(&[3.0, 2.0], 1.0)],
-                &[s!(&[1.0, 2.0], 0.0), s!(&[2.0, 2.0], 0.0), s!(&[3.0, 2.0], 1.0)],
+                &[
+                    s!(&[1.0, 2.0], 0.0),
+                    s!(&[2.0, 2.0], 0.0),
+                    s!(&[3.0, 2.0], 1.0),
+                ],
+                &[
+                    s!(&[1.0, 2.0], 0.0),
+                    s!(&[2.0, 2.0], 0.0),
+                    s!(&[3.0, 2.0], 1.0),
+                ],
             ),
             BinaryOp::Ge => (
                 "ge",
@@ -597,8 +637,16 @@ impl BinaryOp {
                 false,
                 false,
                 Cheap,
-                &[s!(&[1.0, 2.0], 0.0), s!(&[2.0, 2.0], 1.0), s!(&[3.0, 2.0], 1.0)],
-                &[s!(&[1.0, 2.0], 0.0), s!(&[2.0, 2.0], 1.0), s!(&[3.0, 2.0], 1.0)],
+                &[
+                    s!(&[1.0, 2.0], 0.0),
+                    s!(&[2.0, 2.0], 1.0),
+                    s!(&[3.0, 2.0], 1.0),
+                ],
+                &[
+                    s!(&[1.0, 2.0], 0.0),
+                    s!(&[2.0, 2.0], 1.0),
+                    s!(&[3.0, 2.0], 1.0),
+                ],
             ),
         };
         BinaryRow {
@@ -704,7 +752,10 @@ macro_rules! attr_list {
             Op::Reduce { axes, op: _ } => smallvec![("axes", $A::Axes(axes))],
             Op::ArgMax { axis } | Op::Concat { axis } => smallvec![("axis", $A::Usize(axis))],
             Op::MatMul { trans_a, trans_b } => {
-                smallvec![("trans_a", $A::Flag(trans_a)), ("trans_b", $A::Flag(trans_b))]
+                smallvec![
+                    ("trans_a", $A::Flag(trans_a)),
+                    ("trans_b", $A::Flag(trans_b))
+                ]
             }
             Op::Slice { axis, start, end } => smallvec![
                 ("axis", $A::Usize(axis)),
@@ -732,7 +783,9 @@ impl Op {
     pub fn row(&self) -> OpRow {
         use Arity::{AtLeastOne, Exactly};
         let (kind, arity, grad, cost) = match self {
-            Op::Input { .. } | Op::Param { .. } => (OpKind::External, Exactly(0), Grad::None, Cost::Cheap),
+            Op::Input { .. } | Op::Param { .. } => {
+                (OpKind::External, Exactly(0), Grad::None, Cost::Cheap)
+            }
             Op::Const(_) => (OpKind::Leaf, Exactly(0), Grad::None, Cost::Cheap),
             Op::Unary(u) => {
                 let r = u.row();
@@ -744,7 +797,12 @@ impl Op {
                 let grad = if r.grad { Grad::All } else { Grad::None };
                 (OpKind::Elementwise, Exactly(2), grad, r.cost)
             }
-            Op::Select => (OpKind::Elementwise, Exactly(3), Grad::AllButFirst, Cost::Cheap),
+            Op::Select => (
+                OpKind::Elementwise,
+                Exactly(3),
+                Grad::AllButFirst,
+                Cost::Cheap,
+            ),
             Op::Cast => (OpKind::Elementwise, Exactly(1), Grad::None, Cost::Cheap),
             Op::StopGradient => (OpKind::Elementwise, Exactly(1), Grad::None, Cost::Cheap),
             Op::Broadcast | Op::Transpose { .. } | Op::Slice { .. } => {

@@ -1046,9 +1046,8 @@ fn build_op(
                         items
                             .iter()
                             .map(|(w, l, c)| {
-                                w.parse::<f32>().map_err(|_| {
-                                    perr(*l, *c, format!("invalid f32 literal '{w}'"))
-                                })
+                                w.parse::<f32>()
+                                    .map_err(|_| perr(*l, *c, format!("invalid f32 literal '{w}'")))
                             })
                             .collect::<Result<_>>()?,
                     ),
@@ -1056,9 +1055,8 @@ fn build_op(
                         items
                             .iter()
                             .map(|(w, l, c)| {
-                                w.parse::<i32>().map_err(|_| {
-                                    perr(*l, *c, format!("invalid i32 literal '{w}'"))
-                                })
+                                w.parse::<i32>()
+                                    .map_err(|_| perr(*l, *c, format!("invalid i32 literal '{w}'")))
                             })
                             .collect::<Result<_>>()?,
                     ),
@@ -1085,9 +1083,9 @@ fn build_op(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::UnaryOp;
     use crate::builder::Builder;
     use crate::nn;
+    use crate::op::UnaryOp;
 
     fn f32t(shape: &[usize]) -> TensorType {
         TensorType::f32(shape)

@@ -37,15 +37,6 @@ enum OpKey {
     Other(String),
 }
 
-/// True for binary ops whose operands may be swapped without changing any result bit
-/// that the IR observes.
-fn canonical_commutative(b: BinaryOp) -> bool {
-    matches!(
-        b,
-        BinaryOp::Add | BinaryOp::Mul | BinaryOp::Eq | BinaryOp::Ne
-    )
-}
-
 fn key(g: &Graph, id: NodeId) -> Option<Key> {
     let n = g.node(id);
     let op = match &n.op {
@@ -55,7 +46,8 @@ fn key(g: &Graph, id: NodeId) -> Option<Key> {
     };
     let mut operands = g.operands(id);
     if let Op::Binary(b) = n.op {
-        if canonical_commutative(b) {
+        // Operands of a bitwise-commutative op (the op table's column) are sorted.
+        if b.is_commutative() {
             operands.sort_unstable();
         }
     }

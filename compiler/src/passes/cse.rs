@@ -15,7 +15,7 @@
 
 use super::{compact, topo, PassError};
 use lossgraph_ir::graph::{Graph, NodeId};
-use lossgraph_ir::op::{BinaryOp, Op};
+use lossgraph_ir::op::Op;
 use lossgraph_ir::{DType, TensorType};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ pub fn run(g: &mut Graph) -> Result<bool, PassError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lossgraph_ir::{Builder, Literal, Role, TensorType};
+    use lossgraph_ir::{BinaryOp, Builder, Literal, Role, TensorType};
 
     fn count(g: &Graph, pred: impl Fn(&Op) -> bool) -> usize {
         g.node_ids()

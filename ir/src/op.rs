@@ -289,6 +289,50 @@ macro_rules! s {
     };
 }
 
+/// How a unary op's result magnitude follows from its operand's: the
+/// random-graph generator ([`crate::gen`]) reads it to keep values finite
+/// (and exact where a comparison or `sign` needs them). A new op picks the
+/// class that bounds it; only a new class needs a generator rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryRange {
+    /// `y = -x`: same bound, exact when `x` is (i32: `[-hi, -lo]`).
+    Negate,
+    /// `|y| = |x|`: same bound, exact when `x` is (i32: the interval of `|x|`).
+    Magnitude,
+    /// `y ∈ {-1, 0, 1}`: needs an exact operand, exact result.
+    Sign,
+    /// `|y| ≤ 1` for every `x`.
+    Unit,
+    /// `y = eˣ`: operands above 3 are squashed first; `|y| ≤ e^bound`.
+    Exp,
+    /// Needs a positive operand; `|y| ≤ max(|ln bound|, ln 2)`.
+    Log,
+    /// Needs a positive operand; `y ≤ √bound`.
+    Sqrt,
+    /// Needs a positive operand (≥ 0.5); `|y| ≤ 2`.
+    Recip,
+}
+
+/// How a binary op's result magnitude follows from its operands' (see
+/// [`UnaryRange`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryRange {
+    /// `a + c`: bounds add (i32: intervals add).
+    Sum,
+    /// `a - c`: bounds add (i32: `[a.lo - c.hi, a.hi - c.lo]`).
+    Difference,
+    /// `a · c`: bounds multiply.
+    Product,
+    /// `a / c`: needs a positive divisor (≥ 0.5); `|y| ≤ 2·bound(a)`. Not generated on i32.
+    Quotient,
+    /// `max(a, c)`: the larger bound, exact when both are.
+    Max,
+    /// `min(a, c)`: the larger bound, exact when both are.
+    Min,
+    /// A 0/1 mask: needs exact operands, exact result.
+    Mask,
+}
+
 /// The table row of a unary op.
 #[derive(Clone, Copy, Debug)]
 pub struct UnaryRow {
@@ -299,6 +343,7 @@ pub struct UnaryRow {
     /// The operand carries gradient.
     pub grad: bool,
     pub cost: Cost,
+    pub range: UnaryRange,
     /// `f32` sample points.
     pub samples: &'static [Sample],
     /// `i32` sample points (empty unless `int`).
@@ -320,6 +365,7 @@ pub struct BinaryRow {
     /// Both operands carry gradient (comparisons: neither).
     pub grad: bool,
     pub cost: Cost,
+    pub range: BinaryRange,
     /// `f32` sample points.
     pub samples: &'static [Sample],
     /// `i32` sample points.
@@ -356,106 +402,127 @@ impl UnaryOp {
     /// The op's table row.
     pub const fn row(self) -> UnaryRow {
         use Cost::{Cheap, Slow, Transcendental};
-        let (name, int, grad, cost, samples, int_samples): (_, _, _, _, &[Sample], &[Sample]) =
-            match self {
-                UnaryOp::Neg => (
-                    "neg",
-                    true,
-                    true,
-                    Cheap,
-                    &[s!(&[1.5], -1.5), s!(&[-0.25], 0.25)],
-                    &[s!(&[3.0], -3.0), s!(&[-7.0], 7.0)],
-                ),
-                UnaryOp::Exp => (
-                    "exp",
-                    false,
-                    true,
-                    Transcendental,
-                    &[
-                        s!(&[1.0], std::f64::consts::E),
-                        s!(&[-2.0], 0.135_335_283_236_612_7),
-                    ],
-                    &[],
-                ),
-                UnaryOp::Log => (
-                    "log",
-                    false,
-                    true,
-                    Transcendental,
-                    &[
-                        s!(&[2.0], std::f64::consts::LN_2),
-                        s!(&[0.5], -std::f64::consts::LN_2),
-                    ],
-                    &[],
-                ),
-                UnaryOp::Tanh => (
-                    "tanh",
-                    false,
-                    true,
-                    Transcendental,
-                    &[
-                        s!(&[0.5], 0.462_117_157_260_009_8),
-                        s!(&[-1.0], -0.761_594_155_955_764_9),
-                    ],
-                    &[],
-                ),
-                UnaryOp::Sigmoid => (
-                    "sigmoid",
-                    false,
-                    true,
-                    Transcendental,
-                    &[s!(&[0.0], 0.5), s!(&[2.0], 0.880_797_077_977_882_3)],
-                    &[],
-                ),
-                UnaryOp::Abs => (
-                    "abs",
-                    true,
-                    true,
-                    Cheap,
-                    &[s!(&[-1.5], 1.5), s!(&[2.0], 2.0)],
-                    &[s!(&[-4.0], 4.0), s!(&[5.0], 5.0)],
-                ),
-                UnaryOp::Sqrt => (
-                    "sqrt",
-                    false,
-                    true,
-                    Slow,
-                    &[s!(&[4.0], 2.0), s!(&[2.0], std::f64::consts::SQRT_2)],
-                    &[],
-                ),
-                UnaryOp::Recip => (
-                    "recip",
-                    false,
-                    true,
-                    Slow,
-                    &[s!(&[4.0], 0.25), s!(&[-0.5], -2.0)],
-                    &[],
-                ),
-                UnaryOp::Sign => (
-                    "sign",
-                    true,
-                    false,
-                    Cheap,
-                    &[s!(&[-2.5], -1.0), s!(&[0.75], 1.0)],
-                    &[s!(&[-3.0], -1.0), s!(&[0.0], 0.0), s!(&[9.0], 1.0)],
-                ),
-                UnaryOp::Erf => (
-                    "erf",
-                    false,
-                    true,
-                    Transcendental,
-                    &[
-                        s!(&[0.5], 0.520_499_877_813_046_5),
-                        s!(&[-1.0], -0.842_700_792_949_714_9),
-                    ],
-                    &[],
-                ),
-            };
+        use UnaryRange as R;
+        // (name, int, grad, cost, range, f32 samples, i32 samples)
+        type Cols = (
+            &'static str,
+            bool,
+            bool,
+            Cost,
+            UnaryRange,
+            &'static [Sample],
+            &'static [Sample],
+        );
+        let (name, int, grad, cost, range, samples, int_samples): Cols = match self {
+            UnaryOp::Neg => (
+                "neg",
+                true,
+                true,
+                Cheap,
+                R::Negate,
+                &[s!(&[1.5], -1.5), s!(&[-0.25], 0.25)],
+                &[s!(&[3.0], -3.0), s!(&[-7.0], 7.0)],
+            ),
+            UnaryOp::Exp => (
+                "exp",
+                false,
+                true,
+                Transcendental,
+                R::Exp,
+                &[
+                    s!(&[1.0], std::f64::consts::E),
+                    s!(&[-2.0], 0.135_335_283_236_612_7),
+                ],
+                &[],
+            ),
+            UnaryOp::Log => (
+                "log",
+                false,
+                true,
+                Transcendental,
+                R::Log,
+                &[
+                    s!(&[2.0], std::f64::consts::LN_2),
+                    s!(&[0.5], -std::f64::consts::LN_2),
+                ],
+                &[],
+            ),
+            UnaryOp::Tanh => (
+                "tanh",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.462_117_157_260_009_8),
+                    s!(&[-1.0], -0.761_594_155_955_764_9),
+                ],
+                &[],
+            ),
+            UnaryOp::Sigmoid => (
+                "sigmoid",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[s!(&[0.0], 0.5), s!(&[2.0], 0.880_797_077_977_882_3)],
+                &[],
+            ),
+            UnaryOp::Abs => (
+                "abs",
+                true,
+                true,
+                Cheap,
+                R::Magnitude,
+                &[s!(&[-1.5], 1.5), s!(&[2.0], 2.0)],
+                &[s!(&[-4.0], 4.0), s!(&[5.0], 5.0)],
+            ),
+            UnaryOp::Sqrt => (
+                "sqrt",
+                false,
+                true,
+                Slow,
+                R::Sqrt,
+                &[s!(&[4.0], 2.0), s!(&[2.0], std::f64::consts::SQRT_2)],
+                &[],
+            ),
+            UnaryOp::Recip => (
+                "recip",
+                false,
+                true,
+                Slow,
+                R::Recip,
+                &[s!(&[4.0], 0.25), s!(&[-0.5], -2.0)],
+                &[],
+            ),
+            UnaryOp::Sign => (
+                "sign",
+                true,
+                false,
+                Cheap,
+                R::Sign,
+                &[s!(&[-2.5], -1.0), s!(&[0.75], 1.0)],
+                &[s!(&[-3.0], -1.0), s!(&[0.0], 0.0), s!(&[9.0], 1.0)],
+            ),
+            UnaryOp::Erf => (
+                "erf",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.520_499_877_813_046_5),
+                    s!(&[-1.0], -0.842_700_792_949_714_9),
+                ],
+                &[],
+            ),
+        };
         UnaryRow {
             name,
             int,
             grad,
             cost,
+            range,
             samples,
             int_samples,
         }
@@ -492,169 +559,185 @@ impl BinaryOp {
 
     /// The op's table row.
     pub const fn row(self) -> BinaryRow {
+        use BinaryRange as R;
         use Cost::{Cheap, Slow};
-        // (name, comparison, commutative, grad, cost, f32 samples, i32 samples)
+        // (name, comparison, commutative, grad, cost, range, f32 samples, i32 samples)
         type Cols = (
             &'static str,
             bool,
             bool,
             bool,
             Cost,
+            BinaryRange,
             &'static [Sample],
             &'static [Sample],
         );
-        let (name, comparison, commutative, grad, cost, samples, int_samples): Cols = match self {
-            BinaryOp::Add => (
-                "add",
-                false,
-                true,
-                true,
-                Cheap,
-                &[s!(&[1.5, -2.0], -0.5)],
-                &[s!(&[2.0, 3.0], 5.0)],
-            ),
-            BinaryOp::Sub => (
-                "sub",
-                false,
-                false,
-                true,
-                Cheap,
-                &[s!(&[1.5, -2.0], 3.5)],
-                &[s!(&[2.0, 7.0], -5.0)],
-            ),
-            BinaryOp::Mul => (
-                "mul",
-                false,
-                true,
-                true,
-                Cheap,
-                &[s!(&[1.5, -2.0], -3.0)],
-                &[s!(&[-3.0, 4.0], -12.0)],
-            ),
-            BinaryOp::Div => (
-                "div",
-                false,
-                false,
-                true,
-                Slow,
-                &[s!(&[3.0, 4.0], 0.75), s!(&[-1.0, 0.5], -2.0)],
-                &[
-                    s!(&[7.0, 2.0], 3.0),
-                    s!(&[-7.0, 2.0], -3.0),
-                    s!(&[5.0, 0.0], 0.0),
-                ],
-            ),
-            BinaryOp::Max => (
-                "max",
-                false,
-                false,
-                true,
-                Cheap,
-                &[s!(&[1.0, 2.5], 2.5), s!(&[3.0, -1.0], 3.0)],
-                &[s!(&[1.0, 2.0], 2.0), s!(&[3.0, -1.0], 3.0)],
-            ),
-            BinaryOp::Min => (
-                "min",
-                false,
-                false,
-                true,
-                Cheap,
-                &[s!(&[1.0, 2.5], 1.0), s!(&[3.0, -1.0], -1.0)],
-                &[s!(&[1.0, 2.0], 1.0), s!(&[3.0, -1.0], -1.0)],
-            ),
-            BinaryOp::Eq => (
-                "eq",
-                true,
-                true,
-                false,
-                Cheap,
-                &[s!(&[2.0, 2.0], 1.0), s!(&[2.0, 3.0], 0.0)],
-                &[s!(&[4.0, 4.0], 1.0), s!(&[4.0, 5.0], 0.0)],
-            ),
-            BinaryOp::Ne => (
-                "ne",
-                true,
-                true,
-                false,
-                Cheap,
-                &[s!(&[2.0, 2.0], 0.0), s!(&[2.0, 3.0], 1.0)],
-                &[s!(&[4.0, 4.0], 0.0), s!(&[4.0, 5.0], 1.0)],
-            ),
-            BinaryOp::Lt => (
-                "lt",
-                true,
-                false,
-                false,
-                Cheap,
-                &[
-                    s!(&[1.0, 2.0], 1.0),
-                    s!(&[2.0, 2.0], 0.0),
-                    s!(&[3.0, 2.0], 0.0),
-                ],
-                &[
-                    s!(&[1.0, 2.0], 1.0),
-                    s!(&[2.0, 2.0], 0.0),
-                    s!(&[3.0, 2.0], 0.0),
-                ],
-            ),
-            BinaryOp::Le => (
-                "le",
-                true,
-                false,
-                false,
-                Cheap,
-                &[
-                    s!(&[1.0, 2.0], 1.0),
-                    s!(&[2.0, 2.0], 1.0),
-                    s!(&[3.0, 2.0], 0.0),
-                ],
-                &[
-                    s!(&[1.0, 2.0], 1.0),
-                    s!(&[2.0, 2.0], 1.0),
-                    s!(&[3.0, 2.0], 0.0),
-                ],
-            ),
-            BinaryOp::Gt => (
-                "gt",
-                true,
-                false,
-                false,
-                Cheap,
-                &[
-                    s!(&[1.0, 2.0], 0.0),
-                    s!(&[2.0, 2.0], 0.0),
-                    s!(&[3.0, 2.0], 1.0),
-                ],
-                &[
-                    s!(&[1.0, 2.0], 0.0),
-                    s!(&[2.0, 2.0], 0.0),
-                    s!(&[3.0, 2.0], 1.0),
-                ],
-            ),
-            BinaryOp::Ge => (
-                "ge",
-                true,
-                false,
-                false,
-                Cheap,
-                &[
-                    s!(&[1.0, 2.0], 0.0),
-                    s!(&[2.0, 2.0], 1.0),
-                    s!(&[3.0, 2.0], 1.0),
-                ],
-                &[
-                    s!(&[1.0, 2.0], 0.0),
-                    s!(&[2.0, 2.0], 1.0),
-                    s!(&[3.0, 2.0], 1.0),
-                ],
-            ),
-        };
+        let (name, comparison, commutative, grad, cost, range, samples, int_samples): Cols =
+            match self {
+                BinaryOp::Add => (
+                    "add",
+                    false,
+                    true,
+                    true,
+                    Cheap,
+                    R::Sum,
+                    &[s!(&[1.5, -2.0], -0.5)],
+                    &[s!(&[2.0, 3.0], 5.0)],
+                ),
+                BinaryOp::Sub => (
+                    "sub",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Difference,
+                    &[s!(&[1.5, -2.0], 3.5)],
+                    &[s!(&[2.0, 7.0], -5.0)],
+                ),
+                BinaryOp::Mul => (
+                    "mul",
+                    false,
+                    true,
+                    true,
+                    Cheap,
+                    R::Product,
+                    &[s!(&[1.5, -2.0], -3.0)],
+                    &[s!(&[-3.0, 4.0], -12.0)],
+                ),
+                BinaryOp::Div => (
+                    "div",
+                    false,
+                    false,
+                    true,
+                    Slow,
+                    R::Quotient,
+                    &[s!(&[3.0, 4.0], 0.75), s!(&[-1.0, 0.5], -2.0)],
+                    &[
+                        s!(&[7.0, 2.0], 3.0),
+                        s!(&[-7.0, 2.0], -3.0),
+                        s!(&[5.0, 0.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Max => (
+                    "max",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Max,
+                    &[s!(&[1.0, 2.5], 2.5), s!(&[3.0, -1.0], 3.0)],
+                    &[s!(&[1.0, 2.0], 2.0), s!(&[3.0, -1.0], 3.0)],
+                ),
+                BinaryOp::Min => (
+                    "min",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Min,
+                    &[s!(&[1.0, 2.5], 1.0), s!(&[3.0, -1.0], -1.0)],
+                    &[s!(&[1.0, 2.0], 1.0), s!(&[3.0, -1.0], -1.0)],
+                ),
+                BinaryOp::Eq => (
+                    "eq",
+                    true,
+                    true,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[s!(&[2.0, 2.0], 1.0), s!(&[2.0, 3.0], 0.0)],
+                    &[s!(&[4.0, 4.0], 1.0), s!(&[4.0, 5.0], 0.0)],
+                ),
+                BinaryOp::Ne => (
+                    "ne",
+                    true,
+                    true,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[s!(&[2.0, 2.0], 0.0), s!(&[2.0, 3.0], 1.0)],
+                    &[s!(&[4.0, 4.0], 0.0), s!(&[4.0, 5.0], 1.0)],
+                ),
+                BinaryOp::Lt => (
+                    "lt",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Le => (
+                    "le",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Gt => (
+                    "gt",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                ),
+                BinaryOp::Ge => (
+                    "ge",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                ),
+            };
         BinaryRow {
             name,
             comparison,
             commutative,
             grad,
             cost,
+            range,
             samples,
             int_samples,
         }

@@ -36,6 +36,9 @@ use std::collections::HashMap;
 /// Elements per elementwise case (two f32x4 vectors and a scalar tail).
 const TILE: usize = 9;
 
+/// A property of the interpreter's output values.
+type ValueCheck = fn(&[f64]) -> Result<(), String>;
+
 /// One graph exercising one op: output `y` is the op's node.
 struct Case {
     what: String,
@@ -45,7 +48,7 @@ struct Case {
     /// The independent expected value of `y` (`None`: checked by `check`).
     expected: Option<Vec<f64>>,
     /// An extra check of the interpreter's `y` (for `random`).
-    check: Option<fn(&[f64]) -> Result<(), String>>,
+    check: Option<ValueCheck>,
 }
 
 /// Builds a case graph node by node, without the builder's conveniences, so
@@ -413,7 +416,7 @@ fn close(got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<(), String> 
             (g - w).abs() <= atol + rtol * w.abs()
         };
         if !ok {
-            return Err(format!("element {k}: {g} vs expected {w}"));
+            return Err(format!("element {k}: {g} vs {w}"));
         }
     }
     Ok(())
@@ -464,7 +467,9 @@ fn check_case(op_name: &str, c: &Case) -> Vec<String> {
                 .unwrap_or_default();
             if let Some(want) = &c.expected {
                 if let Err(m) = close(&y, want, 1e-6, 1e-7) {
-                    fail(format!("interpreter result wrong: {m}"));
+                    fail(format!(
+                        "interpreter result wrong (interpreter vs expected): {m}"
+                    ));
                 }
             }
             if let Some(check) = c.check {
@@ -549,7 +554,9 @@ fn check_case(op_name: &str, c: &Case) -> Vec<String> {
                         (None, _) => fail("JIT has no output y".into()),
                         (Some(got), Some(want)) => {
                             if let Err(m) = close(&got, want, rtol, 1e-6) {
-                                fail(format!("JIT differs from the interpreter: {m}"));
+                                fail(format!(
+                                    "JIT differs from the interpreter (jit vs interpreter): {m}"
+                                ));
                             }
                         }
                         (Some(_), None) => {}
@@ -573,7 +580,7 @@ fn y_sum(g: &mut Graph, y: NodeId) -> NodeId {
                 op: ReduceOp::Sum,
                 axes: (0..ty.rank()).collect(),
             },
-            ty: TensorType::f32(&[]),
+            ty: TensorType::f32([]),
             role: Role::Forward,
             scope: "case".into(),
         },

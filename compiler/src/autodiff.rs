@@ -36,6 +36,7 @@
 //! undone by a broadcast alone, and nothing is accumulated with a
 //! zero. Remaining redundancy (shared subexpressions, constant chains) is
 //! left to the optimisation passes.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::error::{CompileError, Result};
 use lossgraph_ir::{
@@ -97,32 +98,6 @@ impl Cot {
     }
 }
 
-/// True when operand `pos` of `op` carries gradient (assuming both the user
-/// and the operand are `f32`).
-fn differentiable_edge(op: &Op, pos: usize) -> bool {
-    match op {
-        Op::Unary(UnaryOp::Sign) => false,
-        Op::Unary(_) => true,
-        Op::Binary(b) => !b.is_comparison(),
-        Op::Select => pos > 0,
-        Op::Broadcast
-        | Op::Reshape
-        | Op::Transpose { .. }
-        | Op::Reduce { .. }
-        | Op::MatMul { .. }
-        | Op::Concat { .. }
-        | Op::Slice { .. } => true,
-        Op::Input { .. }
-        | Op::Param { .. }
-        | Op::Const(_)
-        | Op::Cast
-        | Op::ArgMax { .. }
-        | Op::OneHot { .. }
-        | Op::StopGradient
-        | Op::Random { .. } => false,
-    }
-}
-
 /// Appends nodes (role [`Role::Gradient`], scope = scope of the forward node
 /// being differentiated) computing `d(of)/d(w)` for each `w` in `wrt`.
 ///
@@ -178,7 +153,7 @@ pub fn grad(g: &mut Graph, of: NodeId, wrt: &[NodeId]) -> Result<Vec<Option<Node
                 || ops
                     .iter()
                     .enumerate()
-                    .any(|(p, o)| differentiable_edge(&node.op, p) && active.contains(o)))
+                    .any(|(p, o)| node.op.differentiable(p) && active.contains(o)))
         {
             active.insert(id);
         }
@@ -202,7 +177,7 @@ pub fn grad(g: &mut Graph, of: NodeId, wrt: &[NodeId]) -> Result<Vec<Option<Node
         let wanted: SmallVec<[bool; 4]> = ops
             .iter()
             .enumerate()
-            .map(|(p, o)| differentiable_edge(&node.op, p) && active.contains(o))
+            .map(|(p, o)| node.op.differentiable(p) && active.contains(o))
             .collect();
         if !wanted.iter().any(|&w| w) {
             continue;
@@ -355,8 +330,13 @@ fn vjp(
                         }
                     }
                 }
-                // Comparisons: no differentiable edge, never reached.
-                _ => {}
+                // Comparisons: no differentiable edge (their row declares no gradient).
+                BinaryOp::Eq
+                | BinaryOp::Ne
+                | BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge => {}
             }
         }
         Op::Select => {

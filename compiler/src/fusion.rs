@@ -15,8 +15,15 @@
 //! Reductions and `argmax` evaluate their inlined producers inside their loop;
 //! a matmul's consumers (bias add, activation) form the elementwise kernel run
 //! right after its GEMM call.
+//!
+//! Which class an op falls in is read from the op table
+//! ([`lossgraph_ir::op::OpKind`], [`Cost`]); the one per-op `match` here (the
+//! kernel kind of a root) is exhaustive.
+// No `_ =>` over op kinds: a new op must be classified, never defaulted.
+#![deny(clippy::wildcard_enum_match_arm)]
 
-use lossgraph_ir::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
+use lossgraph_ir::op::{Cost, OpKind};
+use lossgraph_ir::{Graph, NodeId, Op, ReduceOp};
 use std::fmt::Write as _;
 
 /// Errors from fusion, memory planning or lowering; the message names the node and op.
@@ -111,53 +118,46 @@ impl Plan {
 
     /// The node whose storage holds `n`'s value (`n` itself unless it is an alias).
     pub fn storage_of(&self, n: NodeId) -> NodeId {
-        match self.class[n.index()] {
-            NodeClass::Alias(s) => s,
-            _ => n,
-        }
+        storage(&self.class, n)
     }
 
     /// True when `n` has storage: a leaf, an alias or a root.
     pub fn is_materialized(&self, n: NodeId) -> bool {
-        matches!(
-            self.class[n.index()],
-            NodeClass::Leaf | NodeClass::Alias(_) | NodeClass::Root(_)
-        )
+        match self.class[n.index()] {
+            NodeClass::Leaf | NodeClass::Alias(_) | NodeClass::Root(_) => true,
+            NodeClass::Inlined | NodeClass::Dead => false,
+        }
     }
 }
 
 /// True for ops computable at one output element from operand elements at
 /// affine positions.
 pub fn is_pointwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Select
-            | Op::Cast
-            | Op::StopGradient
-            | Op::Broadcast
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::OneHot { .. }
-            | Op::Random { .. }
-    )
+    match op.kind() {
+        OpKind::Elementwise | OpKind::Movement | OpKind::Index | OpKind::Random => true,
+        OpKind::External
+        | OpKind::Leaf
+        | OpKind::View
+        | OpKind::Reduction
+        | OpKind::Contraction
+        | OpKind::Join => false,
+    }
 }
 
+/// True for ops that evaluate their inlined producers inside their own loops.
+fn is_fusable_consumer(op: &Op) -> bool {
+    is_pointwise(op) || matches!(op.kind(), OpKind::Reduction | OpKind::Join)
+}
+
+/// Pure data movement over stored values: every result element is one
+/// operand element, unchanged (movement ops and the `stop_gradient` identity).
+fn is_copy(op: &Op) -> bool {
+    op.kind() == OpKind::Movement || *op == Op::StopGradient
+}
+
+/// True for ops not worth recomputing per element of an expanding consumer.
 fn is_expensive(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(
-            UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Tanh
-                | UnaryOp::Sigmoid
-                | UnaryOp::Erf
-                | UnaryOp::Sqrt
-                | UnaryOp::Recip
-        ) | Op::Binary(BinaryOp::Div)
-            | Op::Random { .. }
-    )
+    op.cost() != Cost::Cheap
 }
 
 /// Node id helper: compacted graphs number nodes `0..n`.
@@ -181,7 +181,7 @@ fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
         .filter_map(|(name, _)| lossgraph_ir::names::updated_variable(name).map(str::to_string))
         .collect();
     let storage_root = |g: &Graph, mut n: NodeId| {
-        while matches!(g.node(n).op, Op::Reshape) {
+        while g.node(n).op.kind() == OpKind::View {
             n = g.operands(n)[0];
         }
         n
@@ -189,11 +189,10 @@ fn prepare(graph: &Graph) -> Result<Graph, CodegenError> {
     let outs: Vec<(String, NodeId)> = g.outputs().to_vec();
     for (name, id) in outs {
         let s = storage_root(&g, id);
-        let needs_copy = match &g.node(s).op {
-            Op::Param { name: p } => {
-                lossgraph_ir::names::updated_variable(&name).is_some() || updated.contains(p)
-            }
-            _ => false,
+        let needs_copy = if let Op::Param { name: p } = &g.node(s).op {
+            lossgraph_ir::names::updated_variable(&name).is_some() || updated.contains(p)
+        } else {
+            false
         };
         if needs_copy {
             let mut node = g.node(id).clone();
@@ -256,31 +255,15 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             || ops
                 .iter()
                 .any(|o| class[o.index()] == NodeClass::Inlined && expensive[o.index()]);
-        if matches!(node.op, Op::Reshape) {
-            let s = match class[ops[0].index()] {
-                NodeClass::Alias(s) => s,
-                _ => ops[0],
-            };
-            class[i] = NodeClass::Alias(s);
+        if node.op.kind() == OpKind::View {
+            class[i] = NodeClass::Alias(storage(&class, ops[0]));
             continue;
         }
-        let fusable_consumer = |u: NodeId| {
-            let uop = &g.node(u).op;
-            is_pointwise(uop)
-                || matches!(
-                    uop,
-                    Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
-                )
-        };
         // Pure data movement over stored values (a broadcast bias, a
         // stop_gradient'ed maximum, a transposed weight) is re-evaluated in
         // every consumer as a load, never stored, whatever its use count.
-        let movement = matches!(
-            node.op,
-            Op::Broadcast | Op::Transpose { .. } | Op::Slice { .. } | Op::StopGradient
-        );
         let cheap = opts.fuse
-            && movement
+            && is_copy(&node.op)
             && !is_output[i]
             && ops
                 .iter()
@@ -288,7 +271,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             && g.users(id)
                 .into_iter()
                 .filter(|u| live[u.index()])
-                .all(fusable_consumer);
+                .all(|u| is_fusable_consumer(&g.node(u).op));
         cheap_flags[i] = cheap;
         let inline = cheap
             || opts.fuse
@@ -297,12 +280,9 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
                 && match single_user[i] {
                     Some(u) => {
                         let uop = &g.node(u).op;
-                        let consumer_ok = is_pointwise(uop)
-                            || matches!(
-                                uop,
-                                Op::Reduce { .. } | Op::ArgMax { .. } | Op::Concat { .. }
-                            );
-                        let expands = matches!(uop, Op::Broadcast | Op::OneHot { .. })
+                        let consumer_ok = is_fusable_consumer(uop);
+                        // Only movement and index ops can have more elements than their operand.
+                        let expands = matches!(uop.kind(), OpKind::Movement | OpKind::Index)
                             && g.node(u).ty.numel() > node.ty.numel();
                         consumer_ok && !(expands && expensive[i])
                     }
@@ -328,7 +308,20 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             Op::Reduce { .. } => KernelKind::Reduce,
             Op::ArgMax { .. } => KernelKind::ArgMax,
             Op::Concat { .. } => KernelKind::Concat,
-            _ => KernelKind::Elementwise,
+            Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Cast
+            | Op::StopGradient
+            | Op::Broadcast
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::OneHot { .. }
+            | Op::Random { .. } => KernelKind::Elementwise,
+            // Leaves and views are classed above and never become roots.
+            Op::Input { .. } | Op::Param { .. } | Op::Const(_) | Op::Reshape => {
+                return Err(node_error(&g, id, "a leaf or view cannot be a kernel root"))
+            }
         };
         let mut cone = Vec::new();
         collect_cone(&g, &class, id, &mut cone);
@@ -341,7 +334,10 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
                 .iter()
                 .filter_map(|(m, _)| match class[storage(&class, *m).index()] {
                     NodeClass::Root(k) => Some(k),
-                    _ => None,
+                    NodeClass::Leaf
+                    | NodeClass::Alias(_)
+                    | NodeClass::Inlined
+                    | NodeClass::Dead => None,
                 })
                 .max();
             let shape = &g.node(id).ty.shape;
@@ -393,8 +389,21 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
 fn storage(class: &[NodeClass], n: NodeId) -> NodeId {
     match class[n.index()] {
         NodeClass::Alias(s) => s,
-        _ => n,
+        NodeClass::Leaf | NodeClass::Inlined | NodeClass::Root(_) | NodeClass::Dead => n,
     }
+}
+
+/// A codegen error at node `n`: names the node (`%N` in the compacted graph),
+/// its op and type, and its scope, then the reason.
+pub fn node_error(g: &Graph, n: NodeId, reason: &str) -> CodegenError {
+    let node = g.node(n);
+    CodegenError(format!(
+        "node %{} ({} : {}) in scope '{}': {reason}",
+        n.index(),
+        node.op.name(),
+        node.ty,
+        node.scope
+    ))
 }
 
 /// Inlined nodes feeding `root` (not including `root`).
@@ -470,7 +479,7 @@ pub fn plan_text(p: &Plan) -> String {
     let aliases: Vec<String> = (0..g.len())
         .filter_map(|i| match p.class[i] {
             NodeClass::Alias(t) => Some(format!("%{i}->%{}", t.index())),
-            _ => None,
+            NodeClass::Leaf | NodeClass::Inlined | NodeClass::Root(_) | NodeClass::Dead => None,
         })
         .collect();
     if !aliases.is_empty() {
@@ -488,8 +497,9 @@ pub fn plan_text(p: &Plan) -> String {
 
 /// The reduce op and axes of a `reduce` node, for lowering.
 pub(crate) fn reduce_parts(op: &Op) -> Option<(ReduceOp, &[usize])> {
-    match op {
-        Op::Reduce { op, axes } => Some((*op, axes.as_slice())),
-        _ => None,
+    if let Op::Reduce { op, axes } = op {
+        Some((*op, axes.as_slice()))
+    } else {
+        None
     }
 }

@@ -431,7 +431,8 @@ impl Tensor {
         }
     }
 
-    fn unary(&self, u: UnaryOp) -> Tensor {
+    /// `u` applied to this tensor (the generator's entry for any unary op).
+    pub(crate) fn unary(&self, u: UnaryOp) -> Tensor {
         self.builder().push(Op::Unary(u), &[self], None)
     }
 

@@ -33,10 +33,11 @@
 //!   including 1 and extents that are not multiples of 4; `reshape`, `concat`,
 //!   `broadcast` and rank-3 `matmul` may exceed these limits. No tensor has an
 //!   extent of 0.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::builder::{Builder, Tensor};
 use crate::graph::{Graph, LossReason, Role};
-use crate::op::{BinaryOp, Literal, UnaryOp};
+use crate::op::{BinaryOp, BinaryRange, Literal, UnaryOp, UnaryRange};
 use crate::tensor::HostTensor;
 use crate::types::{DType, TensorType};
 use std::collections::HashMap;
@@ -624,12 +625,15 @@ impl Gen<'_> {
         }
     }
 
+    /// Applies `u` with bounds from its value-range class in the op table
+    /// ([`UnaryRange`]), so a new op needs no rule here.
     fn unary(&mut self, u: UnaryOp) {
+        let range = u.row().range;
         if u.accepts_int() && self.rng.chance(0.25) {
             let x = self.any(DType::I32, 0, false);
-            let (lo, hi) = match u {
-                UnaryOp::Neg => (-x.hi, -x.lo),
-                UnaryOp::Abs => {
+            let (lo, hi) = match range {
+                UnaryRange::Negate => (-x.hi, -x.lo),
+                UnaryRange::Magnitude => {
                     let lo = if x.lo >= 0 {
                         x.lo
                     } else if x.hi <= 0 {
@@ -639,54 +643,57 @@ impl Gen<'_> {
                     };
                     (lo, x.lo.abs().max(x.hi.abs()))
                 }
-                _ => (x.lo.signum(), x.hi.signum()),
+                UnaryRange::Sign => (x.lo.signum(), x.hi.signum()),
+                UnaryRange::Unit
+                | UnaryRange::Exp
+                | UnaryRange::Log
+                | UnaryRange::Sqrt
+                | UnaryRange::Recip => {
+                    panic!("{}: range {range:?} has no i32 interval rule", u.name())
+                }
             };
-            let t = match u {
-                UnaryOp::Neg => x.t.neg(),
-                UnaryOp::Abs => x.t.abs(),
-                _ => x.t.sign(),
-            };
-            self.keep(Self::i32_val(t, lo, hi));
+            self.keep(Self::i32_val(x.t.unary(u), lo, hi));
             return;
         }
-        let need_exact = u == UnaryOp::Sign;
-        let x = self.any(DType::F32, 0, need_exact);
-        let v = match u {
-            UnaryOp::Neg => Val { t: x.t.neg(), ..x },
-            UnaryOp::Abs => Val { t: x.t.abs(), ..x },
-            UnaryOp::Sign => Self::f32_val(x.t.sign(), 1.0, true),
-            UnaryOp::Tanh => Self::f32_val(x.t.tanh(), 1.0, false),
-            UnaryOp::Sigmoid => Self::f32_val(x.t.sigmoid(), 1.0, false),
-            UnaryOp::Erf => Self::f32_val(x.t.erf(), 1.0, false),
-            UnaryOp::Exp => {
+        let x = self.any(DType::F32, 0, range == UnaryRange::Sign);
+        let v = match range {
+            UnaryRange::Negate | UnaryRange::Magnitude => Val {
+                t: x.t.unary(u),
+                ..x
+            },
+            UnaryRange::Sign => Self::f32_val(x.t.unary(u), 1.0, true),
+            UnaryRange::Unit => Self::f32_val(x.t.unary(u), 1.0, false),
+            UnaryRange::Exp => {
                 let (t, b) = if x.bound > 3.0 {
                     (x.t.tanh(), 1.0)
                 } else {
                     (x.t.clone(), x.bound)
                 };
-                Self::f32_val(t.exp(), b.exp(), false)
+                Self::f32_val(t.unary(u), b.exp(), false)
             }
-            UnaryOp::Log => {
+            UnaryRange::Log => {
                 let p = self.positive(&x);
                 let b = p.bound.ln().abs().max(2f64.ln());
-                Self::f32_val(p.t.log(), b, false)
+                Self::f32_val(p.t.unary(u), b, false)
             }
-            UnaryOp::Sqrt => {
+            UnaryRange::Sqrt => {
                 let p = self.positive(&x);
-                Self::f32_val(p.t.sqrt(), p.bound.sqrt(), false)
+                Self::f32_val(p.t.unary(u), p.bound.sqrt(), false)
             }
-            UnaryOp::Recip => {
+            UnaryRange::Recip => {
                 let p = self.positive(&x);
-                Self::f32_val(p.t.recip(), 2.0, false)
+                Self::f32_val(p.t.unary(u), 2.0, false)
             }
         };
         self.keep(v);
     }
 
+    /// Applies `op` with bounds from its value-range class in the op table
+    /// ([`BinaryRange`]), so a new op needs no rule here.
     fn binary(&mut self, op: BinaryOp) {
-        let cmp = op.is_comparison();
-        let int_ok = op != BinaryOp::Div;
-        if int_ok && self.rng.chance(0.25) {
+        let range = op.row().range;
+        let cmp = range == BinaryRange::Mask;
+        if range != BinaryRange::Quotient && self.rng.chance(0.25) {
             let a = self.any(DType::I32, 0, false);
             let c = if self.rng.chance(0.2) {
                 a.clone()
@@ -694,25 +701,33 @@ impl Gen<'_> {
                 self.like(DType::I32, &a.shape(), false)
             };
             let big = a.bound.max(c.bound) > INT_CAP as f64;
-            let op = match op {
-                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul if big => BinaryOp::Max,
-                BinaryOp::Mul if a.bound * c.bound > INT_CAP as f64 => BinaryOp::Add,
-                o => o,
+            // Keep i32 results within INT_CAP: large operands only meet ops that cannot grow them.
+            let grows = matches!(
+                range,
+                BinaryRange::Sum | BinaryRange::Difference | BinaryRange::Product
+            );
+            let op = if grows && big {
+                BinaryOp::Max
+            } else if range == BinaryRange::Product && a.bound * c.bound > INT_CAP as f64 {
+                BinaryOp::Add
+            } else {
+                op
             };
             let t = a.t.binary(op, &c.t);
-            if cmp {
-                self.keep(Self::f32_val(t, 1.0, true));
-                return;
-            }
-            let (lo, hi) = match op {
-                BinaryOp::Add => (a.lo + c.lo, a.hi + c.hi),
-                BinaryOp::Sub => (a.lo - c.hi, a.hi - c.lo),
-                BinaryOp::Mul => {
+            let (lo, hi) = match op.row().range {
+                BinaryRange::Mask => {
+                    self.keep(Self::f32_val(t, 1.0, true));
+                    return;
+                }
+                BinaryRange::Sum => (a.lo + c.lo, a.hi + c.hi),
+                BinaryRange::Difference => (a.lo - c.hi, a.hi - c.lo),
+                BinaryRange::Product => {
                     let p = [a.lo * c.lo, a.lo * c.hi, a.hi * c.lo, a.hi * c.hi];
                     (*p.iter().min().unwrap_or(&0), *p.iter().max().unwrap_or(&0))
                 }
-                BinaryOp::Max => (a.lo.max(c.lo), a.hi.max(c.hi)),
-                _ => (a.lo.min(c.lo), a.hi.min(c.hi)),
+                BinaryRange::Max => (a.lo.max(c.lo), a.hi.max(c.hi)),
+                BinaryRange::Min => (a.lo.min(c.lo), a.hi.min(c.hi)),
+                BinaryRange::Quotient => panic!("{}: i32 quotients are not generated", op.name()),
             };
             self.keep(Self::i32_val(t, lo, hi));
             return;
@@ -723,21 +738,21 @@ impl Gen<'_> {
         } else {
             self.like(DType::F32, &a.shape(), cmp)
         };
-        let v = match op {
-            BinaryOp::Add | BinaryOp::Sub => {
+        let v = match range {
+            BinaryRange::Sum | BinaryRange::Difference => {
                 Self::f32_val(a.t.binary(op, &c.t), a.bound + c.bound, false)
             }
-            BinaryOp::Mul => Self::f32_val(a.t.binary(op, &c.t), a.bound * c.bound, false),
-            BinaryOp::Div => {
+            BinaryRange::Product => Self::f32_val(a.t.binary(op, &c.t), a.bound * c.bound, false),
+            BinaryRange::Quotient => {
                 let p = self.positive(&c);
-                Self::f32_val(a.t.div(&p.t), a.bound * 2.0, false)
+                Self::f32_val(a.t.binary(op, &p.t), a.bound * 2.0, false)
             }
-            BinaryOp::Max | BinaryOp::Min => Self::f32_val(
+            BinaryRange::Max | BinaryRange::Min => Self::f32_val(
                 a.t.binary(op, &c.t),
                 a.bound.max(c.bound),
                 a.exact && c.exact,
             ),
-            _ => Self::f32_val(a.t.binary(op, &c.t), 1.0, true),
+            BinaryRange::Mask => Self::f32_val(a.t.binary(op, &c.t), 1.0, true),
         };
         self.keep(v);
     }
@@ -1038,7 +1053,14 @@ mod tests {
                 Op::Concat { .. } => {
                     out.insert(format!("concat:{}", ops.len().min(3)));
                 }
-                _ => {}
+                Op::Broadcast
+                | Op::Reshape
+                | Op::Transpose { .. }
+                | Op::ArgMax { .. }
+                | Op::Slice { .. }
+                | Op::OneHot { .. }
+                | Op::StopGradient
+                | Op::Random { .. } => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {
                 out.insert(format!("{}:{}", n.op.name(), ins[ins.len() - 1].dtype));

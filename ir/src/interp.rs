@@ -24,6 +24,7 @@
 //!   yields NaN for finite input.
 //! - `one_hot` gives an all-zero row for labels outside `[0, depth)`.
 //! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::graph::{Graph, NodeId};
 use crate::op::{random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp};
@@ -69,14 +70,16 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             ))
         }
         Op::Const(lit) => eval_const(lit, ty),
-        Op::Unary(u) => eval_unary(*u, &operands[0].data),
+        Op::Unary(u) => eval_unary(*u, &operands[0].data)?,
         Op::Binary(b) => eval_binary(*b, &operands[0].data, &operands[1].data),
         Op::Select => {
             let m = f32s(operands[0])?;
             match (&operands[1].data, &operands[2].data) {
                 (Data::F32(a), Data::F32(b)) => Data::F32(select(m, a, b)),
                 (Data::I32(a), Data::I32(b)) => Data::I32(select(m, a, b)),
-                _ => return Err("select: branches differ in dtype".into()),
+                (Data::F32(_), Data::I32(_)) | (Data::I32(_), Data::F32(_)) => {
+                    return Err("select: branches differ in dtype".into())
+                }
             }
         }
         Op::Cast => match (&operands[0].data, ty.dtype) {
@@ -239,7 +242,22 @@ pub fn interpret_with(
                 }
                 v.clone()
             }
-            op => {
+            op @ (Op::Const(_)
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Cast
+            | Op::Broadcast
+            | Op::Reshape
+            | Op::Transpose { .. }
+            | Op::Reduce { .. }
+            | Op::ArgMax { .. }
+            | Op::MatMul { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::OneHot { .. }
+            | Op::StopGradient
+            | Op::Random { .. }) => {
                 let ops = g.operands(id);
                 let args: Vec<&HostTensor> = ops
                     .iter()
@@ -325,7 +343,8 @@ fn eval_const(lit: &Literal, ty: &TensorType) -> Data {
     }
 }
 
-fn eval_unary(u: UnaryOp, d: &Data) -> Data {
+/// Errors for an op the type rule admits on `i32` but that has no `i32` kernel.
+fn eval_unary(u: UnaryOp, d: &Data) -> Result<Data, String> {
     match d {
         Data::F32(v) => {
             let f: fn(f32) -> f32 = match u {
@@ -350,17 +369,23 @@ fn eval_unary(u: UnaryOp, d: &Data) -> Data {
                 },
                 UnaryOp::Erf => |x| erf(x as f64) as f32,
             };
-            Data::F32(v.iter().map(|&x| f(x)).collect())
+            Ok(Data::F32(v.iter().map(|&x| f(x)).collect()))
         }
         Data::I32(v) => {
-            // The type rule admits only neg/abs/sign on i32; others are
-            // rejected by `infer_type` before we get here.
+            // The type rule admits only the ops whose row says `int`.
             let f: fn(i32) -> i32 = match u {
                 UnaryOp::Neg => |x| x.wrapping_neg(),
                 UnaryOp::Abs => |x| x.wrapping_abs(),
-                _ => |x| x.signum(),
+                UnaryOp::Sign => |x| x.signum(),
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Sqrt
+                | UnaryOp::Recip
+                | UnaryOp::Erf => return Err(format!("{}: no i32 kernel", u.name())),
             };
-            Data::I32(v.iter().map(|&x| f(x)).collect())
+            Ok(Data::I32(v.iter().map(|&x| f(x)).collect()))
         }
     }
 }
@@ -409,26 +434,25 @@ fn eval_binary(b: BinaryOp, l: &Data, r: &Data) -> Data {
             Data::F32(x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect())
         }
         (Data::I32(x), Data::I32(y)) => {
-            if b.is_comparison() {
-                let f: fn(i32, i32) -> bool = match b {
-                    BinaryOp::Eq => |a, b| a == b,
-                    BinaryOp::Ne => |a, b| a != b,
-                    BinaryOp::Lt => |a, b| a < b,
-                    BinaryOp::Le => |a, b| a <= b,
-                    BinaryOp::Gt => |a, b| a > b,
-                    _ => |a, b| a >= b,
-                };
-                Data::F32(x.iter().zip(y).map(|(&a, &b)| bool_f32(f(a, b))).collect())
-            } else {
-                let f: fn(i32, i32) -> i32 = match b {
-                    BinaryOp::Add => |a, b| a.wrapping_add(b),
-                    BinaryOp::Sub => |a, b| a.wrapping_sub(b),
-                    BinaryOp::Mul => |a, b| a.wrapping_mul(b),
-                    BinaryOp::Div => |a, b| if b == 0 { 0 } else { a.wrapping_div(b) },
-                    BinaryOp::Max => |a, b| if a > b { a } else { b },
-                    _ => |a, b| if a < b { a } else { b },
-                };
+            let arith = |f: fn(i32, i32) -> i32| {
                 Data::I32(x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect())
+            };
+            let compare = |f: fn(i32, i32) -> bool| {
+                Data::F32(x.iter().zip(y).map(|(&a, &b)| bool_f32(f(a, b))).collect())
+            };
+            match b {
+                BinaryOp::Add => arith(|a, b| a.wrapping_add(b)),
+                BinaryOp::Sub => arith(|a, b| a.wrapping_sub(b)),
+                BinaryOp::Mul => arith(|a, b| a.wrapping_mul(b)),
+                BinaryOp::Div => arith(|a, b| if b == 0 { 0 } else { a.wrapping_div(b) }),
+                BinaryOp::Max => arith(|a, b| if a > b { a } else { b }),
+                BinaryOp::Min => arith(|a, b| if a < b { a } else { b }),
+                BinaryOp::Eq => compare(|a, b| a == b),
+                BinaryOp::Ne => compare(|a, b| a != b),
+                BinaryOp::Lt => compare(|a, b| a < b),
+                BinaryOp::Le => compare(|a, b| a <= b),
+                BinaryOp::Gt => compare(|a, b| a > b),
+                BinaryOp::Ge => compare(|a, b| a >= b),
             }
         }
         // Unreachable after `infer_type` (operand types are identical); kept total.

@@ -3,13 +3,21 @@
 //! Everything a model computes is composed from these primitives (see
 //! [`crate::nn`] for softmax, crossentropies, GELU, …). Each primitive has one
 //! type rule here ([`infer_type`]), one interpreter kernel, one VJP rule and one
-//! lowering; adding an op touches one file per stage.
+//! lowering.
+//!
+//! The op table below ([`Op::row`], [`UnaryOp::row`], [`BinaryOp::row`],
+//! [`ReduceOp::row`], [`Op::attrs`]) holds every per-op property the stages
+//! read; `docs/adding-an-op.md` lists the files a new op touches.
 //!
 //! Elementwise binary ops require operands of identical shape: broadcasting is
 //! explicit in the IR (a `broadcast` node), and the builder inserts it.
 
+// No `_ =>` over op kinds in this module (nor in the other stages that match
+// on ops): a new variant must be a compile error wherever it needs a rule.
+#![deny(clippy::wildcard_enum_match_arm)]
+
 use crate::types::{broadcastable_to, DType, Shape, TensorType};
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 
 /// Elementwise unary primitives. All take and return `f32` except `neg`,
 /// `abs` and `sign`, which also accept `i32`.
@@ -85,9 +93,8 @@ impl Literal {
     /// The splat value as f64, if this literal is a single value.
     pub fn splat(&self) -> Option<f64> {
         match self {
-            Literal::F32(v) if v.len() == 1 => Some(v[0] as f64),
-            Literal::I32(v) if v.len() == 1 => Some(v[0] as f64),
-            _ => None,
+            Literal::F32(v) => (v.len() == 1).then(|| v[0] as f64),
+            Literal::I32(v) => (v.len() == 1).then(|| v[0] as f64),
         }
     }
 
@@ -170,8 +177,215 @@ pub enum Op {
     },
 }
 
+// ---------------------------------------------------------------------------
+// The op table: every property a stage needs, once per op. Each row is an
+// exhaustive `match`, so a new variant is a compile error here until its row
+// is written; the stages (interpreter, autodiff, fusion, lowering, text
+// format, generators) read these rows instead of keeping their own lists.
+// ---------------------------------------------------------------------------
+
+/// What an op does with element positions: the class fusion, lowering and
+/// the generators dispatch on (after tinygrad's op groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// A value supplied from outside the step: `input`, `param`.
+    External,
+    /// A constant: `const`.
+    Leaf,
+    /// Result element `i` depends only on operand elements `i`: unary,
+    /// binary, `select`, `cast`, `stop_gradient`.
+    Elementwise,
+    /// Result elements are operand elements at affine positions, unchanged:
+    /// `broadcast`, `transpose`, `slice`.
+    Movement,
+    /// The operand's elements in the same order under another shape; shares
+    /// the operand's storage: `reshape`.
+    View,
+    /// Computed from an operand element and the result element's own
+    /// position: `one_hot`.
+    Index,
+    /// Combines the elements along axes, which disappear: `reduce_*`, `argmax`.
+    Reduction,
+    /// A sum of products over a shared axis: `matmul`.
+    Contraction,
+    /// Several operands laid side by side: `concat`.
+    Join,
+    /// Counter-based noise (a function of the element index): `random`.
+    Random,
+}
+
+/// Operand count of an op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    /// One or more (`concat`).
+    AtLeastOne,
+}
+
+/// Cost class of evaluating one element, read by fusion (an expensive value
+/// is not recomputed by an expanding consumer) and by the lowering's work
+/// estimate (which decides when a kernel is split across threads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cost {
+    /// Loads, stores, simple arithmetic, comparisons.
+    Cheap,
+    /// Division, square root, reciprocal (the divider is not pipelined), a random draw.
+    Slow,
+    /// An inline transcendental polynomial (tens of instructions).
+    Transcendental,
+}
+
+impl Cost {
+    /// Extra work units per element on top of the 1 of a plain load/store.
+    pub fn weight(self) -> usize {
+        match self {
+            Cost::Cheap => 0,
+            Cost::Slow => 4,
+            Cost::Transcendental => 16,
+        }
+    }
+}
+
+/// Which operands of an op carry gradient (when they and the result are `f32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grad {
+    /// No operand: the op declares "no gradient" (zero almost everywhere, or
+    /// no operands at all).
+    None,
+    /// Every operand.
+    All,
+    /// All but operand 0 (the mask of `select`).
+    AllButFirst,
+}
+
+impl Grad {
+    /// True when operand `pos` carries gradient.
+    pub fn carries(self, pos: usize) -> bool {
+        match self {
+            Grad::None => false,
+            Grad::All => true,
+            Grad::AllButFirst => pos > 0,
+        }
+    }
+}
+
+/// A hand-computed point of an elementwise op or reduction: operands and the
+/// exact result (as f64), checked by the conformance test against the
+/// interpreter and the JIT. Sample points avoid kinks, because the VJP is
+/// checked against finite differences at the same points.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub args: &'static [f64],
+    pub result: f64,
+}
+
+/// `s!(&[args…], result)`: a [`Sample`] literal (a constant, so `&[s!(…)]` is `'static`).
+macro_rules! s {
+    ($args:expr, $result:expr) => {
+        Sample {
+            args: $args,
+            result: $result,
+        }
+    };
+}
+
+/// How a unary op's result magnitude follows from its operand's: the
+/// random-graph generator ([`crate::gen`]) reads it to keep values finite
+/// (and exact where a comparison or `sign` needs them). A new op picks the
+/// class that bounds it; only a new class needs a generator rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryRange {
+    /// `y = -x`: same bound, exact when `x` is (i32: `[-hi, -lo]`).
+    Negate,
+    /// `|y| = |x|`: same bound, exact when `x` is (i32: the interval of `|x|`).
+    Magnitude,
+    /// `y ∈ {-1, 0, 1}`: needs an exact operand, exact result.
+    Sign,
+    /// `|y| ≤ 1` for every `x`.
+    Unit,
+    /// `y = eˣ`: operands above 3 are squashed first; `|y| ≤ e^bound`.
+    Exp,
+    /// Needs a positive operand; `|y| ≤ max(|ln bound|, ln 2)`.
+    Log,
+    /// Needs a positive operand; `y ≤ √bound`.
+    Sqrt,
+    /// Needs a positive operand (≥ 0.5); `|y| ≤ 2`.
+    Recip,
+}
+
+/// How a binary op's result magnitude follows from its operands' (see
+/// [`UnaryRange`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryRange {
+    /// `a + c`: bounds add (i32: intervals add).
+    Sum,
+    /// `a - c`: bounds add (i32: `[a.lo - c.hi, a.hi - c.lo]`).
+    Difference,
+    /// `a · c`: bounds multiply.
+    Product,
+    /// `a / c`: needs a positive divisor (≥ 0.5); `|y| ≤ 2·bound(a)`. Not generated on i32.
+    Quotient,
+    /// `max(a, c)`: the larger bound, exact when both are.
+    Max,
+    /// `min(a, c)`: the larger bound, exact when both are.
+    Min,
+    /// A 0/1 mask: needs exact operands, exact result.
+    Mask,
+}
+
+/// The table row of a unary op.
+#[derive(Clone, Copy, Debug)]
+pub struct UnaryRow {
+    /// Text-format name.
+    pub name: &'static str,
+    /// Also defined on `i32` (all unary ops are defined on `f32`).
+    pub int: bool,
+    /// The operand carries gradient.
+    pub grad: bool,
+    pub cost: Cost,
+    pub range: UnaryRange,
+    /// `f32` sample points.
+    pub samples: &'static [Sample],
+    /// `i32` sample points (empty unless `int`).
+    pub int_samples: &'static [Sample],
+}
+
+/// The table row of a binary op.
+#[derive(Clone, Copy, Debug)]
+pub struct BinaryRow {
+    /// Text-format name.
+    pub name: &'static str,
+    /// A comparison: the result is an `f32` 0/1 mask.
+    pub comparison: bool,
+    /// `a op b` and `b op a` agree bit for bit on every input, NaN payloads
+    /// and signed zeros included (so CSE may reorder the operands). `max` and
+    /// `min` are not: on ties they return the second operand, which tells
+    /// `0.0` from `-0.0`.
+    pub commutative: bool,
+    /// Both operands carry gradient (comparisons: neither).
+    pub grad: bool,
+    pub cost: Cost,
+    pub range: BinaryRange,
+    /// `f32` sample points.
+    pub samples: &'static [Sample],
+    /// `i32` sample points.
+    pub int_samples: &'static [Sample],
+}
+
+/// The table row of a reduction.
+#[derive(Clone, Copy, Debug)]
+pub struct ReduceRow {
+    /// Text-format name.
+    pub name: &'static str,
+    /// Also defined on `i32`.
+    pub int: bool,
+    /// Samples: `args` is the reduced vector.
+    pub samples: &'static [Sample],
+}
+
 impl UnaryOp {
-    /// All unary ops, for tests and generators.
+    /// All unary ops, for tests and generators. A new variant must be listed
+    /// here (its table row in [`UnaryOp::row`] is enforced by the compiler).
     pub const ALL: [UnaryOp; 10] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
@@ -185,30 +399,149 @@ impl UnaryOp {
         UnaryOp::Erf,
     ];
 
+    /// The op's table row.
+    pub const fn row(self) -> UnaryRow {
+        use Cost::{Cheap, Slow, Transcendental};
+        use UnaryRange as R;
+        // (name, int, grad, cost, range, f32 samples, i32 samples)
+        type Cols = (
+            &'static str,
+            bool,
+            bool,
+            Cost,
+            UnaryRange,
+            &'static [Sample],
+            &'static [Sample],
+        );
+        let (name, int, grad, cost, range, samples, int_samples): Cols = match self {
+            UnaryOp::Neg => (
+                "neg",
+                true,
+                true,
+                Cheap,
+                R::Negate,
+                &[s!(&[1.5], -1.5), s!(&[-0.25], 0.25)],
+                &[s!(&[3.0], -3.0), s!(&[-7.0], 7.0)],
+            ),
+            UnaryOp::Exp => (
+                "exp",
+                false,
+                true,
+                Transcendental,
+                R::Exp,
+                &[
+                    s!(&[1.0], std::f64::consts::E),
+                    s!(&[-2.0], 0.135_335_283_236_612_7),
+                ],
+                &[],
+            ),
+            UnaryOp::Log => (
+                "log",
+                false,
+                true,
+                Transcendental,
+                R::Log,
+                &[
+                    s!(&[2.0], std::f64::consts::LN_2),
+                    s!(&[0.5], -std::f64::consts::LN_2),
+                ],
+                &[],
+            ),
+            UnaryOp::Tanh => (
+                "tanh",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.462_117_157_260_009_8),
+                    s!(&[-1.0], -0.761_594_155_955_764_9),
+                ],
+                &[],
+            ),
+            UnaryOp::Sigmoid => (
+                "sigmoid",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[s!(&[0.0], 0.5), s!(&[2.0], 0.880_797_077_977_882_3)],
+                &[],
+            ),
+            UnaryOp::Abs => (
+                "abs",
+                true,
+                true,
+                Cheap,
+                R::Magnitude,
+                &[s!(&[-1.5], 1.5), s!(&[2.0], 2.0)],
+                &[s!(&[-4.0], 4.0), s!(&[5.0], 5.0)],
+            ),
+            UnaryOp::Sqrt => (
+                "sqrt",
+                false,
+                true,
+                Slow,
+                R::Sqrt,
+                &[s!(&[4.0], 2.0), s!(&[2.0], std::f64::consts::SQRT_2)],
+                &[],
+            ),
+            UnaryOp::Recip => (
+                "recip",
+                false,
+                true,
+                Slow,
+                R::Recip,
+                &[s!(&[4.0], 0.25), s!(&[-0.5], -2.0)],
+                &[],
+            ),
+            UnaryOp::Sign => (
+                "sign",
+                true,
+                false,
+                Cheap,
+                R::Sign,
+                &[s!(&[-2.5], -1.0), s!(&[0.75], 1.0)],
+                &[s!(&[-3.0], -1.0), s!(&[0.0], 0.0), s!(&[9.0], 1.0)],
+            ),
+            UnaryOp::Erf => (
+                "erf",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.520_499_877_813_046_5),
+                    s!(&[-1.0], -0.842_700_792_949_714_9),
+                ],
+                &[],
+            ),
+        };
+        UnaryRow {
+            name,
+            int,
+            grad,
+            cost,
+            range,
+            samples,
+            int_samples,
+        }
+    }
+
     /// Text-format name.
     pub fn name(self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Recip => "recip",
-            UnaryOp::Sign => "sign",
-            UnaryOp::Erf => "erf",
-        }
+        self.row().name
     }
 
     /// True for ops defined on `i32` as well as `f32`.
     pub fn accepts_int(self) -> bool {
-        matches!(self, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign)
+        self.row().int
     }
 }
 
 impl BinaryOp {
-    /// All binary ops, for tests and generators.
+    /// All binary ops, for tests and generators. A new variant must be listed
+    /// here (its table row in [`BinaryOp::row`] is enforced by the compiler).
     pub const ALL: [BinaryOp; 12] = [
         BinaryOp::Add,
         BinaryOp::Sub,
@@ -224,57 +557,420 @@ impl BinaryOp {
         BinaryOp::Ge,
     ];
 
+    /// The op's table row.
+    pub const fn row(self) -> BinaryRow {
+        use BinaryRange as R;
+        use Cost::{Cheap, Slow};
+        // (name, comparison, commutative, grad, cost, range, f32 samples, i32 samples)
+        type Cols = (
+            &'static str,
+            bool,
+            bool,
+            bool,
+            Cost,
+            BinaryRange,
+            &'static [Sample],
+            &'static [Sample],
+        );
+        let (name, comparison, commutative, grad, cost, range, samples, int_samples): Cols =
+            match self {
+                BinaryOp::Add => (
+                    "add",
+                    false,
+                    true,
+                    true,
+                    Cheap,
+                    R::Sum,
+                    &[s!(&[1.5, -2.0], -0.5)],
+                    &[s!(&[2.0, 3.0], 5.0)],
+                ),
+                BinaryOp::Sub => (
+                    "sub",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Difference,
+                    &[s!(&[1.5, -2.0], 3.5)],
+                    &[s!(&[2.0, 7.0], -5.0)],
+                ),
+                BinaryOp::Mul => (
+                    "mul",
+                    false,
+                    true,
+                    true,
+                    Cheap,
+                    R::Product,
+                    &[s!(&[1.5, -2.0], -3.0)],
+                    &[s!(&[-3.0, 4.0], -12.0)],
+                ),
+                BinaryOp::Div => (
+                    "div",
+                    false,
+                    false,
+                    true,
+                    Slow,
+                    R::Quotient,
+                    &[s!(&[3.0, 4.0], 0.75), s!(&[-1.0, 0.5], -2.0)],
+                    &[
+                        s!(&[7.0, 2.0], 3.0),
+                        s!(&[-7.0, 2.0], -3.0),
+                        s!(&[5.0, 0.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Max => (
+                    "max",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Max,
+                    &[s!(&[1.0, 2.5], 2.5), s!(&[3.0, -1.0], 3.0)],
+                    &[s!(&[1.0, 2.0], 2.0), s!(&[3.0, -1.0], 3.0)],
+                ),
+                BinaryOp::Min => (
+                    "min",
+                    false,
+                    false,
+                    true,
+                    Cheap,
+                    R::Min,
+                    &[s!(&[1.0, 2.5], 1.0), s!(&[3.0, -1.0], -1.0)],
+                    &[s!(&[1.0, 2.0], 1.0), s!(&[3.0, -1.0], -1.0)],
+                ),
+                BinaryOp::Eq => (
+                    "eq",
+                    true,
+                    true,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[s!(&[2.0, 2.0], 1.0), s!(&[2.0, 3.0], 0.0)],
+                    &[s!(&[4.0, 4.0], 1.0), s!(&[4.0, 5.0], 0.0)],
+                ),
+                BinaryOp::Ne => (
+                    "ne",
+                    true,
+                    true,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[s!(&[2.0, 2.0], 0.0), s!(&[2.0, 3.0], 1.0)],
+                    &[s!(&[4.0, 4.0], 0.0), s!(&[4.0, 5.0], 1.0)],
+                ),
+                BinaryOp::Lt => (
+                    "lt",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Le => (
+                    "le",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 1.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 0.0),
+                    ],
+                ),
+                BinaryOp::Gt => (
+                    "gt",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 0.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                ),
+                BinaryOp::Ge => (
+                    "ge",
+                    true,
+                    false,
+                    false,
+                    Cheap,
+                    R::Mask,
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                    &[
+                        s!(&[1.0, 2.0], 0.0),
+                        s!(&[2.0, 2.0], 1.0),
+                        s!(&[3.0, 2.0], 1.0),
+                    ],
+                ),
+            };
+        BinaryRow {
+            name,
+            comparison,
+            commutative,
+            grad,
+            cost,
+            range,
+            samples,
+            int_samples,
+        }
+    }
+
     /// Text-format name.
     pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Max => "max",
-            BinaryOp::Min => "min",
-            BinaryOp::Eq => "eq",
-            BinaryOp::Ne => "ne",
-            BinaryOp::Lt => "lt",
-            BinaryOp::Le => "le",
-            BinaryOp::Gt => "gt",
-            BinaryOp::Ge => "ge",
-        }
+        self.row().name
     }
 
     /// True for comparisons, whose result is an `f32` 0/1 mask.
     pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
-        )
+        self.row().comparison
     }
 
-    /// True when `a op b == b op a`.
+    /// True when `a op b == b op a` bit for bit (see [`BinaryRow::commutative`]).
     pub fn is_commutative(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Add
-                | BinaryOp::Mul
-                | BinaryOp::Max
-                | BinaryOp::Min
-                | BinaryOp::Eq
-                | BinaryOp::Ne
-        )
+        self.row().commutative
     }
 }
 
 impl ReduceOp {
+    /// All reductions, for tests and generators.
+    pub const ALL: [ReduceOp; 2] = [ReduceOp::Sum, ReduceOp::Max];
+
+    /// The reduction's table row.
+    pub const fn row(self) -> ReduceRow {
+        match self {
+            ReduceOp::Sum => ReduceRow {
+                name: "reduce_sum",
+                int: false,
+                samples: &[s!(&[1.0, 2.0, 3.5], 6.5), s!(&[-1.0, 0.25], -0.75)],
+            },
+            ReduceOp::Max => ReduceRow {
+                name: "reduce_max",
+                int: true,
+                samples: &[s!(&[1.0, 4.0, -2.0], 4.0), s!(&[-3.0, -0.5], -0.5)],
+            },
+        }
+    }
+
     /// Text-format name.
     pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "reduce_sum",
-            ReduceOp::Max => "reduce_max",
-        }
+        self.row().name
     }
 }
 
+/// The table row of an op (see also [`Op::attrs`], its attribute list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpRow {
+    pub kind: OpKind,
+    pub arity: Arity,
+    /// Which operands carry gradient.
+    pub grad: Grad,
+    pub cost: Cost,
+}
+
+/// One attribute of an op, borrowed for reading (the printer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Attr<'a> {
+    /// The quoted name of a leaf, printed right after the op name.
+    Name(&'a String),
+    /// A literal, printed right after the op name.
+    Literal(&'a Literal),
+    /// `key=N`, required.
+    Usize(&'a usize),
+    /// `key=N` with `N < 2³²`, required.
+    U32(&'a u32),
+    /// `key=[a,b,…]`, required.
+    Axes(&'a SmallVec<[usize; 4]>),
+    /// `key=true`, printed only when true; absent means false.
+    Flag(&'a bool),
+}
+
+/// One attribute of an op, borrowed for writing (the parser).
+#[derive(Debug)]
+pub enum AttrMut<'a> {
+    Name(&'a mut String),
+    Literal(&'a mut Literal),
+    Usize(&'a mut usize),
+    U32(&'a mut u32),
+    Axes(&'a mut SmallVec<[usize; 4]>),
+    Flag(&'a mut bool),
+}
+
+/// The attribute list of every op, in text order. Expanded twice, once with
+/// shared and once with mutable borrows, so the printer ([`Op::attrs`]) and
+/// the parser ([`Op::attrs_mut`]) read one list.
+macro_rules! attr_list {
+    ($op:expr, $A:ident) => {
+        match $op {
+            Op::Input { name } | Op::Param { name } => smallvec![("name", $A::Name(name))],
+            Op::Const(lit) => smallvec![("value", $A::Literal(lit))],
+            Op::Transpose { perm } => smallvec![("perm", $A::Axes(perm))],
+            Op::Reduce { axes, op: _ } => smallvec![("axes", $A::Axes(axes))],
+            Op::ArgMax { axis } | Op::Concat { axis } => smallvec![("axis", $A::Usize(axis))],
+            Op::MatMul { trans_a, trans_b } => {
+                smallvec![
+                    ("trans_a", $A::Flag(trans_a)),
+                    ("trans_b", $A::Flag(trans_b))
+                ]
+            }
+            Op::Slice { axis, start, end } => smallvec![
+                ("axis", $A::Usize(axis)),
+                ("start", $A::Usize(start)),
+                ("end", $A::Usize(end))
+            ],
+            Op::OneHot { depth } => smallvec![("depth", $A::Usize(depth))],
+            Op::Random { seed } => smallvec![("seed", $A::U32(seed))],
+            Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Cast
+            | Op::Broadcast
+            | Op::Reshape
+            | Op::StopGradient => SmallVec::new(),
+        }
+    };
+}
+
+/// An op's attributes: key and value, in text order.
+pub type Attrs<'a, A> = SmallVec<[(&'static str, A); 3]>;
+
 impl Op {
+    /// The op's table row.
+    pub fn row(&self) -> OpRow {
+        use Arity::{AtLeastOne, Exactly};
+        let (kind, arity, grad, cost) = match self {
+            Op::Input { .. } | Op::Param { .. } => {
+                (OpKind::External, Exactly(0), Grad::None, Cost::Cheap)
+            }
+            Op::Const(_) => (OpKind::Leaf, Exactly(0), Grad::None, Cost::Cheap),
+            Op::Unary(u) => {
+                let r = u.row();
+                let grad = if r.grad { Grad::All } else { Grad::None };
+                (OpKind::Elementwise, Exactly(1), grad, r.cost)
+            }
+            Op::Binary(b) => {
+                let r = b.row();
+                let grad = if r.grad { Grad::All } else { Grad::None };
+                (OpKind::Elementwise, Exactly(2), grad, r.cost)
+            }
+            Op::Select => (
+                OpKind::Elementwise,
+                Exactly(3),
+                Grad::AllButFirst,
+                Cost::Cheap,
+            ),
+            Op::Cast => (OpKind::Elementwise, Exactly(1), Grad::None, Cost::Cheap),
+            Op::StopGradient => (OpKind::Elementwise, Exactly(1), Grad::None, Cost::Cheap),
+            Op::Broadcast | Op::Transpose { .. } | Op::Slice { .. } => {
+                (OpKind::Movement, Exactly(1), Grad::All, Cost::Cheap)
+            }
+            Op::Reshape => (OpKind::View, Exactly(1), Grad::All, Cost::Cheap),
+            Op::OneHot { .. } => (OpKind::Index, Exactly(1), Grad::None, Cost::Cheap),
+            Op::Reduce { .. } => (OpKind::Reduction, Exactly(1), Grad::All, Cost::Cheap),
+            Op::ArgMax { .. } => (OpKind::Reduction, Exactly(1), Grad::None, Cost::Cheap),
+            Op::MatMul { .. } => (OpKind::Contraction, Exactly(2), Grad::All, Cost::Cheap),
+            Op::Concat { .. } => (OpKind::Join, AtLeastOne, Grad::All, Cost::Cheap),
+            Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
+        };
+        OpRow {
+            kind,
+            arity,
+            grad,
+            cost,
+        }
+    }
+
+    /// The op's attributes (leaf name, literal, integer and flag
+    /// attributes), in text order. The text printer writes exactly these.
+    pub fn attrs(&self) -> Attrs<'_, Attr<'_>> {
+        attr_list!(self, Attr)
+    }
+
+    /// The same list as [`Op::attrs`], writable: the text parser starts from
+    /// a [`Op::prototype`] and fills these in.
+    pub fn attrs_mut(&mut self) -> Attrs<'_, AttrMut<'_>> {
+        attr_list!(self, AttrMut)
+    }
+
+    /// One op of every name (attributes zero or false, leaf names empty, a
+    /// `0.0` literal): the ops the text format knows and the conformance
+    /// test walks. [`Op::name`] is unique across the list.
+    pub fn prototypes() -> Vec<Op> {
+        let mut v = vec![
+            Op::Input {
+                name: String::new(),
+            },
+            Op::Param {
+                name: String::new(),
+            },
+            Op::Const(Literal::F32(vec![0.0])),
+        ];
+        v.extend(UnaryOp::ALL.map(Op::Unary));
+        v.extend(BinaryOp::ALL.map(Op::Binary));
+        v.extend([
+            Op::Select,
+            Op::Cast,
+            Op::Broadcast,
+            Op::Reshape,
+            Op::Transpose {
+                perm: SmallVec::new(),
+            },
+        ]);
+        v.extend(ReduceOp::ALL.map(|op| Op::Reduce {
+            op,
+            axes: SmallVec::new(),
+        }));
+        v.extend([
+            Op::ArgMax { axis: 0 },
+            Op::MatMul {
+                trans_a: false,
+                trans_b: false,
+            },
+            Op::Concat { axis: 0 },
+            Op::Slice {
+                axis: 0,
+                start: 0,
+                end: 0,
+            },
+            Op::OneHot { depth: 0 },
+            Op::StopGradient,
+            Op::Random { seed: 0 },
+        ]);
+        v
+    }
+
+    /// The prototype named `name` (see [`Op::prototypes`]).
+    pub fn prototype(name: &str) -> Option<Op> {
+        Op::prototypes().into_iter().find(|op| op.name() == name)
+    }
+
     /// The op's name in the text format.
     pub fn name(&self) -> &'static str {
         match self {
@@ -301,27 +997,46 @@ impl Op {
 
     /// Required operand count; `None` means one or more (`concat`).
     pub fn arity(&self) -> Option<usize> {
-        Some(match self {
-            Op::Input { .. } | Op::Param { .. } | Op::Const(_) => 0,
-            Op::Binary(_) | Op::MatMul { .. } => 2,
-            Op::Select => 3,
-            Op::Concat { .. } => return None,
-            _ => 1,
-        })
+        match self.row().arity {
+            Arity::Exactly(n) => Some(n),
+            Arity::AtLeastOne => None,
+        }
+    }
+
+    /// The op's kind (its column in the table).
+    pub fn kind(&self) -> OpKind {
+        self.row().kind
     }
 
     /// True for `input`, `param` and `const`.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Param { .. } | Op::Const(_))
+        match self.kind() {
+            OpKind::External | OpKind::Leaf => true,
+            OpKind::Elementwise
+            | OpKind::Movement
+            | OpKind::View
+            | OpKind::Index
+            | OpKind::Reduction
+            | OpKind::Contraction
+            | OpKind::Join
+            | OpKind::Random => false,
+        }
     }
 
     /// True for elementwise ops (unary, binary, select, cast, stop_gradient),
     /// whose result element `i` depends only on operand elements `i`.
     pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast | Op::StopGradient
-        )
+        self.kind() == OpKind::Elementwise
+    }
+
+    /// True when operand `pos` carries gradient (when it and the result are `f32`).
+    pub fn differentiable(&self, pos: usize) -> bool {
+        self.row().grad.carries(pos)
+    }
+
+    /// Cost class of one result element.
+    pub fn cost(&self) -> Cost {
+        self.row().cost
     }
 }
 
@@ -451,7 +1166,7 @@ pub fn infer_type(
         }
         Op::Reduce { op: r, axes } => {
             let t = operands[0];
-            if *r == ReduceOp::Sum {
+            if !r.row().int {
                 f32_only(t)?;
             }
             if axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a >= t.rank()) {

@@ -22,10 +22,14 @@
 //! round-tripping notation (`1.0`, `1e-7`, `inf`, `-inf`, `NaN`, `-0.0`), so
 //! `print(&parse(&print(g))?) == print(g)` for every verified graph `g` (NaN
 //! payloads and signs are not kept: every NaN reads back as the canonical NaN).
+// No `_ =>` over op kinds: the printer and the parser read the op table's
+// attribute list ([`Op::attrs`]). Token matches (lexer, `Parser`) may end in
+// `_ => expected(..)`, the syntax-error path; they are allowed where they are.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::error::{IrError, Result};
 use crate::graph::{Graph, LossReason, Node, NodeId, Role};
-use crate::op::{infer_type, BinaryOp, Literal, Op, ReduceOp, UnaryOp};
+use crate::op::{infer_type, Attr as OpAttr, AttrMut, Literal, Op};
 use crate::types::{DType, Shape, TensorType};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -49,7 +53,22 @@ pub fn default_role(op: &Op) -> Role {
     match op {
         Op::Input { .. } => Role::Input,
         Op::Param { .. } => Role::Parameter,
-        _ => Role::Forward,
+        Op::Const(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Select
+        | Op::Cast
+        | Op::Broadcast
+        | Op::Reshape
+        | Op::Transpose { .. }
+        | Op::Reduce { .. }
+        | Op::ArgMax { .. }
+        | Op::MatMul { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::OneHot { .. }
+        | Op::StopGradient
+        | Op::Random { .. } => Role::Forward,
     }
 }
 
@@ -127,47 +146,30 @@ pub(crate) fn op_text(op: &Op, operands: &str) -> String {
         let inner: Vec<String> = v.iter().map(|x| x.to_string()).collect();
         format!("[{}]", inner.join(","))
     };
-    match op {
-        Op::Input { name } | Op::Param { name } => {
-            let _ = write!(s, " {name:?}");
-        }
-        Op::Const(lit) => {
-            s.push(' ');
-            s.push_str(&literal_text(lit));
-        }
-        Op::Transpose { perm } => {
-            let _ = write!(s, " perm={}", list(perm));
-        }
-        Op::Reduce { axes, .. } => {
-            let _ = write!(s, " axes={}", list(axes));
-        }
-        Op::ArgMax { axis } | Op::Concat { axis } => {
-            let _ = write!(s, " axis={axis}");
-        }
-        Op::MatMul { trans_a, trans_b } => {
-            if *trans_a {
-                s.push_str(" trans_a=true");
+    for (key, attr) in op.attrs() {
+        match attr {
+            OpAttr::Name(n) => {
+                let _ = write!(s, " {n:?}");
             }
-            if *trans_b {
-                s.push_str(" trans_b=true");
+            OpAttr::Literal(lit) => {
+                s.push(' ');
+                s.push_str(&literal_text(lit));
+            }
+            OpAttr::Usize(v) => {
+                let _ = write!(s, " {key}={v}");
+            }
+            OpAttr::U32(v) => {
+                let _ = write!(s, " {key}={v}");
+            }
+            OpAttr::Axes(v) => {
+                let _ = write!(s, " {key}={}", list(v));
+            }
+            OpAttr::Flag(on) => {
+                if *on {
+                    let _ = write!(s, " {key}=true");
+                }
             }
         }
-        Op::Slice { axis, start, end } => {
-            let _ = write!(s, " axis={axis} start={start} end={end}");
-        }
-        Op::OneHot { depth } => {
-            let _ = write!(s, " depth={depth}");
-        }
-        Op::Random { seed } => {
-            let _ = write!(s, " seed={seed}");
-        }
-        Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Select
-        | Op::Cast
-        | Op::Broadcast
-        | Op::Reshape
-        | Op::StopGradient => {}
     }
     s
 }
@@ -230,6 +232,7 @@ fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_./+-".contains(c)
 }
 
+#[allow(clippy::wildcard_enum_match_arm)] // token matches, see the module note
 fn lex(src: &str) -> Result<Vec<Token>> {
     let chars: Vec<char> = src.chars().collect();
     let mut toks = Vec::new();
@@ -403,7 +406,9 @@ pub fn parse(src: &str) -> Result<Graph> {
             let (line, col, text_id) = node_pos.get(node).copied().unwrap_or((1, 1, node));
             perr(line, col, format!("%{text_id} ({op}): {message}"))
         }
-        other => perr(1, 1, other.to_string()),
+        other @ (IrError::Parse { .. } | IrError::Type { .. } | IrError::Graph { .. }) => {
+            perr(1, 1, other.to_string())
+        }
     })?;
     Ok(graph)
 }
@@ -448,6 +453,7 @@ fn describe(t: &Tok) -> String {
     }
 }
 
+#[allow(clippy::wildcard_enum_match_arm)] // token matches, see the module note
 impl Parser {
     fn peek(&self) -> &Token {
         &self.toks[self.pos.min(self.toks.len() - 1)]
@@ -637,8 +643,17 @@ impl Parser {
         let mut leaf_name: Option<(String, Token)> = None;
         let mut literal: Option<Vec<Spanned>> = None;
         let mut operands: Vec<NodeId> = Vec::new();
-        match op_name.as_str() {
-            "input" | "param" => {
+        // The payload after the op name is whatever the op's attribute list
+        // starts with: a quoted name, a literal, or else operands.
+        let payload = Op::prototype(&op_name).and_then(|mut p| {
+            p.attrs_mut().first().and_then(|(_, a)| match a {
+                AttrMut::Name(_) => Some(true),
+                AttrMut::Literal(_) => Some(false),
+                AttrMut::Usize(_) | AttrMut::U32(_) | AttrMut::Axes(_) | AttrMut::Flag(_) => None,
+            })
+        });
+        match payload {
+            Some(true) => {
                 let t = self.peek().clone();
                 match &t.tok {
                     Tok::Str(s) => {
@@ -648,8 +663,8 @@ impl Parser {
                     _ => return Err(self.expected(&format!("a quoted name after '{op_name}'"))),
                 }
             }
-            "const" => literal = Some(self.literal()?),
-            _ => {
+            Some(false) => literal = Some(self.literal()?),
+            None => {
                 if let Tok::Ref(_) = self.peek().tok {
                     operands.push(self.operand_ref()?);
                     while self.eat_punct(',') {
@@ -1013,94 +1028,57 @@ fn build_op(
             )),
         }
     };
-    if let Some(u) = UnaryOp::ALL.iter().find(|u| u.name() == name) {
-        return Ok(Op::Unary(*u));
-    }
-    if let Some(b) = BinaryOp::ALL.iter().find(|b| b.name() == name) {
-        return Ok(Op::Binary(*b));
-    }
-    Ok(match name {
-        "input" | "param" => {
-            let n = leaf_name
-                .map(|l| l.0.clone())
-                .ok_or_else(|| perr(tok.line, tok.col, format!("{name} needs a quoted name")))?;
-            if name == "input" {
-                Op::Input { name: n }
-            } else {
-                Op::Param { name: n }
+    let mut op = Op::prototype(name)
+        .ok_or_else(|| perr(tok.line, tok.col, format!("unknown op '{name}'")))?;
+    let mut literal = literal;
+    for (key, attr) in op.attrs_mut() {
+        match attr {
+            AttrMut::Name(n) => {
+                *n = leaf_name.map(|l| l.0.clone()).ok_or_else(|| {
+                    perr(tok.line, tok.col, format!("{name} needs a quoted name"))
+                })?;
             }
+            AttrMut::Literal(lit) => {
+                let items = literal
+                    .take()
+                    .ok_or_else(|| perr(tok.line, tok.col, format!("{name} needs a literal")))?;
+                *lit = match ty.dtype {
+                    DType::F32 => Literal::F32(
+                        items
+                            .iter()
+                            .map(|(w, l, c)| {
+                                w.parse::<f32>()
+                                    .map_err(|_| perr(*l, *c, format!("invalid f32 literal '{w}'")))
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    DType::I32 => Literal::I32(
+                        items
+                            .iter()
+                            .map(|(w, l, c)| {
+                                w.parse::<i32>()
+                                    .map_err(|_| perr(*l, *c, format!("invalid i32 literal '{w}'")))
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                };
+            }
+            AttrMut::Usize(v) => *v = need(attrs, key)?,
+            AttrMut::U32(v) => {
+                let x = need(attrs, key)?;
+                *v = u32::try_from(x).map_err(|_| {
+                    perr(
+                        tok.line,
+                        tok.col,
+                        format!("{name} {key} {x} does not fit in u32"),
+                    )
+                })?;
+            }
+            AttrMut::Axes(v) => *v = need_list(attrs, key)?,
+            AttrMut::Flag(on) => *on = flag(attrs, key)?,
         }
-        "const" => {
-            let items = literal.ok_or_else(|| perr(tok.line, tok.col, "const needs a literal"))?;
-            let lit = match ty.dtype {
-                DType::F32 => Literal::F32(
-                    items
-                        .iter()
-                        .map(|(w, l, c)| {
-                            w.parse::<f32>()
-                                .map_err(|_| perr(*l, *c, format!("invalid f32 literal '{w}'")))
-                        })
-                        .collect::<Result<_>>()?,
-                ),
-                DType::I32 => Literal::I32(
-                    items
-                        .iter()
-                        .map(|(w, l, c)| {
-                            w.parse::<i32>()
-                                .map_err(|_| perr(*l, *c, format!("invalid i32 literal '{w}'")))
-                        })
-                        .collect::<Result<_>>()?,
-                ),
-            };
-            Op::Const(lit)
-        }
-        "select" => Op::Select,
-        "cast" => Op::Cast,
-        "broadcast" => Op::Broadcast,
-        "reshape" => Op::Reshape,
-        "stop_gradient" => Op::StopGradient,
-        "transpose" => Op::Transpose {
-            perm: need_list(attrs, "perm")?,
-        },
-        "reduce_sum" | "reduce_max" => Op::Reduce {
-            op: if name == "reduce_sum" {
-                ReduceOp::Sum
-            } else {
-                ReduceOp::Max
-            },
-            axes: need_list(attrs, "axes")?,
-        },
-        "argmax" => Op::ArgMax {
-            axis: need(attrs, "axis")?,
-        },
-        "matmul" => Op::MatMul {
-            trans_a: flag(attrs, "trans_a")?,
-            trans_b: flag(attrs, "trans_b")?,
-        },
-        "concat" => Op::Concat {
-            axis: need(attrs, "axis")?,
-        },
-        "slice" => Op::Slice {
-            axis: need(attrs, "axis")?,
-            start: need(attrs, "start")?,
-            end: need(attrs, "end")?,
-        },
-        "one_hot" => Op::OneHot {
-            depth: need(attrs, "depth")?,
-        },
-        "random" => {
-            let seed = need(attrs, "seed")?;
-            let seed = u32::try_from(seed).map_err(|_| {
-                perr(
-                    tok.line,
-                    tok.col,
-                    format!("random seed {seed} does not fit in u32"),
-                )
-            })?;
-            Op::Random { seed }
-        }
-        _ => return Err(perr(tok.line, tok.col, format!("unknown op '{name}'"))),
-    })
+    }
+    Ok(op)
 }
 
 #[cfg(test)]
@@ -1108,6 +1086,7 @@ mod tests {
     use super::*;
     use crate::builder::Builder;
     use crate::nn;
+    use crate::op::UnaryOp;
 
     fn f32t(shape: &[usize]) -> TensorType {
         TensorType::f32(shape)

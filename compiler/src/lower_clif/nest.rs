@@ -7,7 +7,7 @@
 //! lowering strength-reduces to pointer increments. `broadcast`, `transpose`,
 //! `slice`, `one_hot` and `reshape` (of stored data) only change counters.
 
-use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
+use crate::fusion::{node_error, CodegenError, KernelKind, NodeClass, Plan};
 use lossgraph_ir::types::strides as row_strides;
 use lossgraph_ir::{BinaryOp, DType, Literal, NodeId, Op, ReduceOp, UnaryOp};
 use std::collections::HashMap;
@@ -126,12 +126,12 @@ impl KernelBody {
             KernelBody::Nests(ns) => ns
                 .iter()
                 .flat_map(|n| {
-                    n.exprs.iter().filter_map(move |e| match e {
-                        Expr::Load { counter, .. } => {
-                            let c = &n.counters[*counter];
-                            c.storage.map(|s| (s, Some(c)))
-                        }
-                        _ => None,
+                    n.exprs.iter().filter_map(move |e| {
+                        let Expr::Load { counter, .. } = e else {
+                            return None;
+                        };
+                        let c = &n.counters[*counter];
+                        c.storage.map(|s| (s, Some(c)))
                     })
                 })
                 .collect(),
@@ -209,14 +209,7 @@ impl<'p> Builder<'p> {
     }
 
     fn err(&self, n: NodeId, msg: &str) -> CodegenError {
-        let node = self.plan.graph.node(n);
-        CodegenError(format!(
-            "node %{} ({} : {}) in scope '{}': {msg}",
-            n.index(),
-            node.op.name(),
-            node.ty,
-            node.scope
-        ))
+        node_error(&self.plan.graph, n, msg)
     }
 
     fn expr(&mut self, n: NodeId, map: &Map) -> Result<E, CodegenError> {
@@ -236,15 +229,22 @@ impl<'p> Builder<'p> {
                 true
             }
             NodeClass::Dead => return Err(self.err(n, "dead node read (fusion bug)")),
-            _ => false,
+            NodeClass::Leaf | NodeClass::Alias(_) | NodeClass::Root(_) => false,
         };
         let e = if !compute {
-            match &node.op {
-                Op::Const(lit) if lit.len() == 1 => match lit {
-                    Literal::F32(v) => self.push(Expr::ImmF(v[0])),
-                    Literal::I32(v) => self.push(Expr::ImmI(v[0])),
-                },
-                _ => {
+            // A splat constant is an immediate; everything else stored is loaded.
+            let imm = if let Op::Const(lit) = &node.op {
+                match lit {
+                    Literal::F32(v) if v.len() == 1 => Some(Expr::ImmF(v[0])),
+                    Literal::I32(v) if v.len() == 1 => Some(Expr::ImmI(v[0])),
+                    Literal::F32(_) | Literal::I32(_) => None,
+                }
+            } else {
+                None
+            };
+            match imm {
+                Some(e) => self.push(e),
+                None => {
                     let s = self.plan.storage_of(n);
                     let c = self.affine(Some(s), &node.ty.shape, map);
                     self.push(Expr::Load {
@@ -332,7 +332,16 @@ impl<'p> Builder<'p> {
                         index,
                     })
                 }
-                _ => return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)")),
+                Op::Input { .. }
+                | Op::Param { .. }
+                | Op::Const(_)
+                | Op::Reshape
+                | Op::Reduce { .. }
+                | Op::ArgMax { .. }
+                | Op::MatMul { .. }
+                | Op::Concat { .. } => {
+                    return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)"))
+                }
             }
         };
         self.memo.insert(key, e);
@@ -394,9 +403,11 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
     match kernel.kind {
         KernelKind::MatMul => {
             let Op::MatMul { trans_a, trans_b } = node0.op else {
-                return Err(CodegenError(format!(
-                    "kernel {k}: gemm root is not a matmul"
-                )));
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: gemm root is not a matmul"),
+                ));
             };
             let ops = g.operands(root0);
             let (a, b) = (plan.storage_of(ops[0]), plan.storage_of(ops[1]));
@@ -448,8 +459,13 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
             )]))
         }
         KernelKind::Reduce => {
-            let (rop, axes) = crate::fusion::reduce_parts(&node0.op)
-                .ok_or_else(|| CodegenError(format!("kernel {k}: reduce root is not a reduce")))?;
+            let (rop, axes) = crate::fusion::reduce_parts(&node0.op).ok_or_else(|| {
+                node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: reduce root is not a reduce"),
+                )
+            })?;
             let x = g.operands(root0)[0];
             let in_shape = g.node(x).ty.shape.to_vec();
             let out_shape = node0.ty.shape.to_vec();
@@ -501,9 +517,11 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
         }
         KernelKind::ArgMax => {
             let Op::ArgMax { axis } = node0.op else {
-                return Err(CodegenError(format!(
-                    "kernel {k}: argmax root is not an argmax"
-                )));
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: argmax root is not an argmax"),
+                ));
             };
             let x = g.operands(root0)[0];
             let in_shape = g.node(x).ty.shape.to_vec();
@@ -535,9 +553,11 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
         }
         KernelKind::Concat => {
             let Op::Concat { axis } = node0.op else {
-                return Err(CodegenError(format!(
-                    "kernel {k}: concat root is not a concat"
-                )));
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: concat root is not a concat"),
+                ));
             };
             let out_shape = node0.ty.shape.to_vec();
             let mut nests = Vec::new();

@@ -15,7 +15,7 @@
 
 use super::{compact, topo, PassError};
 use lossgraph_ir::graph::{Graph, NodeId};
-use lossgraph_ir::op::{BinaryOp, Op};
+use lossgraph_ir::op::Op;
 use lossgraph_ir::{DType, TensorType};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -37,15 +37,6 @@ enum OpKey {
     Other(String),
 }
 
-/// True for binary ops whose operands may be swapped without changing any result bit
-/// that the IR observes.
-fn canonical_commutative(b: BinaryOp) -> bool {
-    matches!(
-        b,
-        BinaryOp::Add | BinaryOp::Mul | BinaryOp::Eq | BinaryOp::Ne
-    )
-}
-
 fn key(g: &Graph, id: NodeId) -> Option<Key> {
     let n = g.node(id);
     let op = match &n.op {
@@ -55,7 +46,8 @@ fn key(g: &Graph, id: NodeId) -> Option<Key> {
     };
     let mut operands = g.operands(id);
     if let Op::Binary(b) = n.op {
-        if canonical_commutative(b) {
+        // Operands of a bitwise-commutative op (the op table's column) are sorted.
+        if b.is_commutative() {
             operands.sort_unstable();
         }
     }
@@ -96,7 +88,7 @@ pub fn run(g: &mut Graph) -> Result<bool, PassError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lossgraph_ir::{Builder, Literal, Role, TensorType};
+    use lossgraph_ir::{BinaryOp, Builder, Literal, Role, TensorType};
 
     fn count(g: &Graph, pred: impl Fn(&Op) -> bool) -> usize {
         g.node_ids()

@@ -18,9 +18,19 @@ const TOL: f64 = 1e-2;
 
 /// Names `y` as the output "y" and checks its VJP w.r.t. the named inputs.
 fn check(b: &Builder, y: &Tensor, wrt: &[&str], f: &HashMap<String, HostTensor>) {
+    check_with(b, y, wrt, f, &GradCheckOptions::default());
+}
+
+fn check_with(
+    b: &Builder,
+    y: &Tensor,
+    wrt: &[&str],
+    f: &HashMap<String, HostTensor>,
+    opts: &GradCheckOptions,
+) {
     b.output("y", y);
     let g = b.clone().finish().unwrap();
-    let r = check_gradients(&g, "y", wrt, f, &GradCheckOptions::default()).unwrap();
+    let r = check_gradients(&g, "y", wrt, f, opts).unwrap();
     assert!(r.passed(TOL), "{r}\n{}", lossgraph_ir::text::print(&g));
     assert!(r
         .vars
@@ -322,6 +332,11 @@ proptest! {
             ("x", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
             ("z", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
         ]);
-        check(&b, &y, &["x", "z"], &f);
+        // Paths of magnitude ~0.1 can cancel to a gradient of ~1e-3, where the
+        // five-point truncation error (~1e-4 absolute at this step, seen in the
+        // regression case n = 2, steps = 6) dominates a relative error: judge
+        // such elements against a floor of 1e-2 instead of 1e-3.
+        let opts = GradCheckOptions { floor: 1e-2, ..GradCheckOptions::default() };
+        check_with(&b, &y, &["x", "z"], &f, &opts);
     }
 }

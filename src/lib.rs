@@ -71,10 +71,7 @@ pub use lossgraph_ir as ir;
 
 pub mod activations;
 mod backend;
-pub mod bench;
 pub mod callbacks;
-pub mod demo;
-pub mod digits;
 pub mod error;
 #[doc = include_str!("../docs/add_loss.md")]
 pub mod guide {}
@@ -86,7 +83,6 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
-pub mod plot;
 pub mod regularizers;
 pub mod stages;
 pub mod train;

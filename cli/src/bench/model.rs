@@ -15,8 +15,8 @@
 
 use super::SEED;
 use super::{generate_batches, BenchError, BenchOptions, Result, Session, SplitMix64, TargetKind};
-use crate::keras::{self, LossKind, LossSpec, ModelSpec, OptimizerSpec};
-use crate::Model;
+use lossgraph::keras::{self, LossKind, LossSpec, ModelSpec, OptimizerSpec};
+use lossgraph::Model;
 use std::path::{Path, PathBuf};
 
 /// Samples per batch when `--batch` is not given (Keras's default batch size).
@@ -208,10 +208,10 @@ impl ModelBench {
 mod tests {
     use super::super::{EngineChoice, Targets};
     use super::*;
-    use crate::layers::{Dense, Dropout, Input};
-    use crate::{CompileOptions, HostTensor, Loss, Optimizer, Sequential};
+    use lossgraph::layers::{Dense, Dropout, Input};
+    use lossgraph::{CompileOptions, HostTensor, Loss, Optimizer, Sequential};
 
-    const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
+    const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/keras-cases");
 
     fn case(name: &str) -> PathBuf {
         let p = Path::new(CASES).join(name).join("model.json");
@@ -307,7 +307,7 @@ mod tests {
     /// what the front end's own `train_on_batch` reports on the same data,
     /// starting from the same weights: checks the feed plan (which array goes
     /// to which input and target), the learning rate and the step counter.
-    fn assert_matches_train_on_batch(mut model: crate::Model, mut s: Session) {
+    fn assert_matches_train_on_batch(mut model: lossgraph::Model, mut s: Session) {
         for b in 0..3 {
             let batch = s.batches.batch;
             let x: Vec<HostTensor> = model

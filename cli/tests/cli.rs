@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/keras-cases");
 
 /// The shared Keras reference cases; a missing folder fails the test rather
 /// than letting it pass without checking anything.

@@ -18,9 +18,9 @@
 //!   ([`Session::from_model`], [`measure_session`]); [`model`] does it for an
 //!   imported Keras model (`lossgraph bench --model MODEL.json`).
 
-use crate::layers::{Dense, Input};
-use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
-use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
+use lossgraph::layers::{Dense, Input};
+use lossgraph::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
+use lossgraph_ir::{names, Builder, DType, Graph, HostTensor, TensorType};
 /// The GEMM routine choice of [`BenchOptions::gemm`].
 pub use lossgraph_runtime::GemmImpl;
 use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
@@ -47,7 +47,7 @@ pub enum BenchError {
     Frontend {
         workload: String,
         #[source]
-        source: Box<crate::Error>,
+        source: Box<lossgraph::Error>,
     },
     /// Compiling or running the step failed.
     #[error("runtime, {context}: {source}")]
@@ -643,11 +643,11 @@ impl Session {
                     Source::X(i)
                 } else if let Some(o) = ys.iter().position(|y| *y == input) {
                     Source::Y(o)
-                } else if input == crate::optimizers::LR_INPUT {
+                } else if input == names::LR_INPUT {
                     Source::Lr
-                } else if input == crate::optimizers::ITERATION_INPUT {
+                } else if input == names::ITERATION_INPUT {
                     Source::Iteration
-                } else if input == crate::layer::RNG_STEP_INPUT {
+                } else if input == names::RNG_STEP_INPUT {
                     Source::RngStep
                 } else {
                     return Err(BenchError::Invalid(format!(
@@ -685,7 +685,7 @@ impl Session {
             .map_err(rt(format!("step {} of '{}'", self.step, self.name)))?;
         self.step += 1;
         self.program
-            .output("loss")
+            .output(names::LOSS)
             .and_then(|t| t.as_f32().and_then(|v| v.first().copied()))
             .ok_or_else(|| {
                 BenchError::Invalid("the training graph has no f32 'loss' output".into())
@@ -1082,7 +1082,7 @@ pub fn kernel_graph(name: &str) -> Result<Graph> {
             let logits = b.param("logits", TensorType::f32([64, 10]));
             let y = b.input("y", TensorType::i32([64]));
             let loss = Loss::SparseCategoricalCrossentropy { from_logits: true }.emit(&y, &logits);
-            b.output("loss", &loss);
+            b.output(names::LOSS, &loss);
             let (lid, pid) = (loss.id(), logits.id());
             let mut g = b
                 .finish()
@@ -1094,8 +1094,8 @@ pub fn kernel_graph(name: &str) -> Result<Graph> {
         "adam" => {
             let w = b.param("w", TensorType::f32([784, 128]));
             let g = b.param("g", TensorType::f32([784, 128]));
-            let lr = b.input(crate::optimizers::LR_INPUT, TensorType::scalar());
-            let it = b.input(crate::optimizers::ITERATION_INPUT, TensorType::scalar());
+            let lr = b.input(names::LR_INPUT, TensorType::scalar());
+            let it = b.input(names::ITERATION_INPUT, TensorType::scalar());
             Optimizer::adam(1e-3)
                 .emit_updates(&b, &[("w".to_string(), w, g)], &lr, &it)
                 .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))?;
@@ -1134,9 +1134,9 @@ impl KernelRunner {
         let mut feeds = Vec::new();
         for (input, id) in g.inputs() {
             let ty = g.node(id).ty.clone();
-            let t = if input == crate::optimizers::LR_INPUT {
+            let t = if input == names::LR_INPUT {
                 HostTensor::scalar(1e-3)
-            } else if input == crate::optimizers::ITERATION_INPUT {
+            } else if input == names::ITERATION_INPUT {
                 HostTensor::scalar(3.0)
             } else if ty.dtype == DType::I32 {
                 let v = (0..ty.numel()).map(|_| rng.below(10) as i32).collect();

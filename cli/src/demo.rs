@@ -11,8 +11,8 @@
 //! training history and the trained weights to an output folder.
 
 use crate::digits::{self, Dataset, CLASSES, FEATURES};
-use lossgraph::layers::{Dense, Input};
 use crate::plot::{history_svg, Series};
+use lossgraph::layers::{Dense, Input};
 use lossgraph::stages::{self, Stage};
 use lossgraph::{
     BuildCtx, CallCtx, CompileOptions, Engine, FitOptions, HostTensor, Init, Layer, Loss, Metric,

@@ -772,6 +772,21 @@ fn json_num(x: f64) -> String {
     }
 }
 
+/// The keys every peer script of `shared/bench` prints in its JSON line;
+/// [`BenchResult::to_json`] prints them all (and a few more).
+pub const PEER_KEYS: [&str; 10] = [
+    "peer",
+    "workload",
+    "steps_per_s_median",
+    "steps_per_s_min",
+    "steps_per_s_max",
+    "gflops",
+    "compile_s",
+    "peak_rss_mib",
+    "reps",
+    "threads",
+];
+
 impl BenchResult {
     /// One JSON line with the peers' keys (`peer`, `workload`,
     /// `steps_per_s_median/min/max`, `gflops`, `compile_s`, `peak_rss_mib`,
@@ -1409,18 +1424,7 @@ mod tests {
             engine: "jit",
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-        for k in [
-            "peer",
-            "workload",
-            "steps_per_s_median",
-            "steps_per_s_min",
-            "steps_per_s_max",
-            "gflops",
-            "compile_s",
-            "peak_rss_mib",
-            "reps",
-            "threads",
-        ] {
+        for k in PEER_KEYS {
             assert!(v.get(k).is_some(), "missing key {k}");
         }
         assert_eq!(v["peer"], "lossgraph");

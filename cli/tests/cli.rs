@@ -554,18 +554,7 @@ fn bench_times_an_imported_keras_model() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON line expected: {out}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    for k in [
-        "peer",
-        "workload",
-        "steps_per_s_median",
-        "steps_per_s_min",
-        "steps_per_s_max",
-        "gflops",
-        "compile_s",
-        "peak_rss_mib",
-        "reps",
-        "threads",
-    ] {
+    for k in lossgraph_cli::bench::PEER_KEYS {
         assert!(v.get(k).is_some(), "missing key {k}: {out}");
     }
     assert_eq!(v["peer"], "lossgraph");

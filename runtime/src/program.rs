@@ -38,7 +38,7 @@ impl<'a> Feed<'a> {
         if start > end || end > n {
             return None;
         }
-        let k = if n == 0 { 0 } else { t.ty.numel() / n };
+        let k = t.ty.numel().checked_div(n).unwrap_or(0);
         Some(match &t.data {
             Data::F32(v) => Feed::F32(v.get(start * k..end * k)?),
             Data::I32(v) => Feed::I32(v.get(start * k..end * k)?),

@@ -535,9 +535,7 @@ impl JitProgram {
     ) -> Result<(), RuntimeError> {
         self.check_store(store)?;
         self.bind(feeds)?;
-        self.step
-            .run(store.arena_mut())
-            .map_err(RuntimeError::Exec)
+        self.step.run(store.arena_mut()).map_err(RuntimeError::Exec)
     }
 
     /// Copies each feed into its input slot, checking its type and length.

@@ -295,7 +295,8 @@ impl JitCode {
         compiled.sort_by_key(|c| c.0);
         let jb = JITBuilder::with_isa(isa, default_libcall_names());
         let mut module = JITModule::new(jb);
-        let sig = lossgraph_compiler::lower_clif::kernel_signature(module.isa().default_call_conv());
+        let sig =
+            lossgraph_compiler::lower_clif::kernel_signature(module.isa().default_call_conv());
         let mut ids = Vec::with_capacity(n);
         for (i, bytes, align) in &compiled {
             let id = module
@@ -429,10 +430,18 @@ pub(crate) fn gemm_step(
         GemmImpl::Lossgraph => "gemm",
         GemmImpl::Crate => "gemm_crate",
     };
-    let params = [batch, m, n, k, trans_a as usize, trans_b as usize, ws_stride]
-        .iter()
-        .map(|&x| i64::try_from(x).map_err(|_| format!("gemm parameter {x} too large")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = [
+        batch,
+        m,
+        n,
+        k,
+        trans_a as usize,
+        trans_b as usize,
+        ws_stride,
+    ]
+    .iter()
+    .map(|&x| i64::try_from(x).map_err(|_| format!("gemm parameter {x} too large")))
+    .collect::<Result<Vec<_>, _>>()?;
     Step::call(name, vec![c, a, b, ws], params, threads)
 }
 
@@ -451,9 +460,8 @@ fn gemm(args: &CallArgs<'_>, imp: GemmImpl) -> Result<(), String> {
             ((r - 1) as isize * rs + (c - 1) as isize * cs) as usize + 1
         }
     };
-    let fits = |off: usize, elems: usize, len: usize| {
-        off.checked_add(elems * 4).is_some_and(|e| e <= len)
-    };
+    let fits =
+        |off: usize, elems: usize, len: usize| off.checked_add(elems * 4).is_some_and(|e| e <= len);
     for bi in 0..batch {
         let (co, ao, bo) = (bi * m * n * 4, bi * m * k * 4, bi * k * n * 4);
         if !fits(co, m * n, c_len)

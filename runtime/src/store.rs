@@ -278,11 +278,29 @@ mod tests {
         assert_eq!(b, 64);
         assert_eq!(s.register("a", &TensorType::f32([3])).unwrap(), a);
         assert_eq!(s.get("a").unwrap().as_f32().unwrap(), &[1.0, 2.0, 3.0]);
-        assert!(s.get("b").unwrap().as_f32().unwrap().iter().all(|&x| x == 0.0));
+        assert!(s
+            .get("b")
+            .unwrap()
+            .as_f32()
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0.0));
         assert!(s.register("a", &TensorType::f32([4])).is_err());
-        assert_eq!(s.copies(), CopyCount { count: 1, bytes: 12 });
+        assert_eq!(
+            s.copies(),
+            CopyCount {
+                count: 1,
+                bytes: 12
+            }
+        );
         s.read("a").unwrap();
-        assert_eq!(s.copies(), CopyCount { count: 2, bytes: 24 });
+        assert_eq!(
+            s.copies(),
+            CopyCount {
+                count: 2,
+                bytes: 24
+            }
+        );
         let id = s.id();
         s.retain(|n| n == "a").unwrap();
         assert_ne!(s.id(), id);

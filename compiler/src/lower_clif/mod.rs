@@ -901,7 +901,9 @@ pub fn clif_text(
     let mut top = 0;
     for (_, p) in plan.graph.params() {
         var_offset[p.index()] = top;
-        top += (plan.graph.node(p).ty.numel() * 4).div_ceil(crate::memplan::ALIGN).max(1)
+        top += (plan.graph.node(p).ty.numel() * 4)
+            .div_ceil(crate::memplan::ALIGN)
+            .max(1)
             * crate::memplan::ALIGN;
     }
     let addr = |n: NodeId| match mem.location[n.index()] {

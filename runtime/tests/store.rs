@@ -42,9 +42,13 @@ fn gemm_opts() -> JitOptions {
     opts
 }
 
+/// Named variable values.
+type Vars = Vec<(String, Vec<f32>)>;
+
 /// Losses of a step at batch 32, then one at batch 8, then the variables,
-/// on one shared store with `engine`.
-fn shared(engine: Engine) -> (Vec<f32>, Vec<(String, Vec<f32>)>, CopyCount, CopyCount) {
+/// on one shared store with `engine`; the store's copy counts after setting
+/// the kernels and at the end.
+fn shared(engine: Engine) -> (Vec<f32>, Vars, CopyCount, CopyCount) {
     let mut store = VariableStore::new();
     let g32 = mlp_step(&DIMS, 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-2));
     let g8 = mlp_step(&DIMS, 8, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-2));
@@ -78,7 +82,7 @@ fn shared(engine: Engine) -> (Vec<f32>, Vec<(String, Vec<f32>)>, CopyCount, Copy
 
 /// The same sequence on programs with stores of their own, variables copied
 /// between them by hand (what a front end did before the shared store).
-fn copied() -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+fn copied() -> (Vec<f32>, Vars) {
     let g32 = mlp_step(&DIMS, 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-2));
     let g8 = mlp_step(&DIMS, 8, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-2));
     let mut p32 = Program::new_jit(g32, &gemm_opts()).unwrap();

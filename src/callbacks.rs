@@ -1,6 +1,6 @@
 //! Training callbacks: [`EarlyStopping`] and [`TerminateOnNaN`].
 
-use crate::train::Logs;
+use crate::train::logs::Logs;
 
 /// Whether training goes on after a callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

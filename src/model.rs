@@ -14,7 +14,7 @@ use crate::initializers::Rng;
 use crate::layer::{
     eval_build_loss, invoke, BuildCtx, BuildLoss, Layer, PendingLoss, TraceState, Variable,
 };
-use crate::train::TrainState;
+use crate::train::session::TrainState;
 use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;

@@ -1,0 +1,65 @@
+//! The custom-training-loop API: `compute_gradients` returns the gradients
+//! of one batch, `apply_gradients` applies (possibly edited) gradients with
+//! the compiled optimiser.
+
+use super::logs::Logs;
+use super::options::Purpose;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use lossgraph_ir::{names, HostTensor};
+use lossgraph_runtime::Feed;
+
+/// Gradients of the total loss for one batch (custom training loops).
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    /// Losses and metrics of the batch at the current weights.
+    pub logs: Logs,
+    /// `(variable name, gradient)` for every trainable variable, in trainable-weight order.
+    pub grads: Vec<(String, HostTensor)>,
+}
+
+impl Model {
+    /// Gradients of the total loss (compiled + added) for one batch, at the current weights.
+    pub fn compute_gradients(&mut self, x: &[HostTensor], y: &[HostTensor]) -> Result<Gradients> {
+        self.compiled("compute_gradients")?;
+        let data = self.prepare_data(x, Some(y))?;
+        let n = data.n;
+        self.prepare(Purpose::Gradients, n)?;
+        let feeds = self.feeds(&data, 0, n);
+        let logs = self.run_prepared(Purpose::Gradients, n, &feeds)?;
+        let mut grads = Vec::new();
+        for v in self.vars.iter().filter(|v| v.trainable) {
+            let t = self
+                .train
+                .output((Purpose::Gradients, n), &names::grad(&v.path))?;
+            grads.push((v.path.clone(), t));
+        }
+        Ok(Gradients { logs, grads })
+    }
+
+    /// Applies gradients with the compiled optimiser (one step; advances the iteration count).
+    /// Every trainable variable needs a gradient of its own shape.
+    pub fn apply_gradients(&mut self, grads: &[(String, HostTensor)]) -> Result<()> {
+        self.compiled("apply_gradients")?;
+        let mut feeds = Vec::new();
+        for v in self.vars.iter().filter(|v| v.trainable) {
+            let Some((_, g)) = grads.iter().find(|(n, _)| *n == v.path) else {
+                return Err(Error::data(
+                    names::grad(&v.path),
+                    "no gradient given for this trainable variable",
+                ));
+            };
+            if g.ty != v.value.ty {
+                return Err(Error::data(
+                    names::grad(&v.path),
+                    format!("expected {}, got {}", v.value.ty, g.ty),
+                ));
+            }
+            feeds.push((names::grad(&v.path), Feed::of(g)));
+        }
+        self.prepare(Purpose::Apply, 0)?;
+        self.run_prepared(Purpose::Apply, 0, &feeds)?;
+        self.sync_host();
+        Ok(())
+    }
+}

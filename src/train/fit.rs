@@ -1,0 +1,247 @@
+//! Keras's training front door: `compile`, `fit`, `evaluate`, `predict`,
+//! `train_on_batch`.
+
+use super::logs::{Accumulator, History, Logs};
+use super::options::{CompileOptions, FitOptions, Purpose, Validation};
+use super::run::{gather, slice_samples, Prepared};
+use crate::callbacks::Control;
+use crate::error::{Error, Result};
+use crate::initializers::Rng;
+use crate::model::Model;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lossgraph_ir::{names, Data, HostTensor, TensorType};
+use std::borrow::Cow;
+
+/// Validation inputs and targets.
+type ValData = (Vec<HostTensor>, Vec<HostTensor>);
+
+impl Model {
+    /// Configures training: optimiser, losses per output, loss weights,
+    /// metrics and engine. Drops previously compiled programs and optimiser state.
+    pub fn compile(&mut self, opts: CompileOptions) -> Result<()> {
+        let compiled = opts.resolve(&self.name, &self.output_names())?;
+        self.train.recompile(compiled);
+        Ok(())
+    }
+
+    /// Number of optimiser steps taken since `compile`.
+    pub fn iterations(&self) -> u64 {
+        self.train.iterations
+    }
+
+    /// One optimiser step on one batch (all samples of `x`/`y`). Returns the
+    /// batch's losses at the weights *before* the update (Keras's `train_on_batch`).
+    pub fn train_on_batch(&mut self, x: &[HostTensor], y: &[HostTensor]) -> Result<Logs> {
+        self.compiled("train_on_batch")?;
+        let data = self.prepare_data(x, Some(y))?;
+        let n = data.n;
+        self.prepare(Purpose::Train, n)?;
+        let feeds = self.feeds(&data, 0, n);
+        let logs = self.run_prepared(Purpose::Train, n, &feeds);
+        drop(feeds);
+        self.sync_host();
+        logs
+    }
+
+    /// Losses and metrics over the data, batch-size-weighted means (regularisation included, as Keras).
+    pub fn evaluate(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        batch_size: usize,
+    ) -> Result<Logs> {
+        self.compiled("evaluate")?;
+        let data = self.prepare_data(x, Some(y))?;
+        self.evaluate_prepared(&data, batch_size)
+    }
+
+    fn evaluate_prepared(&mut self, data: &Prepared<'_>, batch_size: usize) -> Result<Logs> {
+        let bs = batch_size.max(1);
+        let mut acc = Accumulator::default();
+        let mut start = 0;
+        while start < data.n {
+            let end = (start + bs).min(data.n);
+            self.prepare(Purpose::Evaluate, end - start)?;
+            let feeds = self.feeds(data, start, end);
+            let logs = self.run_prepared(Purpose::Evaluate, end - start, &feeds)?;
+            acc.add(&logs, end - start);
+            start = end;
+        }
+        Ok(acc.mean())
+    }
+
+    /// Predictions for every output, each of shape `[N, ...]`.
+    pub fn predict(&mut self, x: &[HostTensor], batch_size: usize) -> Result<Vec<HostTensor>> {
+        let data = self.prepare_data(x, None)?;
+        let bs = batch_size.max(1);
+        let mut outs: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
+        let mut start = 0;
+        while start < data.n {
+            let end = (start + bs).min(data.n);
+            self.prepare(Purpose::Predict, end - start)?;
+            let feeds = self.feeds(&data, start, end);
+            self.run_prepared(Purpose::Predict, end - start, &feeds)?;
+            for (i, (name, _)) in self.outputs.iter().enumerate() {
+                let t = self
+                    .train
+                    .output((Purpose::Predict, end - start), &names::pred(name))?;
+                outs[i].extend_from_slice(t.as_f32().unwrap_or(&[]));
+            }
+            start = end;
+        }
+        Ok(self
+            .outputs
+            .iter()
+            .zip(outs)
+            .map(|((_, v), data)| {
+                let mut shape =
+                    vec![data.len() / self.values[*v].shape.iter().product::<usize>().max(1)];
+                shape.extend_from_slice(&self.values[*v].shape);
+                HostTensor {
+                    ty: TensorType::f32(&shape),
+                    data: Data::F32(data),
+                }
+            })
+            .collect())
+    }
+
+    /// Trains for `opts.epochs` epochs with a progress bar showing the running
+    /// loss and its breakdown (compiled loss and each added loss). Returns the
+    /// per-epoch history (validation values prefixed `val_`).
+    pub fn fit(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        mut opts: FitOptions,
+    ) -> Result<History> {
+        self.compiled("fit")?;
+        let all = self.prepare_data(x, Some(y))?;
+        let (train_x, train_y, val): (Vec<HostTensor>, Vec<HostTensor>, Option<ValData>) =
+            match &opts.validation {
+                Validation::None => (
+                    all.x.iter().map(|c| c.clone().into_owned()).collect(),
+                    all.y.iter().map(|c| c.clone().into_owned()).collect(),
+                    None,
+                ),
+                Validation::Split(f) => {
+                    if !(0.0..1.0).contains(f) {
+                        return Err(Error::config(
+                            "validation split",
+                            format!("must be in [0, 1), got {f}"),
+                        ));
+                    }
+                    let split = (all.n as f64 * (1.0 - *f as f64)) as usize;
+                    let cut = |ts: &[Cow<'_, HostTensor>], a: usize, b: usize| -> Vec<HostTensor> {
+                        ts.iter().map(|t| slice_samples(t, a, b)).collect()
+                    };
+                    (
+                        cut(&all.x, 0, split),
+                        cut(&all.y, 0, split),
+                        (split < all.n)
+                            .then(|| (cut(&all.x, split, all.n), cut(&all.y, split, all.n))),
+                    )
+                }
+                Validation::Data(vx, vy) => (
+                    all.x.iter().map(|c| c.clone().into_owned()).collect(),
+                    all.y.iter().map(|c| c.clone().into_owned()).collect(),
+                    Some((vx.clone(), vy.clone())),
+                ),
+            };
+        drop(all);
+        let n = train_x
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(0);
+        if n == 0 {
+            return Err(Error::data("x", "no training samples"));
+        }
+        let bs = opts.batch_size.max(1);
+        let steps = n.div_ceil(bs);
+        let mut rng = Rng::new(opts.seed);
+        let mut history = History::default();
+        for cb in opts.callbacks.iter_mut() {
+            cb.on_train_begin();
+        }
+        let mut stop = false;
+        for epoch in 0..opts.epochs {
+            let (ex, ey) = if opts.shuffle {
+                let perm = rng.permutation(n);
+                (
+                    train_x.iter().map(|t| gather(t, &perm)).collect::<Vec<_>>(),
+                    train_y.iter().map(|t| gather(t, &perm)).collect::<Vec<_>>(),
+                )
+            } else {
+                (train_x.clone(), train_y.clone())
+            };
+            let data = Prepared {
+                x: ex.iter().map(Cow::Borrowed).collect(),
+                y: ey.iter().map(Cow::Borrowed).collect(),
+                n,
+            };
+            let pb = if opts.verbose {
+                ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr())
+            } else {
+                ProgressBar::hidden()
+            };
+            if let Ok(style) = ProgressStyle::with_template(
+                "Epoch {prefix} [{bar:25.cyan/blue}] {pos}/{len} {elapsed_precise} {msg}",
+            ) {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
+            let mut acc = Accumulator::default();
+            for s in 0..steps {
+                let start = s * bs;
+                let end = (start + bs).min(n);
+                self.prepare(Purpose::Train, end - start)?;
+                let feeds = self.feeds(&data, start, end);
+                let logs = self.run_prepared(Purpose::Train, end - start, &feeds)?;
+                acc.add(&logs, end - start);
+                let running = acc.mean();
+                pb.set_message(running.render());
+                pb.inc(1);
+                for cb in opts.callbacks.iter_mut() {
+                    if cb.on_batch_end(s, &logs) == Control::Stop {
+                        stop = true;
+                    }
+                }
+                if stop {
+                    break;
+                }
+            }
+            let mut epoch_logs = acc.mean();
+            if let Some((vx, vy)) = &val {
+                let vdata = self.prepare_data(vx, Some(vy))?;
+                let vdata = Prepared {
+                    x: vdata
+                        .x
+                        .into_iter()
+                        .map(|c| Cow::Owned(c.into_owned()))
+                        .collect(),
+                    y: vdata
+                        .y
+                        .into_iter()
+                        .map(|c| Cow::Owned(c.into_owned()))
+                        .collect(),
+                    n: vdata.n,
+                };
+                let vlogs = self.evaluate_prepared(&vdata, bs)?;
+                for (k, v) in vlogs.entries() {
+                    epoch_logs.set(&format!("val_{k}"), *v);
+                }
+            }
+            pb.finish_with_message(epoch_logs.render());
+            for cb in opts.callbacks.iter_mut() {
+                if cb.on_epoch_end(epoch, &epoch_logs) == Control::Stop {
+                    stop = true;
+                }
+            }
+            history.epochs.push(epoch_logs);
+            if stop {
+                break;
+            }
+        }
+        self.sync_host();
+        Ok(history)
+    }
+}

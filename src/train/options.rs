@@ -1,0 +1,247 @@
+//! Settings: what a program is for ([`Purpose`]), `compile` settings
+//! ([`CompileOptions`], resolved per output into [`Compiled`]) and `fit`
+//! settings ([`FitOptions`], [`Validation`]).
+
+use crate::callbacks::Callback;
+use crate::error::{Error, Result};
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::optimizers::Optimizer;
+use lossgraph_ir::HostTensor;
+pub use lossgraph_runtime::Engine;
+
+/// What a compiled program is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Forward, losses, gradients and optimiser updates.
+    Train,
+    /// Forward, losses and metrics.
+    Evaluate,
+    /// Forward only.
+    Predict,
+    /// Forward, losses and `grad/<param>` outputs, no update.
+    Gradients,
+    /// Optimiser updates from fed `grad/<param>` inputs.
+    Apply,
+}
+
+impl Purpose {
+    /// The purpose's name (`train`, …), used in graph names and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Train => "train",
+            Purpose::Evaluate => "evaluate",
+            Purpose::Predict => "predict",
+            Purpose::Gradients => "gradients",
+            Purpose::Apply => "apply",
+        }
+    }
+}
+
+/// `compile` settings: optimiser, a loss per output, loss weights, metrics, engine.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    optimizer: Optimizer,
+    default_loss: Option<Loss>,
+    losses: Vec<(String, Loss)>,
+    loss_weights: Vec<(String, f32)>,
+    metrics: Vec<Metric>,
+    engine: Option<Engine>,
+}
+
+impl CompileOptions {
+    /// Compile with `optimizer` and `loss` for every output.
+    pub fn new(optimizer: Optimizer, loss: Loss) -> CompileOptions {
+        CompileOptions {
+            default_loss: Some(loss),
+            ..CompileOptions::with_optimizer(optimizer)
+        }
+    }
+
+    /// Compile with `optimizer` and losses given per output ([`loss_for`](Self::loss_for)).
+    pub fn with_optimizer(optimizer: Optimizer) -> CompileOptions {
+        CompileOptions {
+            optimizer,
+            default_loss: None,
+            losses: Vec::new(),
+            loss_weights: Vec::new(),
+            metrics: Vec::new(),
+            engine: None,
+        }
+    }
+
+    /// The loss of the output named `output`.
+    pub fn loss_for(mut self, output: &str, loss: Loss) -> CompileOptions {
+        self.losses.push((output.to_string(), loss));
+        self
+    }
+
+    /// The weight of `output`'s loss in the total (default 1; added losses are never weighted).
+    pub fn loss_weight(mut self, output: &str, weight: f32) -> CompileOptions {
+        self.loss_weights.push((output.to_string(), weight));
+        self
+    }
+
+    /// A metric computed on every output.
+    pub fn metric(mut self, metric: Metric) -> CompileOptions {
+        self.metrics.push(metric);
+        self
+    }
+
+    /// Forces an execution engine. By default programs are JIT-compiled
+    /// ([`Engine::Jit`]), falling back to the interpreter for a graph the JIT rejects.
+    pub fn engine(mut self, engine: Engine) -> CompileOptions {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Checks the options against the outputs of model `model` and resolves
+    /// a loss and a weight for every output, in output order.
+    pub(crate) fn resolve(self, model: &str, names: &[String]) -> Result<Compiled> {
+        for n in self
+            .losses
+            .iter()
+            .map(|(n, _)| n)
+            .chain(self.loss_weights.iter().map(|(n, _)| n))
+        {
+            if !names.contains(n) {
+                return Err(Error::config(
+                    "compile",
+                    format!("model '{model}' has no output '{n}' (outputs: {names:?})"),
+                ));
+            }
+        }
+        let mut outputs = Vec::new();
+        for name in names {
+            let loss = self
+                .losses
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, l)| l.clone())
+                .or_else(|| self.default_loss.clone())
+                .ok_or_else(|| {
+                    Error::config("compile", format!("no loss given for output '{name}'"))
+                })?;
+            let weight = self
+                .loss_weights
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, w)| *w)
+                .unwrap_or(1.0);
+            outputs.push(OutputConfig {
+                name: name.clone(),
+                loss,
+                weight,
+            });
+        }
+        Ok(Compiled {
+            optimizer: self.optimizer,
+            outputs,
+            metrics: self.metrics,
+            engine: self.engine,
+        })
+    }
+}
+
+/// The compiled loss of one output.
+#[derive(Clone, Debug)]
+pub(crate) struct OutputConfig {
+    pub name: String,
+    pub loss: Loss,
+    pub weight: f32,
+}
+
+/// Resolved `compile` settings. Invariant: `outputs` has one entry per model
+/// output, in output order.
+#[derive(Clone, Debug)]
+pub(crate) struct Compiled {
+    pub optimizer: Optimizer,
+    pub outputs: Vec<OutputConfig>,
+    pub metrics: Vec<Metric>,
+    /// `None`: JIT with interpreter fallback.
+    pub engine: Option<Engine>,
+}
+
+/// Held-out data for `fit`.
+#[derive(Clone, Debug, Default)]
+pub enum Validation {
+    /// No validation.
+    #[default]
+    None,
+    /// The last fraction of the samples (taken before shuffling, as in Keras).
+    Split(f32),
+    /// Explicit inputs and targets.
+    Data(Vec<HostTensor>, Vec<HostTensor>),
+}
+
+/// `fit` settings. Defaults: 1 epoch, batch 32, shuffle with seed 0, progress bar on.
+pub struct FitOptions {
+    /// Number of passes over the data.
+    pub epochs: usize,
+    /// Samples per step (the last batch may be smaller).
+    pub batch_size: usize,
+    /// Validation data or split.
+    pub validation: Validation,
+    /// Shuffle the training samples every epoch.
+    pub shuffle: bool,
+    /// Seed of the shuffling.
+    pub seed: u64,
+    /// Show the progress bar.
+    pub verbose: bool,
+    /// Callbacks (early stopping, NaN termination, …).
+    pub callbacks: Vec<Box<dyn Callback>>,
+}
+
+impl Default for FitOptions {
+    fn default() -> FitOptions {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation: Validation::None,
+            shuffle: true,
+            seed: 0,
+            verbose: true,
+            callbacks: Vec::new(),
+        }
+    }
+}
+
+impl FitOptions {
+    /// Default options.
+    pub fn new() -> FitOptions {
+        FitOptions::default()
+    }
+    /// Sets the number of epochs.
+    pub fn epochs(mut self, n: usize) -> FitOptions {
+        self.epochs = n;
+        self
+    }
+    /// Sets the batch size.
+    pub fn batch_size(mut self, n: usize) -> FitOptions {
+        self.batch_size = n;
+        self
+    }
+    /// Sets the validation data or split.
+    pub fn validation(mut self, v: Validation) -> FitOptions {
+        self.validation = v;
+        self
+    }
+    /// Enables or disables shuffling, with a seed.
+    pub fn shuffle(mut self, yes: bool, seed: u64) -> FitOptions {
+        self.shuffle = yes;
+        self.seed = seed;
+        self
+    }
+    /// Shows or hides the progress bar.
+    pub fn verbose(mut self, yes: bool) -> FitOptions {
+        self.verbose = yes;
+        self
+    }
+    /// Adds a callback.
+    pub fn callback(mut self, cb: impl Callback + 'static) -> FitOptions {
+        self.callbacks.push(Box::new(cb));
+        self
+    }
+}

@@ -1,0 +1,209 @@
+//! Running programs on data: checking and converting the user's arrays,
+//! slicing them into per-batch feeds, and the model's glue to the program
+//! cache ([`TrainState`](super::session::TrainState)).
+
+use super::logs::Logs;
+use super::options::{Compiled, Purpose};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use lossgraph_ir::{DType, Data, HostTensor, TensorType};
+use lossgraph_runtime::Feed;
+use std::borrow::Cow;
+
+/// Checked, dtype-converted data: per input and per output, `n` samples.
+pub(super) struct Prepared<'a> {
+    pub x: Vec<Cow<'a, HostTensor>>,
+    pub y: Vec<Cow<'a, HostTensor>>,
+    pub n: usize,
+}
+
+fn per_sample(t: &HostTensor) -> usize {
+    t.shape().iter().skip(1).product()
+}
+
+fn convert(t: &HostTensor, dtype: DType) -> HostTensor {
+    let data = match (&t.data, dtype) {
+        (Data::F32(v), DType::I32) => Data::I32(v.iter().map(|x| *x as i32).collect()),
+        (Data::I32(v), DType::F32) => Data::F32(v.iter().map(|x| *x as f32).collect()),
+        (d, _) => d.clone(),
+    };
+    HostTensor {
+        ty: t.ty.with_dtype(dtype),
+        data,
+    }
+}
+
+fn rows(t: &HostTensor, start: usize, end: usize) -> Feed<'_> {
+    // Callers pass ranges within the sample count checked by `prepare_data`.
+    Feed::rows(t, start, end).unwrap_or(Feed::F32(&[]))
+}
+
+/// The samples `idx` of `t`, in that order.
+pub(super) fn gather(t: &HostTensor, idx: &[usize]) -> HostTensor {
+    let k = per_sample(t);
+    let mut shape = t.shape().to_vec();
+    if let Some(s) = shape.first_mut() {
+        *s = idx.len();
+    }
+    let data = match &t.data {
+        Data::F32(v) => Data::F32(
+            idx.iter()
+                .flat_map(|&i| v[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+        ),
+        Data::I32(v) => Data::I32(
+            idx.iter()
+                .flat_map(|&i| v[i * k..(i + 1) * k].iter().copied())
+                .collect(),
+        ),
+    };
+    HostTensor {
+        ty: TensorType::new(t.ty.dtype, &shape),
+        data,
+    }
+}
+
+/// The samples `start..end` of `t`.
+pub(super) fn slice_samples(t: &HostTensor, start: usize, end: usize) -> HostTensor {
+    gather(t, &(start..end).collect::<Vec<_>>())
+}
+
+impl Model {
+    pub(super) fn compiled(&self, action: &str) -> Result<&Compiled> {
+        self.train
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::NotCompiled {
+                model: self.name.clone(),
+                action: action.into(),
+            })
+    }
+
+    /// Makes sure a program exists for (purpose, batch) and holds the newest variables.
+    pub(super) fn prepare(&mut self, purpose: Purpose, batch: usize) -> Result<()> {
+        let key = (purpose, batch);
+        if !self.train.has_program(key) {
+            let (g, info) = self.build_graph(purpose, batch)?;
+            self.train.insert_program(key, g, info)?;
+        }
+        self.train.load(key, &mut self.vars)
+    }
+
+    /// Brings the host variables up to date (after training).
+    pub(crate) fn sync_host(&mut self) {
+        self.train.pull_live(&mut self.vars);
+    }
+
+    /// Runs a prepared program.
+    pub(super) fn run_prepared(
+        &mut self,
+        purpose: Purpose,
+        batch: usize,
+        feeds: &[(String, Feed<'_>)],
+    ) -> Result<Logs> {
+        self.train.run((purpose, batch), feeds)
+    }
+
+    /// Checks data against the model and converts target dtypes.
+    pub(super) fn prepare_data<'a>(
+        &self,
+        x: &'a [HostTensor],
+        y: Option<&'a [HostTensor]>,
+    ) -> Result<Prepared<'a>> {
+        if x.len() != self.inputs.len() {
+            return Err(Error::data(
+                "x",
+                format!(
+                    "model '{}' has {} input(s) {:?}, got {} array(s)",
+                    self.name,
+                    self.inputs.len(),
+                    self.input_names(),
+                    x.len()
+                ),
+            ));
+        }
+        let n = x
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(0);
+        let mut xs = Vec::new();
+        for (i, t) in x.iter().enumerate() {
+            let want: usize = self.values[self.inputs[i].value].shape.iter().product();
+            let name = self.input_feed_name(i);
+            if t.shape().first() != Some(&n) || per_sample(t) != want {
+                return Err(Error::data(
+                    name,
+                    format!(
+                        "expected {n} samples of shape {:?}, got an array of shape {:?}",
+                        self.values[self.inputs[i].value].shape,
+                        t.shape()
+                    ),
+                ));
+            }
+            xs.push(if t.ty.dtype == DType::F32 {
+                Cow::Borrowed(t)
+            } else {
+                Cow::Owned(convert(t, DType::F32))
+            });
+        }
+        let mut ys = Vec::new();
+        if let Some(y) = y {
+            let cfg = self.compiled("using targets")?;
+            if y.len() != self.outputs.len() {
+                return Err(Error::data(
+                    "y",
+                    format!(
+                        "model '{}' has {} output(s) {:?}, got {} target array(s)",
+                        self.name,
+                        self.outputs.len(),
+                        self.output_names(),
+                        y.len()
+                    ),
+                ));
+            }
+            for (i, t) in y.iter().enumerate() {
+                let mut pshape = vec![1];
+                pshape.extend_from_slice(&self.values[self.outputs[i].1].shape);
+                let tty = cfg.outputs[i].loss.target_type(&TensorType::f32(&pshape));
+                let want = tty.numel();
+                if t.shape().first() != Some(&n) || per_sample(t) != want {
+                    return Err(Error::data(
+                        self.target_feed_name(i),
+                        format!(
+                            "expected {n} targets of {} element(s) each for output '{}' ({}), got an array of shape {:?}",
+                            want,
+                            self.outputs[i].0,
+                            cfg.outputs[i].loss.name(),
+                            t.shape()
+                        ),
+                    ));
+                }
+                ys.push(if t.ty.dtype == tty.dtype {
+                    Cow::Borrowed(t)
+                } else {
+                    Cow::Owned(convert(t, tty.dtype))
+                });
+            }
+        }
+        if n == 0 {
+            return Err(Error::data("x", "no samples"));
+        }
+        Ok(Prepared { x: xs, y: ys, n })
+    }
+
+    pub(super) fn feeds<'a>(
+        &self,
+        data: &'a Prepared<'_>,
+        start: usize,
+        end: usize,
+    ) -> Vec<(String, Feed<'a>)> {
+        let mut f = Vec::new();
+        for (i, t) in data.x.iter().enumerate() {
+            f.push((self.input_feed_name(i), rows(t, start, end)));
+        }
+        for (i, t) in data.y.iter().enumerate() {
+            f.push((self.target_feed_name(i), rows(t, start, end)));
+        }
+        f
+    }
+}

@@ -341,7 +341,7 @@ pub fn build_model(w: &Workload, kernels: &[Vec<f32>]) -> Result<Model> {
         .variables()
         .iter()
         .filter(|v| v.name == "kernel")
-        .map(|v| (v.path.clone(), v.value.shape().to_vec()))
+        .map(|v| (v.path.clone(), v.ty.shape.to_vec()))
         .collect();
     if kernel_paths.len() != kernels.len() {
         return Err(BenchError::Invalid(format!(
@@ -548,7 +548,7 @@ impl Session {
         let t2 = Instant::now();
         for var in program.var_names() {
             let value = match model.get_weight(&var) {
-                Some(v) => v.clone(),
+                Some(v) => v,
                 None => {
                     let ty = program
                         .var(&var)

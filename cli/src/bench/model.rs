@@ -73,7 +73,7 @@ pub fn kernel_weights(model: &Model) -> usize {
         .variables()
         .iter()
         .filter(|v| v.name == "kernel")
-        .map(|v| v.value.ty.numel())
+        .map(|v| v.ty.numel())
         .sum()
 }
 

@@ -285,11 +285,7 @@ impl Case {
             names
                 .iter()
                 .map(|n| {
-                    let key = if names.len() == 1 {
-                        prefix.to_string()
-                    } else {
-                        format!("{prefix}/{n}")
-                    };
+                    let key = data_key(prefix, names, n);
                     let t = Case::tensor(&self.data, &key, &file)?;
                     rows(t, start, end).ok_or_else(|| {
                         KerasError::invalid(
@@ -307,6 +303,17 @@ impl Case {
             pick("x", &self.spec.input_names())?,
             pick("y", &self.spec.output_names())?,
         ))
+    }
+}
+
+/// The key of the array of input or output `name` in a data file: `prefix`
+/// alone when `names` (all inputs, or all outputs) has one entry, else
+/// `prefix/name` (`x`, `y`, `x/left`, `y/score`).
+pub fn data_key(prefix: &str, names: &[String], name: &str) -> String {
+    if names.len() == 1 {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/{name}")
     }
 }
 

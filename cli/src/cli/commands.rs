@@ -1,6 +1,6 @@
 //! The subcommands: each is a few calls into the library.
 
-use super::{fail, CliError, Format, Stage};
+use super::{fail, CliError, Format, Stage, TrainArgs};
 use lossgraph::keras::{self, case, LossSpec, ModelSpec, OptimizerSpec};
 use lossgraph::stages;
 use lossgraph_cli::demo;
@@ -97,18 +97,6 @@ pub fn check(dirs: &[PathBuf], verbose: bool) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Arguments of `lossgraph train`.
-pub struct TrainArgs {
-    pub model: PathBuf,
-    pub weights: PathBuf,
-    pub data: PathBuf,
-    pub loss: String,
-    pub optimizer: String,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub save: Option<PathBuf>,
-}
-
 fn parse_loss(s: &str) -> Result<LossSpec, CliError> {
     LossSpec::from_name(s).ok_or_else(|| {
         CliError(format!(
@@ -152,11 +140,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
         names
             .iter()
             .map(|n| {
-                let key = if names.len() == 1 {
-                    prefix.to_string()
-                } else {
-                    format!("{prefix}/{n}")
-                };
+                let key = case::data_key(prefix, names, n);
                 tensors
                     .iter()
                     .find(|t| t.0 == key)

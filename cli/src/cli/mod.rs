@@ -1,6 +1,6 @@
 //! Argument definitions (clap derive) and the dispatch to each subcommand.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +59,34 @@ pub enum Format {
     Dot,
 }
 
+/// Arguments of `lossgraph train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The architecture, as written by Keras's `model.to_json()`.
+    pub model: PathBuf,
+    /// Initial weights (safetensors, tensors named `<layer>/<variable>`).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Training data (safetensors: `x` and `y`, or `x/<input>` and `y/<output>`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Loss for every output (see `dump-ir --help` for the names).
+    #[arg(long)]
+    pub loss: String,
+    /// Optimizer as NAME[:LEARNING_RATE] (sgd, adam, adamw, rmsprop).
+    #[arg(long)]
+    pub optimizer: String,
+    /// Samples per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Write the trained weights to this safetensors file.
+    #[arg(long, value_name = "OUT")]
+    pub save: Option<PathBuf>,
+}
+
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -93,31 +121,7 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Train a Keras 3 model on tensors from a safetensors file.
-    Train {
-        /// The architecture, as written by Keras's `model.to_json()`.
-        model: PathBuf,
-        /// Initial weights (safetensors, tensors named `<layer>/<variable>`).
-        #[arg(long)]
-        weights: PathBuf,
-        /// Training data (safetensors: `x` and `y`, or `x/<input>` and `y/<output>`).
-        #[arg(long)]
-        data: PathBuf,
-        /// Loss for every output (see `dump-ir --help` for the names).
-        #[arg(long)]
-        loss: String,
-        /// Optimizer as NAME[:LEARNING_RATE] (sgd, adam, adamw, rmsprop).
-        #[arg(long)]
-        optimizer: String,
-        /// Samples per step.
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        /// Passes over the data.
-        #[arg(long, default_value_t = 1)]
-        epochs: usize,
-        /// Write the trained weights to this safetensors file.
-        #[arg(long, value_name = "OUT")]
-        save: Option<PathBuf>,
-    },
+    Train(TrainArgs),
     /// Run Keras reference cases (folders with model.json, case.json, *.safetensors).
     Check {
         /// Case folders, each checked independently; a folder without case.json
@@ -171,25 +175,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             batch_size,
             output.as_deref(),
         ),
-        Command::Train {
-            model,
-            weights,
-            data,
-            loss,
-            optimizer,
-            batch_size,
-            epochs,
-            save,
-        } => commands::train(&commands::TrainArgs {
-            model,
-            weights,
-            data,
-            loss,
-            optimizer,
-            batch_size,
-            epochs,
-            save,
-        }),
+        Command::Train(a) => commands::train(&a),
         Command::Demo { out, epochs, seed } => commands::demo(&out, epochs, seed),
     }
 }

@@ -9,6 +9,10 @@
 //! borrowed slices and writes every output named `update/<var>` into
 //! variable `<var>` of the store.
 
+// The kernels are AVX-512 (x86-64); callers check `sgemm::available()`.
+#[cfg(target_arch = "x86_64")]
+#[allow(dead_code)] // registered as external calls once the executor has them
+mod conv;
 mod error;
 pub mod executor;
 mod jit;

@@ -34,9 +34,9 @@
 use std::arch::x86_64::*;
 
 /// Rows of C per micro-tile.
-const MR: usize = 12;
+pub(crate) const MR: usize = 12;
 /// Columns of C per micro-tile (two 16-lane vectors).
-const NR: usize = 32;
+pub(crate) const NR: usize = 32;
 /// Depth of a block (balanced: `k` is cut into equal blocks of at most this).
 /// Measured on wide, same-binary A/B over 4 rounds: 384 beat 256 in every
 /// round; 512 vs 384 was a tie; mnist was neutral.
@@ -179,7 +179,7 @@ pub(crate) unsafe fn gemm_part(
 
 /// Lane masks of the two vectors of a tile `nr` columns wide.
 #[cfg(target_arch = "x86_64")]
-fn masks(nr: usize) -> (__mmask16, __mmask16) {
+pub(crate) fn masks(nr: usize) -> (__mmask16, __mmask16) {
     let m = |w: usize| -> __mmask16 {
         if w >= 16 {
             0xFFFF

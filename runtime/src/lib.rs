@@ -16,6 +16,9 @@ mod conv;
 mod error;
 pub mod executor;
 mod jit;
+#[cfg(target_arch = "x86_64")]
+#[allow(dead_code)] // registered as external calls once the executor has them
+mod pool;
 mod program;
 mod sgemm;
 mod store;

@@ -24,6 +24,24 @@
 //! chunk order by [`filter_grad_reduce_part`], so the result does not depend
 //! on the number of parts.
 //!
+//! Measured (`conv::speed`, release, batch 128, on this 2-core box while
+//! shared with other jobs, load average ~10: absolute figures are low and
+//! noisy, ratios are same-run):
+//! - conv2's forward (15488×288×64 GEMM): implicit 38 GFLOP/s against 12.8
+//!   for sgemm on a materialised im2col (its strided A gathers; plus 1.8 ms
+//!   to build the 18 MB im2col), so the image is never packed.
+//! - Merging a kernel row's taps into one run (`MERGE_ROWS`; 5 alternated
+//!   rounds of separate binaries, medians, 1 thread): conv1 forward 5.7 →
+//!   10.1 GFLOP/s, conv2 forward 29.4 → 31.9.
+//! - The accumulators: an `acc[r][v]` array indexed by a runtime `v` was
+//!   stored to the stack after every FMA (seen in `perf annotate`); with
+//!   constant indices and the tap loop in [`kernels`]' `tap_sums`, they stay
+//!   in registers (conv2 data gradient 11 → 25 GFLOP/s in the same load).
+//! - C = 1 (conv1, K = 9): the forward with merged rows is a 3-deep run per
+//!   kernel row: 10–14 GFLOP/s against conv2's ~32; a dedicated direct
+//!   kernel is still to be tried. Its data gradient (1 output channel of
+//!   16 lanes) runs at ~1.5 GFLOP/s but the first layer needs none.
+//!
 //! Invariants the `unsafe` code relies on (stated once per entry point):
 //! (a) `x`, `y`/`dy`, `k`/`dk` hold [`ConvDims::input_len`],
 //! [`ConvDims::output_len`] and [`ConvDims::kernel_len`] floats; (b) every
@@ -39,6 +57,10 @@ use std::ops::Range;
 /// Largest buffer length, stride, size or padding accepted: gather indices
 /// are 32-bit.
 const LIMIT: usize = i32::MAX as usize;
+
+/// Whether the implicit GEMM merges the taps of a kernel row (see
+/// `implicit_tile`).
+const MERGE_ROWS: bool = true;
 
 /// Pixels per chunk of the filter gradient (at most [`MAX_CHUNKS`] chunks).
 const CHUNK_PIXELS: usize = 1024;
@@ -96,9 +118,17 @@ pub(crate) struct ConvDims {
 
 /// Keras's `same` padding of one axis: `(before, after)` with the odd
 /// element after, so that the output has `ceil(size / stride)` elements.
-pub(crate) fn same_padding(size: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, usize) {
+pub(crate) fn same_padding(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> (usize, usize) {
     let out = size.div_ceil(stride.max(1));
-    let extent = kernel.saturating_sub(1).saturating_mul(dilation).saturating_add(1);
+    let extent = kernel
+        .saturating_sub(1)
+        .saturating_mul(dilation)
+        .saturating_add(1);
     let need = out
         .saturating_sub(1)
         .saturating_mul(stride)
@@ -179,13 +209,13 @@ impl ConvDims {
                 return Err(dims_error(field, format!("{v} exceeds 2^31-1")));
             }
         }
-        if s.channels % s.groups != 0 {
+        if !s.channels.is_multiple_of(s.groups) {
             return Err(dims_error(
                 "groups",
                 format!("{} groups do not divide {} channels", s.groups, s.channels),
             ));
         }
-        if s.filters % s.groups != 0 {
+        if !s.filters.is_multiple_of(s.groups) {
             return Err(dims_error(
                 "groups",
                 format!("{} groups do not divide {} filters", s.groups, s.filters),
@@ -351,11 +381,18 @@ struct PhaseTaps {
 
 /// Taps `k` with `(phase + pad − k·dilation) ≡ 0 (mod stride)`: they form
 /// one residue class with period `stride / gcd(stride, dilation)`.
-fn phase_taps(phase: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> PhaseTaps {
+fn phase_taps(
+    phase: usize,
+    pad: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> PhaseTaps {
     let g = gcd(stride, dilation);
     let step = stride / g;
     let target = (phase + pad) as i64;
-    let first = (0..step.min(kernel)).find(|&k| (target - (k * dilation) as i64).rem_euclid(stride as i64) == 0);
+    let first = (0..step.min(kernel))
+        .find(|&k| (target - (k * dilation) as i64).rem_euclid(stride as i64) == 0);
     match first {
         None => PhaseTaps {
             first: 0,
@@ -499,10 +536,7 @@ pub(crate) unsafe fn data_grad_part(
     for u in 0..units {
         let rows = unit_rows(u);
         let tiles = rows.div_ceil(rows_per_tile);
-        let (lo, hi) = (
-            mine.start.max(first_tile),
-            mine.end.min(first_tile + tiles),
-        );
+        let (lo, hi) = (mine.start.max(first_tile), mine.end.min(first_tile + tiles));
         let base = first_tile;
         first_tile += tiles;
         if lo >= hi {
@@ -566,7 +600,14 @@ pub(crate) unsafe fn data_grad_part(
 
 /// The kernel rows of one stride phase, transposed: `out[((i·ntx + j)·fg +
 /// f)·cg + c] = k[kh_i, kw_j, c, g·fg + f]`.
-fn pack_transposed(d: &ConvDims, k: &[f32], g: usize, ty: &PhaseTaps, tx: &PhaseTaps, out: &mut [f32]) {
+fn pack_transposed(
+    d: &ConvDims,
+    k: &[f32],
+    g: usize,
+    ty: &PhaseTaps,
+    tx: &PhaseTaps,
+    out: &mut [f32],
+) {
     let s = &d.s;
     let (cg, fg) = (d.cg(), d.fg());
     let mut o = 0;
@@ -665,7 +706,16 @@ pub(crate) unsafe fn filter_grad_reduce_part(
             std::slice::from_raw_parts_mut(dk.add(rows.start * s.filters), rows.len() * s.filters),
         )
     };
-    reduce_chunks(d.chunks(), s.groups, fg, kdim, s.filters, parts_ws, rows, out);
+    reduce_chunks(
+        d.chunks(),
+        s.groups,
+        fg,
+        kdim,
+        s.filters,
+        parts_ws,
+        rows,
+        out,
+    );
 }
 
 /// `out[(q − rows.start)·filters + g·fg + f] = Σ_chunk partial[((chunk·groups + g)·fg + f)·kdim + q]`.
@@ -874,24 +924,31 @@ mod kernels {
         let (ty0, dty, nty) = im.taps_y;
         let (tx0, dtx, ntx) = im.taps_x;
         let (cs, ldb) = (im.cs, im.ldb);
+        // When every tap of the tile is inside and the taps of a kernel row
+        // are adjacent pixels (`dtx == 1`) read whole (one group), a kernel
+        // row reads `ntx·cs` consecutive floats per output pixel and `B` rows in the same
+        // order: one run per kernel row instead of one per tap.
+        let merged = MERGE_ROWS && rows.inside && dtx == 1 && cs as isize == im.src_c;
+        let (runs, run_len) = if merged { (1, ntx * cs) } else { (ntx, cs) };
         for i in 0..nty {
             let ty = ty0 + i as isize * dty;
-            for j in 0..ntx {
+            for j in 0..runs {
                 let tx = tx0 + j as isize * dtx;
                 let tap = (ty * im.src_w + tx) * im.src_c;
                 let mut ptr = [im.zero; R];
                 for (r, p) in ptr.iter_mut().enumerate() {
                     let (y, x) = (rows.y0[r] + ty, rows.x0[r] + tx);
                     if rows.inside || (y >= 0 && y < im.src_h && x >= 0 && x < im.src_w) {
-                        // SAFETY: (d) pixel (y, x) of image n is inside src.
+                        // SAFETY: (d) pixel (y, x) of image n is inside src
+                        // (and, merged, so are the run's next ntx − 1).
                         *p = unsafe { im.src.offset(rows.src[r] + tap) };
                     }
                 }
-                // SAFETY: (a), (e): rows (tap, 0..cs) of B, masked columns;
-                // ptr[r] holds cs floats of a pixel or of zeros.
-                unsafe { tap_sums::<R, V>(&mut acc, &ptr, bp, cs, ldb, m0, m1) };
-                // SAFETY: the next tap's rows of B (or one past B's end).
-                bp = unsafe { bp.add(cs * ldb) };
+                // SAFETY: (a), (e): the run's rows of B, masked columns;
+                // ptr[r] holds run_len floats of pixels or of zeros.
+                unsafe { tap_sums::<R, V>(&mut acc, &ptr, bp, run_len, ldb, m0, m1) };
+                // SAFETY: the next run's rows of B (or one past B's end).
+                bp = unsafe { bp.add(run_len * ldb) };
             }
         }
         // Constant indices only: a runtime index into `acc` makes LLVM keep
@@ -930,7 +987,11 @@ mod kernels {
             // SAFETY: forwarded from the caller.
             unsafe {
                 let b0 = _mm512_maskz_loadu_ps(m0, bp);
-                let b1 = if V == 2 { _mm512_maskz_loadu_ps(m1, bp.add(16)) } else { b0 };
+                let b1 = if V == 2 {
+                    _mm512_maskz_loadu_ps(m1, bp.add(16))
+                } else {
+                    b0
+                };
                 for (r, row) in a.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*ptr[r].add(c));
                     row[0] = _mm512_fmadd_ps(x, b0, row[0]);
@@ -1026,8 +1087,8 @@ mod kernels {
                 off[l] = ((y * t.w + x) * t.c + c as isize) as i32;
             }
             let first_c = q0 % t.cg.max(1);
-            let contiguous =
-                (lanes > 0 && first_c + lanes <= t.cg).then(|| (ty[0] as isize, tx[0] as isize, off[0] as isize));
+            let contiguous = (lanes > 0 && first_c + lanes <= t.cg)
+                .then(|| (ty[0] as isize, tx[0] as isize, off[0] as isize));
             let mask = if lanes == 16 {
                 0xFFFF
             } else {
@@ -1044,7 +1105,10 @@ mod kernels {
                 }
             }
         };
-        let row_tiles = t.fg.div_ceil(MR);
+        // One vector of columns leaves registers for 24 rows (conv1's 9
+        // columns: two tiles of 16 filters instead of three of 11).
+        let max_rows = if t.kdim <= 16 { 2 * MR } else { MR };
+        let row_tiles = t.fg.div_ceil(max_rows);
         let mut sub = px.start;
         while sub < px.end {
             let sub_end = (sub + SUB_PIXELS).min(px.end);
@@ -1067,7 +1131,8 @@ mod kernels {
                             accumulate,
                         };
                         if nq <= 16 {
-                            dispatch_rows!(f.len(), filter_tile::<ONE>(&tile), [1 2 3 4 5 6 7 8 9 10 11 12])
+                            dispatch_rows!(f.len(), filter_tile::<ONE>(&tile),
+                                [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24])
                         } else {
                             dispatch_rows!(f.len(), filter_tile::<TWO>(&tile), [1 2 3 4 5 6 7 8 9 10 11 12])
                         }
@@ -1218,7 +1283,7 @@ mod tests {
         let ih = (oh * s.stride_h + kh * s.dilation_h) as i64 - s.pad_top as i64;
         let iw = (ow * s.stride_w + kw * s.dilation_w) as i64 - s.pad_left as i64;
         (ih >= 0 && iw >= 0 && (ih as usize) < s.height && (iw as usize) < s.width)
-            .then(|| (ih as usize, iw as usize))
+            .then_some((ih as usize, iw as usize))
     }
 
     /// Every (n, oh, ow, kh, kw, group-local c, f) term of the convolution
@@ -1237,9 +1302,12 @@ mod tests {
                             for f in 0..s.filters {
                                 let g = f / fg;
                                 for c in 0..cg {
-                                    let xi = ((n * s.height + ih) * s.width + iw) * s.channels + g * cg + c;
+                                    let xi = ((n * s.height + ih) * s.width + iw) * s.channels
+                                        + g * cg
+                                        + c;
                                     let ki = ((kh * s.kernel_w + kw) * cg + c) * s.filters + f;
-                                    let yi = ((n * d.out_h() + oh) * d.out_w() + ow) * s.filters + f;
+                                    let yi =
+                                        ((n * d.out_h() + oh) * d.out_w() + ow) * s.filters + f;
                                     visit(xi, ki, yi);
                                 }
                             }
@@ -1284,10 +1352,17 @@ mod tests {
         (dk, b)
     }
 
-    fn close(what: &str, got: &[f32], want: &[f64], bound: &[f64], terms: usize) -> Result<(), String> {
+    fn close(
+        what: &str,
+        got: &[f32],
+        want: &[f64],
+        bound: &[f64],
+        terms: usize,
+    ) -> Result<(), String> {
         for (i, ((g, w), b)) in got.iter().zip(want).zip(bound).enumerate() {
             let tol = 2.0 * (terms as f64 + 2.0) * f32::EPSILON as f64 * b + 1e-30;
-            if !((*g as f64 - w).abs() <= tol) {
+            let within = (*g as f64 - w).abs() <= tol; // false for NaN
+            if !within {
                 return Err(format!("{what}[{i}] = {g}, want {w} (tol {tol:e})"));
             }
         }
@@ -1299,7 +1374,18 @@ mod tests {
         let mut ws = vec![f32::NAN; d.forward_workspace_floats()];
         for part in 0..parts {
             // SAFETY: buffers sized for d; one part at a time.
-            unsafe { forward_part(d, y.as_mut_ptr(), x.as_ptr(), k.as_ptr(), epi, ws.as_mut_ptr(), part, parts) };
+            unsafe {
+                forward_part(
+                    d,
+                    y.as_mut_ptr(),
+                    x.as_ptr(),
+                    k.as_ptr(),
+                    epi,
+                    ws.as_mut_ptr(),
+                    part,
+                    parts,
+                )
+            };
         }
         y
     }
@@ -1310,7 +1396,16 @@ mod tests {
         for part in 0..parts {
             // SAFETY: buffers sized for d; one part at a time.
             unsafe {
-                data_grad_part(d, dx.as_mut_ptr(), dy.as_ptr(), k.as_ptr(), &Epilogue::PLAIN, ws.as_mut_ptr(), part, parts)
+                data_grad_part(
+                    d,
+                    dx.as_mut_ptr(),
+                    dy.as_ptr(),
+                    k.as_ptr(),
+                    &Epilogue::PLAIN,
+                    ws.as_mut_ptr(),
+                    part,
+                    parts,
+                )
             };
         }
         dx
@@ -1335,13 +1430,25 @@ mod tests {
     fn spec_strategy() -> impl Strategy<Value = ConvSpec> {
         (
             (1usize..3, 1usize..10, 1usize..10, 1usize..4, 1usize..4),
-            (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
+            (
+                1usize..5,
+                1usize..5,
+                1usize..4,
+                1usize..4,
+                1usize..3,
+                1usize..3,
+            ),
             (0usize..3, 0usize..3, 0usize..3, 0usize..3, any::<bool>()),
             1usize..20,
         )
             .prop_filter_map(
                 "the dilated kernel fits the padded input",
-                |((n, h, w, cpg, groups), (kh, kw, sh, sw, dh, dw), (pt, pb, pl, pr, same), fpg)| {
+                |(
+                    (n, h, w, cpg, groups),
+                    (kh, kw, sh, sw, dh, dw),
+                    (pt, pb, pl, pr, same),
+                    fpg,
+                )| {
                     let ((pt, pb), (pl, pr)) = if same {
                         (same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw))
                     } else {
@@ -1439,7 +1546,20 @@ mod tests {
         // k[kh, kw] = [[1, 0], [0, 2]]: y[i, j] = x[i, j] + 2·x[i+1, j+1].
         let k = [1.0, 0.0, 0.0, 2.0];
         let y = forward(&d, &x, &k, &Epilogue::PLAIN, 1);
-        assert_eq!(y, [1.0 + 10.0, 2.0 + 12.0, 3.0, 4.0 + 16.0, 5.0 + 18.0, 6.0, 7.0, 8.0, 9.0]);
+        assert_eq!(
+            y,
+            [
+                1.0 + 10.0,
+                2.0 + 12.0,
+                3.0,
+                4.0 + 16.0,
+                5.0 + 18.0,
+                6.0,
+                7.0,
+                8.0,
+                9.0
+            ]
+        );
         // dx of Σ y (dy = 1): each x[i, j] gets 1 if y[i, j] exists and 2 if y[i-1, j-1] does.
         let dx = data_grad(&d, &[1.0; 9], &k, 1);
         assert_eq!(dx, [1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 1.0, 3.0, 3.0]);
@@ -1488,7 +1608,18 @@ mod tests {
             preact: None,
         };
         // SAFETY: buffers sized for d; one part.
-        unsafe { data_grad_part(&d, dx.as_mut_ptr(), dy.as_ptr(), k.as_ptr(), &epi, ws.as_mut_ptr(), 0, 1) };
+        unsafe {
+            data_grad_part(
+                &d,
+                dx.as_mut_ptr(),
+                dy.as_ptr(),
+                k.as_ptr(),
+                &epi,
+                ws.as_mut_ptr(),
+                0,
+                1,
+            )
+        };
         let plain = data_grad(&d, &dy, &k, 1);
         for i in 0..dx.len() {
             assert_eq!(dx[i], (plain[i] + cbias[i % 3]).max(0.0), "dx[{i}]");
@@ -1504,10 +1635,30 @@ mod tests {
             return;
         }
         let cases = [
-            ConvSpec { stride_h: 2, stride_w: 3, pad_top: 1, pad_right: 2, ..spec(2, 6, 7, 3, (3, 2), 4) },
-            ConvSpec { dilation_h: 2, dilation_w: 2, pad_bottom: 1, ..spec(1, 7, 5, 2, (2, 3), 3) },
-            ConvSpec { groups: 2, stride_w: 2, pad_left: 1, pad_top: 1, ..spec(1, 5, 6, 4, (3, 3), 6) },
-            ConvSpec { groups: 3, ..spec(2, 4, 4, 3, (2, 2), 3) },
+            ConvSpec {
+                stride_h: 2,
+                stride_w: 3,
+                pad_top: 1,
+                pad_right: 2,
+                ..spec(2, 6, 7, 3, (3, 2), 4)
+            },
+            ConvSpec {
+                dilation_h: 2,
+                dilation_w: 2,
+                pad_bottom: 1,
+                ..spec(1, 7, 5, 2, (2, 3), 3)
+            },
+            ConvSpec {
+                groups: 2,
+                stride_w: 2,
+                pad_left: 1,
+                pad_top: 1,
+                ..spec(1, 5, 6, 4, (3, 3), 6)
+            },
+            ConvSpec {
+                groups: 3,
+                ..spec(2, 4, 4, 3, (2, 2), 3)
+            },
         ];
         for s in cases {
             let d = ConvDims::new(s).unwrap();
@@ -1515,7 +1666,11 @@ mod tests {
             let k = random(d.kernel_len(), 12);
             let r = random(d.output_len(), 13);
             let loss = |x: &[f32], k: &[f32]| -> f64 {
-                forward(&d, x, k, &Epilogue::PLAIN, 1).iter().zip(&r).map(|(y, r)| *y as f64 * *r as f64).sum()
+                forward(&d, x, k, &Epilogue::PLAIN, 1)
+                    .iter()
+                    .zip(&r)
+                    .map(|(y, r)| *y as f64 * *r as f64)
+                    .sum()
             };
             let dx = data_grad(&d, &r, &k, 2);
             let dk = filter_grad(&d, &x, &r, 3);
@@ -1525,14 +1680,22 @@ mod tests {
                 xp[i] += eps;
                 xm[i] -= eps;
                 let fd = (loss(&xp, &k) - loss(&xm, &k)) / (2.0 * eps as f64);
-                assert!((fd - dx[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()), "{s:?}: dx[{i}] = {}, fd {fd}", dx[i]);
+                assert!(
+                    (fd - dx[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()),
+                    "{s:?}: dx[{i}] = {}, fd {fd}",
+                    dx[i]
+                );
             }
             for i in 0..k.len() {
                 let (mut kp, mut km) = (k.clone(), k.clone());
                 kp[i] += eps;
                 km[i] -= eps;
                 let fd = (loss(&x, &kp) - loss(&x, &km)) / (2.0 * eps as f64);
-                assert!((fd - dk[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()), "{s:?}: dk[{i}] = {}, fd {fd}", dk[i]);
+                assert!(
+                    (fd - dk[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()),
+                    "{s:?}: dk[{i}] = {}, fd {fd}",
+                    dk[i]
+                );
             }
         }
     }
@@ -1548,14 +1711,25 @@ mod tests {
         let cases = [
             spec(9, 28, 28, 1, (3, 3), 32),
             spec(9, 13, 13, 32, (3, 3), 64),
-            ConvSpec { groups: 8, pad_top: 1, pad_bottom: 1, pad_left: 1, pad_right: 1, ..spec(3, 9, 9, 8, (3, 3), 16) },
+            ConvSpec {
+                groups: 8,
+                pad_top: 1,
+                pad_bottom: 1,
+                pad_left: 1,
+                pad_right: 1,
+                ..spec(3, 9, 9, 8, (3, 3), 16)
+            },
         ];
         for s in cases {
             let d = ConvDims::new(s).unwrap();
             let x = random(d.input_len(), 21);
             let k = random(d.kernel_len(), 22);
             let dy = random(d.output_len(), 23);
-            let one = (forward(&d, &x, &k, &Epilogue::PLAIN, 1), data_grad(&d, &dy, &k, 1), filter_grad(&d, &x, &dy, 1));
+            let one = (
+                forward(&d, &x, &k, &Epilogue::PLAIN, 1),
+                data_grad(&d, &dy, &k, 1),
+                filter_grad(&d, &x, &dy, 1),
+            );
             let taps = s.kernel_h * s.kernel_w * s.channels / s.groups;
             let (w, b) = ref_forward(&d, &x, &k);
             close("y", &one.0, &w, &b, taps).unwrap();
@@ -1565,9 +1739,21 @@ mod tests {
             close("dk", &one.2, &w, &b, d.pixels()).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for parts in [2, 3] {
-                assert_eq!(bits(&one.0), bits(&forward(&d, &x, &k, &Epilogue::PLAIN, parts)), "{s:?}: y, {parts} parts");
-                assert_eq!(bits(&one.1), bits(&data_grad(&d, &dy, &k, parts)), "{s:?}: dx, {parts} parts");
-                assert_eq!(bits(&one.2), bits(&filter_grad(&d, &x, &dy, parts)), "{s:?}: dk, {parts} parts");
+                assert_eq!(
+                    bits(&one.0),
+                    bits(&forward(&d, &x, &k, &Epilogue::PLAIN, parts)),
+                    "{s:?}: y, {parts} parts"
+                );
+                assert_eq!(
+                    bits(&one.1),
+                    bits(&data_grad(&d, &dy, &k, parts)),
+                    "{s:?}: dx, {parts} parts"
+                );
+                assert_eq!(
+                    bits(&one.2),
+                    bits(&filter_grad(&d, &x, &dy, parts)),
+                    "{s:?}: dk, {parts} parts"
+                );
             }
         }
     }
@@ -1580,14 +1766,59 @@ mod tests {
         assert_eq!(field(ConvSpec { batch: 0, ..ok }), "batch");
         assert_eq!(field(ConvSpec { stride_w: 0, ..ok }), "stride_w");
         assert_eq!(field(ConvSpec { groups: 3, ..ok }), "groups");
-        assert_eq!(field(ConvSpec { groups: 4, filters: 6, ..ok }), "groups");
+        assert_eq!(
+            field(ConvSpec {
+                groups: 4,
+                filters: 6,
+                ..ok
+            }),
+            "groups"
+        );
         assert_eq!(field(ConvSpec { kernel_h: 6, ..ok }), "kernel_h");
-        assert_eq!(field(ConvSpec { dilation_w: 3, ..ok }), "kernel_w");
-        assert_eq!(field(ConvSpec { pad_left: usize::MAX, ..ok }), "pad_left");
-        assert_eq!(field(ConvSpec { dilation_h: 1 << 30, ..ok }), "kernel_h");
-        assert_eq!(field(ConvSpec { batch: 1 << 30, ..ok }), "input");
-        assert_eq!(field(ConvSpec { channels: 1 << 16, filters: 1 << 16, kernel_h: 1, ..ok }), "kernel");
-        assert!(ConvDims::new(ConvSpec { kernel_h: 7, pad_top: 1, pad_bottom: 1, ..ok }).is_ok());
+        assert_eq!(
+            field(ConvSpec {
+                dilation_w: 3,
+                ..ok
+            }),
+            "kernel_w"
+        );
+        assert_eq!(
+            field(ConvSpec {
+                pad_left: usize::MAX,
+                ..ok
+            }),
+            "pad_left"
+        );
+        assert_eq!(
+            field(ConvSpec {
+                dilation_h: 1 << 30,
+                ..ok
+            }),
+            "kernel_h"
+        );
+        assert_eq!(
+            field(ConvSpec {
+                batch: 1 << 30,
+                ..ok
+            }),
+            "input"
+        );
+        assert_eq!(
+            field(ConvSpec {
+                channels: 1 << 16,
+                filters: 1 << 16,
+                kernel_h: 1,
+                ..ok
+            }),
+            "kernel"
+        );
+        assert!(ConvDims::new(ConvSpec {
+            kernel_h: 7,
+            pad_top: 1,
+            pad_bottom: 1,
+            ..ok
+        })
+        .is_ok());
         assert_eq!(same_padding(28, 3, 2, 1), (0, 1));
         assert_eq!(same_padding(5, 4, 1, 2), (3, 3));
     }
@@ -1658,8 +1889,17 @@ mod speed {
     /// disjoint ranges).
     #[derive(Clone, Copy)]
     struct Ptr(*mut f32);
+    // SAFETY: the parts write disjoint ranges; the buffers outlive the scope.
     unsafe impl Send for Ptr {}
+    // SAFETY: as above.
     unsafe impl Sync for Ptr {}
+
+    impl Ptr {
+        /// The pointer (a method, so closures capture the whole `Ptr`).
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
 
     /// conv2's forward as implicit GEMM against an explicit im2col
     /// (materialised outside the timing) multiplied by sgemm, alternated
@@ -1696,11 +1936,32 @@ mod speed {
         for _ in 0..7 {
             let s0 = Instant::now();
             // SAFETY: buffers sized for d; one part.
-            unsafe { forward_part(&d, y.as_mut_ptr(), x.as_ptr(), k.as_ptr(), &Epilogue::PLAIN, ws.as_mut_ptr(), 0, 1) };
+            unsafe {
+                forward_part(
+                    &d,
+                    y.as_mut_ptr(),
+                    x.as_ptr(),
+                    k.as_ptr(),
+                    &Epilogue::PLAIN,
+                    ws.as_mut_ptr(),
+                    0,
+                    1,
+                )
+            };
             t[0].push(s0.elapsed().as_secs_f64());
             let s0 = Instant::now();
             // SAFETY: col is m×kk, k is kk×n, y is m×n.
-            unsafe { crate::sgemm::gemm_part(&gd, y.as_mut_ptr(), col.as_ptr(), k.as_ptr(), ws.as_mut_ptr(), 0, 1) };
+            unsafe {
+                crate::sgemm::gemm_part(
+                    &gd,
+                    y.as_mut_ptr(),
+                    col.as_ptr(),
+                    k.as_ptr(),
+                    ws.as_mut_ptr(),
+                    0,
+                    1,
+                )
+            };
             t[1].push(s0.elapsed().as_secs_f64());
             let s0 = Instant::now();
             im2col(&mut col);
@@ -1737,38 +1998,61 @@ mod speed {
             let mut ws = vec![0.0f32; (fws.max(dws) * 2).max(d.filter_grad_workspace_floats())];
             let flop = 2.0 * d.macs() as f64;
             let reps = (2e9 / flop).clamp(3.0, 200.0) as usize;
-            let (yp, dxp, dkp, wsp) = (Ptr(y.as_mut_ptr()), Ptr(dx.as_mut_ptr()), Ptr(dk.as_mut_ptr()), Ptr(ws.as_mut_ptr()));
+            let (yp, dxp, dkp, wsp) = (
+                Ptr(y.as_mut_ptr()),
+                Ptr(dx.as_mut_ptr()),
+                Ptr(dk.as_mut_ptr()),
+                Ptr(ws.as_mut_ptr()),
+            );
             let bp = Ptr(bias.as_ptr() as *mut f32);
             for threads in [1, 2] {
                 let fwd = median(reps, || {
                     parallel(threads, &|p, n| {
-                        let (yp, wsp, bp) = (yp, wsp, bp);
                         let epi = Epilogue {
-                            bias: Some(bp.0 as *const f32),
+                            bias: Some(bp.get() as *const f32),
                             act: Activation::Relu,
                             preact: None,
                         };
                         // SAFETY: buffers sized for d; each part its own workspace slice.
-                        unsafe { forward_part(&d, yp.0, x.as_ptr(), k.as_ptr(), &epi, wsp.0.add(p * fws), p, n) }
+                        unsafe {
+                            forward_part(
+                                &d,
+                                yp.get(),
+                                x.as_ptr(),
+                                k.as_ptr(),
+                                &epi,
+                                wsp.get().add(p * fws),
+                                p,
+                                n,
+                            )
+                        }
                     })
                 });
                 let bwd = median(reps, || {
                     parallel(threads, &|p, n| {
-                        let (dxp, wsp) = (dxp, wsp);
                         // SAFETY: as above.
-                        unsafe { data_grad_part(&d, dxp.0, dy.as_ptr(), k.as_ptr(), &Epilogue::PLAIN, wsp.0.add(p * dws), p, n) }
+                        unsafe {
+                            data_grad_part(
+                                &d,
+                                dxp.get(),
+                                dy.as_ptr(),
+                                k.as_ptr(),
+                                &Epilogue::PLAIN,
+                                wsp.get().add(p * dws),
+                                p,
+                                n,
+                            )
+                        }
                     })
                 });
                 let fil = median(reps, || {
                     parallel(threads, &|p, n| {
-                        let wsp = wsp;
                         // SAFETY: as above; one shared workspace.
-                        unsafe { filter_grad_part(&d, x.as_ptr(), dy.as_ptr(), wsp.0, p, n) }
+                        unsafe { filter_grad_part(&d, x.as_ptr(), dy.as_ptr(), wsp.get(), p, n) }
                     });
                     parallel(threads, &|p, n| {
-                        let (dkp, wsp) = (dkp, wsp);
                         // SAFETY: the partial sums are complete.
-                        unsafe { filter_grad_reduce_part(&d, dkp.0, wsp.0, p, n) }
+                        unsafe { filter_grad_reduce_part(&d, dkp.get(), wsp.get(), p, n) }
                     });
                 });
                 println!(

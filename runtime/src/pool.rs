@@ -225,7 +225,13 @@ fn block(x: &[f32], o: usize, nb: usize) -> [f32; BLOCK] {
 }
 
 /// `y` rows `rows` (`n·OH + oh`) of the pooling of `x`; `y` is their slice.
-pub(crate) fn forward_rows(d: &PoolDims, kind: PoolKind, x: &[f32], rows: Range<usize>, y: &mut [f32]) {
+pub(crate) fn forward_rows(
+    d: &PoolDims,
+    kind: PoolKind,
+    x: &[f32],
+    rows: Range<usize>,
+    y: &mut [f32],
+) {
     let s = &d.s;
     let c = s.channels;
     let mut o = 0;
@@ -357,12 +363,23 @@ mod tests {
                             for j in 0..s.pool_w {
                                 let ih = (oh * s.stride_h + i) as i64 - s.pad_top as i64;
                                 let iw = (ow * s.stride_w + j) as i64 - s.pad_left as i64;
-                                if ih >= 0 && iw >= 0 && (ih as usize) < s.height && (iw as usize) < s.width {
-                                    cells.push(((n * s.height + ih as usize) * s.width + iw as usize) * s.channels + c);
+                                if ih >= 0
+                                    && iw >= 0
+                                    && (ih as usize) < s.height
+                                    && (iw as usize) < s.width
+                                {
+                                    cells.push(
+                                        ((n * s.height + ih as usize) * s.width + iw as usize)
+                                            * s.channels
+                                            + c,
+                                    );
                                 }
                             }
                         }
-                        out.push((((n * d.out_h() + oh) * d.out_w() + ow) * s.channels + c, cells));
+                        out.push((
+                            ((n * d.out_h() + oh) * d.out_w() + ow) * s.channels + c,
+                            cells,
+                        ));
                     }
                 }
             }
@@ -397,7 +414,13 @@ mod tests {
         (y, dx)
     }
 
-    fn run(d: &PoolDims, kind: PoolKind, x: &[f32], dy: &[f32], parts: usize) -> (Vec<f32>, Vec<f32>) {
+    fn run(
+        d: &PoolDims,
+        kind: PoolKind,
+        x: &[f32],
+        dy: &[f32],
+        parts: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let s = d.spec();
         let mut y = vec![f32::NAN; d.output_len()];
         let mut dx = vec![f32::NAN; d.input_len()];
@@ -411,7 +434,14 @@ mod tests {
         (y, dx)
     }
 
-    fn spec(n: usize, h: usize, w: usize, c: usize, pool: (usize, usize), stride: (usize, usize)) -> PoolSpec {
+    fn spec(
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        pool: (usize, usize),
+        stride: (usize, usize),
+    ) -> PoolSpec {
         PoolSpec {
             batch: n,
             height: h,
@@ -493,14 +523,26 @@ mod tests {
     fn gradients_match_finite_differences() {
         for s in [
             spec(2, 5, 6, 3, (2, 3), (1, 2)),
-            PoolSpec { pad_top: 1, pad_left: 1, pad_right: 1, ..spec(1, 4, 5, 2, (3, 3), (2, 2)) },
+            PoolSpec {
+                pad_top: 1,
+                pad_left: 1,
+                pad_right: 1,
+                ..spec(1, 4, 5, 2, (3, 3), (2, 2))
+            },
         ] {
             let d = PoolDims::new(s).unwrap();
-            let x: Vec<f32> = (0..d.input_len()).map(|i| ((i * 37) % 101) as f32 * 0.1).collect();
+            let x: Vec<f32> = (0..d.input_len())
+                .map(|i| ((i * 37) % 101) as f32 * 0.1)
+                .collect();
             let r = random(d.output_len(), 5);
             for kind in [PoolKind::Max, PoolKind::Average] {
                 let loss = |x: &[f32]| -> f64 {
-                    run(&d, kind, x, &r, 1).0.iter().zip(&r).map(|(y, r)| *y as f64 * *r as f64).sum()
+                    run(&d, kind, x, &r, 1)
+                        .0
+                        .iter()
+                        .zip(&r)
+                        .map(|(y, r)| *y as f64 * *r as f64)
+                        .sum()
                 };
                 let dx = run(&d, kind, &x, &r, 2).1;
                 for i in 0..x.len() {
@@ -508,7 +550,11 @@ mod tests {
                     xp[i] += 0.01;
                     xm[i] -= 0.01;
                     let fd = (loss(&xp) - loss(&xm)) / 0.02;
-                    assert!((fd - dx[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()), "{kind:?} {s:?}: dx[{i}] = {}, fd {fd}", dx[i]);
+                    assert!(
+                        (fd - dx[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()),
+                        "{kind:?} {s:?}: dx[{i}] = {}, fd {fd}",
+                        dx[i]
+                    );
                 }
             }
         }
@@ -528,7 +574,13 @@ mod tests {
         assert_eq!(field(PoolSpec { pool_w: 0, ..ok }), "pool_w");
         assert_eq!(field(PoolSpec { pad_top: 2, ..ok }), "pad_top");
         assert_eq!(field(PoolSpec { pool_h: 5, ..ok }), "pool_h");
-        assert_eq!(field(PoolSpec { batch: 1 << 30, ..ok }), "input");
+        assert_eq!(
+            field(PoolSpec {
+                batch: 1 << 30,
+                ..ok
+            }),
+            "input"
+        );
     }
 }
 
@@ -559,7 +611,9 @@ mod speed {
                 pad_right: 0,
             })
             .unwrap();
-            let x: Vec<f32> = (0..d.input_len()).map(|i| ((i * 37) % 101) as f32).collect();
+            let x: Vec<f32> = (0..d.input_len())
+                .map(|i| ((i * 37) % 101) as f32)
+                .collect();
             let dy = vec![1.0f32; d.output_len()];
             let mut y = vec![0.0f32; d.output_len()];
             let mut dx = vec![0.0f32; d.input_len()];
@@ -577,9 +631,13 @@ mod speed {
                 t.sort_by(f64::total_cmp);
                 t[3]
             };
-            let fwd = time(&mut || forward_rows(&d, PoolKind::Max, &x, d.forward_rows(0, 1), &mut y));
-            let bwd = time(&mut || backward_rows(&d, PoolKind::Max, &x, &dy, d.backward_rows(0, 1), &mut dx));
-            let avg = time(&mut || forward_rows(&d, PoolKind::Average, &x, d.forward_rows(0, 1), &mut y));
+            let fwd =
+                time(&mut || forward_rows(&d, PoolKind::Max, &x, d.forward_rows(0, 1), &mut y));
+            let bwd = time(&mut || {
+                backward_rows(&d, PoolKind::Max, &x, &dy, d.backward_rows(0, 1), &mut dx)
+            });
+            let avg =
+                time(&mut || forward_rows(&d, PoolKind::Average, &x, d.forward_rows(0, 1), &mut y));
             println!(
                 "max pool 2x2 of 128x{h}x{h}x{c}: forward {:.0} us, backward {:.0} us; average forward {:.0} us",
                 fwd * 1e6,

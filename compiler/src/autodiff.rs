@@ -440,10 +440,7 @@ fn vjp(
             dilation,
         } => {
             let image = &g.node(ops[0]).ty.shape;
-            push!(
-                0,
-                cot.tensor(b).fold(image, window, strides, dilation)
-            );
+            push!(0, cot.tensor(b).fold(image, window, strides, dilation));
         }
         Op::Fold {
             window,

@@ -151,7 +151,11 @@ pub fn is_pointwise(op: &Op) -> bool {
 
 /// True for ops that evaluate their inlined producers inside their own loops.
 fn is_fusable_consumer(op: &Op) -> bool {
-    is_pointwise(op) || matches!(op.kind(), OpKind::Reduction | OpKind::Scatter | OpKind::Join)
+    is_pointwise(op)
+        || matches!(
+            op.kind(),
+            OpKind::Reduction | OpKind::Scatter | OpKind::Join
+        )
 }
 
 /// Pure data movement over stored values: every result element is one

@@ -772,10 +772,7 @@ impl Tensor {
         if lo.len() != self.rank() || hi.len() != self.rank() {
             b.fail(
                 "pad",
-                format!(
-                    "pads {lo:?}/{hi:?} need one entry per axis of {}",
-                    self.ty
-                ),
+                format!("pads {lo:?}/{hi:?} need one entry per axis of {}", self.ty),
             );
             return b.placeholder(self.ty.clone());
         }

@@ -8,6 +8,7 @@
 //! [`interp`].
 
 pub mod builder;
+pub mod conv;
 pub mod dot;
 pub mod error;
 pub mod gen;

@@ -1424,7 +1424,12 @@ fn window_spatial<'a>(
              entry per spatial axis (at least one)"
         ));
     }
-    if window.iter().chain(strides).chain(dilation).any(|&v| v == 0) {
+    if window
+        .iter()
+        .chain(strides)
+        .chain(dilation)
+        .any(|&v| v == 0)
+    {
         return Err(format!(
             "{name}: window {window:?}, strides {strides:?} and dilation {dilation:?} must be ≥ 1"
         ));

@@ -387,7 +387,11 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
             let overlap = b.case("fold overlapping".into(), y, vec![1.0, 5.0, 4.0]);
             // A stride that does not divide: the last cell is in no window.
             let mut b = G::new();
-            let x = b.f32("x", &[2, 2, 2, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+            let x = b.f32(
+                "x",
+                &[2, 2, 2, 1],
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            );
             let op = Op::Fold {
                 window: v(&[2]),
                 strides: v(&[2]),

@@ -604,7 +604,8 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 mode: Mode::Store,
                 dtype: DType::F32,
             };
-            let mut nests = vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
+            let mut nests =
+                vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
             let x = g.operands(root0)[0];
             let in_shape = g.node(x).ty.shape.to_vec();
             let ident = identity(in_shape.len());

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::initializers::{Init, Rng};
 use crate::regularizers::Regularizer;
 use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
+use lossgraph_runtime::VariableStore;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -113,9 +114,11 @@ pub enum VariableKind {
     State,
 }
 
-/// A model variable: its host value plus what the front end needs to trace it.
-/// Invariants: `path == format!("{layer}/{name}")`; a `State` variable is
-/// never `trainable` and has no regulariser.
+/// A model variable: what the front end needs to trace it. Its value lives
+/// in the model's variable store ([`Model::get_weight`](crate::Model::get_weight)).
+/// Invariants: `path == format!("{layer}/{name}")`, and the store holds
+/// `path` with type `ty`; a `State` variable is never `trainable` and has no
+/// regulariser.
 #[derive(Clone, Debug)]
 pub struct Variable {
     /// Full name, `<layer path>/<variable>` (e.g. `dense_1/kernel`): the param and safetensors name.
@@ -124,8 +127,8 @@ pub struct Variable {
     pub layer: String,
     /// The short variable name (`kernel`).
     pub name: String,
-    /// The current value.
-    pub value: HostTensor,
+    /// Its type (the value's, in the store).
+    pub ty: TensorType,
     /// Weight or state.
     pub kind: VariableKind,
     /// Whether optimisers update it (and whether its regulariser counts, as in Keras).
@@ -173,6 +176,8 @@ pub struct BuildCtx<'a> {
     pub(crate) layer_index: usize,
     pub(crate) trainable: bool,
     pub(crate) vars: &'a mut Vec<Variable>,
+    /// Where the initial values go (the future model's store).
+    pub(crate) store: &'a mut VariableStore,
     pub(crate) build_losses: &'a mut Vec<BuildLoss>,
     pub(crate) rng: &'a mut Rng,
 }
@@ -252,11 +257,15 @@ impl BuildCtx<'_> {
             ty: TensorType::new(DType::F32, shape),
             data: lossgraph_ir::Data::F32(values),
         };
+        self.store
+            .register(&path, &value.ty)
+            .and_then(|_| self.store.set(&path, &value))
+            .map_err(|e| Error::layer(&self.path, format!("weight '{name}': {e}")))?;
         self.vars.push(Variable {
             path: path.clone(),
             layer: self.path.clone(),
             name: name.to_string(),
-            value,
+            ty: value.ty,
             kind,
             trainable,
             regularizer,
@@ -292,6 +301,7 @@ impl BuildCtx<'_> {
             layer_index: self.layer_index,
             trainable: self.trainable,
             vars: self.vars,
+            store: self.store,
             build_losses: self.build_losses,
             rng: self.rng,
         };

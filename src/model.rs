@@ -18,6 +18,7 @@ use crate::layer::{
 };
 use crate::train::session::TrainState;
 use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
+use lossgraph_runtime::{CopyCount, VariableStore};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -206,6 +207,8 @@ pub struct Functional {
     inputs: Vec<ModelInput>,
     nodes: Vec<CallNode>,
     vars: Vec<Variable>,
+    /// The initial values of `vars`: becomes the model's store.
+    store: VariableStore,
     build_losses: Vec<BuildLoss>,
     names: HashSet<String>,
 }
@@ -224,6 +227,7 @@ impl Functional {
             inputs: Vec::new(),
             nodes: Vec::new(),
             vars: Vec::new(),
+            store: VariableStore::new(),
             build_losses: Vec::new(),
             names: HashSet::new(),
         }
@@ -331,6 +335,7 @@ impl Functional {
                 layer_index: li,
                 trainable: true,
                 vars: &mut self.vars,
+                store: &mut self.store,
                 build_losses: &mut self.build_losses,
                 rng: &mut self.rng,
             };
@@ -357,7 +362,7 @@ impl Functional {
         let b = Builder::new("shape_inference");
         let mut st = new_trace_state(&b, true, 2);
         for v in self.vars.iter().filter(|v| v.layer_index == li) {
-            let t = b.param(&v.path, v.value.ty.clone());
+            let t = b.param(&v.path, v.ty.clone());
             st.params.insert(v.path.clone(), t);
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
@@ -428,6 +433,7 @@ impl Functional {
             nodes: self.nodes,
             outputs: outs,
             vars,
+            store: self.store,
             build_losses: self.build_losses,
             train: TrainState::default(),
         })
@@ -546,7 +552,15 @@ impl Sequential {
 }
 
 /// A built model: layers, their call graph, and their variables.
-/// Invariant: `vars` is in trainable-weight order (layer order, then creation order).
+///
+/// Invariants: `vars` is in trainable-weight order (layer order, then
+/// creation order). `store` is the one home of every variable value: each of
+/// `vars` (registered at build with its type), the optimiser slots (registered
+/// when a training program is compiled) and any other state a program
+/// declares. Every program of the model (each purpose and batch size) runs
+/// against it, so switching programs copies nothing; host reads and writes
+/// (`get_weight`, `set_weight`, weights files) go through it and are counted
+/// ([`Model::variable_copies`]).
 pub struct Model {
     pub(crate) name: String,
     pub(crate) kind: &'static str,
@@ -556,6 +570,7 @@ pub struct Model {
     pub(crate) nodes: Vec<CallNode>,
     pub(crate) outputs: Vec<(String, usize)>,
     pub(crate) vars: Vec<Variable>,
+    pub(crate) store: VariableStore,
     pub(crate) build_losses: Vec<BuildLoss>,
     pub(crate) train: TrainState,
 }
@@ -633,8 +648,8 @@ impl Model {
         }
     }
 
-    /// All variables (weights), in trainable-weight order. Values are current
-    /// after every `fit`/`train_on_batch`/`evaluate`/`predict` call.
+    /// All variables (weights), in trainable-weight order; their values are
+    /// read with [`Model::get_weight`].
     pub fn variables(&self) -> &[Variable] {
         &self.vars
     }
@@ -648,28 +663,37 @@ impl Model {
             .collect()
     }
 
-    /// The value of variable `path` (`dense_1/kernel`).
-    pub fn get_weight(&self, path: &str) -> Option<&HostTensor> {
-        self.vars.iter().find(|v| v.path == path).map(|v| &v.value)
+    /// A copy of the current value of variable `path` (`dense_1/kernel`),
+    /// read from the model's store.
+    pub fn get_weight(&self, path: &str) -> Option<HostTensor> {
+        self.vars.iter().find(|v| v.path == path)?;
+        self.store.read(path)
+    }
+
+    /// Host↔store variable copies so far: every `get_weight`/`set_weight`,
+    /// weights-file read or write and initial value counts; training,
+    /// evaluating and predicting (any program, any batch size) copy nothing.
+    pub fn variable_copies(&self) -> CopyCount {
+        self.store.copies()
     }
 
     /// Replaces variable `path`; the type must match exactly.
     pub fn set_weight(&mut self, path: &str, value: HostTensor) -> Result<()> {
-        let Some(v) = self.vars.iter_mut().find(|v| v.path == path) else {
+        let Some(v) = self.vars.iter().find(|v| v.path == path) else {
             return Err(Error::config(
                 "weight",
                 format!("model '{}' has no variable '{path}'", self.name),
             ));
         };
-        if v.value.ty != value.ty {
+        if v.ty != value.ty {
             return Err(Error::config(
                 "weight",
-                format!("'{path}' is {}, got {}", v.value.ty, value.ty),
+                format!("'{path}' is {}, got {}", v.ty, value.ty),
             ));
         }
-        v.value = value;
-        self.train.weights_changed_on_host();
-        Ok(())
+        self.store
+            .set(path, &value)
+            .map_err(|e| Error::runtime("set_weight", e))
     }
 
     /// Freezes or unfreezes every weight of a layer (its weight regularisers
@@ -697,7 +721,7 @@ impl Model {
 
     /// Total number of scalar weights.
     pub fn count_params(&self) -> usize {
-        self.vars.iter().map(|v| v.value.ty.numel()).sum()
+        self.vars.iter().map(|v| v.ty.numel()).sum()
     }
 
     /// Traces the model into a new graph for a batch of `batch` samples.
@@ -715,7 +739,7 @@ impl Model {
         let mut params = Vec::new();
         for v in &self.vars {
             b.set_scope(v.layer.as_str());
-            let t = b.param(&v.path, v.value.ty.clone());
+            let t = b.param(&v.path, v.ty.clone());
             st.params.insert(v.path.clone(), t.clone());
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
@@ -875,7 +899,7 @@ impl Model {
                 .vars
                 .iter()
                 .filter(|v| v.layer_index == li)
-                .map(|v| v.value.ty.numel())
+                .map(|v| v.ty.numel())
                 .sum();
             let connected: Vec<String> = self
                 .nodes
@@ -950,7 +974,7 @@ impl Model {
             .vars
             .iter()
             .filter(|v| v.trainable)
-            .map(|v| v.value.ty.numel())
+            .map(|v| v.ty.numel())
             .sum();
         let _ = writeln!(out, " Total params: {total}");
         let _ = writeln!(out, " Trainable params: {trainable}");

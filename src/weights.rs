@@ -110,11 +110,13 @@ pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(String, HostTensor)
 }
 
 impl Model {
-    /// Every variable as `(name, value)`, in trainable-weight order.
+    /// Every variable as `(name, value)`, in trainable-weight order (copies
+    /// read from the model's store).
     pub fn get_weights(&self) -> Vec<(String, HostTensor)> {
+        // The store holds every variable (the `Model` invariant).
         self.vars
             .iter()
-            .map(|v| (v.path.clone(), v.value.clone()))
+            .filter_map(|v| Some((v.path.clone(), self.store.read(&v.path)?)))
             .collect()
     }
 
@@ -130,11 +132,10 @@ impl Model {
         let mut wrong = Vec::new();
         for v in &self.vars {
             match weights.iter().find(|(n, _)| *n == v.path) {
-                None => missing.push(format!("{} {}", v.path, v.value.ty)),
-                Some((_, t)) if t.ty != v.value.ty => wrong.push(format!(
-                    "{}: model has {}, file has {}",
-                    v.path, v.value.ty, t.ty
-                )),
+                None => missing.push(format!("{} {}", v.path, v.ty)),
+                Some((_, t)) if t.ty != v.ty => {
+                    wrong.push(format!("{}: model has {}, file has {}", v.path, v.ty, t.ty))
+                }
                 Some(_) => {}
             }
         }
@@ -170,18 +171,18 @@ impl Model {
                 details: d.trim_end().to_string(),
             });
         }
-        for v in &mut self.vars {
+        for v in &self.vars {
             if let Some((_, t)) = weights.iter().find(|(n, _)| *n == v.path) {
-                v.value = t.clone();
+                self.store
+                    .set(&v.path, t)
+                    .map_err(|e| Error::runtime("set_weights", e))?;
             }
         }
-        self.train.weights_changed_on_host();
         Ok(())
     }
 
     /// Saves every variable to a safetensors file (`<layer>/<variable>` names).
-    pub fn save_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        self.sync_host();
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
         write_safetensors(path, &self.get_weights())
     }
 

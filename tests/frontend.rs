@@ -636,7 +636,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn weights_round_trip_and_mismatch_errors() {
-    let mut m = seed_model();
+    let m = seed_model();
     let path = tmp("w.safetensors");
     m.save_weights(&path).unwrap();
     let before = m.get_weights();

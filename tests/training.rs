@@ -244,7 +244,7 @@ fn custom_training_loop_matches_train_on_batch_and_finite_differences() {
         ("trunk/bias", 2),
         ("cls/bias", 0),
     ] {
-        let w0 = m.get_weight(path).unwrap().clone();
+        let w0 = m.get_weight(path).unwrap();
         let mut plus = w0.clone();
         plus.as_f32_mut().unwrap()[idx] += h;
         let mut minus = w0.clone();
@@ -570,17 +570,17 @@ fn frozen_layers_keep_activity_losses_but_drop_weight_regularizers() {
         Loss::MeanSquaredError,
     ))
     .unwrap();
-    let before = m.get_weight("f/kernel").unwrap().clone();
-    let head_before = m.get_weight("head/kernel").unwrap().clone();
+    let before = m.get_weight("f/kernel").unwrap();
+    let head_before = m.get_weight("head/kernel").unwrap();
     let x = ht(&[4, 3], noise(12, 8));
     let y = ht(&[4, 1], vec![1.0, -1.0, 0.5, 0.0]);
     m.train_on_batch(&[x.clone()], &[y.clone()]).unwrap();
-    assert_eq!(m.get_weight("f/kernel").unwrap(), &before);
-    assert_ne!(m.get_weight("head/kernel").unwrap(), &head_before);
+    assert_eq!(m.get_weight("f/kernel").unwrap(), before);
+    assert_ne!(m.get_weight("head/kernel").unwrap(), head_before);
     m.set_trainable("f", true).unwrap();
     assert_eq!(reasons(&m).len(), 2);
     m.train_on_batch(&[x], &[y]).unwrap();
-    assert_ne!(m.get_weight("f/kernel").unwrap(), &before);
+    assert_ne!(m.get_weight("f/kernel").unwrap(), before);
     assert!(m.set_trainable("nope", false).is_err());
 }
 

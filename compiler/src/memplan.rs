@@ -1,14 +1,17 @@
-//! Memory planning: one arena per compiled program.
+//! Memory planning: one arena per compiled program, variables outside it.
 //!
-//! Layout: `[params][inputs][consts][scratch]`, every buffer 64-byte aligned
-//! and padded to a multiple of 64 bytes. Params (variables) and input slots
+//! Variables (`param` nodes) are not in the arena: they live in the model's
+//! variable store, shared by every program of the model, which places them
+//! (see `lossgraph_runtime::VariableStore`); the plan only marks them
+//! [`Location::Variable`]. Arena layout: `[inputs][consts][scratch]`, every
+//! buffer 64-byte aligned and padded to a multiple of 64 bytes. Input slots
 //! persist across runs; constants are written once at compile time. Scratch
 //! buffers (kernel roots) are assigned by liveness over the kernel schedule:
 //! a buffer is free after the last kernel that reads it, except graph outputs,
 //! which live to the end of the run so they can be read afterwards.
 //!
 //! Variable updates: an `update/<var>` output is computed *in place* into the
-//! variable's region when that is provably safe (see [`MemoryPlan::in_place`]);
+//! variable's store slot when that is provably safe (see [`MemoryPlan::in_place`]);
 //! otherwise the runtime copies it into the variable after the run.
 
 use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
@@ -27,15 +30,25 @@ pub enum Region {
     Scratch,
 }
 
+/// Where a stored node's buffer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// At this byte offset in the program's arena.
+    Arena(usize),
+    /// In the store slot of this `param` node's variable (the param itself,
+    /// or an update computed in place).
+    Variable(NodeId),
+}
+
 /// The arena layout of a plan.
 #[derive(Clone, Debug)]
 pub struct MemoryPlan {
-    /// Byte offset of each stored node's buffer (indexed by node index; `None`
+    /// Location of each stored node's buffer (indexed by node index; `None`
     /// for nodes without storage of their own: aliases, inlined, dead).
-    pub offset: Vec<Option<usize>>,
+    pub location: Vec<Option<Location>>,
     /// Region of each stored node (same indexing).
     pub region: Vec<Option<Region>>,
-    /// Total arena size in bytes.
+    /// Total arena size in bytes (variables excluded).
     pub size: usize,
     /// Size of the scratch region in bytes (after liveness reuse).
     pub scratch: usize,
@@ -55,21 +68,27 @@ fn padded(bytes: usize) -> usize {
 pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, CodegenError> {
     let g = &plan.graph;
     let n = g.len();
-    let mut offset = vec![None; n];
+    let mut location = vec![None; n];
     let mut region = vec![None; n];
     let mut top = 0usize;
     let bytes_of = |id: NodeId| g.node(id).ty.numel() * 4;
-    for (want, reg) in [(0, Region::Param), (1, Region::Input), (2, Region::Const)] {
+    for i in 0..n {
+        let id = NodeId::new(i);
+        if let Op::Param { .. } = g.node(id).op {
+            location[i] = Some(Location::Variable(id));
+            region[i] = Some(Region::Param);
+        }
+    }
+    for (want, reg) in [(1, Region::Input), (2, Region::Const)] {
         for i in 0..n {
             let id = NodeId::new(i);
             let kind = match g.node(id).op {
-                Op::Param { .. } => 0,
                 Op::Input { .. } => 1,
                 Op::Const(_) => 2,
                 _ => continue,
             };
             if kind == want {
-                offset[i] = Some(top);
+                location[i] = Some(Location::Arena(top));
                 region[i] = Some(reg);
                 top += padded(bytes_of(id));
             }
@@ -121,7 +140,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         if safe {
             claimed_update[u.index()] = true;
             in_place.push((p, *u));
-            offset[u.index()] = offset[p.index()];
+            location[u.index()] = location[p.index()];
             region[u.index()] = Some(Region::Param);
         } else {
             copies.push((p, plan.storage_of(*u)));
@@ -161,7 +180,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     let mut live_until: Vec<(usize, NodeId)> = Vec::new();
     for (k, kernel) in plan.kernels.iter().enumerate() {
         for &r in &kernel.roots {
-            if offset[r.index()].is_some() {
+            if location[r.index()].is_some() {
                 continue; // in place
             }
             let size = padded(bytes_of(r));
@@ -172,7 +191,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
                 // Take over the dying input's buffer (e.g. an epilogue writing
                 // over its GEMM output): every read of it is at the written element.
                 live_until.retain(|&(_, x)| x != sv);
-                offset[r.index()] = offset[sv.index()];
+                location[r.index()] = location[sv.index()];
                 region[r.index()] = Some(Region::Scratch);
                 if !pinned[r.index()] {
                     live_until.push((last_read[r.index()].max(k), r));
@@ -180,7 +199,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
                 continue;
             }
             let o = alloc(size, &mut free, &mut high);
-            offset[r.index()] = Some(scratch_base + o);
+            location[r.index()] = Some(Location::Arena(scratch_base + o));
             region[r.index()] = Some(Region::Scratch);
             if !pinned[r.index()] {
                 live_until.push((last_read[r.index()].max(k), r));
@@ -189,12 +208,14 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         let (done, keep): (Vec<_>, Vec<_>) = live_until.into_iter().partition(|&(t, _)| t <= k);
         live_until = keep;
         for (_, r) in done {
-            let o = offset[r.index()].expect("allocated above") - scratch_base;
-            release(o, padded(bytes_of(r)), &mut free);
+            // Only scratch buffers enter `live_until`, all of them in the arena.
+            if let Some(Location::Arena(o)) = location[r.index()] {
+                release(o - scratch_base, padded(bytes_of(r)), &mut free);
+            }
         }
     }
     Ok(MemoryPlan {
-        offset,
+        location,
         region,
         size: scratch_base + high,
         scratch: high,

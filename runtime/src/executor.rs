@@ -1,19 +1,23 @@
 //! The JIT engine: compiles a graph (fusion → memory plan → Cranelift) into a
-//! [`CompiledStep`] and binds names to arena buffers.
+//! [`CompiledStep`] and binds names to buffers.
 //!
-//! A run copies each feed into its input slot, calls the kernels and GEMMs in
-//! order, and applies `update/<var>` outputs (in place when the memory plan
-//! proved it safe, else by an arena copy). Outputs and variables are read as
-//! views into the arena; nothing is allocated per run.
+//! Variables live in a [`VariableStore`] shared by every program compiled
+//! against it; compiling registers the graph's variables there (new ones
+//! zero-filled). A run copies each feed into its input slot, calls the
+//! kernels and external calls (GEMMs) in order with the arena and store
+//! bases, and applies `update/<var>` outputs (in place in the store slot
+//! when the memory plan proved it safe, else by a copy into the slot after
+//! the steps). Outputs are read as views; nothing is allocated per run.
 
 use crate::error::RuntimeError;
-use crate::jit::{Arena, CompiledStep, GemmImpl, GemmStep, JitCode, Step};
+use crate::jit::{gemm_step, Arena, CallBuf, CompiledStep, GemmImpl, JitCode, Step, UpdateCopy};
 use crate::program::Feed;
 use crate::sgemm;
+use crate::store::VariableStore;
 use lossgraph_compiler::fusion::{self, FusionOptions, Plan};
 use lossgraph_compiler::lower_clif::nest::{kernel_body, BodyOptions, KernelBody};
-use lossgraph_compiler::lower_clif::{lower_nest, LowerOptions};
-use lossgraph_compiler::memplan::{plan_memory, MemoryPlan};
+use lossgraph_compiler::lower_clif::{lower_nest, Base, BufAddr, LowerOptions};
+use lossgraph_compiler::memplan::{plan_memory, Location, MemoryPlan};
 use lossgraph_ir::{DType, Graph, NodeId, Op, TensorType};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -87,16 +91,18 @@ pub struct CompileStats {
     pub jit_ms: f64,
 }
 
+/// A named buffer: an input (always in the arena) or an output.
 #[derive(Clone, Debug)]
 struct Slot {
-    off: usize,
+    at: BufAddr,
     ty: TensorType,
 }
 
-/// A graph compiled to native code, with its arena.
+/// A graph compiled to native code, with its arena; its variables are in
+/// the store of id `store_id`.
 pub(crate) struct JitProgram {
     step: CompiledStep,
-    vars: HashMap<String, Slot>,
+    store_id: u64,
     inputs: Vec<(String, Slot)>,
     outputs: HashMap<String, Slot>,
     plan: Plan,
@@ -115,21 +121,77 @@ fn gemm_dims(gc: &lossgraph_compiler::lower_clif::nest::GemmCall) -> sgemm::Dims
     sgemm::Dims::row_major(gc.m, gc.n, gc.k, gc.trans_a, gc.trans_b)
 }
 
-fn off_of(mem: &MemoryPlan, plan: &Plan, n: NodeId) -> Result<usize, RuntimeError> {
+/// Where node `n`'s storage is: its arena offset, or its variable's store
+/// offset (`var_off`, indexed by param node).
+fn addr_of(
+    mem: &MemoryPlan,
+    var_off: &[usize],
+    plan: &Plan,
+    n: NodeId,
+) -> Result<BufAddr, RuntimeError> {
     let s = plan.storage_of(n);
-    mem.offset[s.index()].ok_or_else(|| {
-        let node = plan.graph.node(n);
-        RuntimeError::Compile(format!(
-            "node %{} ({}) has no planned storage",
-            n.index(),
-            node.op.name()
-        ))
+    match mem.location[s.index()] {
+        Some(Location::Arena(offset)) => Ok(BufAddr {
+            base: Base::Arena,
+            offset,
+        }),
+        Some(Location::Variable(p)) => Ok(BufAddr {
+            base: Base::Store,
+            offset: var_off[p.index()],
+        }),
+        None => {
+            let node = plan.graph.node(n);
+            Err(RuntimeError::Compile(format!(
+                "node %{} ({}) has no planned storage",
+                n.index(),
+                node.op.name()
+            )))
+        }
+    }
+}
+
+/// The arena offset of node `n` (inputs and constants are always there).
+fn arena_off(
+    mem: &MemoryPlan,
+    var_off: &[usize],
+    plan: &Plan,
+    n: NodeId,
+) -> Result<usize, RuntimeError> {
+    match addr_of(mem, var_off, plan, n)? {
+        BufAddr {
+            base: Base::Arena,
+            offset,
+        } => Ok(offset),
+        BufAddr { base, .. } => Err(RuntimeError::Compile(format!(
+            "node %{} planned in the {base:?} region, expected the arena",
+            n.index()
+        ))),
+    }
+}
+
+/// A GEMM operand or result as an external-call buffer (its whole storage).
+fn call_buf(
+    mem: &MemoryPlan,
+    var_off: &[usize],
+    plan: &Plan,
+    n: NodeId,
+) -> Result<CallBuf, RuntimeError> {
+    let a = addr_of(mem, var_off, plan, n)?;
+    Ok(CallBuf {
+        base: a.base,
+        off: a.offset,
+        bytes: plan.graph.node(plan.storage_of(n)).ty.numel() * 4,
     })
 }
 
 impl JitProgram {
-    /// Compiles a verified graph.
-    pub(crate) fn compile(graph: &Graph, opts: &JitOptions) -> Result<JitProgram, RuntimeError> {
+    /// Compiles a verified graph whose variables live in `store` (registered
+    /// there now if new).
+    pub(crate) fn compile(
+        graph: &Graph,
+        opts: &JitOptions,
+        store: &mut VariableStore,
+    ) -> Result<JitProgram, RuntimeError> {
         let t0 = Instant::now();
         let plan = fusion::plan(graph, &opts.fusion).map_err(cerr)?;
         let bodies: Vec<KernelBody> = (0..plan.kernels.len())
@@ -161,23 +223,20 @@ impl JitProgram {
         let ws_off = mem.size.div_ceil(64) * 64;
         let mut arena =
             Arena::new(ws_off + ws_stride * 4 * threads).map_err(RuntimeError::Compile)?;
-        let base = arena.base();
+        let mut var_off = vec![0usize; plan.graph.len()];
+        for (name, p) in plan.graph.params() {
+            var_off[p.index()] = store.register(&name, &plan.graph.node(p).ty)?;
+        }
         let addr = |n: NodeId| {
-            mem.offset[n.index()]
-                .map(|o| base + o as u64)
-                .ok_or_else(|| {
-                    lossgraph_compiler::fusion::CodegenError(format!(
-                        "node %{} has no planned storage",
-                        n.index()
-                    ))
-                })
+            addr_of(&mem, &var_off, &plan, n)
+                .map_err(|e| lossgraph_compiler::fusion::CodegenError(e.to_string()))
         };
         let mut lopts = LowerOptions::host().map_err(cerr)?;
         lopts.simd = opts.simd;
         let mut funcs = Vec::new();
         enum Pending {
             Kernel { outer: usize, threads: usize },
-            Gemm(GemmStep),
+            Call(Step),
         }
         let mut pending = Vec::new();
         let mut stats = CompileStats {
@@ -259,22 +318,30 @@ impl JitProgram {
                         1
                     };
                     labels.push(label(k, t));
-                    pending.push(Pending::Gemm(GemmStep {
-                        batch: gc.batch,
-                        d,
-                        dst: off_of(&mem, &plan, gc.out)?,
-                        lhs: off_of(&mem, &plan, gc.a)?,
-                        rhs: off_of(&mem, &plan, gc.b)?,
-                        threads: t,
-                        // Strides sgemm cannot gather go to the crate.
-                        imp: if d.supported() {
-                            gemm_imp
-                        } else {
-                            GemmImpl::Crate
-                        },
-                        ws: ws_off,
-                        ws_stride,
-                    }));
+                    // Strides sgemm cannot gather go to the crate.
+                    let imp = if d.supported() {
+                        gemm_imp
+                    } else {
+                        GemmImpl::Crate
+                    };
+                    let ws = CallBuf {
+                        base: Base::Arena,
+                        off: ws_off,
+                        bytes: ws_stride * 4 * threads,
+                    };
+                    let buf = |n| call_buf(&mem, &var_off, &plan, n);
+                    pending.push(Pending::Call(
+                        gemm_step(
+                            imp,
+                            gc.batch,
+                            (gc.m, gc.n, gc.k),
+                            (gc.trans_a, gc.trans_b),
+                            [buf(gc.out)?, buf(gc.a)?, buf(gc.b)?, ws],
+                            ws_stride,
+                            t,
+                        )
+                        .map_err(cerr)?,
+                    ));
                 }
             }
         }
@@ -293,14 +360,14 @@ impl JitProgram {
                     outer,
                     threads,
                 },
-                Pending::Gemm(g) => Step::Gemm(g),
+                Pending::Call(s) => s,
             });
         }
         // Constants.
         let g = &plan.graph;
         for id in g.node_ids() {
             if let Op::Const(lit) = &g.node(id).op {
-                let off = off_of(&mem, &plan, id)?;
+                let off = arena_off(&mem, &var_off, &plan, id)?;
                 let n = g.node(id).ty.numel();
                 let ok = match lit {
                     lossgraph_ir::Literal::F32(v) if v.len() == 1 => {
@@ -320,31 +387,37 @@ impl JitProgram {
                 }
             }
         }
-        let slot = |n: NodeId| -> Result<Slot, RuntimeError> {
-            Ok(Slot {
-                off: off_of(&mem, &plan, n)?,
-                ty: g.node(n).ty.clone(),
-            })
-        };
-        let mut vars = HashMap::new();
-        for (name, id) in g.params() {
-            vars.insert(name, slot(id)?);
-        }
         let mut inputs = Vec::new();
         for (name, id) in g.inputs() {
-            inputs.push((name, slot(id)?));
+            let at = BufAddr {
+                base: Base::Arena,
+                offset: arena_off(&mem, &var_off, &plan, id)?,
+            };
+            inputs.push((
+                name,
+                Slot {
+                    at,
+                    ty: g.node(id).ty.clone(),
+                },
+            ));
         }
         let mut outputs = HashMap::new();
         for (name, id) in g.outputs() {
-            outputs.insert(name.clone(), slot(*id)?);
+            let slot = Slot {
+                at: addr_of(&mem, &var_off, &plan, *id)?,
+                ty: g.node(*id).ty.clone(),
+            };
+            outputs.insert(name.clone(), slot);
         }
         let mut copies = Vec::new();
         for &(p, src) in &mem.copies {
-            copies.push((
-                off_of(&mem, &plan, src)?,
-                off_of(&mem, &plan, p)?,
-                g.node(p).ty.numel() * 4,
-            ));
+            let from = addr_of(&mem, &var_off, &plan, src)?;
+            copies.push(UpdateCopy {
+                src: from.base,
+                src_off: from.offset,
+                dst: var_off[p.index()],
+                bytes: g.node(p).ty.numel() * 4,
+            });
         }
         stats.arena_bytes = ws_off + ws_stride * 4 * threads;
         stats.scratch_bytes = mem.scratch;
@@ -353,10 +426,10 @@ impl JitProgram {
         stats.plan_ms = (t1 - t0).as_secs_f64() * 1e3;
         stats.codegen_ms = (t2 - t1).as_secs_f64() * 1e3;
         stats.jit_ms = (t3 - t2).as_secs_f64() * 1e3;
-        let step = CompiledStep::new(arena, code, steps, copies, threads);
+        let step = CompiledStep::new(arena, code, steps, copies, store.bytes(), threads);
         Ok(JitProgram {
             step,
-            vars,
+            store_id: store.id(),
             inputs,
             outputs,
             plan,
@@ -378,47 +451,39 @@ impl JitProgram {
         lossgraph_compiler::lower_clif::clif_text(&self.plan, &self.body).map_err(cerr)
     }
 
-    fn view<'a>(&'a self, s: &'a Slot) -> Option<crate::program::TensorRef<'a>> {
+    /// The store this program's variables live in.
+    pub(crate) fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// Output `name` of the last run (`store`: the program's variable store).
+    pub(crate) fn output<'a>(
+        &'a self,
+        store: &'a VariableStore,
+        name: &str,
+    ) -> Option<crate::program::TensorRef<'a>> {
+        let s = self.outputs.get(name)?;
+        let mem = match s.at.base {
+            Base::Arena => &self.step.arena,
+            Base::Store => store.arena(),
+        };
         let n = s.ty.numel();
         let data = match s.ty.dtype {
-            DType::F32 => Feed::F32(self.step.arena.f32s(s.off, n)?),
-            DType::I32 => Feed::I32(self.step.arena.i32s(s.off, n)?),
+            DType::F32 => Feed::F32(mem.f32s(s.at.offset, n)?),
+            DType::I32 => Feed::I32(mem.i32s(s.at.offset, n)?),
         };
         Some(crate::program::TensorRef { ty: &s.ty, data })
     }
 
-    pub(crate) fn var(&self, name: &str) -> Option<crate::program::TensorRef<'_>> {
-        self.view(self.vars.get(name)?)
-    }
-
-    pub(crate) fn output(&self, name: &str) -> Option<crate::program::TensorRef<'_>> {
-        self.view(self.outputs.get(name)?)
-    }
-
-    pub(crate) fn set_var(
-        &mut self,
-        name: &str,
-        value: &lossgraph_ir::HostTensor,
-    ) -> Result<(), RuntimeError> {
-        let s = self.vars.get(name).ok_or_else(|| RuntimeError::Binding {
-            name: name.to_string(),
-            message: "no such variable in the program".into(),
-        })?;
-        if s.ty != value.ty {
-            return Err(RuntimeError::Binding {
-                name: name.to_string(),
-                message: format!("expected {}, got {}", s.ty, value.ty),
-            });
-        }
-        let ok = match &value.data {
-            lossgraph_ir::Data::F32(v) => self.step.arena.write(s.off, v),
-            lossgraph_ir::Data::I32(v) => self.step.arena.write(s.off, v),
-        };
-        if ok {
+    /// Checks that `store` is the one this program was compiled against.
+    fn check_store(&self, store: &VariableStore) -> Result<(), RuntimeError> {
+        if store.id() == self.store_id {
             Ok(())
         } else {
             Err(RuntimeError::Exec(format!(
-                "variable {name} outside the arena"
+                "program compiled against variable store {} run with store {}",
+                self.store_id,
+                store.id()
             )))
         }
     }
@@ -429,9 +494,11 @@ impl JitProgram {
     /// (robust to preemption).
     pub(crate) fn profile(
         &mut self,
+        store: &mut VariableStore,
         feeds: &[(&str, Feed<'_>)],
         steps: usize,
     ) -> Result<Vec<(String, f64)>, RuntimeError> {
+        self.check_store(store)?;
         let n_steps = self.labels.len();
         let mut times = vec![0u64; n_steps + 2];
         let mut best = vec![u64::MAX; n_steps + 2];
@@ -442,7 +509,7 @@ impl JitProgram {
             let n = times.len();
             times[n - 1] = t0.elapsed().as_nanos() as u64;
             self.step
-                .run_timed(Some(&mut times[..n - 1]))
+                .run_timed(store.arena_mut(), Some(&mut times[..n - 1]))
                 .map_err(RuntimeError::Exec)?;
             for (b, t) in best.iter_mut().zip(&times) {
                 *b = (*b).min(*t);
@@ -459,10 +526,16 @@ impl JitProgram {
             .collect())
     }
 
-    /// Runs once: binds the feeds, runs the steps, applies the updates.
-    pub(crate) fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
+    /// Runs once against `store` (the store it was compiled against): binds
+    /// the feeds, runs the steps, applies the updates.
+    pub(crate) fn run(
+        &mut self,
+        store: &mut VariableStore,
+        feeds: &[(&str, Feed<'_>)],
+    ) -> Result<(), RuntimeError> {
+        self.check_store(store)?;
         self.bind(feeds)?;
-        self.step.run().map_err(RuntimeError::Exec)
+        self.step.run(store.arena_mut()).map_err(RuntimeError::Exec)
     }
 
     /// Copies each feed into its input slot, checking its type and length.
@@ -477,10 +550,10 @@ impl JitProgram {
                 })?;
             let ok = match feed.1 {
                 Feed::F32(v) if slot.ty.dtype == DType::F32 && v.len() == slot.ty.numel() => {
-                    self.step.arena.write(slot.off, v)
+                    self.step.arena.write(slot.at.offset, v)
                 }
                 Feed::I32(v) if slot.ty.dtype == DType::I32 && v.len() == slot.ty.numel() => {
-                    self.step.arena.write(slot.off, v)
+                    self.step.arena.write(slot.at.offset, v)
                 }
                 _ => false,
             };

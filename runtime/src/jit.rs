@@ -1,22 +1,36 @@
 //! One of the two modules with `unsafe` (the other is [`crate::sgemm`], the
-//! SIMD GEMM on raw pointers): the arena, the JIT module, the thread pool,
-//! calls into compiled code and the GEMM calls on arena pointers.
+//! SIMD GEMM on raw pointers): the arenas, the JIT module, the thread pool,
+//! calls into compiled code and the registered host functions that
+//! external-call steps run on raw buffer pointers (the GEMMs).
+//!
+//! A compiled step works on two [`Arena`]s: its own (inputs, constants,
+//! scratch, GEMM workspace) and the variable store's (every variable of the
+//! model, shared by all its programs). Neither address is compiled in: each
+//! run passes both bases to every kernel and host function.
 //!
 //! Invariants every `unsafe` block below relies on:
-//! - (A) The arena is allocated once (`alloc_zeroed`, 64-byte aligned), never
-//!   resized or moved while its [`CompiledStep`] lives, freed once on drop;
-//!   all access goes through its base pointer.
-//! - (B) Every offset handed to this module comes from the memory plan, which
-//!   placed each buffer (64-byte aligned, `numel * 4` bytes) inside the arena;
-//!   the arena is at least `MemoryPlan::size` bytes, and `check_range` enforces
-//!   it again at every raw access made from Rust.
-//! - (C) Compiled kernels only touch arena buffers of their own plan (their
-//!   addresses were computed from this arena's base and the plan's offsets)
-//!   and read/write `lo..hi` slices of their outermost loop.
+//! - (A) An arena is one `alloc_zeroed` allocation with a 64-byte aligned
+//!   base, freed once on drop; all access goes through its base pointer. A
+//!   program's arena is never resized while its [`CompiledStep`] lives. The
+//!   store's arena is resized only by [`Arena::resize`] (content kept), which
+//!   takes `&mut`, so never during a run; every run re-reads both bases.
+//! - (B) Every arena offset handed to this module comes from the memory plan,
+//!   which placed each buffer (64-byte aligned, `numel * 4` bytes) inside the
+//!   arena (at least `MemoryPlan::size` bytes); every store offset comes from
+//!   the store's slot table, and a run refuses a store shorter than the
+//!   `store_min` bytes its slots need (the store never shrinks under an id).
+//!   `check_range` enforces ranges again at every raw access made from Rust.
+//! - (C) Compiled kernels only touch buffers of their own plan (addressed as
+//!   offsets from the arena and store bases they are called with) and
+//!   read/write `lo..hi` slices of their outermost loop.
 //! - (D) The JIT code memory lives as long as the function pointers into it:
 //!   both are owned by [`JitCode`], which frees the memory only on drop.
 //! - (E) `&self` views of arena data are only handed out while no run is in
-//!   progress: `run` takes `&mut self`, so no view can be alive during it.
+//!   progress: a run takes `&mut` of the step and of the store's arena, so no
+//!   view can be alive during it.
+//! - (F) A host function only dereferences the buffers of its [`CallArgs`],
+//!   each range-checked inside its arena by [`CallArgs::buf`], and runs parts
+//!   on the step's pool only under [`Task::run_part`]'s contract.
 
 use cranelift_codegen::ir::Function;
 use cranelift_codegen::settings::{self, Configurable};
@@ -26,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::sgemm;
+use lossgraph_compiler::lower_clif::Base;
 
 /// A zeroed, 64-byte aligned byte arena with a fixed address.
 pub(crate) struct Arena {
@@ -39,6 +54,9 @@ pub(crate) struct Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
+        if self.raw.is_null() {
+            return; // `Arena::empty`: nothing was allocated.
+        }
         // SAFETY: `raw` came from `alloc_zeroed(self.layout)` in `Arena::new`
         // and is freed exactly once, here; (D) no kernel can run any more
         // because the arena is dropped after the steps and the pool.
@@ -47,6 +65,18 @@ impl Drop for Arena {
 }
 
 impl Arena {
+    /// An arena of zero bytes that allocates nothing (its base is a
+    /// non-null, 64-byte aligned dangling pointer, never dereferenced:
+    /// `check_range` admits only empty ranges).
+    pub(crate) fn empty() -> Arena {
+        Arena {
+            base: std::ptr::null_mut::<u8>().wrapping_add(64),
+            len: 0,
+            raw: std::ptr::null_mut(),
+            layout: std::alloc::Layout::new::<u8>(),
+        }
+    }
+
     /// Allocates `bytes` zeroed bytes (at least one 64-byte line). The
     /// allocation asks for 16-byte alignment (so large arenas come from
     /// `calloc` as lazily zeroed pages, instead of an aligned allocation
@@ -75,9 +105,44 @@ impl Arena {
         })
     }
 
-    /// The fixed base address compiled code is built against.
-    pub(crate) fn base(&self) -> u64 {
-        self.base as u64
+    /// Length in bytes (a multiple of 64).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Grows (or keeps) the arena to at least `bytes` bytes, keeping its
+    /// content; new bytes are zero. The base may move (A).
+    pub(crate) fn resize(&mut self, bytes: usize) -> Result<(), String> {
+        if bytes <= self.len {
+            return Ok(());
+        }
+        let bigger = Arena::new(bytes)?;
+        // SAFETY: (A) both allocations are live and distinct; `self.len` bytes
+        // lie inside both (`bigger.len >= bytes > self.len`); `&mut self`
+        // excludes every reader and kernel.
+        unsafe { std::ptr::copy_nonoverlapping(self.base, bigger.base, self.len) };
+        *self = bigger;
+        Ok(())
+    }
+
+    /// Copies `bytes` bytes from `src` at `src_off` to `dst_off`; false if
+    /// either range is outside its arena.
+    pub(crate) fn copy_from(
+        &mut self,
+        dst_off: usize,
+        src: &Arena,
+        src_off: usize,
+        bytes: usize,
+    ) -> bool {
+        if !self.check_range(dst_off, bytes) || !src.check_range(src_off, bytes) {
+            return false;
+        }
+        // SAFETY: (A)/(B) both ranges checked inside their arenas; `&mut self`
+        // and `&Arena` are distinct allocations, so they cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.base.add(src_off), self.base.add(dst_off), bytes)
+        };
+        true
     }
 
     fn check_range(&self, off: usize, bytes: usize) -> bool {
@@ -131,8 +196,21 @@ impl Arena {
     }
 }
 
-/// A compiled kernel: `fn(lo, hi)` over its outermost loop.
-pub(crate) type KernelFn = unsafe extern "C" fn(i64, i64);
+/// A compiled kernel: `fn(lo, hi, arena, store)` over `lo..hi` of its
+/// outermost loop, its buffers at offsets from the two bases.
+pub(crate) type KernelFn = unsafe extern "C" fn(i64, i64, *mut u8, *mut u8);
+
+/// The base pointers of one run: the program's arena and the variable store.
+#[derive(Clone, Copy)]
+pub(crate) struct Bases {
+    arena: *mut u8,
+    store: *mut u8,
+}
+
+// SAFETY: the bases point into arenas that outlive every job using them
+// (`Pool::run` waits for all parts; a run holds `&mut` of both arenas), and
+// threads only touch them under (C) and (F).
+unsafe impl Send for Bases {}
 
 /// Owns the JIT module (and so the executable memory of every kernel).
 pub(crate) struct JitCode {
@@ -217,13 +295,8 @@ impl JitCode {
         compiled.sort_by_key(|c| c.0);
         let jb = JITBuilder::with_isa(isa, default_libcall_names());
         let mut module = JITModule::new(jb);
-        let mut sig = cranelift_codegen::ir::Signature::new(module.isa().default_call_conv());
-        sig.params.push(cranelift_codegen::ir::AbiParam::new(
-            cranelift_codegen::ir::types::I64,
-        ));
-        sig.params.push(cranelift_codegen::ir::AbiParam::new(
-            cranelift_codegen::ir::types::I64,
-        ));
+        let sig =
+            lossgraph_compiler::lower_clif::kernel_signature(module.isa().default_call_conv());
         let mut ids = Vec::with_capacity(n);
         for (i, bytes, align) in &compiled {
             let id = module
@@ -239,10 +312,11 @@ impl JitCode {
             .into_iter()
             .map(|id| {
                 let p = module.get_finalized_function(id);
-                // SAFETY: every function was built with signature (i64, i64) -> ()
-                // in the host's C calling convention (lower_clif::lower_nest), has
-                // no relocations (checked above: addresses are absolute
-                // constants), and the code stays mapped while `JitCode` lives (D).
+                // SAFETY: every function was built with `kernel_signature`,
+                // (i64, i64, i64, i64) -> () in the host's C calling convention
+                // (pointers are 64-bit integers there), has no relocations
+                // (checked above: buffers are offsets from the base arguments),
+                // and the code stays mapped while `JitCode` lives (D).
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
             })
             .collect();
@@ -255,7 +329,7 @@ impl JitCode {
     }
 }
 
-/// Which GEMM routine a [`GemmStep`] calls.
+/// Which GEMM routine a GEMM call step runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmImpl {
     /// lossgraph's AVX-512 GEMM ([`crate::sgemm`]): packs into arena
@@ -266,26 +340,208 @@ pub enum GemmImpl {
     Crate,
 }
 
-/// One GEMM call on arena buffers (row-major operands, strides in elements).
-#[derive(Clone, Debug)]
-pub(crate) struct GemmStep {
-    /// Independent products, `m·k`, `k·n` and `m·n` elements apart.
-    pub batch: usize,
-    /// Shape and strides of one product.
-    pub d: sgemm::Dims,
-    /// Byte offsets of C, A and B in the arena.
-    pub dst: usize,
-    pub lhs: usize,
-    pub rhs: usize,
-    /// Threads (parts) the product is split into (1 = the caller alone).
-    pub threads: usize,
-    /// The routine; `Lossgraph` only when `sgemm::available()`.
-    pub imp: GemmImpl,
-    /// Arena byte offset of part 0's workspace; part `i`'s is at
-    /// `ws + i·ws_stride` (`Lossgraph` only; each holds
-    /// `Dims::workspace_floats` floats).
-    pub ws: usize,
-    pub ws_stride: usize,
+/// A buffer argument of an external-call step: `bytes` bytes at byte offset
+/// `off` from the run's `base` pointer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallBuf {
+    pub base: Base,
+    pub off: usize,
+    pub bytes: usize,
+}
+
+/// What a host function is called with: the step's buffers (resolved
+/// against this run's bases), its integer parameters, its thread count and
+/// the compiled step's pool (`None` when single-threaded).
+pub(crate) struct CallArgs<'a> {
+    bases: Bases,
+    arena_len: usize,
+    store_len: usize,
+    bufs: &'a [CallBuf],
+    params: &'a [i64],
+    threads: usize,
+    pool: Option<&'a Pool>,
+}
+
+impl CallArgs<'_> {
+    /// Buffer `i`: its pointer and length in bytes, after checking that it
+    /// lies inside its arena and is 64-byte aligned (F).
+    fn buf(&self, i: usize) -> Result<(*mut u8, usize), String> {
+        let b = self
+            .bufs
+            .get(i)
+            .ok_or_else(|| format!("call has no buffer {i}"))?;
+        let (base, len) = match b.base {
+            Base::Arena => (self.bases.arena, self.arena_len),
+            Base::Store => (self.bases.store, self.store_len),
+        };
+        if !b.off.is_multiple_of(64) || b.off.checked_add(b.bytes).is_none_or(|e| e > len) {
+            return Err(format!(
+                "buffer {i} ({} bytes at {:?}+{}) outside its {len}-byte region",
+                b.bytes, b.base, b.off
+            ));
+        }
+        Ok((base.wrapping_add(b.off), b.bytes))
+    }
+
+    /// Integer parameter `i`, converted to `usize`.
+    fn param(&self, i: usize) -> Result<usize, String> {
+        self.params
+            .get(i)
+            .and_then(|&p| usize::try_from(p).ok())
+            .ok_or_else(|| format!("call parameter {i} missing or negative"))
+    }
+}
+
+/// A host function an external-call step runs (see [`CallArgs`]).
+pub(crate) type HostFn = fn(&CallArgs<'_>) -> Result<(), String>;
+
+/// The registered host functions, by name. An external-call step names one
+/// of these; a new kind of call (e.g. an allreduce of gradient buffers
+/// across workers) plugs in as one more entry.
+const HOST_FUNCTIONS: [(&str, HostFn); 2] = [
+    ("gemm", |a| gemm(a, GemmImpl::Lossgraph)),
+    ("gemm_crate", |a| gemm(a, GemmImpl::Crate)),
+];
+
+/// The registered host function called `name`.
+pub(crate) fn host_function(name: &str) -> Option<HostFn> {
+    HOST_FUNCTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, f)| f)
+}
+
+/// The external-call step of one (batched) GEMM `C := op(A)·op(B)` on
+/// row-major buffers: buffers `[C, A, B, workspace]` (the workspace holds one
+/// slice of `ws_stride` floats per thread; `Lossgraph` only), parameters
+/// `[batch, m, n, k, trans_a, trans_b, ws_stride]` (products `m·k`, `k·n`
+/// and `m·n` elements apart).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_step(
+    imp: GemmImpl,
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    (trans_a, trans_b): (bool, bool),
+    [c, a, b, ws]: [CallBuf; 4],
+    ws_stride: usize,
+    threads: usize,
+) -> Result<Step, String> {
+    let name = match imp {
+        GemmImpl::Lossgraph => "gemm",
+        GemmImpl::Crate => "gemm_crate",
+    };
+    let params = [
+        batch,
+        m,
+        n,
+        k,
+        trans_a as usize,
+        trans_b as usize,
+        ws_stride,
+    ]
+    .iter()
+    .map(|&x| i64::try_from(x).map_err(|_| format!("gemm parameter {x} too large")))
+    .collect::<Result<Vec<_>, _>>()?;
+    Step::call(name, vec![c, a, b, ws], params, threads)
+}
+
+/// The GEMM host function: decodes [`gemm_step`]'s arguments and runs every
+/// product of the batch with `imp` (parts on the step's pool).
+fn gemm(args: &CallArgs<'_>, imp: GemmImpl) -> Result<(), String> {
+    let batch = args.param(0)?;
+    let (m, n, k) = (args.param(1)?, args.param(2)?, args.param(3)?);
+    let d = sgemm::Dims::row_major(m, n, k, args.param(4)? != 0, args.param(5)? != 0);
+    let ws_stride = args.param(6)?;
+    let ((c, c_len), (a, a_len), (b, b_len)) = (args.buf(0)?, args.buf(1)?, args.buf(2)?);
+    let span = |rs: isize, cs: isize, r: usize, c: usize| {
+        if r == 0 || c == 0 {
+            0
+        } else {
+            ((r - 1) as isize * rs + (c - 1) as isize * cs) as usize + 1
+        }
+    };
+    let fits =
+        |off: usize, elems: usize, len: usize| off.checked_add(elems * 4).is_some_and(|e| e <= len);
+    for bi in 0..batch {
+        let (co, ao, bo) = (bi * m * n * 4, bi * m * k * 4, bi * k * n * 4);
+        if !fits(co, m * n, c_len)
+            || !fits(ao, span(d.a_rs, d.a_cs, m, k), a_len)
+            || !fits(bo, span(d.b_rs, d.b_cs, k, n), b_len)
+        {
+            return Err(format!("gemm {m}x{n}x{k}: operands outside their buffers"));
+        }
+        let (c, a, b) = (c.wrapping_add(co), a.wrapping_add(ao), b.wrapping_add(bo));
+        if k == 0 {
+            // SAFETY: (F) C's range checked above; zeroing f32 bytes gives 0.0.
+            unsafe { std::ptr::write_bytes(c, 0, m * n * 4) };
+            continue;
+        }
+        if imp == GemmImpl::Lossgraph {
+            let (ws, ws_len) = args.buf(3)?;
+            let ws_floats = d.workspace_floats();
+            let parts = args.threads.max(1);
+            if !sgemm::available()
+                || !d.supported()
+                || ws_stride < ws_floats
+                || ((parts - 1) * ws_stride + ws_floats) * 4 > ws_len
+            {
+                return Err(format!(
+                    "gemm {m}x{n}x{k}: no AVX-512, strides too large or workspace too small"
+                ));
+            }
+            let task = Task::Gemm(GemmTask {
+                d,
+                c: c as *mut f32,
+                a: a as *const f32,
+                b: b as *const f32,
+                ws: ws as *mut f32,
+                ws_stride,
+            });
+            // SAFETY: (F) the operand ranges and `parts` workspaces were
+            // checked inside their buffers above; C overlaps neither the
+            // operands (distinct live planned buffers) nor the workspace
+            // (placed after every planned buffer); AVX-512F is present; parts
+            // write disjoint blocks of C.
+            match args.pool {
+                Some(p) if parts > 1 => unsafe { p.run(task, parts) },
+                _ => unsafe { task.run_part(0, 1) },
+            }
+            continue;
+        }
+        let par = if args.threads > 1 {
+            gemm::Parallelism::Rayon(args.threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: (F) all three ranges were checked inside their buffers with
+        // the strides passed; C does not overlap A/B (distinct planned
+        // buffers live at the same time); no Rust reference to either arena
+        // exists during a run (E). C := 0·C + 1·A×B.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c as *mut f32,
+                1,
+                n as isize,
+                false,
+                a as *const f32,
+                d.a_cs,
+                d.a_rs,
+                b as *const f32,
+                d.b_cs,
+                d.b_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+    }
+    Ok(())
 }
 
 /// One step of a compiled program.
@@ -296,7 +552,32 @@ pub(crate) enum Step {
         /// Threads to split the outer loop across (1 = run on the caller).
         threads: usize,
     },
-    Gemm(GemmStep),
+    /// An external call: a registered host function on resolved buffers.
+    Call {
+        f: HostFn,
+        bufs: Vec<CallBuf>,
+        params: Vec<i64>,
+        /// Threads the function may use (1 = the caller alone).
+        threads: usize,
+    },
+}
+
+impl Step {
+    /// The external-call step of registered host function `name`.
+    pub(crate) fn call(
+        name: &str,
+        bufs: Vec<CallBuf>,
+        params: Vec<i64>,
+        threads: usize,
+    ) -> Result<Step, String> {
+        let f = host_function(name).ok_or_else(|| format!("no host function '{name}'"))?;
+        Ok(Step::Call {
+            f,
+            bufs,
+            params,
+            threads,
+        })
+    }
 }
 
 /// Iterations a waiting thread spins (with `spin_loop`) before parking: about
@@ -311,8 +592,12 @@ const SPIN_ITERS: u32 = 1 << 12;
 #[derive(Clone, Copy)]
 pub(crate) enum Task {
     /// A compiled kernel over `0..outer`, cut into equal contiguous chunks.
-    Kernel { f: KernelFn, outer: usize },
-    /// One batch item of a [`GemmStep`] on [`crate::sgemm`].
+    Kernel {
+        f: KernelFn,
+        outer: usize,
+        bases: Bases,
+    },
+    /// One batch item of a GEMM call step on [`crate::sgemm`].
     Gemm(GemmTask),
 }
 
@@ -328,7 +613,7 @@ pub(crate) struct GemmTask {
     ws_stride: usize,
 }
 
-// SAFETY: the pointers address the arena, which outlives every job (the pool
+// SAFETY: the pointers address the arenas, which outlive every job (the pool
 // waits for all parts before `Pool::run` returns); parts write disjoint
 // blocks of C and their own workspace (sgemm's contract).
 unsafe impl Send for GemmTask {}
@@ -342,10 +627,10 @@ impl Task {
     /// `parts · ws_stride` floats.
     unsafe fn run_part(&self, i: usize, parts: usize) {
         match *self {
-            Task::Kernel { f, outer } => {
+            Task::Kernel { f, outer, bases } => {
                 let (lo, hi) = chunk(outer, parts, i);
                 // SAFETY: (C) forwarded; chunks of distinct `i` are disjoint.
-                unsafe { f(lo, hi) }
+                unsafe { f(lo, hi, bases.arena, bases.store) }
             }
             Task::Gemm(g) => {
                 // SAFETY: forwarded; part i uses its own workspace slice.
@@ -569,6 +854,16 @@ impl Drop for Pool {
     }
 }
 
+/// A variable update not computed in place: after the steps, `bytes` bytes
+/// are copied from `src` (arena or store) to byte `dst` of the store.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UpdateCopy {
+    pub src: Base,
+    pub src_off: usize,
+    pub dst: usize,
+    pub bytes: usize,
+}
+
 /// A compiled program: arena, code, steps, post-run copies.
 pub(crate) struct CompiledStep {
     // Field order matters for drop: the pool (which may hold kernel pointers)
@@ -577,8 +872,10 @@ pub(crate) struct CompiledStep {
     steps: Vec<Step>,
     _code: JitCode,
     pub(crate) arena: Arena,
-    /// `(src, dst, bytes)` arena copies applied after the kernels.
-    copies: Vec<(usize, usize, usize)>,
+    /// Update copies applied after the steps.
+    copies: Vec<UpdateCopy>,
+    /// Store bytes the steps address (B): a run refuses a shorter store.
+    store_min: usize,
 }
 
 impl CompiledStep {
@@ -586,7 +883,8 @@ impl CompiledStep {
         arena: Arena,
         code: JitCode,
         steps: Vec<Step>,
-        copies: Vec<(usize, usize, usize)>,
+        copies: Vec<UpdateCopy>,
+        store_min: usize,
         threads: usize,
     ) -> CompiledStep {
         let pool = (threads > 1).then(|| Pool::new(threads));
@@ -596,41 +894,74 @@ impl CompiledStep {
             _code: code,
             arena,
             copies,
+            store_min,
         }
     }
 
-    /// Runs every step in order, then the update copies. Performs no allocation.
-    pub(crate) fn run(&mut self) -> Result<(), String> {
-        self.run_timed(None)
+    /// Runs every step in order against `store` (the variable store's
+    /// arena), then the update copies. Performs no allocation.
+    pub(crate) fn run(&mut self, store: &mut Arena) -> Result<(), String> {
+        self.run_timed(store, None)
     }
 
     /// Like `run`, adding each step's wall time in nanoseconds to `times`
     /// (one slot per step, plus a last slot for the update copies).
-    pub(crate) fn run_timed(&mut self, mut times: Option<&mut [u64]>) -> Result<(), String> {
+    pub(crate) fn run_timed(
+        &mut self,
+        store: &mut Arena,
+        mut times: Option<&mut [u64]>,
+    ) -> Result<(), String> {
+        if store.len() < self.store_min {
+            return Err(format!(
+                "variable store has {} bytes, the program addresses {}",
+                store.len(),
+                self.store_min
+            ));
+        }
+        let bases = Bases {
+            arena: self.arena.base,
+            store: store.base,
+        };
         let mut t = times.as_ref().map(|_| std::time::Instant::now());
         for (i, s) in self.steps.iter().enumerate() {
             match s {
                 Step::Kernel { f, outer, threads } => match &self.pool {
                     Some(p) if *threads > 1 => {
                         // SAFETY: (C) the compiler marked this kernel splittable
-                        // (threads > 1 only then); arena and code are alive (A, D).
+                        // (threads > 1 only then); both arenas (B: the store is
+                        // long enough, checked above) and the code are alive (A, D).
                         unsafe {
                             p.run(
                                 Task::Kernel {
                                     f: *f,
                                     outer: *outer,
+                                    bases,
                                 },
                                 *threads,
                             )
                         }
                     }
                     _ => {
-                        // SAFETY: (A)-(D): the kernel addresses this arena only,
-                        // over its whole outer range, on this thread.
-                        unsafe { f(0, *outer as i64) }
+                        // SAFETY: (A)-(D): the kernel addresses its plan's
+                        // buffers from these bases only, over its whole outer
+                        // range, on this thread.
+                        unsafe { f(0, *outer as i64, bases.arena, bases.store) }
                     }
                 },
-                Step::Gemm(g) => self.gemm(g)?,
+                Step::Call {
+                    f,
+                    bufs,
+                    params,
+                    threads,
+                } => f(&CallArgs {
+                    bases,
+                    arena_len: self.arena.len,
+                    store_len: store.len,
+                    bufs,
+                    params,
+                    threads: *threads,
+                    pool: self.pool.as_ref(),
+                })?,
             }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t.as_mut()) {
                 let now = std::time::Instant::now();
@@ -640,10 +971,15 @@ impl CompiledStep {
                 *t0 = now;
             }
         }
-        for &(src, dst, bytes) in &self.copies {
-            if !self.arena.copy_within(src, dst, bytes) {
+        for c in &self.copies {
+            let ok = match c.src {
+                Base::Arena => store.copy_from(c.dst, &self.arena, c.src_off, c.bytes),
+                Base::Store => store.copy_within(c.src_off, c.dst, c.bytes),
+            };
+            if !ok {
                 return Err(format!(
-                    "update copy {src}->{dst} ({bytes} bytes) out of range"
+                    "update copy {:?}+{} -> store+{} ({} bytes) out of range",
+                    c.src, c.src_off, c.dst, c.bytes
                 ));
             }
         }
@@ -651,105 +987,6 @@ impl CompiledStep {
             if let Some(slot) = ts.get_mut(self.steps.len()) {
                 *slot += t0.elapsed().as_nanos() as u64;
             }
-        }
-        Ok(())
-    }
-
-    fn gemm(&self, g: &GemmStep) -> Result<(), String> {
-        let d = g.d;
-        let (m, n, k) = (d.m, d.n, d.k);
-        let span = |rs: isize, cs: isize, r: usize, c: usize| {
-            if r == 0 || c == 0 {
-                0
-            } else {
-                ((r - 1) as isize * rs + (c - 1) as isize * cs) as usize + 1
-            }
-        };
-        for bi in 0..g.batch {
-            let dst = g.dst + bi * m * n * 4;
-            let lhs = g.lhs + bi * m * k * 4;
-            let rhs = g.rhs + bi * k * n * 4;
-            if !self.arena.check_range(dst, m * n * 4)
-                || !self.arena.check_range(lhs, span(d.a_rs, d.a_cs, m, k) * 4)
-                || !self.arena.check_range(rhs, span(d.b_rs, d.b_cs, k, n) * 4)
-            {
-                return Err(format!("gemm {m}x{n}x{k} operands out of the arena"));
-            }
-            let base = self.arena.base;
-            if k == 0 {
-                // SAFETY: dst range checked above; zeroing f32 bytes gives 0.0.
-                unsafe { std::ptr::write_bytes(base.add(dst), 0, m * n * 4) };
-                continue;
-            }
-            if g.imp == GemmImpl::Lossgraph {
-                let ws_floats = d.workspace_floats();
-                let parts = g.threads.max(1);
-                if !sgemm::available()
-                    || !d.supported()
-                    || g.ws_stride < ws_floats
-                    || !self
-                        .arena
-                        .check_range(g.ws, (parts - 1) * g.ws_stride * 4 + ws_floats * 4)
-                {
-                    return Err(format!(
-                        "gemm {m}x{n}x{k}: no AVX-512, strides too large or workspace out of the arena"
-                    ));
-                }
-                // SAFETY: (A)/(B) the operand ranges and `parts` workspaces were
-                // checked inside the arena above; dst overlaps neither the
-                // operands (distinct live planned buffers) nor the workspace
-                // (placed after every planned buffer); AVX-512F is present.
-                let task = unsafe {
-                    GemmTask {
-                        d,
-                        c: base.add(dst) as *mut f32,
-                        a: base.add(lhs) as *const f32,
-                        b: base.add(rhs) as *const f32,
-                        ws: base.add(g.ws) as *mut f32,
-                        ws_stride: g.ws_stride,
-                    }
-                };
-                let task = Task::Gemm(task);
-                match &self.pool {
-                    // SAFETY: as above; parts write disjoint blocks of C.
-                    Some(p) if parts > 1 => unsafe { p.run(task, parts) },
-                    // SAFETY: as above, one part on this thread.
-                    _ => unsafe { task.run_part(0, 1) },
-                }
-                continue;
-            }
-            let par = if g.threads > 1 {
-                gemm::Parallelism::Rayon(g.threads)
-            } else {
-                gemm::Parallelism::None
-            };
-            // SAFETY: (A)/(B) all three ranges were checked inside the arena with
-            // the strides passed; dst does not overlap lhs/rhs (distinct planned
-            // buffers live at the same time); no Rust reference to the arena
-            // exists during `run` (E). dst := 0·dst + 1·lhs×rhs.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    base.add(dst) as *mut f32,
-                    1,
-                    n as isize,
-                    false,
-                    base.add(lhs) as *const f32,
-                    d.a_cs,
-                    d.a_rs,
-                    base.add(rhs) as *const f32,
-                    d.b_cs,
-                    d.b_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
-            };
         }
         Ok(())
     }
@@ -763,7 +1000,7 @@ mod tests {
     static HITS: [AtomicUsize; OUTER] = [const { AtomicUsize::new(0) }; OUTER];
 
     /// A "kernel" that counts how often each index of its range is visited.
-    unsafe extern "C" fn count(lo: i64, hi: i64) {
+    unsafe extern "C" fn count(lo: i64, hi: i64, _arena: *mut u8, _store: *mut u8) {
         for i in lo..hi {
             HITS[i as usize].fetch_add(1, Ordering::SeqCst);
         }
@@ -781,6 +1018,10 @@ mod tests {
                 let task = Task::Kernel {
                     f: count,
                     outer: OUTER,
+                    bases: Bases {
+                        arena: std::ptr::null_mut(),
+                        store: std::ptr::null_mut(),
+                    },
                 };
                 // SAFETY: `count` only touches the atomics of its own range.
                 unsafe { pool.run(task, parts) };

@@ -1,16 +1,20 @@
 //! lossgraph's runtime: executable programs over host memory.
 //!
 //! A [`Program`] wraps a verified graph and an engine (the reference
-//! interpreter, or JIT-compiled native code). It owns the graph's variables
-//! (`param` nodes: weights and optimiser state, zero-initialised), takes the
-//! `input` values of one run as borrowed slices, and after each run writes
-//! every output named `update/<var>` back into variable `<var>`.
+//! interpreter, or JIT-compiled native code). The graph's variables (`param`
+//! nodes: weights and optimiser state, zero-initialised) live in a
+//! [`VariableStore`], the program's own or one shared by every program of a
+//! model (kernels address it through a base pointer passed at each run, so
+//! switching programs copies nothing). A run takes the `input` values as
+//! borrowed slices and writes every output named `update/<var>` into
+//! variable `<var>` of the store.
 
 mod error;
 pub mod executor;
 mod jit;
 mod program;
 mod sgemm;
+mod store;
 
 pub use error::RuntimeError;
 pub use executor::{CompileStats, JitOptions};
@@ -18,3 +22,4 @@ pub use jit::GemmImpl;
 pub use lossgraph_ir::interp;
 pub use lossgraph_ir::{Data, HostTensor};
 pub use program::{Engine, Feed, Program, TensorRef};
+pub use store::{CopyCount, VariableStore};

@@ -1,7 +1,8 @@
-//! [`Program`]: a graph bound to an engine, its variables and its last outputs.
+//! [`Program`]: a graph bound to an engine, a variable store and its last outputs.
 
 use crate::error::RuntimeError;
 use crate::executor::{CompileStats, JitOptions, JitProgram};
+use crate::store::VariableStore;
 use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor, TensorType};
 use std::collections::HashMap;
 
@@ -112,37 +113,76 @@ impl<'a> TensorRef<'a> {
     }
 }
 
-/// A graph ready to run. Variables persist across runs.
+/// Where a program's variables live.
+enum Vars {
+    /// A store of its own ([`Program::new`], [`Program::new_jit`]).
+    Own(VariableStore),
+    /// A store shared with other programs, of this id, passed to each run
+    /// ([`Program::with_store`], [`Program::run_with`]).
+    Shared(u64),
+}
+
+/// A graph ready to run. Variables persist across runs in a
+/// [`VariableStore`]: the program's own, or one shared by several programs
+/// (every program of a model), which then see each other's updates without
+/// any copy.
 pub struct Program {
     graph: Graph,
     engine: Engine,
-    vars: HashMap<String, HostTensor>,
+    vars: Vars,
+    /// Outputs of the last interpreted run (empty for a JIT program).
     outputs: HashMap<String, HostTensor>,
-    /// The compiled program when `engine` is [`Engine::Jit`]; it then owns the
-    /// variables and outputs (the maps above stay empty).
+    /// The compiled program when `engine` is [`Engine::Jit`]; it then holds
+    /// the outputs in its arena (or, for in-place updates, in the store).
     jit: Option<Box<JitProgram>>,
 }
 
 impl Program {
     /// Verifies `graph` and prepares it for `engine` (compiling it for
-    /// [`Engine::Jit`] with default options). Every `param` starts at zero.
+    /// [`Engine::Jit`] with default options), with a store of its own in
+    /// which every `param` starts at zero.
     pub fn new(graph: Graph, engine: Engine) -> Result<Program, RuntimeError> {
-        match engine {
-            Engine::Interpreter => Program::new_interpreted(graph),
-            Engine::Jit => Program::new_jit(graph, &JitOptions::default()),
-        }
+        let mut store = VariableStore::new();
+        let mut p = Program::with_store(graph, engine, &JitOptions::default(), &mut store)?;
+        p.vars = Vars::Own(store);
+        Ok(p)
     }
 
-    /// Verifies and compiles `graph` to native code with explicit options.
+    /// Verifies and compiles `graph` to native code with explicit options,
+    /// with a store of its own in which every `param` starts at zero.
     pub fn new_jit(graph: Graph, opts: &JitOptions) -> Result<Program, RuntimeError> {
+        let mut store = VariableStore::new();
+        let mut p = Program::with_store(graph, Engine::Jit, opts, &mut store)?;
+        p.vars = Vars::Own(store);
+        Ok(p)
+    }
+
+    /// Verifies `graph` and prepares it for `engine` (`opts` for the JIT)
+    /// against the shared `store`: its variables are registered there (new
+    /// ones zero-filled; a name already there must have the same type), and
+    /// every run takes that store ([`Program::run_with`]).
+    pub fn with_store(
+        graph: Graph,
+        engine: Engine,
+        opts: &JitOptions,
+        store: &mut VariableStore,
+    ) -> Result<Program, RuntimeError> {
         verify(&graph)?;
-        let jit = JitProgram::compile(&graph, opts)?;
+        let jit = match engine {
+            Engine::Jit => Some(Box::new(JitProgram::compile(&graph, opts, store)?)),
+            Engine::Interpreter => {
+                for (name, id) in graph.params() {
+                    store.register(&name, &graph.node(id).ty)?;
+                }
+                None
+            }
+        };
         Ok(Program {
             graph,
-            engine: Engine::Jit,
-            vars: HashMap::new(),
+            engine,
+            vars: Vars::Shared(store.id()),
             outputs: HashMap::new(),
-            jit: Some(Box::new(jit)),
+            jit,
         })
     }
 
@@ -158,41 +198,25 @@ impl Program {
             .map(|j| lossgraph_compiler::fusion::plan_text(j.plan()))
     }
 
-    /// For a JIT program: runs `steps` times and returns the minimum wall time
-    /// (ns) of each kernel/GEMM step, of the update copies and of the feed copies.
+    /// For a JIT program with its own store: runs `steps` times and returns
+    /// the minimum wall time (ns) of each kernel/GEMM step, of the update
+    /// copies and of the feed copies.
     pub fn profile(
         &mut self,
         feeds: &[(&str, Feed<'_>)],
         steps: usize,
     ) -> Result<Vec<(String, f64)>, RuntimeError> {
-        match &mut self.jit {
-            Some(j) => j.profile(feeds, steps),
-            None => Err(RuntimeError::Exec("profiling needs the JIT engine".into())),
+        match (&mut self.jit, &mut self.vars) {
+            (Some(j), Vars::Own(store)) => j.profile(store, feeds, steps),
+            (None, _) => Err(RuntimeError::Exec("profiling needs the JIT engine".into())),
+            (_, Vars::Shared(_)) => Err(shared_store()),
         }
     }
 
-    /// The Cranelift IR of every kernel, for a JIT program (addresses relative to the arena).
+    /// The Cranelift IR of every kernel, for a JIT program (addresses as
+    /// offsets from the arena and store arguments).
     pub fn clif_text(&self) -> Option<Result<String, RuntimeError>> {
         self.jit.as_ref().map(|j| j.clif_text())
-    }
-
-    fn new_interpreted(graph: Graph) -> Result<Program, RuntimeError> {
-        verify(&graph)?;
-        let vars = graph
-            .params()
-            .into_iter()
-            .map(|(name, id)| {
-                let t = HostTensor::zeros(&graph.node(id).ty);
-                (name, t)
-            })
-            .collect();
-        Ok(Program {
-            graph,
-            engine: Engine::Interpreter,
-            vars,
-            outputs: HashMap::new(),
-            jit: None,
-        })
     }
 
     /// The program's graph.
@@ -205,34 +229,34 @@ impl Program {
         self.engine
     }
 
-    /// Sets a variable (`param` node) by name; its type must match exactly.
-    pub fn set_var(&mut self, name: &str, value: &HostTensor) -> Result<(), RuntimeError> {
-        if let Some(j) = &mut self.jit {
-            return j.set_var(name, value);
+    /// The program's own store (`None` when it runs against a shared one).
+    pub fn store(&self) -> Option<&VariableStore> {
+        match &self.vars {
+            Vars::Own(s) => Some(s),
+            Vars::Shared(_) => None,
         }
-        let slot = self
-            .vars
-            .get_mut(name)
-            .ok_or_else(|| RuntimeError::Binding {
-                name: name.to_string(),
-                message: "no such variable in the program".into(),
-            })?;
-        if slot.ty != value.ty {
-            return Err(RuntimeError::Binding {
-                name: name.to_string(),
-                message: format!("expected {}, got {}", slot.ty, value.ty),
-            });
-        }
-        *slot = value.clone();
-        Ok(())
     }
 
-    /// The current value of a variable.
-    pub fn var(&self, name: &str) -> Option<TensorRef<'_>> {
-        if let Some(j) = &self.jit {
-            return j.var(name);
+    /// Sets a variable of the program's own store by name; its type must
+    /// match exactly. A program on a shared store is set through the store.
+    pub fn set_var(&mut self, name: &str, value: &HostTensor) -> Result<(), RuntimeError> {
+        if self.graph.param(name).is_none() {
+            return Err(RuntimeError::Binding {
+                name: name.to_string(),
+                message: "no such variable in the program".into(),
+            });
         }
-        self.vars.get(name).map(TensorRef::of)
+        match &mut self.vars {
+            Vars::Own(store) => store.set(name, value),
+            Vars::Shared(_) => Err(shared_store()),
+        }
+    }
+
+    /// The current value of a variable of the program's own store (`None`
+    /// for a program on a shared store: read the store).
+    pub fn var(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.graph.param(name)?;
+        self.store()?.get(name)
     }
 
     /// Names of all variables, in graph order.
@@ -240,85 +264,128 @@ impl Program {
         self.graph.params().into_iter().map(|p| p.0).collect()
     }
 
-    /// Runs the graph once with `feeds` for every `input`, then applies each
-    /// `update/<var>` output to its variable. Outputs stay readable until the next run.
+    /// Runs a program with its own store once (see [`Program::run_with`]).
     pub fn run(&mut self, feeds: &[(&str, Feed<'_>)]) -> Result<(), RuntimeError> {
-        if let Some(j) = &mut self.jit {
-            return j.run(feeds);
-        }
-        let mut env: HashMap<String, HostTensor> = self.vars.clone();
-        for (name, id) in self.graph.inputs() {
-            let ty = &self.graph.node(id).ty;
-            let feed = feeds
-                .iter()
-                .find(|f| f.0 == name)
-                .ok_or_else(|| RuntimeError::Binding {
-                    name: name.clone(),
-                    message: format!("missing feed for input of type {ty}"),
-                })?;
-            let data = match (feed.1, ty.dtype) {
-                (Feed::F32(v), DType::F32) if v.len() == ty.numel() => Data::F32(v.to_vec()),
-                (Feed::I32(v), DType::I32) if v.len() == ty.numel() => Data::I32(v.to_vec()),
-                (f, _) => {
-                    let (kind, len) = match f {
-                        Feed::F32(v) => ("f32", v.len()),
-                        Feed::I32(v) => ("i32", v.len()),
-                    };
-                    return Err(RuntimeError::Binding {
-                        name: name.clone(),
-                        message: format!(
-                            "expected {ty} ({} elements), got {len} {kind} elements",
-                            ty.numel()
-                        ),
-                    });
-                }
-            };
-            env.insert(
-                name,
-                HostTensor {
-                    ty: ty.clone(),
-                    data,
-                },
-            );
-        }
-        let outs = match self.engine {
-            Engine::Interpreter => {
-                interp::interpret(&self.graph, &env).map_err(RuntimeError::Exec)?
-            }
-            Engine::Jit => {
-                return Err(RuntimeError::Exec(
-                    "JIT program without compiled code (internal invariant broken)".into(),
-                ))
-            }
+        let Vars::Own(store) = &mut self.vars else {
+            return Err(shared_store());
         };
-        self.outputs.clear();
-        for (name, value) in outs {
-            if let Some(var) = lossgraph_ir::names::updated_variable(&name) {
-                if let Some(slot) = self.vars.get_mut(var) {
-                    // A variable keeps its declared type: an update of another
-                    // shape with the same element count is stored row-major.
-                    if slot.ty.dtype != value.ty.dtype || slot.ty.numel() != value.ty.numel() {
-                        return Err(RuntimeError::Binding {
-                            name: var.to_string(),
-                            message: format!(
-                                "update/{var} has type {} but the variable is {}",
-                                value.ty, slot.ty
-                            ),
-                        });
-                    }
-                    slot.data = value.data.clone();
-                }
-            }
-            self.outputs.insert(name, value);
+        match &mut self.jit {
+            Some(j) => j.run(store, feeds),
+            None => interpret(&self.graph, store, &mut self.outputs, feeds),
         }
-        Ok(())
     }
 
-    /// An output of the last run.
-    pub fn output(&self, name: &str) -> Option<TensorRef<'_>> {
-        if let Some(j) = &self.jit {
-            return j.output(name);
+    /// Runs the graph once against `store` (the shared store the program was
+    /// made with) with `feeds` for every `input`, then applies each
+    /// `update/<var>` output to its variable in the store. Outputs stay
+    /// readable until the next run. Copies no variable.
+    pub fn run_with(
+        &mut self,
+        store: &mut VariableStore,
+        feeds: &[(&str, Feed<'_>)],
+    ) -> Result<(), RuntimeError> {
+        match self.vars {
+            Vars::Shared(id) if id == store.id() => {}
+            _ => {
+                return Err(RuntimeError::Exec(format!(
+                    "program was not made with variable store {}",
+                    store.id()
+                )))
+            }
         }
-        self.outputs.get(name).map(TensorRef::of)
+        match &mut self.jit {
+            Some(j) => j.run(store, feeds),
+            None => interpret(&self.graph, store, &mut self.outputs, feeds),
+        }
     }
+
+    /// An output of the last run of a program with its own store.
+    pub fn output(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.output_with(self.store()?, name)
+    }
+
+    /// An output of the last run; `store` is the program's store (outputs
+    /// computed in place into a variable are read from it).
+    pub fn output_with<'a>(
+        &'a self,
+        store: &'a VariableStore,
+        name: &str,
+    ) -> Option<TensorRef<'a>> {
+        match &self.jit {
+            Some(j) if j.store_id() == store.id() => j.output(store, name),
+            Some(_) => None,
+            None => self.outputs.get(name).map(TensorRef::of),
+        }
+    }
+}
+
+fn shared_store() -> RuntimeError {
+    RuntimeError::Exec(
+        "program runs against a shared variable store: use run_with and the store".into(),
+    )
+}
+
+/// Runs `graph` in the reference interpreter: variables are copied from
+/// `store` into its environment, `update/<var>` outputs back into the store.
+fn interpret(
+    graph: &Graph,
+    store: &mut VariableStore,
+    outputs: &mut HashMap<String, HostTensor>,
+    feeds: &[(&str, Feed<'_>)],
+) -> Result<(), RuntimeError> {
+    let mut env: HashMap<String, HostTensor> = HashMap::new();
+    for (name, _) in graph.params() {
+        let t = store.get(&name).ok_or_else(|| RuntimeError::Binding {
+            name: name.clone(),
+            message: "variable missing from the store".into(),
+        })?;
+        env.insert(name, t.to_host());
+    }
+    for (name, id) in graph.inputs() {
+        let ty = &graph.node(id).ty;
+        let feed = feeds
+            .iter()
+            .find(|f| f.0 == name)
+            .ok_or_else(|| RuntimeError::Binding {
+                name: name.clone(),
+                message: format!("missing feed for input of type {ty}"),
+            })?;
+        let data = match (feed.1, ty.dtype) {
+            (Feed::F32(v), DType::F32) if v.len() == ty.numel() => Data::F32(v.to_vec()),
+            (Feed::I32(v), DType::I32) if v.len() == ty.numel() => Data::I32(v.to_vec()),
+            (f, _) => {
+                let (kind, len) = match f {
+                    Feed::F32(v) => ("f32", v.len()),
+                    Feed::I32(v) => ("i32", v.len()),
+                };
+                return Err(RuntimeError::Binding {
+                    name: name.clone(),
+                    message: format!(
+                        "expected {ty} ({} elements), got {len} {kind} elements",
+                        ty.numel()
+                    ),
+                });
+            }
+        };
+        env.insert(
+            name,
+            HostTensor {
+                ty: ty.clone(),
+                data,
+            },
+        );
+    }
+    let outs = interp::interpret(graph, &env).map_err(RuntimeError::Exec)?;
+    outputs.clear();
+    for (name, value) in outs {
+        if let Some(var) = lossgraph_ir::names::updated_variable(&name) {
+            if graph.param(var).is_some() {
+                // A variable keeps its declared type: an update of another
+                // shape with the same element count is stored row-major.
+                store.write(var, &value.ty, &value.data)?;
+            }
+        }
+        outputs.insert(name, value);
+    }
+    Ok(())
 }

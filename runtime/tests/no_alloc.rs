@@ -2,12 +2,13 @@
 //! allocator over many steps, single- and two-threaded, with every matmul a
 //! JIT kernel and with every matmul on lossgraph's GEMM (which packs into
 //! arena workspace). The `gemm` crate, the fallback on hosts without
-//! AVX-512, allocates packing buffers per call and is not covered.
+//! AVX-512, allocates packing buffers per call and is not covered. Programs
+//! on one shared variable store, switched every step, do not allocate either.
 
 mod common;
 
 use common::{init_params, mlp_step, Act, Loss, Opt, Rng};
-use lossgraph_runtime::{Feed, GemmImpl, JitOptions, Program};
+use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program, VariableStore};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -35,6 +36,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Held by each test: the allocation counter is global, so tests run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether this host runs lossgraph's GEMM (AVX-512F).
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -47,33 +51,44 @@ fn has_avx512() -> bool {
     }
 }
 
-#[test]
-fn training_steps_do_not_allocate() {
-    let dims = [8, 32, 32, 1];
-    let g = mlp_step(&dims, 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-3));
+/// `(threads, inline_matmul_max)` to check: JIT matmul loops, and (with
+/// AVX-512) every matmul on lossgraph's GEMM, each split across both threads.
+fn configs() -> Vec<(usize, usize)> {
     let mut configs = vec![(1, usize::MAX), (2, usize::MAX)];
     if has_avx512() {
-        // Every matmul on lossgraph's GEMM, each split across both threads.
         configs.extend([(1, 0), (2, 0)]);
     } else {
         eprintln!("no AVX-512: lossgraph's GEMM path not checked on this host");
     }
-    for (threads, inline_max) in configs {
-        let mut opts = JitOptions {
-            threads,
-            split_min_work: 0,
-            gemm_min_flops: 0,
-            gemm: GemmImpl::Lossgraph,
-            ..JitOptions::default()
-        };
-        opts.body.inline_matmul_max = inline_max;
+    configs
+}
+
+fn options(threads: usize, inline_max: usize) -> JitOptions {
+    let mut opts = JitOptions {
+        threads,
+        split_min_work: 0,
+        gemm_min_flops: 0,
+        gemm: GemmImpl::Lossgraph,
+        ..JitOptions::default()
+    };
+    opts.body.inline_matmul_max = inline_max;
+    opts
+}
+
+#[test]
+fn training_steps_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dims = [8, 32, 32, 1];
+    let g = mlp_step(&dims, 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-3));
+    for (threads, inline_max) in configs() {
+        let opts = options(threads, inline_max);
         let mut p = Program::new_jit(g.clone(), &opts).unwrap();
         assert_eq!(
             p.compile_stats().map_or(0, |s| s.gemms) > 0,
             inline_max == 0
         );
         init_params(&mut p, &dims, 1);
-        let mut rng = Rng(9);
+        let mut rng = Rng::new(9);
         let x: Vec<f32> = (0..32 * 8).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let t: Vec<f32> = (0..32).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let feeds = [("x", Feed::F32(&x)), ("t", Feed::F32(&t))];
@@ -89,6 +104,48 @@ fn training_steps_do_not_allocate() {
             after - before,
             0,
             "threads={threads} inline_max={inline_max}: allocations during 200 steps"
+        );
+        assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+    }
+}
+
+#[test]
+fn switching_programs_on_a_shared_store_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dims = [8, 32, 32, 1];
+    let big = mlp_step(&dims, 32, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-3));
+    let small = mlp_step(&dims, 8, Act::Tanh, Loss::Mse, 1e-4, Opt::Adam(1e-3));
+    for (threads, inline_max) in configs() {
+        let opts = options(threads, inline_max);
+        let mut store = VariableStore::new();
+        let mut p32 = Program::with_store(big.clone(), Engine::Jit, &opts, &mut store).unwrap();
+        let mut p8 = Program::with_store(small.clone(), Engine::Jit, &opts, &mut store).unwrap();
+        let mut rng = Rng::new(3);
+        let w: Vec<f32> = (0..8 * 32).map(|_| rng.uniform(-0.5, 0.5)).collect();
+        store
+            .set(
+                "dense_0/kernel",
+                &lossgraph_runtime::HostTensor::f32(&[8, 32], w).unwrap(),
+            )
+            .unwrap();
+        let x: Vec<f32> = (0..32 * 8).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let t: Vec<f32> = (0..32).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let f32s = [("x", Feed::F32(&x)), ("t", Feed::F32(&t))];
+        let f8s = [("x", Feed::F32(&x[..8 * 8])), ("t", Feed::F32(&t[..8]))];
+        p32.run_with(&mut store, &f32s).unwrap(); // warm-up (thread start-up)
+        p8.run_with(&mut store, &f8s).unwrap();
+        let before = ALLOCS.load(Ordering::SeqCst);
+        let mut loss = 0.0;
+        for _ in 0..100 {
+            p32.run_with(&mut store, &f32s).unwrap();
+            p8.run_with(&mut store, &f8s).unwrap();
+            loss = p8.output_with(&store, "loss").unwrap().as_f32().unwrap()[0];
+        }
+        let after = ALLOCS.load(Ordering::SeqCst);
+        assert_eq!(
+            after - before,
+            0,
+            "threads={threads} inline_max={inline_max}: allocations during 200 switched steps"
         );
         assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     }

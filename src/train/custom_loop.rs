@@ -31,12 +31,11 @@ impl Model {
         let logs = self.run_prepared(Purpose::Gradients, n, &feeds)?;
         let mut grads = Vec::new();
         for v in self.vars.iter().filter(|v| v.trainable) {
-            let t = self
-                .train
-                .output((Purpose::Gradients, n), &names::grad(&v.path))?;
+            let t =
+                self.train
+                    .output((Purpose::Gradients, n), &self.store, &names::grad(&v.path))?;
             grads.push((v.path.clone(), t));
         }
-        self.sync_host();
         Ok(Gradients { logs, grads })
     }
 
@@ -54,17 +53,16 @@ impl Model {
                     "no gradient given for this trainable variable",
                 ));
             };
-            if g.ty != v.value.ty {
+            if g.ty != v.ty {
                 return Err(Error::data(
                     names::grad(&v.path),
-                    format!("expected {}, got {}", v.value.ty, g.ty),
+                    format!("expected {}, got {}", v.ty, g.ty),
                 ));
             }
             feeds.push((names::grad(&v.path), Feed::of(g)));
         }
         self.prepare(Purpose::Apply, 0)?;
         self.run_prepared(Purpose::Apply, 0, &feeds)?;
-        self.sync_host();
         Ok(())
     }
 }

@@ -48,12 +48,12 @@ pub(crate) fn compile_program(
     purpose: Purpose,
     batch: usize,
     policy: EnginePolicy,
-    jit: impl FnOnce(Graph) -> std::result::Result<Program, RuntimeError>,
+    mut make: impl FnMut(Graph, Engine) -> std::result::Result<Program, RuntimeError>,
 ) -> Result<(Program, Option<InterpreterFallback>)> {
     let runtime = |e| Error::runtime(purpose.name(), e);
     match (policy.engine, policy.interpreter_fallback) {
-        (Engine::Interpreter, _) => Ok((Program::new(g, Engine::Interpreter).map_err(runtime)?, None)),
-        (Engine::Jit, false) => match jit(g) {
+        (Engine::Interpreter, _) => Ok((make(g, Engine::Interpreter).map_err(runtime)?, None)),
+        (Engine::Jit, false) => match make(g, Engine::Jit) {
             Ok(p) => Ok((p, None)),
             Err(e) => Err(Error::Compile {
                 purpose: purpose.name().into(),
@@ -63,7 +63,7 @@ pub(crate) fn compile_program(
                 ),
             }),
         },
-        (Engine::Jit, true) => match jit(g.clone()) {
+        (Engine::Jit, true) => match make(g.clone(), Engine::Jit) {
             Ok(p) => Ok((p, None)),
             Err(e) => {
                 let fallback = InterpreterFallback {
@@ -76,7 +76,7 @@ pub(crate) fn compile_program(
                     purpose.name(),
                     fallback.reason
                 );
-                let p = Program::new(g, Engine::Interpreter).map_err(runtime)?;
+                let p = make(g, Engine::Interpreter).map_err(runtime)?;
                 Ok((p, Some(fallback)))
             }
         },
@@ -95,10 +95,14 @@ mod tests {
         b.finish().unwrap()
     }
 
-    fn rejecting(_: Graph) -> std::result::Result<Program, RuntimeError> {
-        Err(RuntimeError::Compile(
-            "node %3 (mul : f32[2]) in scope 'd': no lowering".into(),
-        ))
+    /// A JIT that rejects every graph; the interpreter builds normally.
+    fn rejecting(g: Graph, e: Engine) -> std::result::Result<Program, RuntimeError> {
+        match e {
+            Engine::Jit => Err(RuntimeError::Compile(
+                "node %3 (mul : f32[2]) in scope 'd': no lowering".into(),
+            )),
+            Engine::Interpreter => Program::new(g, e),
+        }
     }
 
     #[test]
@@ -149,10 +153,7 @@ mod tests {
             engine: Engine::Jit,
             interpreter_fallback: true,
         };
-        let (p, fb) = compile_program(graph(), Purpose::Predict, 1, policy, |g| {
-            Program::new(g, Engine::Jit)
-        })
-        .unwrap();
+        let (p, fb) = compile_program(graph(), Purpose::Predict, 1, policy, Program::new).unwrap();
         assert_eq!((p.engine(), fb), (Engine::Jit, None));
     }
 }

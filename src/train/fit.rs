@@ -21,8 +21,7 @@ impl Model {
     /// metrics and engine. Drops previously compiled programs and optimiser state.
     pub fn compile(&mut self, opts: CompileOptions) -> Result<()> {
         let compiled = opts.resolve(&self.name, &self.output_names())?;
-        self.train.recompile(compiled);
-        Ok(())
+        self.train.recompile(compiled, &mut self.store, &self.vars)
     }
 
     /// Number of optimiser steps taken since `compile`.
@@ -47,7 +46,6 @@ impl Model {
         let feeds = self.feeds(&data, 0, n);
         let logs = self.run_prepared(Purpose::Train, n, &feeds);
         drop(feeds);
-        self.sync_host();
         logs
     }
 
@@ -90,9 +88,11 @@ impl Model {
             let feeds = self.feeds(&data, start, end);
             self.run_prepared(Purpose::Predict, end - start, &feeds)?;
             for (i, (name, _)) in self.outputs.iter().enumerate() {
-                let t = self
-                    .train
-                    .output((Purpose::Predict, end - start), &names::pred(name))?;
+                let t = self.train.output(
+                    (Purpose::Predict, end - start),
+                    &self.store,
+                    &names::pred(name),
+                )?;
                 outs[i].extend_from_slice(t.as_f32().unwrap_or(&[]));
             }
             start = end;
@@ -249,7 +249,6 @@ impl Model {
                 break;
             }
         }
-        self.sync_host();
         Ok(history)
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! Each purpose (train, evaluate, predict, gradients, apply) is traced into
 //! its own graph and compiled into a program cached per batch size (a
-//! final partial batch gets its own program). The model's host variables are
-//! the truth between calls; a training program holds the newest values while
-//! it runs and they are copied back when it stops being the live one.
+//! final partial batch gets its own program). Every program runs against the
+//! model's one variable store, so no variable is copied between programs or
+//! to the host.
 //!
 //! Reported numbers follow Keras 3: `loss` is the total (compiled plus every
 //! added loss), per-output losses are unweighted, and `fit` reports epoch
@@ -17,7 +17,7 @@
 //! - [`options`]: [`Purpose`], [`CompileOptions`], [`FitOptions`];
 //! - [`logs`]: [`Logs`], [`History`] (also used by the callbacks);
 //! - `engine`: JIT or interpreter, and the recorded [`InterpreterFallback`]s;
-//! - `session`: the program cache and which program holds the newest variables;
+//! - `session`: the program cache, on the model's variable store;
 //! - `step`: the step builder, one pipeline of [`StepStage`]s for every purpose;
 //! - `run`: data checking, feeds, and the model's glue to the session;
 //! - `fit`: `compile`, `fit`, `evaluate`, `predict`, `train_on_batch`;

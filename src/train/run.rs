@@ -79,19 +79,14 @@ impl Model {
             })
     }
 
-    /// Makes sure a program exists for (purpose, batch) and holds the newest variables.
+    /// Makes sure a program exists for (purpose, batch).
     pub(super) fn prepare(&mut self, purpose: Purpose, batch: usize) -> Result<()> {
         let key = (purpose, batch);
         if !self.train.has_program(key) {
             let (g, info) = self.build_graph(purpose, batch)?;
-            self.train.insert_program(key, g, info)?;
+            self.train.insert_program(key, g, info, &mut self.store)?;
         }
-        self.train.load(key, &mut self.vars)
-    }
-
-    /// Brings the host variables up to date (after training).
-    pub(crate) fn sync_host(&mut self) {
-        self.train.pull_live(&mut self.vars);
+        Ok(())
     }
 
     /// Runs a prepared program.
@@ -101,7 +96,7 @@ impl Model {
         batch: usize,
         feeds: &[(String, Feed<'_>)],
     ) -> Result<Logs> {
-        self.train.run((purpose, batch), feeds)
+        self.train.run((purpose, batch), &mut self.store, feeds)
     }
 
     /// Checks data against the model and converts target dtypes.

@@ -301,8 +301,8 @@ impl Model {
         let mut grads = Vec::new();
         for v in self.vars.iter().filter(|v| v.trainable) {
             b.set_scope(v.layer.as_str());
-            let w = b.param(&v.path, v.value.ty.clone());
-            let g = b.input(&names::grad(&v.path), v.value.ty.clone());
+            let w = b.param(&v.path, v.ty.clone());
+            let g = b.input(&names::grad(&v.path), v.ty.clone());
             trainable.push((v.path.clone(), w.id()));
             grads.push(g.id());
         }

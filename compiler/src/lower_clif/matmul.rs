@@ -1,6 +1,6 @@
 //! Register-blocked matmul kernels for small products.
 //!
-//! `fn(lo, hi)` computes rows `lo..hi` of `out = op(a)·op(b)` (for a batched
+//! `fn(lo, hi, arena, store)` ([`super::kernel_signature`]) computes rows `lo..hi` of `out = op(a)·op(b)` (for a batched
 //! product, `lo..hi` ranges over the batch). When `b` is not transposed,
 //! blocks of 4 rows × 8 columns are held in eight `f32x4` accumulators (then
 //! 4-column and single-column blocks, then single rows), streaming `a[i,p]`
@@ -8,12 +8,10 @@
 //! along `p` with an `f32x4` accumulator reduced once (lanes in order), so
 //! results are deterministic. Products use `fma` when the host has it.
 
-use super::{flags, LowerOptions, LoweredNest};
+use super::{buf_addr, flags, kernel_signature, BufAddr, LowerOptions, LoweredNest};
 use crate::fusion::CodegenError;
 use crate::lower_clif::nest::GemmCall;
-use cranelift_codegen::ir::{
-    types, AbiParam, Function, InstBuilder, Signature, UserFuncName, Value,
-};
+use cranelift_codegen::ir::{types, Function, InstBuilder, UserFuncName, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// [`super::counted_loop`] with a body that cannot fail.
@@ -257,7 +255,7 @@ impl Mm {
 /// Lowers a small matmul (see the module docs); `addr(node)` gives buffer addresses.
 pub fn lower_matmul(
     gc: &GemmCall,
-    addr: &dyn Fn(lossgraph_ir::NodeId) -> Result<u64, CodegenError>,
+    addr: &dyn Fn(lossgraph_ir::NodeId) -> Result<BufAddr, CodegenError>,
     opts: &LowerOptions,
     label: &str,
 ) -> Result<LoweredNest, CodegenError> {
@@ -272,10 +270,8 @@ pub fn lower_matmul(
         b_j: if gc.trans_b { k } else { 1 },
         fma: opts.fma,
     };
-    let (a0, b0, o0) = (addr(gc.a)? as i64, addr(gc.b)? as i64, addr(gc.out)? as i64);
-    let mut sig = Signature::new(opts.call_conv);
-    sig.params.push(AbiParam::new(types::I64));
-    sig.params.push(AbiParam::new(types::I64));
+    let (a0, b0, o0) = (addr(gc.a)?, addr(gc.b)?, addr(gc.out)?);
+    let sig = kernel_signature(opts.call_conv);
     let mut func = Function::with_name_signature(UserFuncName::testcase(label), sig);
     let mut fctx = FunctionBuilderContext::new();
     let batched = gc.batch > 1;
@@ -284,11 +280,11 @@ pub fn lower_matmul(
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let lo = b.block_params(entry)[0];
-        let hi = b.block_params(entry)[1];
-        let a = b.ins().iconst(types::I64, a0);
-        let bm = b.ins().iconst(types::I64, b0);
-        let out = b.ins().iconst(types::I64, o0);
+        let params = b.block_params(entry).to_vec();
+        let (lo, hi) = (params[0], params[1]);
+        let a = buf_addr(&mut b, &params, a0, 0);
+        let bm = buf_addr(&mut b, &params, b0, 0);
+        let out = buf_addr(&mut b, &params, o0, 0);
         if batched {
             for_range(&mut b, lo, hi, 1, &mut |b, t| {
                 let ab = Mm::at(b, a, t, mm.m * mm.k);

@@ -1,8 +1,11 @@
 //! Lowering loop nests to Cranelift IR.
 //!
-//! Each [`Nest`] becomes one function `fn(lo: i64, hi: i64)` that runs the
-//! outermost loop over `lo..hi` (so a thread pool can split it). Buffer
-//! addresses are absolute (the arena never moves), baked in as constants.
+//! Each [`Nest`] becomes one function `fn(lo, hi, arena, store)` (see
+//! [`kernel_signature`]) that runs the outermost loop over `lo..hi` (so a
+//! thread pool can split it). Buffers are addressed as [`BufAddr`]: a byte
+//! offset, baked in as a constant, from one of the two base pointers passed
+//! at every call (the program's arena, or the variable store shared by every
+//! program of a model), so no address is compiled in.
 //!
 //! Before emission the nest's dimensions are canonicalised: extent-1
 //! dimensions are dropped and adjacent dimensions merged whenever every
@@ -35,6 +38,42 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use lossgraph_ir::{BinaryOp, DType, NodeId, Op, UnaryOp};
 use nest::{Counter, Expr, Mode, Nest, NestRoot};
+
+/// The base pointer a buffer address is relative to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// The program's own arena (inputs, constants, scratch): parameter 2.
+    Arena,
+    /// The variable store shared by the model's programs: parameter 3.
+    Store,
+}
+
+/// A buffer's address: `offset` bytes after the call's `base` pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufAddr {
+    pub base: Base,
+    pub offset: usize,
+}
+
+/// The signature of every generated function: `(lo: i64, hi: i64, arena:
+/// i64, store: i64) -> ()` in `call_conv`, the two last being base addresses.
+pub fn kernel_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// The address of `a` as a value: the entry block's base parameter plus
+/// the offset and `extra` bytes. `params` are the entry block's parameters.
+fn buf_addr(b: &mut FunctionBuilder, params: &[Value], a: BufAddr, extra: i64) -> Value {
+    let base = match a.base {
+        Base::Arena => params[2],
+        Base::Store => params[3],
+    };
+    b.ins().iadd_imm_s(base, a.offset as i64 + extra)
+}
 
 /// Code generation options.
 #[derive(Clone, Copy)]
@@ -137,10 +176,10 @@ pub struct LoweredNest {
     pub vectorized: bool,
 }
 
-/// Lowers one nest. `addr(node)` is the absolute address of a stored node's buffer.
+/// Lowers one nest. `addr(node)` is the address of a stored node's buffer.
 pub fn lower_nest(
     nest: &Nest,
-    addr: &dyn Fn(NodeId) -> Result<u64, CodegenError>,
+    addr: &dyn Fn(NodeId) -> Result<BufAddr, CodegenError>,
     opts: &LowerOptions,
 ) -> Result<LoweredNest, CodegenError> {
     let canon = canonicalize(nest);
@@ -151,9 +190,7 @@ pub fn lower_nest(
         && nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
         && !(nest.roots.iter().any(|r| r.mode == Mode::ArgMax) && nd == 1);
 
-    let mut sig = Signature::new(opts.call_conv);
-    sig.params.push(AbiParam::new(types::I64));
-    sig.params.push(AbiParam::new(types::I64));
+    let sig = kernel_signature(opts.call_conv);
     let mut func = Function::with_name_signature(UserFuncName::testcase(&nest.label), sig);
     let mut fctx = FunctionBuilderContext::new();
     {
@@ -161,17 +198,16 @@ pub fn lower_nest(
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let lo = b.block_params(entry)[0];
-        let hi = b.block_params(entry)[1];
+        let params = b.block_params(entry).to_vec();
+        let (lo, hi) = (params[0], params[1]);
         // Level-0 counter values: base + lo*stride0 (bytes for storage, elements otherwise).
         let mut start = Vec::with_capacity(nest.counters.len());
         for (ci, c) in nest.counters.iter().enumerate() {
             let scale = if c.storage.is_some() { 4 } else { 1 };
-            let base = match c.storage {
-                Some(s) => addr(s)? as i64 + c.offset * 4,
-                None => c.offset,
+            let base_v = match c.storage {
+                Some(s) => buf_addr(&mut b, &params, addr(s)?, c.offset * 4),
+                None => b.ins().iconst(types::I64, c.offset),
             };
-            let base_v = b.ins().iconst(types::I64, base);
             let s0 = canon.strides[ci][0] * scale;
             let v = if s0 == 0 {
                 base_v
@@ -188,7 +224,8 @@ pub fn lower_nest(
             vectorized,
             uses: use_counts(nest),
         };
-        em.level(&mut b, 0, lo, hi, &start, inner)?;
+        em.level(&mut b, 0, lo, hi, &start, inner)
+            .map_err(|e| nest_error(nest, &e.0))?;
         b.ins().return_(&[]);
         b.seal_all_blocks();
         b.finalize(opts.frontend);
@@ -201,6 +238,22 @@ pub fn lower_nest(
         work,
         vectorized,
     })
+}
+
+/// An emission error in `nest`, naming the nest and the nodes it stores
+/// (emission sees expressions, not nodes; the nest's roots locate them).
+fn nest_error(nest: &Nest, reason: &str) -> CodegenError {
+    let roots: Vec<String> = nest
+        .roots
+        .iter()
+        .filter_map(|r| nest.counters[r.dst].storage)
+        .map(|n| format!("%{}", n.index()))
+        .collect();
+    CodegenError(format!(
+        "nest {} storing {}: {reason}",
+        nest.label,
+        roots.join(", ")
+    ))
 }
 
 /// Relative cost of one element of `nest`: 1 for loads, stores and simple
@@ -860,9 +913,9 @@ fn random_uniform(b: &mut FunctionBuilder, seed: u32, step: Value, idx: Value) -
     b.ins().fmul(f, k)
 }
 
-/// Every kernel's Cranelift IR as text (buffer addresses relative to an
-/// arena at address 0), in execution order; GEMM calls are listed by shape.
-/// For `dump-ir --stage clif`.
+/// Every kernel's Cranelift IR as text, in execution order; GEMM calls are
+/// listed by shape. Store offsets are those of a store holding only this
+/// graph's variables, in graph order. For `dump-ir --stage clif`.
 pub fn clif_text(
     plan: &crate::fusion::Plan,
     body_opts: &nest::BodyOptions,
@@ -872,10 +925,25 @@ pub fn clif_text(
         .map(|k| nest::kernel_body(plan, k, body_opts))
         .collect::<Result<_, _>>()?;
     let mem = crate::memplan::plan_memory(plan, &bodies)?;
-    let addr = |n: NodeId| {
-        mem.offset[n.index()]
-            .map(|o| o as u64)
-            .ok_or_else(|| CodegenError(format!("node %{} has no storage", n.index())))
+    let mut var_offset = vec![0usize; plan.graph.len()];
+    let mut top = 0;
+    for (_, p) in plan.graph.params() {
+        var_offset[p.index()] = top;
+        top += (plan.graph.node(p).ty.numel() * 4)
+            .div_ceil(crate::memplan::ALIGN)
+            .max(1)
+            * crate::memplan::ALIGN;
+    }
+    let addr = |n: NodeId| match mem.location[n.index()] {
+        Some(crate::memplan::Location::Arena(offset)) => Ok(BufAddr {
+            base: Base::Arena,
+            offset,
+        }),
+        Some(crate::memplan::Location::Variable(p)) => Ok(BufAddr {
+            base: Base::Store,
+            offset: var_offset[p.index()],
+        }),
+        None => Err(CodegenError(format!("node %{} has no storage", n.index()))),
     };
     let opts = LowerOptions::host()?;
     let mut s = String::new();

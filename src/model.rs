@@ -156,19 +156,53 @@ pub(crate) fn ancestors(g: &Graph, roots: &[NodeId]) -> HashSet<NodeId> {
     seen
 }
 
-/// Keras-style automatic name: `snake_case(class)`, then `_1`, `_2`, … if taken.
-fn auto_name(class: &str, taken: &HashSet<String>) -> String {
-    let mut base = String::new();
-    for (i, c) in class.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                base.push('_');
+/// Keras's `to_snake_case` (`keras.src.utils.naming`): drop non-word
+/// characters, then `_` before a capital starting a lowercase run
+/// (`(.)([A-Z][a-z]+)`), then between a lowercase letter and a capital
+/// (`([a-z])([A-Z])`), then lowercase: `Conv2D` → `conv2d`,
+/// `MaxPooling2D` → `max_pooling2d`, `Conv2DTranspose` → `conv2d_transpose`.
+pub(crate) fn snake_case(class: &str) -> String {
+    let s: Vec<char> = class
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    // Pass 1: leftmost non-overlapping matches of (.)([A-Z][a-z]+).
+    let mut a: Vec<char> = Vec::with_capacity(s.len() + 4);
+    let mut i = 0;
+    while i < s.len() {
+        let starts_run = i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase();
+        if starts_run {
+            a.extend([s[i], '_', s[i + 1]]);
+            i += 2;
+            while i < s.len() && s[i].is_ascii_lowercase() {
+                a.push(s[i]);
+                i += 1;
             }
-            base.push(c.to_ascii_lowercase());
         } else {
-            base.push(c);
+            a.push(s[i]);
+            i += 1;
         }
     }
+    // Pass 2: leftmost non-overlapping matches of ([a-z])([A-Z]).
+    let mut b = String::with_capacity(a.len() + 4);
+    let mut i = 0;
+    while i < a.len() {
+        if i + 1 < a.len() && a[i].is_ascii_lowercase() && a[i + 1].is_ascii_uppercase() {
+            b.push(a[i]);
+            b.push('_');
+            b.push(a[i + 1]);
+            i += 2;
+        } else {
+            b.push(a[i]);
+            i += 1;
+        }
+    }
+    b.to_lowercase()
+}
+
+/// Keras-style automatic name: `snake_case(class)`, then `_1`, `_2`, … if taken.
+fn auto_name(class: &str, taken: &HashSet<String>) -> String {
+    let mut base = snake_case(class);
     if base == "input_layer" || base.is_empty() {
         base = "input_layer".into();
     }

@@ -434,6 +434,19 @@ fn vjp(
                 push!(1, db);
             }
         }
+        Op::Unfold {
+            window,
+            strides,
+            dilation,
+        } => {
+            let image = &g.node(ops[0]).ty.shape;
+            push!(0, cot.tensor(b).fold(image, window, strides, dilation));
+        }
+        Op::Fold {
+            window,
+            strides,
+            dilation,
+        } => push!(0, cot.tensor(b).unfold(window, strides, dilation)),
         Op::Concat { axis } => {
             let mut offset = 0usize;
             for (p, &o) in ops.iter().enumerate() {

@@ -73,6 +73,9 @@ pub enum KernelKind {
     Concat,
     /// A matmul: register-blocked JIT loops or a call to a GEMM routine.
     MatMul,
+    /// A `fold` with its inlined producers: a zero fill, then one loop over
+    /// the operand adding each element at its window position.
+    Fold,
 }
 
 impl KernelKind {
@@ -84,6 +87,7 @@ impl KernelKind {
             KernelKind::ArgMax => "argmax",
             KernelKind::Concat => "concat",
             KernelKind::MatMul => "gemm",
+            KernelKind::Fold => "fold",
         }
     }
 }
@@ -140,13 +144,18 @@ pub fn is_pointwise(op: &Op) -> bool {
         | OpKind::View
         | OpKind::Reduction
         | OpKind::Contraction
+        | OpKind::Scatter
         | OpKind::Join => false,
     }
 }
 
 /// True for ops that evaluate their inlined producers inside their own loops.
 fn is_fusable_consumer(op: &Op) -> bool {
-    is_pointwise(op) || matches!(op.kind(), OpKind::Reduction | OpKind::Join)
+    is_pointwise(op)
+        || matches!(
+            op.kind(),
+            OpKind::Reduction | OpKind::Scatter | OpKind::Join
+        )
 }
 
 /// Pure data movement over stored values: every result element is one
@@ -308,6 +317,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             Op::Reduce { .. } => KernelKind::Reduce,
             Op::ArgMax { .. } => KernelKind::ArgMax,
             Op::Concat { .. } => KernelKind::Concat,
+            Op::Fold { .. } => KernelKind::Fold,
             Op::Unary(_)
             | Op::Binary(_)
             | Op::Select
@@ -316,6 +326,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::Broadcast
             | Op::Transpose { .. }
             | Op::Slice { .. }
+            | Op::Unfold { .. }
             | Op::OneHot { .. }
             | Op::Random { .. } => KernelKind::Elementwise,
             // Leaves and views are classed above and never become roots.

@@ -731,6 +731,75 @@ impl Tensor {
         }
     }
 
+    /// Sliding windows ([`Op::Unfold`]): `[N, S.., C]` → `[N, O.., K.., C]`.
+    pub fn unfold(&self, window: &[usize], strides: &[usize], dilation: &[usize]) -> Tensor {
+        self.builder().push(
+            Op::Unfold {
+                window: window.into(),
+                strides: strides.into(),
+                dilation: dilation.into(),
+            },
+            &[self],
+            None,
+        )
+    }
+
+    /// Window sums back into an image of shape `image` ([`Op::Fold`], the
+    /// transpose of [`Tensor::unfold`] with the same geometry).
+    pub fn fold(
+        &self,
+        image: &[usize],
+        window: &[usize],
+        strides: &[usize],
+        dilation: &[usize],
+    ) -> Tensor {
+        self.builder().push(
+            Op::Fold {
+                window: window.into(),
+                strides: strides.into(),
+                dilation: dilation.into(),
+            },
+            &[self],
+            Some(TensorType::f32(image)),
+        )
+    }
+
+    /// Pads every axis `i` with `lo[i]` cells of `value` before and `hi[i]`
+    /// after: one `concat` with constant blocks per padded axis (its
+    /// gradient is a slice). `lo` and `hi` have one entry per axis.
+    pub fn pad(&self, lo: &[usize], hi: &[usize], value: f32) -> Tensor {
+        let b = self.builder();
+        if lo.len() != self.rank() || hi.len() != self.rank() {
+            b.fail(
+                "pad",
+                format!("pads {lo:?}/{hi:?} need one entry per axis of {}", self.ty),
+            );
+            return b.placeholder(self.ty.clone());
+        }
+        let mut t = self.clone();
+        for axis in 0..self.rank() {
+            if lo[axis] == 0 && hi[axis] == 0 {
+                continue;
+            }
+            let block = |n: usize| {
+                let mut s = t.shape().to_vec();
+                s[axis] = n;
+                b.full(value, &s)
+            };
+            let mut parts = Vec::with_capacity(3);
+            if lo[axis] > 0 {
+                parts.push(block(lo[axis]));
+            }
+            parts.push(t.clone());
+            if hi[axis] > 0 {
+                parts.push(block(hi[axis]));
+            }
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            t = b.concat(&refs, axis as isize);
+        }
+        t
+    }
+
     /// `i32` labels to a trailing one-hot `f32` axis of `depth`.
     pub fn one_hot(&self, depth: usize) -> Tensor {
         self.builder().push(Op::OneHot { depth }, &[self], None)

@@ -1042,6 +1042,9 @@ mod tests {
                 Op::Concat { .. } => {
                     out.insert(format!("concat:{}", ops.len().min(3)));
                 }
+                Op::Unfold { window, .. } | Op::Fold { window, .. } => {
+                    out.insert(format!("{}:{}d", n.op.name(), window.len()));
+                }
                 Op::Broadcast
                 | Op::Reshape
                 | Op::Transpose { .. }

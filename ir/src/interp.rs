@@ -109,6 +109,26 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             *trans_b,
             &ty.shape,
         )?),
+        Op::Unfold {
+            strides: st,
+            dilation,
+            ..
+        } => gather(
+            &operands[0].data,
+            &unfold_indices(operands[0].shape(), &ty.shape, st, dilation),
+        ),
+        Op::Fold {
+            strides: st,
+            dilation,
+            ..
+        } => {
+            let idx = unfold_indices(&ty.shape, operands[0].shape(), st, dilation);
+            let mut acc = vec![0.0f64; ty.numel()];
+            for (&i, &v) in idx.iter().zip(f32s(operands[0])?) {
+                acc[i] += v as f64;
+            }
+            Data::F32(acc.into_iter().map(|v| v as f32).collect())
+        }
         Op::Concat { axis } => concat(operands, *axis),
         Op::OneHot { depth } => {
             let labels = operands[0].as_i32().ok_or("one_hot: labels must be i32")?;
@@ -253,6 +273,8 @@ pub fn interpret_with(
             | Op::Reduce { .. }
             | Op::ArgMax { .. }
             | Op::MatMul { .. }
+            | Op::Unfold { .. }
+            | Op::Fold { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
             | Op::OneHot { .. }
@@ -528,6 +550,25 @@ fn transpose_indices(from: &[usize], perm: &[usize]) -> Vec<usize> {
 fn slice_indices(from: &[usize], out: &[usize], axis: usize, start: usize) -> Vec<usize> {
     let fs = strides(from);
     strided_indices(out, &fs, start * fs[axis])
+}
+
+/// For every element of the `unfold` result `windows` (`[N, O.., K.., C]`),
+/// the row-major index of the element of `image` (`[N, S.., C]`) it reads:
+/// `n, (oᵢ·strideᵢ + kᵢ·dilationᵢ).., c`. `fold` adds at the same indices.
+fn unfold_indices(
+    image: &[usize],
+    windows: &[usize],
+    st: &[usize],
+    dilation: &[usize],
+) -> Vec<usize> {
+    let r = st.len();
+    let xs = strides(image);
+    let mut src = Vec::with_capacity(windows.len());
+    src.push(xs[0]);
+    src.extend((0..r).map(|i| st[i] * xs[1 + i]));
+    src.extend((0..r).map(|i| dilation[i] * xs[1 + i]));
+    src.push(1);
+    strided_indices(windows, &src, 0)
 }
 
 fn eval_reduce(r: ReduceOp, axes: &[usize], x: &HostTensor) -> Result<Data, String> {

@@ -8,6 +8,7 @@
 //! [`interp`].
 
 pub mod builder;
+pub mod conv;
 pub mod dot;
 pub mod error;
 /// The random graph generator of the round-trip and differential tests:

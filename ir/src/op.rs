@@ -175,6 +175,29 @@ pub enum Op {
         trans_a: bool,
         trans_b: bool,
     },
+    /// Sliding windows (im2col) over the spatial axes of a channels-last
+    /// `[N, S₁..S_r, C]` operand, `r = window.len() ≥ 1`: the result is
+    /// `[N, O₁..O_r, K₁..K_r, C]` with
+    /// `y[n, o.., k.., c] = x[n, (oᵢ·strideᵢ + kᵢ·dilationᵢ).., c]` and
+    /// `Oᵢ = (Sᵢ - (Kᵢ-1)·dilationᵢ - 1) / strideᵢ + 1` (only whole windows;
+    /// padding is explicit, a `concat` with constant blocks). Every result
+    /// element is one operand element at an affine position, so consumers
+    /// evaluate it as a load (a movement op). `window`, `strides` and
+    /// `dilation` have length `r` and entries ≥ 1.
+    Unfold {
+        window: SmallVec<[usize; 4]>,
+        strides: SmallVec<[usize; 4]>,
+        dilation: SmallVec<[usize; 4]>,
+    },
+    /// The transpose of [`Op::Unfold`] (col2im): `[N, O.., K.., C]` summed back
+    /// into `[N, S.., C]`, each window element added at the position `unfold`
+    /// reads it from. `S` is the node's declared type (several `S` give the
+    /// same `O` when a stride does not divide); cells no window covers are 0.
+    Fold {
+        window: SmallVec<[usize; 4]>,
+        strides: SmallVec<[usize; 4]>,
+        dilation: SmallVec<[usize; 4]>,
+    },
     /// Join operands along `axis`; other extents must agree.
     Concat {
         axis: usize,
@@ -229,6 +252,9 @@ pub enum OpKind {
     Reduction,
     /// A sum of products over a shared axis: `matmul`.
     Contraction,
+    /// Sums operand elements into result positions that are an affine,
+    /// possibly many-to-one, function of the operand position: `fold`.
+    Scatter,
     /// Several operands laid side by side: `concat`.
     Join,
     /// Counter-based noise (a function of the element index): `random`.
@@ -826,6 +852,20 @@ macro_rules! attr_list {
                     ("trans_b", $A::Flag(trans_b))
                 ]
             }
+            Op::Unfold {
+                window,
+                strides,
+                dilation,
+            }
+            | Op::Fold {
+                window,
+                strides,
+                dilation,
+            } => smallvec![
+                ("window", $A::Axes(window)),
+                ("strides", $A::Axes(strides)),
+                ("dilation", $A::Axes(dilation))
+            ],
             Op::Slice { axis, start, end } => smallvec![
                 ("axis", $A::Usize(axis)),
                 ("start", $A::Usize(start)),
@@ -882,6 +922,8 @@ impl Op {
             Op::Reduce { .. } => (OpKind::Reduction, Exactly(1), Grad::All, Cost::Cheap),
             Op::ArgMax { .. } => (OpKind::Reduction, Exactly(1), Grad::None, Cost::Cheap),
             Op::MatMul { .. } => (OpKind::Contraction, Exactly(2), Grad::All, Cost::Cheap),
+            Op::Unfold { .. } => (OpKind::Movement, Exactly(1), Grad::All, Cost::Cheap),
+            Op::Fold { .. } => (OpKind::Scatter, Exactly(1), Grad::All, Cost::Cheap),
             Op::Concat { .. } => (OpKind::Join, AtLeastOne, Grad::All, Cost::Cheap),
             Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
         };
@@ -939,6 +981,16 @@ impl Op {
                 trans_a: false,
                 trans_b: false,
             },
+            Op::Unfold {
+                window: SmallVec::new(),
+                strides: SmallVec::new(),
+                dilation: SmallVec::new(),
+            },
+            Op::Fold {
+                window: SmallVec::new(),
+                strides: SmallVec::new(),
+                dilation: SmallVec::new(),
+            },
             Op::Concat { axis: 0 },
             Op::Slice {
                 axis: 0,
@@ -973,6 +1025,8 @@ impl Op {
             Op::Reduce { op, .. } => op.name(),
             Op::ArgMax { .. } => "argmax",
             Op::MatMul { .. } => "matmul",
+            Op::Unfold { .. } => "unfold",
+            Op::Fold { .. } => "fold",
             Op::Concat { .. } => "concat",
             Op::Slice { .. } => "slice",
             Op::OneHot { .. } => "one_hot",
@@ -1004,6 +1058,7 @@ impl Op {
             | OpKind::Index
             | OpKind::Reduction
             | OpKind::Contraction
+            | OpKind::Scatter
             | OpKind::Join
             | OpKind::Random => false,
         }
@@ -1223,6 +1278,50 @@ pub fn infer_type(
                 shape,
             }
         }
+        Op::Unfold {
+            window,
+            strides,
+            dilation,
+        } => {
+            let t = operands[0];
+            let spatial = window_spatial(op.name(), t, window, strides, dilation)?;
+            let out = window_outputs(&spatial, window, strides, dilation)
+                .map_err(|m| format!("unfold of {t}: {m}"))?;
+            let mut shape = Shape::new();
+            shape.push(t.shape[0]);
+            shape.extend(out);
+            shape.extend(window.iter().copied());
+            shape.push(t.shape[t.rank() - 1]);
+            TensorType {
+                dtype: t.dtype,
+                shape,
+            }
+        }
+        Op::Fold {
+            window,
+            strides,
+            dilation,
+        } => {
+            let ty = need_declared()?;
+            f32_only(&ty)?;
+            let spatial = window_spatial(op.name(), &ty, window, strides, dilation)?;
+            let out = window_outputs(&spatial, window, strides, dilation)
+                .map_err(|m| format!("fold to {ty}: {m}"))?;
+            let r = window.len();
+            let t = operands[0];
+            let mut want = Shape::new();
+            want.push(ty.shape[0]);
+            want.extend(out);
+            want.extend(window.iter().copied());
+            want.push(ty.shape[r + 1]);
+            if t.dtype != ty.dtype || t.shape != want {
+                return Err(format!(
+                    "fold to {ty} needs a {} operand of shape {want:?}, got {t}",
+                    ty.dtype
+                ));
+            }
+            ty
+        }
         Op::Concat { axis } => {
             let first = operands[0];
             if *axis >= first.rank() {
@@ -1293,6 +1392,66 @@ pub fn infer_type(
         }
     }
     Ok(inferred)
+}
+
+/// The spatial extents of a channels-last `[N, S.., C]` type for a window
+/// op, after checking the window attributes (equal lengths, entries ≥ 1).
+fn window_spatial<'a>(
+    name: &str,
+    t: &'a TensorType,
+    window: &[usize],
+    strides: &[usize],
+    dilation: &[usize],
+) -> Result<&'a [usize], String> {
+    let r = window.len();
+    if r == 0 || strides.len() != r || dilation.len() != r {
+        return Err(format!(
+            "{name}: window {window:?}, strides {strides:?} and dilation {dilation:?} need one \
+             entry per spatial axis (at least one)"
+        ));
+    }
+    if window
+        .iter()
+        .chain(strides)
+        .chain(dilation)
+        .any(|&v| v == 0)
+    {
+        return Err(format!(
+            "{name}: window {window:?}, strides {strides:?} and dilation {dilation:?} must be ≥ 1"
+        ));
+    }
+    if t.rank() != r + 2 {
+        return Err(format!(
+            "{name}: a {r}-d window needs a rank-{} [N, spatial.., C] tensor, got {t}",
+            r + 2
+        ));
+    }
+    Ok(&t.shape[1..=r])
+}
+
+/// Output extents of whole windows: `(S - (K-1)·d - 1) / s + 1` per spatial
+/// axis, overflow-checked; an error when a window does not fit.
+pub fn window_outputs(
+    spatial: &[usize],
+    window: &[usize],
+    strides: &[usize],
+    dilation: &[usize],
+) -> Result<Vec<usize>, String> {
+    (0..spatial.len())
+        .map(|i| {
+            let span = (window[i] - 1)
+                .checked_mul(dilation[i])
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| format!("window span overflows on spatial axis {i}"))?;
+            if span > spatial[i] {
+                return Err(format!(
+                    "window {} (dilation {}, span {span}) is larger than extent {} of spatial axis {i}",
+                    window[i], dilation[i], spatial[i]
+                ));
+            }
+            Ok((spatial[i] - span) / strides[i] + 1)
+        })
+        .collect()
 }
 
 /// The noise generator behind [`Op::Random`]: a 32-bit integer hash of

@@ -64,6 +64,8 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Reduce { .. }
         | Op::ArgMax { .. }
         | Op::MatMul { .. }
+        | Op::Unfold { .. }
+        | Op::Fold { .. }
         | Op::Concat { .. }
         | Op::Slice { .. }
         | Op::OneHot { .. }

@@ -345,6 +345,63 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
                 mm(true, vec![17.0, 23.0, 39.0, 53.0]),
             ]
         }
+        Op::Unfold { .. } => {
+            let v = |xs: &[usize]| xs.iter().copied().collect();
+            // 1-d, dilated: y[o, k] = x[o + 2k].
+            let mut b = G::new();
+            let x = b.f32("x", &[1, 4, 1], &[1.0, 2.0, 3.0, 4.0]);
+            let op = Op::Unfold {
+                window: v(&[2]),
+                strides: v(&[1]),
+                dilation: v(&[2]),
+            };
+            let y = b.node(op, f(&[1, 2, 2, 1]), &[x]);
+            let dilated = b.case("unfold 1-d dilation 2".into(), y, vec![1.0, 3.0, 2.0, 4.0]);
+            // 2-d, 2×2 windows of a 3×3 image: y[oh, ow, kh, kw] = x[oh+kh, ow+kw].
+            let mut b = G::new();
+            let vals: Vec<f64> = (1..=9).map(f64::from).collect();
+            let x = b.f32("x", &[1, 3, 3, 1], &vals);
+            let op = Op::Unfold {
+                window: v(&[2, 2]),
+                strides: v(&[1, 1]),
+                dilation: v(&[1, 1]),
+            };
+            let y = b.node(op, f(&[1, 2, 2, 2, 2, 1]), &[x]);
+            let want = [
+                1.0, 2.0, 4.0, 5.0, 2.0, 3.0, 5.0, 6.0, 4.0, 5.0, 7.0, 8.0, 5.0, 6.0, 8.0, 9.0,
+            ];
+            let two_d = b.case("unfold 2-d".into(), y, want.to_vec());
+            vec![Ok(dilated), Ok(two_d)]
+        }
+        Op::Fold { .. } => {
+            let v = |xs: &[usize]| xs.iter().copied().collect();
+            // Overlapping windows: y[s] = Σ_{o+k=s} x[o, k].
+            let mut b = G::new();
+            let x = b.f32("x", &[1, 2, 2, 1], &[1.0, 2.0, 3.0, 4.0]);
+            let op = Op::Fold {
+                window: v(&[2]),
+                strides: v(&[1]),
+                dilation: v(&[1]),
+            };
+            let y = b.node(op, f(&[1, 3, 1]), &[x]);
+            let overlap = b.case("fold overlapping".into(), y, vec![1.0, 5.0, 4.0]);
+            // A stride that does not divide: the last cell is in no window.
+            let mut b = G::new();
+            let x = b.f32(
+                "x",
+                &[2, 2, 2, 1],
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            );
+            let op = Op::Fold {
+                window: v(&[2]),
+                strides: v(&[2]),
+                dilation: v(&[1]),
+            };
+            let y = b.node(op, f(&[2, 5, 1]), &[x]);
+            let want = vec![1.0, 2.0, 3.0, 4.0, 0.0, 5.0, 6.0, 7.0, 8.0, 0.0];
+            let strided = b.case("fold stride 2 of 5".into(), y, want);
+            vec![Ok(overlap), Ok(strided)]
+        }
         Op::Concat { .. } => {
             let mut b = G::new();
             let x = b.f32("x", &[2], &[1.0, 2.0]);

@@ -171,16 +171,24 @@ pub const LAYER_CLASSES: [LayerClass; 9] = [
     },
 ];
 
+/// Every importable class: [`LAYER_CLASSES`], then the convolution and
+/// pooling classes of [`super::spatial::SPATIAL_CLASSES`].
+pub fn classes() -> impl Iterator<Item = &'static LayerClass> {
+    LAYER_CLASSES
+        .iter()
+        .chain(super::spatial::SPATIAL_CLASSES.iter())
+}
+
 /// The entry of Keras class `class`.
 pub fn lookup(class: &str) -> Option<&'static LayerClass> {
-    LAYER_CLASSES.iter().find(|c| c.class == class)
+    classes().find(|c| c.class == class)
 }
 
 /// The entry of `class`, or an error naming layer `name` and listing the
 /// supported classes.
 pub fn entry(class: &str, name: &str) -> Result<&'static LayerClass> {
     lookup(class).ok_or_else(|| {
-        let known: Vec<&str> = LAYER_CLASSES.iter().map(|c| c.class).collect();
+        let known: Vec<&str> = classes().map(|c| c.class).collect();
         KerasError::Layer {
             class: class.to_string(),
             name: name.to_string(),

@@ -118,6 +118,8 @@ pub enum LayerKind {
     Reshape {
         target_shape: Vec<i64>,
     },
+    /// A convolution or pooling layer ([`super::spatial`]).
+    Spatial(super::spatial::SpatialKind),
 }
 
 /// A reference to output `tensor` of call `node` of layer `layer` (Keras's `keras_history`).

@@ -3,18 +3,28 @@
 //! `Dense::new(8).activation("relu").kernel_regularizer(Regularizer::L2(0.01)).name("dense_1")`.
 
 mod activation;
+mod conv;
 mod dense;
 mod dropout;
+mod global_pooling;
 mod input;
 mod merge;
+mod pooling;
 mod regularization;
 mod reshape;
 
 pub use activation::Activation;
+pub use conv::{Conv, Conv1D, Conv2D};
+pub(crate) use conv::parse_padding;
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use global_pooling::{
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+    GlobalPooling,
+};
 pub use input::Input;
 pub use merge::{Add, Concatenate};
+pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, Pooling};
 pub use regularization::ActivityRegularization;
 pub use reshape::{Flatten, Reshape};
 

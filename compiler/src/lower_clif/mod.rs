@@ -186,7 +186,8 @@ pub fn lower_nest(
     let nd = canon.dims.len();
     let inner = nd - 1;
     let vectorized = opts.simd && vectorizable(nest, &canon);
-    let splittable = nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
+    let splittable = !nest.serial
+        && nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
         && !(nest.roots.iter().any(|r| r.mode == Mode::ArgMax) && nd == 1);
 
     let sig = kernel_signature(opts.call_conv);

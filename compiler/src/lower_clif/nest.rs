@@ -91,6 +91,9 @@ pub struct Nest {
     pub roots: Vec<NestRoot>,
     /// The innermost dimension must stay the innermost loop (argmax).
     pub keep_last: bool,
+    /// Different outer iterations may add into the same element (a `fold`
+    /// of overlapping windows over a single image): never split the loop.
+    pub serial: bool,
     /// For dumps: which kernel and what part.
     pub label: String,
 }
@@ -150,6 +153,23 @@ fn identity(rank: usize) -> Map {
             (c, 0)
         })
         .collect()
+}
+
+/// The index map of an `unfold` operand `[N, S.., C]` given the map `map`
+/// of its result `[N, O.., K.., C]`: axis `1+i` is `oᵢ·strideᵢ + kᵢ·dilationᵢ`.
+fn unfold_map(map: &Map, strides: &[usize], dilation: &[usize]) -> Map {
+    let r = strides.len();
+    let mut m: Map = Vec::with_capacity(r + 2);
+    m.push(map[0].clone());
+    for i in 0..r {
+        let (oc, oo) = &map[1 + i];
+        let (kc, ko) = &map[1 + r + i];
+        let (s, d) = (strides[i] as i64, dilation[i] as i64);
+        let coef = oc.iter().zip(kc).map(|(a, b)| a * s + b * d).collect();
+        m.push((coef, oo * s + ko * d));
+    }
+    m.push(map[2 * r + 1].clone());
+    m
 }
 
 struct Builder<'p> {
@@ -312,6 +332,12 @@ impl<'p> Builder<'p> {
                     m[*axis].1 += *start as i64;
                     self.expr(ops[0], &m)?
                 }
+                Op::Unfold {
+                    strides, dilation, ..
+                } => {
+                    let m = unfold_map(map, strides, dilation);
+                    self.expr(ops[0], &m)?
+                }
                 Op::OneHot { .. } => {
                     let r = node.ty.rank();
                     let label = self.expr(ops[0], &map[..r - 1].to_vec())?;
@@ -339,6 +365,7 @@ impl<'p> Builder<'p> {
                 | Op::Reduce { .. }
                 | Op::ArgMax { .. }
                 | Op::MatMul { .. }
+                | Op::Fold { .. }
                 | Op::Concat { .. } => {
                     return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)"))
                 }
@@ -366,6 +393,7 @@ impl<'p> Builder<'p> {
             exprs: self.exprs,
             roots,
             keep_last,
+            serial: false,
             label,
         }
     }
@@ -550,6 +578,56 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 true,
                 format!("k{k}"),
             )]))
+        }
+        KernelKind::Fold => {
+            let Op::Fold {
+                ref window,
+                ref strides,
+                ref dilation,
+            } = node0.op
+            else {
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: fold root is not a fold"),
+                ));
+            };
+            let out_shape = node0.ty.shape.to_vec();
+            // Zero fill, then add every window element at its image position.
+            let ident = identity(out_shape.len());
+            let mut b = Builder::new(plan, out_shape.len(), vec![]);
+            let value = b.push(Expr::ImmF(0.0));
+            let dst = b.store_counter(root0, &out_shape, &ident);
+            let init = NestRoot {
+                value,
+                dst,
+                mode: Mode::Store,
+                dtype: DType::F32,
+            };
+            let mut nests =
+                vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
+            let x = g.operands(root0)[0];
+            let in_shape = g.node(x).ty.shape.to_vec();
+            let ident = identity(in_shape.len());
+            let mut b = Builder::new(plan, in_shape.len(), vec![]);
+            let value = b.expr(x, &ident)?;
+            let dst = b.store_counter(root0, &out_shape, &unfold_map(&ident, strides, dilation));
+            let roots = vec![NestRoot {
+                value,
+                dst,
+                mode: Mode::Sum,
+                dtype: DType::F32,
+            }];
+            let mut nest = b.finish(in_shape.clone(), roots, false, format!("k{k}"));
+            // Distinct images (n) are disjoint, and the outer loop is n, or n
+            // merged with o₁ only when windows along axis 1 do not overlap.
+            // A single image with overlapping windows (span > stride on some
+            // axis) may have the outer loop over o, which is not disjoint.
+            let r = strides.len();
+            let disjoint = (0..r).all(|i| (window[i] - 1) * dilation[i] < strides[i]);
+            nest.serial = in_shape[0] == 1 && !disjoint;
+            nests.push(nest);
+            Ok(KernelBody::Nests(nests))
         }
         KernelKind::Concat => {
             let Op::Concat { axis } = node0.op else {

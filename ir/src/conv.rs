@@ -1,0 +1,253 @@
+//! Convolution and pooling, composed from primitives (see
+//! `docs/conv.md` for the design).
+//!
+//! Every function takes a channels-last `[N, S₁..S_r, C]` image (`r = 1`
+//! for sequences, `r = 2` for images) and explicit per-axis padding
+//! (`lo`, `hi`; [`keras_padding`] computes Keras's `valid`/`same` split).
+//! Padding is a `concat` with constant blocks ([`Tensor::pad`]), windows are
+//! [`Op::Unfold`](crate::Op::Unfold), and:
+//! - [`conv`] is unfold + one matmul (im2col): `[N·ΠO, ΠK·C] × [ΠK·C, F]`,
+//!   or a batched matmul over groups;
+//! - [`max_pool`] picks the first maximum of each window (in window order)
+//!   with `argmax`/`one_hot`/`select`, so its gradient goes to that element
+//!   only, as Keras's `MaxPooling` does; padding cells are −∞;
+//! - [`avg_pool`] divides each window sum by the number of real (non-padding)
+//!   cells in it.
+//!
+//! Gradients follow from the primitives' VJPs (the unfold VJP is `fold`).
+
+use crate::builder::Tensor;
+
+/// Keras's padding modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding: whole windows only.
+    Valid,
+    /// `out = ceil(n / s)`, total padding `max((out-1)·s + span - n, 0)`,
+    /// `total/2` before and the rest after (the extra cell at the end).
+    Same,
+}
+
+/// Output extent and `(lo, hi)` padding of one spatial axis of extent `n`
+/// for a window of `k` cells with `dilation` and `stride` (all ≥ 1).
+/// Errors when a `valid` window does not fit or an extent overflows.
+pub fn keras_padding(
+    n: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    padding: Padding,
+) -> Result<(usize, usize, usize), String> {
+    if k == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "window {k}, stride {stride} and dilation {dilation} must be ≥ 1"
+        ));
+    }
+    let span = (k - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| format!("window {k} with dilation {dilation} overflows"))?;
+    match padding {
+        Padding::Valid => {
+            if span > n {
+                return Err(format!(
+                    "window span {span} (size {k}, dilation {dilation}) is larger than the input extent {n} with 'valid' padding"
+                ));
+            }
+            Ok(((n - span) / stride + 1, 0, 0))
+        }
+        Padding::Same => {
+            if n == 0 {
+                return Err("an empty spatial axis".into());
+            }
+            let out = n.div_ceil(stride);
+            let need = (out - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(span))
+                .ok_or_else(|| format!("padding of extent {n} overflows"))?;
+            let total = need.saturating_sub(n);
+            Ok((out, total / 2, total - total / 2))
+        }
+    }
+}
+
+/// Pads the spatial axes of `[N, S.., C]` (not N or C) with `value`.
+fn pad_spatial(x: &Tensor, lo: &[usize], hi: &[usize], value: f32) -> Tensor {
+    let wrap = |p: &[usize]| {
+        let mut v = Vec::with_capacity(p.len() + 2);
+        v.push(0);
+        v.extend_from_slice(p);
+        v.push(0);
+        v
+    };
+    x.pad(&wrap(lo), &wrap(hi), value)
+}
+
+fn check_geometry(
+    what: &str,
+    x: &Tensor,
+    window: &[usize],
+    strides: &[usize],
+    lo: &[usize],
+    hi: &[usize],
+) -> Result<usize, String> {
+    let r = window.len();
+    if r == 0 || x.rank() != r + 2 || strides.len() != r || lo.len() != r || hi.len() != r {
+        return Err(format!(
+            "{what}: a {r}-d window {window:?} (strides {strides:?}, pads {lo:?}/{hi:?}) needs a rank-{} [N, spatial.., C] input, got {}",
+            r + 2,
+            x.ty()
+        ));
+    }
+    Ok(r)
+}
+
+/// Cross-correlation (no kernel flip) of `x: [N, S.., C]` with
+/// `kernel: [K.., C/groups, F]`, after zero padding `lo`/`hi`:
+/// `y[n, o.., f] = Σ_{k.., c} xpad[n, (o·s + k·d).., g·C/G + c] · kernel[k.., c, f]`
+/// with `g = f / (F/G)`. Result `[N, O.., F]`.
+pub fn conv(
+    x: &Tensor,
+    kernel: &Tensor,
+    strides: &[usize],
+    dilation: &[usize],
+    lo: &[usize],
+    hi: &[usize],
+    groups: usize,
+) -> Result<Tensor, String> {
+    if kernel.rank() != x.rank() || kernel.rank() < 3 {
+        return Err(format!(
+            "conv: kernel {} and input {} need ranks r+2 (r ≥ 1 spatial axes)",
+            kernel.ty(),
+            x.ty()
+        ));
+    }
+    let ks = kernel.shape();
+    let r = check_geometry("conv", x, &ks[..ks.len() - 2], strides, lo, hi)?;
+    let c = x.shape()[r + 1];
+    if kernel.rank() != r + 2
+        || groups == 0
+        || c % groups != 0
+        || ks[r] * groups != c
+        || ks[r + 1] % groups != 0
+    {
+        return Err(format!(
+            "conv: kernel {} does not fit input {} with {groups} group(s) (want [k.., {}/{groups}, filters], filters divisible by groups)",
+            kernel.ty(),
+            x.ty(),
+            c
+        ));
+    }
+    if dilation.len() != r {
+        return Err(format!("conv: dilation {dilation:?} needs {r} entries"));
+    }
+    let window = &ks[..r];
+    let f = ks[r + 1];
+    let p = pad_spatial(x, lo, hi, 0.0).unfold(window, strides, dilation);
+    let n = x.shape()[0];
+    let out: Vec<usize> = p.shape()[1..=r].to_vec();
+    let rows: usize = n * out.iter().product::<usize>();
+    let taps: usize = window.iter().product();
+    let mut yshape = vec![n];
+    yshape.extend_from_slice(&out);
+    yshape.push(f);
+    if groups == 1 {
+        let y = p
+            .reshape(&[rows, taps * c])
+            .matmul(&kernel.reshape(&[taps * c, f]));
+        return Ok(y.reshape(&yshape));
+    }
+    let (cg, fg) = (c / groups, f / groups);
+    let pg = p
+        .reshape(&[rows, taps, groups, cg])
+        .transpose(&[2, 0, 1, 3])
+        .reshape(&[groups, rows, taps * cg]);
+    let kg = kernel
+        .reshape(&[taps, cg, groups, fg])
+        .transpose(&[2, 0, 1, 3])
+        .reshape(&[groups, taps * cg, fg]);
+    let y = pg.matmul(&kg).transpose(&[1, 0, 2]).reshape(&yshape);
+    Ok(y)
+}
+
+/// Max over windows of `window` cells with `strides`, after −∞ padding
+/// `lo`/`hi`. Each window's value and gradient come from its first maximum in
+/// window order (row-major over the window). Result `[N, O.., C]`.
+pub fn max_pool(
+    x: &Tensor,
+    window: &[usize],
+    strides: &[usize],
+    lo: &[usize],
+    hi: &[usize],
+) -> Result<Tensor, String> {
+    let r = check_geometry("max_pool", x, window, strides, lo, hi)?;
+    let ones = vec![1; r];
+    let p = pad_spatial(x, lo, hi, f32::NEG_INFINITY).unfold(window, strides, &ones);
+    // [N, O.., K.., C] → [N, O.., C, ΠK]: the window on the last axis.
+    let mut perm: Vec<usize> = (0..=r).collect();
+    perm.push(2 * r + 1);
+    perm.extend(r + 1..=2 * r);
+    let mut flat: Vec<usize> = p.shape()[..=r].to_vec();
+    flat.push(x.shape()[r + 1]);
+    let taps: usize = window.iter().product();
+    flat.push(taps);
+    let w = p.transpose(&perm).reshape(&flat);
+    let first = w.argmax(-1).one_hot(taps);
+    Ok(first.select(&w, 0.0).sum(&[-1], false))
+}
+
+/// Mean over windows of `window` cells with `strides` after zero padding
+/// `lo`/`hi`, each window divided by its number of real (non-padding) cells.
+/// Result `[N, O.., C]`.
+pub fn avg_pool(
+    x: &Tensor,
+    window: &[usize],
+    strides: &[usize],
+    lo: &[usize],
+    hi: &[usize],
+) -> Result<Tensor, String> {
+    let r = check_geometry("avg_pool", x, window, strides, lo, hi)?;
+    let ones = vec![1; r];
+    let p = pad_spatial(x, lo, hi, 0.0).unfold(window, strides, &ones);
+    let axes: Vec<isize> = (r + 1..=2 * r).map(|a| a as isize).collect();
+    let sums = p.sum(&axes, false);
+    let out: Vec<usize> = p.shape()[1..=r].to_vec();
+    // Real cells per window: a product over axes of the in-range taps.
+    let per_axis: Vec<Vec<usize>> = (0..r)
+        .map(|i| {
+            let n = x.shape()[1 + i];
+            (0..out[i])
+                .map(|o| {
+                    (0..window[i])
+                        .filter(|&k| {
+                            let at = o * strides[i] + k;
+                            at >= lo[i] && at < lo[i] + n
+                        })
+                        .count()
+                })
+                .collect()
+        })
+        .collect();
+    let total: usize = out.iter().product();
+    let mut counts = Vec::with_capacity(total);
+    for flat in 0..total {
+        let (mut rest, mut cnt) = (flat, 1usize);
+        for i in (0..r).rev() {
+            cnt *= per_axis[i][rest % out[i]];
+            rest /= out[i];
+        }
+        if cnt == 0 {
+            return Err(format!(
+                "avg_pool: window {flat} of {} lies wholly in the padding {lo:?}/{hi:?}",
+                x.ty()
+            ));
+        }
+        counts.push(cnt as f32);
+    }
+    let mut cshape = vec![1];
+    cshape.extend_from_slice(&out);
+    cshape.push(1);
+    let b = x.builder();
+    let counts = b.constant(crate::Literal::F32(counts), crate::TensorType::f32(&cshape));
+    Ok(&sums / &counts)
+}

@@ -1,0 +1,411 @@
+//! Convolution and pooling composites (`lossgraph_ir::conv`) on random
+//! geometries: the interpreter against a naive f64 reference written here,
+//! the gradients against finite differences, and the JIT against the
+//! interpreter (forward value and both gradients). Geometries cover odd
+//! sizes, strides that do not divide, 1×1 kernels, kernels as large as the
+//! (padded) input, dilation, `same` padding, groups and depthwise kernels,
+//! in 1-d and 2-d.
+
+mod common;
+
+use common::Rng;
+use lossgraph_compiler::autodiff::append_gradients;
+use lossgraph_compiler::gradcheck::{check_gradients, GradCheckOptions};
+use lossgraph_ir::conv::{avg_pool, conv, keras_padding, max_pool, Padding};
+use lossgraph_ir::{interp, Builder, Graph, HostTensor, Literal, Tensor, TensorType};
+use lossgraph_runtime::{Engine, Program};
+use std::collections::HashMap;
+
+/// One geometry: spatial extents, window, strides, dilation, padding.
+#[derive(Clone, Debug)]
+struct Geo {
+    n: usize,
+    spatial: Vec<usize>,
+    c: usize,
+    window: Vec<usize>,
+    strides: Vec<usize>,
+    dilation: Vec<usize>,
+    padding: Padding,
+}
+
+impl Geo {
+    fn pads(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let (mut out, mut lo, mut hi) = (vec![], vec![], vec![]);
+        for i in 0..self.spatial.len() {
+            let (o, l, h) = keras_padding(
+                self.spatial[i],
+                self.window[i],
+                self.strides[i],
+                self.dilation[i],
+                self.padding,
+            )
+            .unwrap();
+            out.push(o);
+            lo.push(l);
+            hi.push(h);
+        }
+        (out, lo, hi)
+    }
+}
+
+fn numel(s: &[usize]) -> usize {
+    s.iter().product()
+}
+
+/// Row-major coordinates of flat index `i` in `shape`.
+fn coords(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut c = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        c[d] = i % shape[d];
+        i /= shape[d];
+    }
+    c
+}
+
+fn flat(c: &[usize], shape: &[usize]) -> usize {
+    c.iter().zip(shape).fold(0, |acc, (&x, &s)| acc * s + x)
+}
+
+/// The image position of output `o`, tap `k` on axis `i`, or None in the padding.
+fn at(g: &Geo, lo: &[usize], i: usize, o: usize, k: usize) -> Option<usize> {
+    let p = o * g.strides[i] + k * g.dilation[i];
+    (p >= lo[i] && p < lo[i] + g.spatial[i]).then(|| p - lo[i])
+}
+
+/// Naive reference conv in f64.
+fn ref_conv(g: &Geo, x: &[f32], w: &[f32], f: usize, groups: usize) -> Vec<f64> {
+    let (out, lo, _) = g.pads();
+    let r = g.spatial.len();
+    let xs: Vec<usize> = [vec![g.n], g.spatial.clone(), vec![g.c]].concat();
+    let cg = g.c / groups;
+    let fg = f / groups;
+    let ws: Vec<usize> = [g.window.clone(), vec![cg, f]].concat();
+    let ys: Vec<usize> = [vec![g.n], out.clone(), vec![f]].concat();
+    (0..numel(&ys))
+        .map(|yi| {
+            let yc = coords(yi, &ys);
+            let (n, o, fo) = (yc[0], &yc[1..=r], yc[r + 1]);
+            let grp = fo / fg;
+            let mut acc = 0.0f64;
+            for ki in 0..numel(&g.window) {
+                let kc = coords(ki, &g.window);
+                let pos: Option<Vec<usize>> = (0..r).map(|i| at(g, &lo, i, o[i], kc[i])).collect();
+                let Some(pos) = pos else { continue };
+                for ci in 0..cg {
+                    let xc = [vec![n], pos.clone(), vec![grp * cg + ci]].concat();
+                    let wc = [kc.clone(), vec![ci, fo]].concat();
+                    acc += x[flat(&xc, &xs)] as f64 * w[flat(&wc, &ws)] as f64;
+                }
+            }
+            acc
+        })
+        .collect()
+}
+
+/// Naive reference pooling (max: first maximum; avg: over real cells).
+fn ref_pool(g: &Geo, x: &[f32], max: bool) -> Vec<f64> {
+    let (out, lo, _) = g.pads();
+    let r = g.spatial.len();
+    let xs: Vec<usize> = [vec![g.n], g.spatial.clone(), vec![g.c]].concat();
+    let ys: Vec<usize> = [vec![g.n], out.clone(), vec![g.c]].concat();
+    (0..numel(&ys))
+        .map(|yi| {
+            let yc = coords(yi, &ys);
+            let (n, o, c) = (yc[0], &yc[1..=r], yc[r + 1]);
+            let vals: Vec<f64> = (0..numel(&g.window))
+                .filter_map(|ki| {
+                    let kc = coords(ki, &g.window);
+                    let pos: Option<Vec<usize>> =
+                        (0..r).map(|i| at(g, &lo, i, o[i], kc[i])).collect();
+                    pos.map(|p| x[flat(&[vec![n], p, vec![c]].concat(), &xs)] as f64)
+                })
+                .collect();
+            if max {
+                vals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            } else {
+                vals.iter().sum::<f64>() / vals.len() as f64
+            }
+        })
+        .collect()
+}
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+/// Distinct values 0.1 apart in random order (no near-ties for max pooling
+/// under finite differences).
+fn distinct(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - n as f32 * 0.05).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Builds `y = op(params)`, `loss = Σ y·proj`, and the gradients of `loss`.
+fn graph(
+    params: &[(&str, Vec<usize>)],
+    rng: &mut Rng,
+    op: impl FnOnce(&[Tensor]) -> Tensor,
+) -> Graph {
+    let b = Builder::new("conv_case");
+    let ps: Vec<Tensor> = params
+        .iter()
+        .map(|(name, s)| b.param(name, TensorType::f32(s)))
+        .collect();
+    let y = op(&ps);
+    let proj = b.constant(
+        Literal::F32(random(rng, numel(y.shape()))),
+        TensorType::f32(y.shape()),
+    );
+    let loss = (&y * &proj).sum_all();
+    b.output("y", &y);
+    b.output("loss", &loss);
+    let mut g = b.finish().unwrap();
+    let ids: Vec<_> = params
+        .iter()
+        .map(|(name, _)| g.param(name).unwrap())
+        .collect();
+    let l = g.output("loss").unwrap();
+    append_gradients(&mut g, l, &ids).unwrap();
+    g
+}
+
+fn close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if (g - w).abs() > atol + rtol * w.abs() {
+            return Err(format!("{what}: element {k}: {g} vs {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// Interpreter vs `want`, gradients vs finite differences, JIT vs interpreter.
+/// `step` is the relative finite-difference step: pooling cases use a
+/// small one so that no difference crosses between the distinct values
+/// (0.1 apart) of a window.
+fn check(
+    label: &str,
+    g: &Graph,
+    feeds: &HashMap<String, HostTensor>,
+    want: &[f64],
+    step: f32,
+) -> Result<(), String> {
+    let outs: HashMap<String, HostTensor> = interp::interpret(g, feeds)
+        .map_err(|e| format!("{label}: interpreter: {e}"))?
+        .into_iter()
+        .collect();
+    close(
+        &format!("{label}: interpreter y"),
+        &outs["y"].to_f64(),
+        want,
+        1e-5,
+        1e-5,
+    )?;
+    let names: Vec<&str> = feeds.keys().map(String::as_str).collect();
+    let opts = GradCheckOptions {
+        step,
+        ..GradCheckOptions::default()
+    };
+    let rep = check_gradients(g, "loss", &names, feeds, &opts)
+        .map_err(|e| format!("{label}: gradcheck: {e}"))?;
+    if !rep.passed(1e-2) {
+        return Err(format!("{label}: VJP vs finite differences:\n{rep}"));
+    }
+    let mut p = Program::new(g.clone(), Engine::Jit).map_err(|e| format!("{label}: JIT: {e}"))?;
+    assert_eq!(p.engine(), Engine::Jit);
+    for (name, t) in feeds {
+        p.set_var(name, t)
+            .map_err(|e| format!("{label}: set_var: {e}"))?;
+    }
+    p.run(&[]).map_err(|e| format!("{label}: JIT run: {e}"))?;
+    for (name, _) in g.outputs() {
+        let got = p
+            .output(name)
+            .ok_or_else(|| format!("{label}: JIT lacks {name}"))?
+            .to_host()
+            .to_f64();
+        close(
+            &format!("{label}: JIT {name}"),
+            &got,
+            &outs[name].to_f64(),
+            1e-5,
+            1e-5,
+        )?;
+    }
+    Ok(())
+}
+
+fn random_geo(rng: &mut Rng, case: usize) -> Geo {
+    let r = 1 + case % 2;
+    let mut pick = |lo: u64, hi: u64| (lo + rng.next_u64() % (hi - lo + 1)) as usize;
+    let spatial: Vec<usize> = (0..r).map(|_| pick(3, 9)).collect();
+    let padding = if case % 3 == 0 {
+        Padding::Valid
+    } else {
+        Padding::Same
+    };
+    let mut window: Vec<usize> = (0..r).map(|_| pick(1, 4)).collect();
+    let strides: Vec<usize> = (0..r).map(|_| pick(1, 3)).collect();
+    let mut dilation: Vec<usize> = (0..r).map(|_| if case % 4 == 1 { 2 } else { 1 }).collect();
+    for i in 0..r {
+        // Valid windows must fit; every few cases the window is the whole input.
+        if case % 5 == 2 {
+            window[i] = spatial[i];
+            dilation[i] = 1;
+        }
+        while padding == Padding::Valid && (window[i] - 1) * dilation[i] + 1 > spatial[i] {
+            window[i] -= 1;
+        }
+    }
+    Geo {
+        n: pick(1, 2),
+        spatial,
+        c: pick(1, 3),
+        window,
+        strides,
+        dilation,
+        padding,
+    }
+}
+
+#[test]
+fn conv_random_geometries() {
+    let mut rng = Rng(12);
+    let mut failures = Vec::new();
+    for case in 0..24 {
+        let mut geo = random_geo(&mut rng, case);
+        // groups: 1, 2 (grouped) or c (depthwise, multiplier 2).
+        let (groups, f) = match case % 6 {
+            4 => {
+                geo.c = 4;
+                (2, 6)
+            }
+            5 => (geo.c, geo.c * 2),
+            _ => (1, 1 + case % 4),
+        };
+        let (_, lo, hi) = geo.pads();
+        let xs: Vec<usize> = [vec![geo.n], geo.spatial.clone(), vec![geo.c]].concat();
+        let ws: Vec<usize> = [geo.window.clone(), vec![geo.c / groups, f]].concat();
+        let xv = random(&mut rng, numel(&xs));
+        let wv = random(&mut rng, numel(&ws));
+        let want = ref_conv(&geo, &xv, &wv, f, groups);
+        let (st, dl) = (geo.strides.clone(), geo.dilation.clone());
+        let g = graph(&[("x", xs.clone()), ("w", ws.clone())], &mut rng, |p| {
+            conv(&p[0], &p[1], &st, &dl, &lo, &hi, groups).unwrap()
+        });
+        let feeds = HashMap::from([
+            ("x".to_string(), HostTensor::f32(&xs, xv).unwrap()),
+            ("w".to_string(), HostTensor::f32(&ws, wv).unwrap()),
+        ]);
+        let label = format!("conv case {case} {geo:?} groups {groups} filters {f}");
+        if let Err(e) = check(&label, &g, &feeds, &want, 1.0 / 32.0) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn pooling_random_geometries() {
+    let mut rng = Rng(34);
+    let mut failures = Vec::new();
+    for case in 0..24 {
+        let geo = random_geo(&mut rng, case);
+        let geo = Geo {
+            dilation: vec![1; geo.spatial.len()],
+            ..geo
+        };
+        let (_, lo, hi) = geo.pads();
+        let xs: Vec<usize> = [vec![geo.n], geo.spatial.clone(), vec![geo.c]].concat();
+        for max in [true, false] {
+            let xv = distinct(&mut rng, numel(&xs));
+            let want = ref_pool(&geo, &xv, max);
+            let (w, st) = (geo.window.clone(), geo.strides.clone());
+            let g = graph(&[("x", xs.clone())], &mut rng, |p| {
+                if max {
+                    max_pool(&p[0], &w, &st, &lo, &hi).unwrap()
+                } else {
+                    avg_pool(&p[0], &w, &st, &lo, &hi).unwrap()
+                }
+            });
+            let feeds = HashMap::from([("x".to_string(), HostTensor::f32(&xs, xv).unwrap())]);
+            let kind = if max { "max" } else { "avg" };
+            if let Err(e) = check(
+                &format!("{kind} pool case {case} {geo:?}"),
+                &g,
+                &feeds,
+                &want,
+                1e-3,
+            ) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Keras's MaxPooling routes the gradient of a tied window to its first
+/// element (SEMANTICS.md §6.3: a 2×2 window of zeros gives [1, 0, 0, 0]).
+#[test]
+fn max_pool_ties_route_to_first_maximum() {
+    let b = Builder::new("ties");
+    let x = b.param("x", TensorType::f32(&[1, 2, 2, 1]));
+    let y = max_pool(&x, &[2, 2], &[2, 2], &[0, 0], &[0, 0]).unwrap();
+    let loss = y.sum_all();
+    b.output("loss", &loss);
+    let mut g = b.finish().unwrap();
+    let (xi, l) = (g.param("x").unwrap(), g.output("loss").unwrap());
+    append_gradients(&mut g, l, &[xi]).unwrap();
+    let feeds = HashMap::from([(
+        "x".to_string(),
+        HostTensor::f32(&[1, 2, 2, 1], vec![0.0; 4]).unwrap(),
+    )]);
+    let outs: HashMap<String, HostTensor> =
+        interp::interpret(&g, &feeds).unwrap().into_iter().collect();
+    assert_eq!(outs["grad/x"].to_f64(), vec![1.0, 0.0, 0.0, 0.0]);
+    let mut p = Program::new(g, Engine::Jit).unwrap();
+    p.set_var("x", &feeds["x"]).unwrap();
+    p.run(&[]).unwrap();
+    assert_eq!(
+        p.output("grad/x").unwrap().to_host().to_f64(),
+        vec![1.0, 0.0, 0.0, 0.0]
+    );
+}
+
+/// Same padding splits an odd total with the extra cell at the end
+/// (SEMANTICS.md §6.2: a ones kernel of 2 on [1, 2, 3] gives [3, 5, 3]).
+#[test]
+fn same_padding_puts_the_extra_cell_at_the_end() {
+    assert_eq!(
+        keras_padding(10, 3, 2, 1, Padding::Same).unwrap(),
+        (5, 0, 1)
+    );
+    assert_eq!(keras_padding(3, 2, 1, 1, Padding::Same).unwrap(), (3, 0, 1));
+    assert_eq!(
+        keras_padding(8, 3, 1, 1, Padding::Valid).unwrap(),
+        (6, 0, 0)
+    );
+    assert!(keras_padding(2, 3, 1, 1, Padding::Valid).is_err());
+    let b = Builder::new("same");
+    let x = b.param("x", TensorType::f32(&[1, 3, 1]));
+    let w = b.constant(Literal::F32(vec![1.0]), TensorType::f32(&[2, 1, 1]));
+    let y = conv(&x, &w, &[1], &[1], &[0], &[1], 1).unwrap();
+    b.output("y", &y);
+    let g = b.finish().unwrap();
+    let feeds = HashMap::from([(
+        "x".to_string(),
+        HostTensor::f32(&[1, 3, 1], vec![1.0, 2.0, 3.0]).unwrap(),
+    )]);
+    let outs = interp::interpret(&g, &feeds).unwrap();
+    assert_eq!(outs[0].1.to_f64(), vec![3.0, 5.0, 3.0]);
+}

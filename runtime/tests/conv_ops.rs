@@ -280,7 +280,7 @@ fn random_geo(rng: &mut Rng, case: usize) -> Geo {
 
 #[test]
 fn conv_random_geometries() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let mut failures = Vec::new();
     for case in 0..24 {
         let mut geo = random_geo(&mut rng, case);
@@ -317,7 +317,7 @@ fn conv_random_geometries() {
 
 #[test]
 fn pooling_random_geometries() {
-    let mut rng = Rng(34);
+    let mut rng = Rng::new(34);
     let mut failures = Vec::new();
     for case in 0..24 {
         let geo = random_geo(&mut rng, case);

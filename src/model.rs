@@ -17,7 +17,9 @@ use crate::layer::{
     VariableKind,
 };
 use crate::train::session::TrainState;
-use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
+use lossgraph_ir::{
+    Builder, DType, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType,
+};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -60,6 +62,8 @@ pub(crate) struct CallNode {
 pub(crate) struct ModelInput {
     pub name: String,
     pub value: usize,
+    /// The element type fed.
+    pub dtype: DType,
 }
 
 /// One entry of [`Model::losses`]: an added loss, in Keras's order.
@@ -238,6 +242,7 @@ impl Functional {
     /// Declares a model input.
     pub fn input(&mut self, input: crate::layers::Input) -> Result<SymbolicTensor> {
         let shape = input.shape().to_vec();
+        let dtype = input.element_type();
         let id = self.add_layer(input)?;
         self.layers[id.0].is_input = true;
         self.layers[id.0].built = true;
@@ -249,6 +254,7 @@ impl Functional {
         self.inputs.push(ModelInput {
             name: self.layers[id.0].name.clone(),
             value: v,
+            dtype,
         });
         Ok(SymbolicTensor(v))
     }
@@ -501,7 +507,7 @@ impl Sequential {
         };
         let mut layers = self.layers;
         let first = layers.remove(0);
-        let mut input = crate::layers::Input::new(&shape);
+        let mut input = crate::layers::Input::new(&shape).dtype(first.input_dtype());
         if let Some(n) = first.name() {
             input = input.name(n);
         }
@@ -595,6 +601,11 @@ impl Model {
             .iter()
             .map(|i| self.values[i.value].shape.clone())
             .collect()
+    }
+
+    /// Input element types, in input order.
+    pub fn input_dtypes(&self) -> Vec<DType> {
+        self.inputs.iter().map(|i| i.dtype).collect()
     }
 
     /// Output names (the output layers' names), in order.
@@ -729,7 +740,7 @@ impl Model {
             let mut shape = vec![batch];
             shape.extend_from_slice(&self.values[inp.value].shape);
             let name = self.input_feed_name(i);
-            let t = b.input(&name, TensorType::f32(&shape));
+            let t = b.input(&name, TensorType::new(inp.dtype, &shape));
             env.insert(inp.value, t.clone());
             inputs.push((name, t));
         }

@@ -472,6 +472,19 @@ fn vjp(
                 push!(0, b.concat(&refs, *axis as isize));
             }
         }
+        Op::Gather => {
+            // The dense scatter-add of the cotangent rows into the rows the
+            // ids select, as a one-hot matmul: onehot(ids)ᵀ·C̄, `f32[V, D]`.
+            // A repeated id accumulates; an unselected row gets 0.
+            // GATHER_VJP_TIMINGS (below) has the measurements behind it.
+            let table = &g.node(ops[0]).ty;
+            let (rows, width) = (table.shape[0], table.shape[1]);
+            let ids = x(1);
+            let m = ids.ty().numel();
+            let onehot = ids.reshape(&[m]).one_hot(rows);
+            let c = cot.tensor(b).reshape(&[m, width]);
+            push!(0, onehot.matmul_t(&c, true, false));
+        }
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const(_)
@@ -479,7 +492,8 @@ fn vjp(
         | Op::ArgMax { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. } => {}
+        | Op::Random { .. }
+        | Op::RandomNormal { .. } => {}
     }
     out
 }

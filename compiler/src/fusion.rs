@@ -135,12 +135,15 @@ impl Plan {
 pub fn is_pointwise(op: &Op) -> bool {
     match op.kind() {
         OpKind::Elementwise | OpKind::Movement | OpKind::Index | OpKind::Random => true,
+        // A gather reads its table at data-dependent rows, so the table must
+        // be stored, never inlined: gather is a root and no fusable consumer.
         OpKind::External
         | OpKind::Leaf
         | OpKind::View
         | OpKind::Reduction
         | OpKind::Contraction
-        | OpKind::Join => false,
+        | OpKind::Join
+        | OpKind::Gather => false,
     }
 }
 
@@ -317,7 +320,9 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::Transpose { .. }
             | Op::Slice { .. }
             | Op::OneHot { .. }
-            | Op::Random { .. } => KernelKind::Elementwise,
+            | Op::Random { .. }
+            | Op::RandomNormal { .. }
+            | Op::Gather => KernelKind::Elementwise,
             // Leaves and views are classed above and never become roots.
             Op::Input { .. } | Op::Param { .. } | Op::Const(_) | Op::Reshape => {
                 return Err(node_error(&g, id, "a leaf or view cannot be a kernel root"))

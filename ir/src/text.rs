@@ -68,7 +68,9 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. } => Role::Forward,
+        | Op::Random { .. }
+        | Op::Gather
+        | Op::RandomNormal { .. } => Role::Forward,
     }
 }
 

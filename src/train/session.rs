@@ -48,6 +48,11 @@ pub(crate) struct TrainState {
     programs: HashMap<(Purpose, usize), Cached>,
     opt_state: HashMap<String, HostTensor>,
     pub(super) iterations: u64,
+    /// Runs that read the `rng_step` stream so far: the value fed next, so
+    /// every train step, evaluate and predict draws fresh noise. Not reset
+    /// by `compile` (a model's noise sequence depends only on its seed and
+    /// the runs made).
+    rng_runs: u64,
     version: u64,
     live: Option<(Purpose, usize)>,
     fallbacks: Vec<InterpreterFallback>,
@@ -183,7 +188,7 @@ impl TrainState {
             .unwrap_or(0.0);
         let it = [self.iterations as f32];
         let lr = [lr];
-        let step = [self.iterations as i32];
+        let step = [self.rng_runs as i32];
         let Some(c) = self.programs.get_mut(&key) else {
             return Err(Error::Compile {
                 purpose: purpose.name().into(),
@@ -197,6 +202,7 @@ impl TrainState {
         }
         if c.info.needs_rng {
             all.push((RNG_STEP_INPUT, Feed::I32(&step)));
+            self.rng_runs += 1;
         }
         c.program
             .run(&all)

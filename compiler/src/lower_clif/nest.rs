@@ -48,6 +48,22 @@ pub enum Expr {
         step: E,
         index: usize,
     },
+    /// [`lossgraph_ir::op::random_normal`] of `seed`, the i32 `step` and the index counter `index`.
+    RandomNormal {
+        seed: u32,
+        step: E,
+        index: usize,
+    },
+    /// Element `table + id·width` of a stored `f32[rows, width]` table: the
+    /// counter `table` addresses column `j` of row 0, `id` is the i32 row,
+    /// clamped into `[0, rows)` so the load never leaves the table (the
+    /// front end checks fed ids; see `Op::Gather`).
+    Gather {
+        id: E,
+        table: usize,
+        rows: u32,
+        width: u32,
+    },
 }
 
 /// An affine function of the loop indices, in elements. `storage` is the
@@ -126,12 +142,22 @@ impl KernelBody {
             KernelBody::Nests(ns) => ns
                 .iter()
                 .flat_map(|n| {
-                    n.exprs.iter().filter_map(move |e| {
-                        let Expr::Load { counter, .. } = e else {
-                            return None;
-                        };
-                        let c = &n.counters[*counter];
-                        c.storage.map(|s| (s, Some(c)))
+                    n.exprs.iter().filter_map(move |e| match e {
+                        Expr::Load { counter, .. } => {
+                            let c = &n.counters[*counter];
+                            c.storage.map(|s| (s, Some(c)))
+                        }
+                        // A data-dependent address: no counter describes it.
+                        Expr::Gather { table, .. } => n.counters[*table].storage.map(|s| (s, None)),
+                        Expr::ImmF(_)
+                        | Expr::ImmI(_)
+                        | Expr::Unary(..)
+                        | Expr::Binary(..)
+                        | Expr::Select(..)
+                        | Expr::Cast { .. }
+                        | Expr::OneHot { .. }
+                        | Expr::Random { .. }
+                        | Expr::RandomNormal { .. } => None,
                     })
                 })
                 .collect(),
@@ -330,6 +356,39 @@ impl<'p> Builder<'p> {
                         seed: *seed,
                         step,
                         index,
+                    })
+                }
+                Op::RandomNormal { seed } => {
+                    let step = self.expr(ops[0], &Vec::new())?;
+                    let index = self.affine(None, &node.ty.shape, map);
+                    self.push(Expr::RandomNormal {
+                        seed: *seed,
+                        step,
+                        index,
+                    })
+                }
+                Op::Gather => {
+                    // Fusion stores both operands (gather is no fusable consumer).
+                    let table = ops[0];
+                    if !self.plan.is_materialized(table) {
+                        return Err(self.err(n, "gather table is not stored (fusion bug)"));
+                    }
+                    let tshape = &g.node(table).ty.shape;
+                    let (rows, width) = (tshape[0], tshape[1]);
+                    let too_big = |x: usize| u32::try_from(x).is_err() || x == 0;
+                    if too_big(rows) || too_big(width) {
+                        return Err(self.err(n, "gather table extents must be in [1, 2³²)"));
+                    }
+                    let r = node.ty.rank();
+                    let id = self.expr(ops[1], &map[..r - 1].to_vec())?;
+                    let s = self.plan.storage_of(table);
+                    let col = vec![(vec![0; self.rank], 0), map[r - 1].clone()];
+                    let table = self.affine(Some(s), tshape, &col);
+                    self.push(Expr::Gather {
+                        id,
+                        table,
+                        rows: rows as u32,
+                        width: width as u32,
                     })
                 }
                 Op::Input { .. }

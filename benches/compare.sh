@@ -6,7 +6,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 if [ -z "${LOSSGRAPH:-}" ]; then
-    (cd "$repo" && cargo build --release --quiet --bin lossgraph)
+    (cd "$repo" && cargo build --release --quiet -p lossgraph-cli --bin lossgraph)
     target=${CARGO_TARGET_DIR:-$repo/target}
     LOSSGRAPH="$target/release/lossgraph"
     export LOSSGRAPH

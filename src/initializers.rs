@@ -1,66 +1,47 @@
 //! Weight initialisers (Keras names and formulas) and the seeded PRNG behind them.
 //!
 //! Keras's defaults: `glorot_uniform` for kernels, `zeros` for biases,
-//! `random_normal` with mean 0 and standard deviation 0.05. The generator is a
-//! self-contained SplitMix64, so a model built with the same seed always gets
-//! the same weights on every platform (the values differ from Keras's, whose
-//! RNG is backend specific).
+//! `random_normal` with mean 0 and standard deviation 0.05. The generator is
+//! the workspace's SplitMix64 ([`lossgraph_ir::rng`]), so a model built with
+//! the same seed always gets the same weights on every platform (the values
+//! differ from Keras's, whose RNG is backend specific).
 
 use crate::error::{Error, Result};
+use lossgraph_ir::rng::SplitMix64;
 
-/// A small deterministic PRNG (SplitMix64). Invariant: the stream depends only on the seed.
+/// The generator of a model's initial weights and shuffles: the shared
+/// [`SplitMix64`] on the seed scrambled with a fixed constant (so seed 0 is
+/// not the raw zero state). Every draw goes through [`SplitMix64`] (deref).
 #[derive(Clone, Debug)]
-pub struct Rng {
-    state: u64,
-}
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+        Rng(SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B))
+    }
+}
+
+impl std::ops::Deref for Rng {
+    type Target = SplitMix64;
+    fn deref(&self) -> &SplitMix64 {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rng {
+    fn deref_mut(&mut self) -> &mut SplitMix64 {
+        &mut self.0
+    }
+}
+
+/// Standard normal truncated to `[-2, 2]` by redrawing (Keras's `TruncatedNormal`).
+fn truncated_normal(rng: &mut SplitMix64) -> f64 {
+    loop {
+        let x = rng.normal();
+        if x.abs() <= 2.0 {
+            return x;
         }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 bits of precision.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    /// Standard normal truncated to `[-2, 2]` by redrawing (Keras's `TruncatedNormal`).
-    pub fn truncated_normal(&mut self) -> f64 {
-        loop {
-            let x = self.normal();
-            if x.abs() <= 2.0 {
-                return x;
-            }
-        }
-    }
-
-    /// A uniformly random permutation of `0..n` (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            p.swap(i, j);
-        }
-        p
     }
 }
 
@@ -120,17 +101,17 @@ impl Init {
     }
 
     /// `numel(shape)` initial values drawn from `rng`.
-    pub fn sample(&self, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
+    pub fn sample(&self, shape: &[usize], rng: &mut SplitMix64) -> Vec<f32> {
         let n: usize = shape.iter().product();
         let (fan_in, fan_out) = fans(shape);
-        let uniform = |rng: &mut Rng, lo: f64, hi: f64| -> Vec<f32> {
+        let uniform = |rng: &mut SplitMix64, lo: f64, hi: f64| -> Vec<f32> {
             (0..n)
-                .map(|_| (lo + (hi - lo) * rng.uniform()) as f32)
+                .map(|_| (lo + (hi - lo) * rng.unit()) as f32)
                 .collect()
         };
-        let trunc = |rng: &mut Rng, std: f64| -> Vec<f32> {
+        let trunc = |rng: &mut SplitMix64, std: f64| -> Vec<f32> {
             (0..n)
-                .map(|_| (rng.truncated_normal() * std / TRUNC_STD) as f32)
+                .map(|_| (truncated_normal(rng) * std / TRUNC_STD) as f32)
                 .collect()
         };
         match self {
@@ -208,12 +189,5 @@ mod tests {
             Init::GlorotUniform
         );
         assert!(Init::from_name("orthogonal").is_err());
-    }
-
-    #[test]
-    fn permutation_is_a_permutation() {
-        let mut p = Rng::new(5).permutation(50);
-        p.sort_unstable();
-        assert_eq!(p, (0..50).collect::<Vec<_>>());
     }
 }

@@ -74,10 +74,7 @@ pub mod activations;
 #[doc = include_str!("../docs/architecture.md")]
 pub mod architecture {}
 mod backend;
-pub mod bench;
 pub mod callbacks;
-pub mod demo;
-pub mod digits;
 pub mod error;
 #[doc = include_str!("../docs/add_loss.md")]
 pub mod guide {}
@@ -89,7 +86,6 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
-pub mod plot;
 pub mod regularizers;
 pub mod stages;
 pub mod train;

@@ -21,6 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 use lossgraph_compiler::clif_math::{self, MathCtx};
+use lossgraph_ir::rng::SplitMix64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fun {
@@ -283,17 +284,6 @@ fn ulps(got: f32, want: f32) -> u64 {
     (ordered(got) - ordered(want)).unsigned_abs()
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
-    }
-}
-
 fn edge_cases() -> Vec<f32> {
     let mut v = vec![
         0.0,
@@ -363,10 +353,10 @@ fn run_of(x: f32, n: u32, out: &mut Vec<f32>) {
 
 fn inputs(fun: Fun) -> Vec<f32> {
     let mut v = edge_cases();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ fun as u64);
+    let mut rng = SplitMix64::new(fun as u64);
     // Random bit patterns: every exponent, both signs, NaNs included.
     for _ in 0..1_000_000 {
-        v.push(f32::from_bits(rng.next_u32()));
+        v.push(f32::from_bits((rng.next_u64() >> 32) as u32));
     }
     // Dense sweeps of the interesting range plus runs around critical points.
     match fun {

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{run, t, values, Rng};
+use common::{run, t, values, Draws, Rng};
 use lossgraph_compiler::passes::default_pipeline;
 use lossgraph_compiler::{append_gradients, check_gradients, total_loss, GradCheckOptions};
 use lossgraph_ir::{
@@ -61,7 +61,7 @@ fn softmax_ce(logits: &Tensor, labels: &Tensor) -> Tensor {
 /// Random feeds for every input and param of `g`: params with magnitude in
 /// [0.1, 0.8) (away from L1's kink), f32 inputs in [-1, 1), labels in range.
 fn random_feeds(g: &Graph, seed: u64, classes: usize) -> HashMap<String, HostTensor> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut f = HashMap::new();
     for (name, id) in g.inputs().into_iter().chain(g.params()) {
         let ty = &g.node(id).ty;

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{feeds, t, Rng};
+use common::{feeds, t, Draws, Rng};
 use lossgraph_compiler::{check_gradients, grad, GradCheckOptions};
 use lossgraph_ir::{BinaryOp, Builder, HostTensor, Tensor, TensorType, UnaryOp};
 use proptest::prelude::*;
@@ -18,9 +18,19 @@ const TOL: f64 = 1e-2;
 
 /// Names `y` as the output "y" and checks its VJP w.r.t. the named inputs.
 fn check(b: &Builder, y: &Tensor, wrt: &[&str], f: &HashMap<String, HostTensor>) {
+    check_with(b, y, wrt, f, &GradCheckOptions::default());
+}
+
+fn check_with(
+    b: &Builder,
+    y: &Tensor,
+    wrt: &[&str],
+    f: &HashMap<String, HostTensor>,
+    opts: &GradCheckOptions,
+) {
     b.output("y", y);
     let g = b.clone().finish().unwrap();
-    let r = check_gradients(&g, "y", wrt, f, &GradCheckOptions::default()).unwrap();
+    let r = check_gradients(&g, "y", wrt, f, opts).unwrap();
     assert!(r.passed(TOL), "{r}\n{}", lossgraph_ir::text::print(&g));
     assert!(r
         .vars
@@ -58,7 +68,7 @@ proptest! {
     #[test]
     fn unary_vjps(op in 0usize..UnaryOp::ALL.len(), shape in shape_strategy(3), seed: u64) {
         let u = UnaryOp::ALL[op];
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let n = numel(&shape);
         let v = match u {
             UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Recip => rng.vec(n, 0.3, 3.0),
@@ -91,7 +101,7 @@ proptest! {
         seed: u64,
     ) {
         let bop = BinaryOp::ALL[op];
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let sa = shape.clone();
         let sb = broadcast_source(&shape, &mut rng);
         let (sa, sb) = if swap { (sb, sa) } else { (sa, sb) };
@@ -115,7 +125,7 @@ proptest! {
     fn same_operand_twice(op in 0usize..6, shape in shape_strategy(2), seed: u64) {
         // x∘x: both operand slots accumulate into one gradient.
         let bop = BinaryOp::ALL[op];
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let v = rng.away_from_zero(numel(&shape), 0.3, 2.0);
         let b = Builder::new("twice");
         let x = b.input("x", TensorType::f32(&shape));
@@ -125,7 +135,7 @@ proptest! {
 
     #[test]
     fn select_vjp(shape in shape_strategy(3), seed: u64, compare: bool) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let n = numel(&shape);
         let sb = broadcast_source(&shape, &mut rng);
         let b = Builder::new("select");
@@ -153,7 +163,7 @@ proptest! {
 
     #[test]
     fn shape_op_vjps(shape in shape_strategy(3), which in 0usize..3, seed: u64) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let n = numel(&shape);
         let b = Builder::new("shape");
         let x = b.input("x", TensorType::f32(&shape));
@@ -184,7 +194,7 @@ proptest! {
 
     #[test]
     fn reduce_vjps(shape in prop::collection::vec(1usize..=3, 1..=3), mask in 1u32..8, max: bool, keepdims: bool, seed: u64) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let n = numel(&shape);
         let axes: Vec<isize> = (0..shape.len()).filter(|i| mask & (1 << i) != 0).map(|i| i as isize).collect();
         let axes = if axes.is_empty() { vec![0] } else { axes };
@@ -207,7 +217,7 @@ proptest! {
         m in 1usize..=4, k in 1usize..=4, n in 1usize..=4,
         ta: bool, tb: bool, seed: u64,
     ) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let lead: Vec<usize> = batch.into_iter().collect();
         let sa: Vec<usize> = lead.iter().copied().chain(if ta { [k, m] } else { [m, k] }).collect();
         let sb: Vec<usize> = lead.iter().copied().chain(if tb { [n, k] } else { [k, n] }).collect();
@@ -224,7 +234,7 @@ proptest! {
 
     #[test]
     fn concat_and_slice_vjps(shape in shape_strategy(3), axis_pick in 0usize..3, extra in 1usize..=3, seed: u64) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let axis = axis_pick % shape.len();
         let mut other = shape.clone();
         other[axis] = extra;
@@ -303,7 +313,7 @@ proptest! {
     /// step): checks accumulation across paths, not just single rules.
     #[test]
     fn random_expression_dags(n in 1usize..=3, steps in 1usize..=12, seed: u64) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let b = Builder::new("dag");
         let x = b.input("x", TensorType::f32([n, n]));
         let z = b.input("z", TensorType::f32([n, n]));
@@ -322,6 +332,11 @@ proptest! {
             ("x", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
             ("z", t(&[n, n], rng.vec(n * n, -1.0, 1.0))),
         ]);
-        check(&b, &y, &["x", "z"], &f);
+        // Paths of magnitude ~0.1 can cancel to a gradient of ~1e-3, where the
+        // five-point truncation error (~1e-4 absolute at this step, seen in the
+        // regression case n = 2, steps = 6) dominates a relative error: judge
+        // such elements against a floor of 1e-2 instead of 1e-3.
+        let opts = GradCheckOptions { floor: 1e-2, ..GradCheckOptions::default() };
+        check_with(&b, &y, &["x", "z"], &f, &opts);
     }
 }

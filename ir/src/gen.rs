@@ -72,35 +72,24 @@ impl Default for GenConfig {
     }
 }
 
-/// splitmix64: a tiny, well-mixed deterministic PRNG.
-struct Rng(u64);
+use crate::rng::SplitMix64 as Rng;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n ≥ 1`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
+/// The generator's draws on top of the shared stream.
+trait Draw {
     /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize;
+    fn chance(&mut self, p: f64) -> bool;
+    fn f32_in(&mut self, lo: f32, hi: f32) -> f32;
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T;
+}
+
+impl Draw for Rng {
     fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + self.below(hi.saturating_sub(lo) + 1)
     }
 
     fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
@@ -225,7 +214,7 @@ struct Gen<'c> {
 /// Generates a random verified graph from `seed` (same seed and config, same
 /// graph). See the module docs for what it covers and guarantees.
 pub fn random_graph(seed: u64, cfg: &GenConfig) -> Graph {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let name = *rng.pick(&["g", "train_step", "random graph", "rg.1"]);
     let mut g = Gen {
         b: Builder::new(name),
@@ -937,7 +926,7 @@ pub fn random_feeds(g: &Graph, seed: u64) -> HashMap<String, HostTensor> {
     let mut feeds = HashMap::new();
     for (name, id) in g.inputs().into_iter().chain(g.params()) {
         let ty = g.node(id).ty.clone();
-        let mut rng = Rng(seed ^ fnv1a(&name));
+        let mut rng = Rng::new(seed ^ fnv1a(&name));
         let n = ty.numel();
         let t = match ty.dtype {
             DType::F32 => HostTensor {

@@ -848,7 +848,7 @@ mod tests {
         ));
         assert!(same(&s, &[1.0, -1.0, 0.0, 0.0, f32::NAN, -1.0]));
         // NaN propagates through every unary op.
-        for u in UnaryOp::ALL {
+        for &u in UnaryOp::ALL {
             let r = vf(&un(u, &f(&[1], &[f32::NAN])));
             assert!(r[0].is_nan(), "{u:?}");
         }

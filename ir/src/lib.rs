@@ -10,12 +10,16 @@
 pub mod builder;
 pub mod dot;
 pub mod error;
+/// The random graph generator of the round-trip and differential tests:
+/// behind the `testgen` feature, which only dev-dependencies enable.
+#[cfg(any(test, feature = "testgen"))]
 pub mod gen;
 pub mod graph;
 pub mod interp;
 pub mod names;
 pub mod nn;
 pub mod op;
+pub mod rng;
 pub mod tensor;
 pub mod text;
 pub mod types;

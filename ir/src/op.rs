@@ -19,45 +19,66 @@
 use crate::types::{broadcastable_to, DType, Shape, TensorType};
 use smallvec::{smallvec, SmallVec};
 
-/// Elementwise unary primitives. All take and return `f32` except `neg`,
-/// `abs` and `sign`, which also accept `i32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg,
-    Exp,
-    Log,
-    Tanh,
-    Sigmoid,
-    Abs,
-    Sqrt,
-    Recip,
-    Sign,
-    Erf,
+/// Defines a fieldless op enum together with its `ALL` list, so the list
+/// cannot miss a variant.
+macro_rules! op_enum {
+    ($(#[$doc:meta])* $name:ident { $($v:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($v),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order (for the text format, the
+            /// generators and the conformance test).
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+        }
+    };
 }
 
-/// Elementwise binary primitives on operands of equal type. Comparisons
-/// return an `f32` mask holding 1.0 where the comparison holds and 0.0 elsewhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+op_enum! {
+    /// Elementwise unary primitives, all defined on `f32`; those whose row
+    /// says `int` (`neg`, `abs`, `sign`) also accept `i32`.
+    UnaryOp {
+        Neg,
+        Exp,
+        Log,
+        Tanh,
+        Sigmoid,
+        Abs,
+        Sqrt,
+        Recip,
+        Sign,
+        Erf,
+    }
 }
 
-/// Reduction kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    Sum,
-    Max,
+op_enum! {
+    /// Elementwise binary primitives on operands of equal type. Comparisons
+    /// return an `f32` mask holding 1.0 where the comparison holds and 0.0 elsewhere.
+    BinaryOp {
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Max,
+        Min,
+        Eq,
+        Ne,
+        Lt,
+        Le,
+        Gt,
+        Ge,
+    }
+}
+
+op_enum! {
+    /// Reduction kinds.
+    ReduceOp {
+        Sum,
+        Max,
+    }
 }
 
 /// Constant data. A single value is a splat over the node's whole shape;
@@ -405,21 +426,6 @@ pub struct ReduceRow {
 }
 
 impl UnaryOp {
-    /// All unary ops, for tests and generators. A new variant must be listed
-    /// here (its table row in [`UnaryOp::row`] is enforced by the compiler).
-    pub const ALL: [UnaryOp; 10] = [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Abs,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::Sign,
-        UnaryOp::Erf,
-    ];
-
     /// The op's table row.
     pub const fn row(self) -> UnaryRow {
         use Cost::{Cheap, Slow, Transcendental};
@@ -561,23 +567,6 @@ impl UnaryOp {
 }
 
 impl BinaryOp {
-    /// All binary ops, for tests and generators. A new variant must be listed
-    /// here (its table row in [`BinaryOp::row`] is enforced by the compiler).
-    pub const ALL: [BinaryOp; 12] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-        BinaryOp::Eq,
-        BinaryOp::Ne,
-        BinaryOp::Lt,
-        BinaryOp::Le,
-        BinaryOp::Gt,
-        BinaryOp::Ge,
-    ];
-
     /// The op's table row.
     pub const fn row(self) -> BinaryRow {
         use BinaryRange as R;
@@ -781,9 +770,6 @@ impl BinaryOp {
 }
 
 impl ReduceOp {
-    /// All reductions, for tests and generators.
-    pub const ALL: [ReduceOp; 2] = [ReduceOp::Sum, ReduceOp::Max];
-
     /// The reduction's table row.
     pub const fn row(self) -> ReduceRow {
         match self {
@@ -963,8 +949,8 @@ impl Op {
             },
             Op::Const(Literal::F32(vec![0.0])),
         ];
-        v.extend(UnaryOp::ALL.map(Op::Unary));
-        v.extend(BinaryOp::ALL.map(Op::Binary));
+        v.extend(UnaryOp::ALL.iter().map(|&u| Op::Unary(u)));
+        v.extend(BinaryOp::ALL.iter().map(|&b| Op::Binary(b)));
         v.extend([
             Op::Select,
             Op::Cast,
@@ -974,7 +960,7 @@ impl Op {
                 perm: SmallVec::new(),
             },
         ]);
-        v.extend(ReduceOp::ALL.map(|op| Op::Reduce {
+        v.extend(ReduceOp::ALL.iter().map(|&op| Op::Reduce {
             op,
             axes: SmallVec::new(),
         }));

@@ -464,13 +464,8 @@ mod tests {
     }
 
     fn case(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) -> Case {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut rng = lossgraph_ir::rng::SplitMix64::new(seed);
+        let mut next = move || rng.uniform(-1.0, 1.0);
         let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
         // A stored as [m,k] (a_rs = k) or as its transpose [k,m] (a_rs = 1).

@@ -18,31 +18,19 @@
 mod common;
 
 use common::{mlp_step, Act, Loss, Opt};
+use lossgraph_ir::rng::SplitMix64;
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, TensorType};
 use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn f(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-    }
-    fn i(&mut self, n: i32) -> i32 {
-        (self.next() % n as u64) as i32 - n / 4
-    }
-}
-
-fn random_tensor(ty: &TensorType, rng: &mut Rng) -> HostTensor {
+fn random_tensor(ty: &TensorType, rng: &mut SplitMix64) -> HostTensor {
     let n = ty.numel();
     match ty.dtype {
-        DType::F32 => HostTensor::f32(&ty.shape, (0..n).map(|_| rng.f()).collect()).unwrap(),
-        DType::I32 => HostTensor::i32(&ty.shape, (0..n).map(|_| rng.i(8)).collect()).unwrap(),
+        DType::F32 => {
+            HostTensor::f32(&ty.shape, (0..n).map(|_| rng.uniform(-2.0, 2.0)).collect()).unwrap()
+        }
+        DType::I32 => {
+            HostTensor::i32(&ty.shape, (0..n).map(|_| rng.below(8) as i32 - 2).collect()).unwrap()
+        }
     }
 }
 
@@ -111,7 +99,7 @@ fn configs() -> Vec<(&'static str, JitOptions)> {
 /// Runs `g` for two steps on the interpreter and every JIT configuration and
 /// compares every output and variable.
 fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let feeds: Vec<(String, HostTensor)> = g
         .inputs()
         .into_iter()
@@ -577,8 +565,8 @@ fn threaded_results_are_deterministic() {
         1e-3,
         Opt::Adam(1e-2),
     );
-    let mut rng = Rng(3);
-    let x: Vec<f32> = (0..50 * 37).map(|_| rng.f()).collect();
+    let mut rng = SplitMix64::new(3);
+    let x: Vec<f32> = (0..50 * 37).map(|_| rng.uniform(-2.0, 2.0)).collect();
     let t: Vec<i32> = (0..50).map(|i| i % 10).collect();
     let feeds = [("x", Feed::F32(&x)), ("t", Feed::I32(&t))];
     let run = |threads: usize, inline_max: usize| {

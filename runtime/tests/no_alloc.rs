@@ -73,7 +73,7 @@ fn training_steps_do_not_allocate() {
             inline_max == 0
         );
         init_params(&mut p, &dims, 1);
-        let mut rng = Rng(9);
+        let mut rng = Rng::new(9);
         let x: Vec<f32> = (0..32 * 8).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let t: Vec<f32> = (0..32).map(|_| rng.uniform(-1.0, 1.0)).collect();
         let feeds = [("x", Feed::F32(&x)), ("t", Feed::F32(&t))];

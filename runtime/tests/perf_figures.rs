@@ -10,7 +10,7 @@ use lossgraph_runtime::{Feed, JitOptions, Program};
 use std::time::Instant;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     (0..n).map(|_| r.uniform(-1.0, 1.0)).collect()
 }
 

@@ -4,6 +4,7 @@
 
 use super::compile::{CompileSpec, LossKind, LossSpec, OptimizerSpec};
 use super::error::{KerasError, Result};
+use super::registry;
 use super::spec::{
     ActivationSpec, InitializerSpec, LayerKind, LayerSpec, ModelKind, ModelSpec, RegularizerSpec,
 };
@@ -118,61 +119,9 @@ pub fn compile_options(c: &CompileSpec) -> CompileOptions {
     opts
 }
 
-/// The layer object for one non-input layer.
+/// The layer object for one layer (its class's [`registry`] entry builds it).
 pub fn layer(l: &LayerSpec) -> Result<Box<dyn Layer>> {
-    let n = l.name.as_str();
-    Ok(match &l.kind {
-        LayerKind::Input { shape } => Box::new(layers::Input::new(shape).name(n)),
-        LayerKind::Dense {
-            units,
-            activation: a,
-            use_bias,
-            kernel_initializer,
-            bias_initializer,
-            kernel_regularizer,
-            bias_regularizer,
-            activity_regularizer,
-        } => {
-            let mut d = layers::Dense::new(*units)
-                .activation(activation(*a))
-                .use_bias(*use_bias)
-                .kernel_initializer(initializer(*kernel_initializer))
-                .bias_initializer(initializer(*bias_initializer))
-                .name(n);
-            if let Some(r) = kernel_regularizer {
-                d = d.kernel_regularizer(regularizer(*r));
-            }
-            if let Some(r) = bias_regularizer {
-                d = d.bias_regularizer(regularizer(*r));
-            }
-            if let Some(r) = activity_regularizer {
-                d = d.activity_regularizer(regularizer(*r));
-            }
-            Box::new(d)
-        }
-        LayerKind::Activation { activation: a } => {
-            Box::new(layers::Activation::new(activation(*a)).name(n))
-        }
-        LayerKind::Dropout { rate, seed } => {
-            let mut d = layers::Dropout::new(*rate).name(n);
-            if let Some(s) = seed {
-                d = d.seed(*s as u32);
-            }
-            Box::new(d)
-        }
-        LayerKind::ActivityRegularization { l1, l2 } => {
-            Box::new(layers::ActivityRegularization::new(*l1, *l2).name(n))
-        }
-        LayerKind::Add => Box::new(layers::Add::new().name(n)),
-        LayerKind::Concatenate { axis } => {
-            Box::new(layers::Concatenate::new().axis(*axis as isize).name(n))
-        }
-        LayerKind::Flatten => Box::new(layers::Flatten::new().name(n)),
-        LayerKind::Reshape { target_shape } => {
-            let t: Vec<isize> = target_shape.iter().map(|&d| d as isize).collect();
-            Box::new(layers::Reshape::new(&t).name(n))
-        }
-    })
+    registry::build_layer(&l.class, &l.name, &l.kind)
 }
 
 /// Builds the model described by `spec`; `seed` seeds the initialisers

@@ -4,12 +4,15 @@
 //! Parsing ([`spec`], [`compile`]) is strict and independent of the front
 //! end: it turns JSON into typed descriptions and reports anything
 //! unsupported with the layer class, the layer name and the offending key.
+//! Each importable layer class is one entry of [`registry::LAYER_CLASSES`]
+//! (parse and build together).
 
 pub mod build;
 pub mod case;
 pub mod compile;
 mod error;
 mod json;
+pub mod registry;
 pub mod spec;
 
 pub use compile::{CompileSpec, LossKind, LossSpec, OptimizerSpec};

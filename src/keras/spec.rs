@@ -5,6 +5,7 @@
 
 use super::error::{KerasError, Result};
 use super::json::{show, Cfg, Ctx};
+use super::registry::{self, Arity};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -302,9 +303,10 @@ impl ModelSpec {
                 for r in args {
                     check(r, &format!("{} '{}' call {ci}", l.class, l.name))?;
                 }
-                let arity_ok = match l.kind {
-                    LayerKind::Add | LayerKind::Concatenate { .. } => args.len() >= 2,
-                    _ => args.len() == 1,
+                let arity_ok = match registry::entry(&l.class, &l.name)?.arity {
+                    Arity::Merge => args.len() >= 2,
+                    Arity::One => args.len() == 1,
+                    Arity::Input => args.is_empty(),
                 };
                 if !arity_ok {
                     return Err(KerasError::Layer {
@@ -426,7 +428,7 @@ fn parse_sequential(config: &Value) -> Result<ModelSpec> {
                 message: "an InputLayer may only come first in a Sequential model".into(),
             });
         }
-        if matches!(l.kind, LayerKind::Add | LayerKind::Concatenate { .. }) {
+        if registry::entry(&l.class, &l.name)?.arity == Arity::Merge {
             return Err(KerasError::Layer {
                 class: l.class.clone(),
                 name: l.name.clone(),
@@ -508,7 +510,7 @@ fn triple(v: &Value) -> std::result::Result<TensorRef, String> {
 }
 
 /// `[null, d1, d2…]` → `[d1, d2…]`.
-fn feature_dims(v: &[Value]) -> std::result::Result<Vec<usize>, String> {
+pub(super) fn feature_dims(v: &[Value]) -> std::result::Result<Vec<usize>, String> {
     if v.len() < 2 {
         return Err(format!(
             "expected [batch, features...], got a shape of rank {}",
@@ -532,7 +534,7 @@ fn feature_dims(v: &[Value]) -> std::result::Result<Vec<usize>, String> {
 }
 
 /// Accepts a float32 dtype (string or DTypePolicy object); rejects any other.
-fn check_dtype(cfg: &mut Cfg<'_>, key: &str) -> Result<()> {
+pub(super) fn check_dtype(cfg: &mut Cfg<'_>, key: &str) -> Result<()> {
     let Some(v) = cfg.get(key) else {
         return Ok(());
     };
@@ -607,121 +609,10 @@ fn parse_layer(
     };
     obj.finish()?;
 
+    let entry = registry::entry(&class, &name)?;
     let mut cfg = Cfg::new(config, &ctx, "")?;
     cfg.ignore(&["name"]);
-    let kind = match class.as_str() {
-        "InputLayer" => {
-            cfg.only("sparse", &[json!(false)])?;
-            cfg.only("ragged", &[json!(false)])?;
-            cfg.only("optional", &[json!(false)])?;
-            check_dtype(&mut cfg, "dtype")?;
-            let shape = match (cfg.get("batch_shape"), cfg.get("batch_input_shape")) {
-                (Some(s), _) | (None, Some(s)) => {
-                    let a = s
-                        .as_array()
-                        .ok_or_else(|| cfg.err("batch_shape", format!("expected a list, got {}", show(s))))?;
-                    feature_dims(a).map_err(|m| cfg.err("batch_shape", m))?
-                }
-                (None, None) => match cfg.get("shape") {
-                    Some(s) => {
-                        let mut a = vec![Value::Null];
-                        a.extend(s.as_array().cloned().unwrap_or_default());
-                        feature_dims(&a).map_err(|m| cfg.err("shape", m))?
-                    }
-                    None => return Err(cfg.err("batch_shape", "missing required config key")),
-                },
-            };
-            LayerKind::Input { shape }
-        }
-        "Dense" => {
-            common(&mut cfg)?;
-            let units = cfg.usize("units")?;
-            if units == 0 {
-                return Err(cfg.err("units", "must be positive"));
-            }
-            let activation = activation(&mut cfg, "activation", true)?;
-            let use_bias = cfg.bool_or("use_bias", true)?;
-            let kernel_initializer = initializer(&mut cfg, "kernel_initializer", InitializerSpec::GlorotUniform { seed: None })?;
-            let bias_initializer = initializer(&mut cfg, "bias_initializer", InitializerSpec::Zeros)?;
-            let kernel_regularizer = regularizer(&mut cfg, "kernel_regularizer")?;
-            let bias_regularizer = regularizer(&mut cfg, "bias_regularizer")?;
-            let activity_regularizer = regularizer(&mut cfg, "activity_regularizer")?;
-            cfg.only("kernel_constraint", &[Value::Null])?;
-            cfg.only("bias_constraint", &[Value::Null])?;
-            cfg.only("quantization_config", &[Value::Null])?;
-            cfg.only("lora_rank", &[Value::Null])?;
-            cfg.only("lora_alpha", &[Value::Null])?;
-            LayerKind::Dense {
-                units,
-                activation,
-                use_bias,
-                kernel_initializer,
-                bias_initializer,
-                kernel_regularizer,
-                bias_regularizer,
-                activity_regularizer,
-            }
-        }
-        "Activation" => {
-            common(&mut cfg)?;
-            LayerKind::Activation {
-                activation: activation(&mut cfg, "activation", false)?,
-            }
-        }
-        "Dropout" => {
-            common(&mut cfg)?;
-            let rate = cfg.f32("rate")?;
-            if !(0.0..1.0).contains(&rate) {
-                return Err(cfg.err("rate", format!("must be in [0, 1), got {rate}")));
-            }
-            let seed = cfg.seed("seed")?;
-            cfg.only("noise_shape", &[Value::Null])?;
-            LayerKind::Dropout { rate, seed }
-        }
-        "ActivityRegularization" => {
-            common(&mut cfg)?;
-            let l1 = cfg.f32_or("l1", Some(0.0))?;
-            let l2 = cfg.f32_or("l2", Some(0.0))?;
-            LayerKind::ActivityRegularization { l1, l2 }
-        }
-        "Add" => {
-            common(&mut cfg)?;
-            LayerKind::Add
-        }
-        "Concatenate" => {
-            common(&mut cfg)?;
-            let axis = match cfg.get("axis") {
-                None => -1,
-                Some(_) => cfg.i64("axis")?,
-            };
-            LayerKind::Concatenate { axis }
-        }
-        "Flatten" => {
-            common(&mut cfg)?;
-            cfg.only("data_format", &[json!("channels_last"), Value::Null])?;
-            LayerKind::Flatten
-        }
-        "Reshape" => {
-            common(&mut cfg)?;
-            let v = cfg.req("target_shape")?;
-            let target_shape = v
-                .as_array()
-                .and_then(|a| a.iter().map(|d| d.as_i64().filter(|&d| d > 0 || d == -1)).collect::<Option<Vec<_>>>())
-                .filter(|t| t.iter().filter(|&&d| d == -1).count() <= 1)
-                .ok_or_else(|| cfg.err("target_shape", format!("expected a list of positive sizes (at most one -1), got {}", show(v))))?;
-            LayerKind::Reshape { target_shape }
-        }
-        other => {
-            return Err(KerasError::Layer {
-                class: other.to_string(),
-                name,
-                key: "class_name".into(),
-                message: format!(
-                    "unsupported layer class '{other}' (lossgraph imports InputLayer, Dense, Activation, Dropout, ActivityRegularization, Add, Concatenate, Flatten, Reshape)"
-                ),
-            })
-        }
-    };
+    let kind = (entry.parse)(&mut cfg)?;
     cfg.finish()?;
     Ok((
         LayerSpec {
@@ -735,12 +626,12 @@ fn parse_layer(
 }
 
 /// Keys every layer config may carry: `trainable` (true only) and a float32 dtype.
-fn common(cfg: &mut Cfg<'_>) -> Result<()> {
+pub(super) fn common(cfg: &mut Cfg<'_>) -> Result<()> {
     cfg.only("trainable", &[json!(true)])?;
     check_dtype(cfg, "dtype")
 }
 
-fn activation(cfg: &mut Cfg<'_>, key: &str, optional: bool) -> Result<ActivationSpec> {
+pub(super) fn activation(cfg: &mut Cfg<'_>, key: &str, optional: bool) -> Result<ActivationSpec> {
     match cfg.get(key) {
         None | Some(Value::Null) if optional => Ok(ActivationSpec::Linear),
         Some(Value::String(s)) => ActivationSpec::from_name(s).ok_or_else(|| {
@@ -755,7 +646,7 @@ fn activation(cfg: &mut Cfg<'_>, key: &str, optional: bool) -> Result<Activation
 }
 
 /// `null` or `{"class_name": "L1"|"L2"|"L1L2", "config": {...}}` (or the strings `l1`, `l2`, `l1_l2`).
-fn regularizer(cfg: &mut Cfg<'_>, key: &str) -> Result<Option<RegularizerSpec>> {
+pub(super) fn regularizer(cfg: &mut Cfg<'_>, key: &str) -> Result<Option<RegularizerSpec>> {
     let v = match cfg.get(key) {
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
@@ -801,7 +692,11 @@ pub(crate) fn parse_regularizer(v: &Value, ctx: &Ctx, path: &str) -> Result<Regu
     Ok(r)
 }
 
-fn initializer(cfg: &mut Cfg<'_>, key: &str, default: InitializerSpec) -> Result<InitializerSpec> {
+pub(super) fn initializer(
+    cfg: &mut Cfg<'_>,
+    key: &str,
+    default: InitializerSpec,
+) -> Result<InitializerSpec> {
     let v = match cfg.get(key) {
         None | Some(Value::Null) => return Ok(default),
         Some(v) => v,

@@ -130,6 +130,32 @@ fn unknown_layer_class_names_class_and_layer() {
 }
 
 #[test]
+fn registry_builds_what_it_parses_and_names_mismatches() {
+    let classes: Vec<&str> = registry::LAYER_CLASSES.iter().map(|c| c.class).collect();
+    let mut unique = classes.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        classes.len(),
+        "duplicate entries: {classes:?}"
+    );
+    // The unsupported-class message lists exactly the registry.
+    let v = seq(json!([input(3), {"class_name": "Conv2D", "config": {"name": "c1"}}]));
+    let e = ModelSpec::from_value(&v).unwrap_err().to_string();
+    assert!(
+        e.contains("InputLayer, Dense, Activation, Dropout, ActivityRegularization, Add, Concatenate, Flatten, Reshape"),
+        "{e}"
+    );
+    // A description of another class is an error naming the layer, not a panic.
+    let e = registry::build_layer("Dense", "d", &LayerKind::Flatten)
+        .err()
+        .expect("a Flatten description is not a Dense")
+        .to_string();
+    assert!(e.starts_with("Dense layer 'd': class_name: "), "{e}");
+}
+
+#[test]
 fn unsupported_key_is_named() {
     let v = seq(
         json!([input(3), {"class_name": "Dense", "config": {"name": "d", "units": 2, "frobnicate": 1}}]),

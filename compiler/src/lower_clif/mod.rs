@@ -187,7 +187,8 @@ pub fn lower_nest(
             vectorized,
             uses: use_counts(nest),
         };
-        em.level(&mut b, 0, lo, hi, &start, inner)?;
+        em.level(&mut b, 0, lo, hi, &start, inner)
+            .map_err(|e| nest_error(nest, &e.0))?;
         b.ins().return_(&[]);
         b.seal_all_blocks();
         b.finalize(opts.frontend);
@@ -200,6 +201,22 @@ pub fn lower_nest(
         work,
         vectorized,
     })
+}
+
+/// An emission error in `nest`, naming the nest and the nodes it stores
+/// (emission sees expressions, not nodes; the nest's roots locate them).
+fn nest_error(nest: &Nest, reason: &str) -> CodegenError {
+    let roots: Vec<String> = nest
+        .roots
+        .iter()
+        .filter_map(|r| nest.counters[r.dst].storage)
+        .map(|n| format!("%{}", n.index()))
+        .collect();
+    CodegenError(format!(
+        "nest {} storing {}: {reason}",
+        nest.label,
+        roots.join(", ")
+    ))
 }
 
 /// Relative cost of one element of `nest`: 1 for loads, stores and simple

@@ -6,28 +6,23 @@ use lossgraph_ir::interp::interpret;
 use lossgraph_ir::{Builder, Graph, HostTensor, NodeId, Tensor};
 use std::collections::HashMap;
 
-/// A small deterministic generator (SplitMix64).
-pub struct Rng(pub u64);
+/// A small deterministic generator: the workspace's SplitMix64.
+pub use lossgraph_ir::rng::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
+/// Test-data draws on top of [`Rng`].
+pub trait Draws {
     /// `n` values uniform in `[lo, hi)`.
-    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32>;
+    /// `n` values with magnitude in `[lo, hi)` and random sign (away from 0).
+    fn away_from_zero(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32>;
+}
+
+impl Draws for Rng {
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
-    /// `n` values with magnitude in `[lo, hi)` and random sign (away from 0).
-    pub fn away_from_zero(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+
+    fn away_from_zero(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 let m = self.uniform(lo, hi);
@@ -38,9 +33,6 @@ impl Rng {
                 }
             })
             .collect()
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
 }
 

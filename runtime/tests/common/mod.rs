@@ -126,26 +126,12 @@ pub fn mlp_step(dims: &[usize], batch: usize, act: Act, loss: Loss, l2: f32, opt
     b.finish().unwrap()
 }
 
-/// Deterministic pseudo-random numbers (splitmix64).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-}
+/// Deterministic pseudo-random numbers: the workspace's SplitMix64.
+pub use lossgraph_ir::rng::SplitMix64 as Rng;
 
 /// Glorot-uniform kernels and zero biases for every `dense_i/*` param.
 pub fn init_params(p: &mut lossgraph_runtime::Program, dims: &[usize], seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for i in 0..dims.len() - 1 {
         let lim = (6.0 / (dims[i] + dims[i + 1]) as f32).sqrt();
         let w: Vec<f32> = (0..dims[i] * dims[i + 1])

@@ -142,14 +142,14 @@ pub enum Command {
     },
     /// Time a training step: a standard workload (tiny, mnist, wide of
     /// shared/bench/WORKLOADS.md) or a Keras 3 model (--model MODEL.json).
-    Bench(lossgraph::bench::BenchArgs),
+    Bench(lossgraph_cli::bench::BenchArgs),
 }
 
 /// Runs one parsed command line; `Ok` carries the exit code.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Bench(a) => {
-            println!("{}", lossgraph::bench::run_cli(&a)?);
+            println!("{}", lossgraph_cli::bench::run_cli(&a)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Summary { model } => commands::summary(&model),

@@ -18,9 +18,10 @@
 //!   ([`Session::from_model`], [`measure_session`]); [`model`] does it for an
 //!   imported Keras model (`lossgraph bench --model MODEL.json`).
 
-use crate::layers::{Dense, Input};
-use crate::{CompileOptions, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
-use lossgraph_ir::{Builder, DType, Graph, HostTensor, TensorType};
+use lossgraph::layers::{Dense, Input};
+use lossgraph::{CompileOptions, Init, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
+use lossgraph_ir::rng::SplitMix64;
+use lossgraph_ir::{names, Builder, DType, Data, Graph, HostTensor, TensorType};
 /// The GEMM routine choice of [`BenchOptions::gemm`].
 pub use lossgraph_runtime::GemmImpl;
 use lossgraph_runtime::{Engine, Feed, JitOptions, Program, RuntimeError};
@@ -47,7 +48,7 @@ pub enum BenchError {
     Frontend {
         workload: String,
         #[source]
-        source: Box<crate::Error>,
+        source: Box<lossgraph::Error>,
     },
     /// Compiling or running the step failed.
     #[error("runtime, {context}: {source}")]
@@ -190,62 +191,6 @@ impl Workload {
     }
 }
 
-/// The splitmix64 generator (Steele, Lea, Flood 2014): the Rust peers' common
-/// source of weights and data.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator whose first output is `mix(seed + golden gamma)`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal (Box–Muller, one value per pair of uniforms).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Uniform integer in `[0, n)`, `n > 0`.
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
-
-/// Glorot-uniform values for a `[fan_in, fan_out]` kernel:
-/// `U(-sqrt(6/(fan_in+fan_out)), +sqrt(6/(fan_in+fan_out)))`.
-pub fn glorot_uniform(rng: &mut SplitMix64, fan_in: usize, fan_out: usize) -> Vec<f32> {
-    let lim = (6.0 / (fan_in + fan_out) as f64).sqrt();
-    (0..fan_in * fan_out)
-        .map(|_| ((2.0 * rng.uniform() - 1.0) * lim) as f32)
-        .collect()
-}
-
-/// Targets of one batch for one output.
-#[derive(Clone, Debug)]
-pub enum Targets {
-    /// Float targets with the output's shape (regression values, 0/1, one-hot rows).
-    F32(Vec<f32>),
-    /// Class labels: the output's shape without its last (class) axis.
-    I32(Vec<i32>),
-}
-
 /// How the targets of one output are drawn (what its loss expects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetKind {
@@ -261,17 +206,29 @@ pub enum TargetKind {
 }
 
 /// The pre-generated data of a run: [`N_BATCHES`] batches, each with one
-/// array per model input and one target per model output.
-/// Invariant: `xs.len() == ys.len()`; every `xs[b][i]` holds
-/// `batch · numel(input i)` values.
+/// tensor per model input and one target tensor per model output.
+/// Invariant: `xs.len() == ys.len()`; every `xs[b][i]` has shape
+/// `[batch, input i's per-sample shape…]`.
 #[derive(Clone, Debug)]
 pub struct Batches {
     /// Samples per batch.
     pub batch: usize,
-    /// `xs[b][i]`: input `i` of batch `b`, N(0,1).
-    pub xs: Vec<Vec<Vec<f32>>>,
-    /// `ys[b][o]`: the targets of output `o` for batch `b`.
-    pub ys: Vec<Vec<Targets>>,
+    /// `xs[b][i]`: input `i` of batch `b`, f32 N(0,1).
+    pub xs: Vec<Vec<HostTensor>>,
+    /// `ys[b][o]`: the targets of output `o` for batch `b`: f32 with the
+    /// output's shape, or i32 class labels without its last (class) axis.
+    pub ys: Vec<Vec<HostTensor>>,
+}
+
+/// A host tensor of shape `[batch, shape…]` (`data` holds its values).
+fn batch_tensor(batch: usize, shape: &[usize], dtype: DType, data: Data) -> HostTensor {
+    let full: Vec<usize> = std::iter::once(batch)
+        .chain(shape.iter().copied())
+        .collect();
+    HostTensor {
+        ty: TensorType::new(dtype, &full),
+        data,
+    }
 }
 
 /// Draws [`N_BATCHES`] batches of `batch` samples from `rng`: per batch, every
@@ -291,7 +248,8 @@ pub fn generate_batches(
                 .iter()
                 .map(|shape| {
                     let n = batch * shape.iter().product::<usize>();
-                    (0..n).map(|_| rng.normal() as f32).collect()
+                    let v = (0..n).map(|_| rng.normal() as f32).collect();
+                    batch_tensor(batch, shape, DType::F32, Data::F32(v))
                 })
                 .collect(),
         );
@@ -306,21 +264,31 @@ pub fn generate_batches(
 }
 
 /// The targets of one output: `batch` samples of per-sample shape `shape`.
-fn draw_targets(batch: usize, shape: &[usize], kind: TargetKind, rng: &mut SplitMix64) -> Targets {
+fn draw_targets(
+    batch: usize,
+    shape: &[usize],
+    kind: TargetKind,
+    rng: &mut SplitMix64,
+) -> HostTensor {
     let numel = batch * shape.iter().product::<usize>();
     let classes = shape.last().copied().unwrap_or(1).max(1);
     let rows = numel / classes;
+    let f32s = |v: Vec<f32>| batch_tensor(batch, shape, DType::F32, Data::F32(v));
     match kind {
-        TargetKind::Normal => Targets::F32((0..numel).map(|_| rng.normal() as f32).collect()),
-        TargetKind::Binary => Targets::F32((0..numel).map(|_| rng.below(2) as f32).collect()),
+        TargetKind::Normal => f32s((0..numel).map(|_| rng.normal() as f32).collect()),
+        TargetKind::Binary => f32s((0..numel).map(|_| rng.below(2) as f32).collect()),
         TargetKind::OneHot => {
             let mut v = vec![0.0; numel];
             for r in 0..rows {
                 v[r * classes + rng.below(classes)] = 1.0;
             }
-            Targets::F32(v)
+            f32s(v)
         }
-        TargetKind::Labels => Targets::I32((0..rows).map(|_| rng.below(classes) as i32).collect()),
+        TargetKind::Labels => {
+            let labels = (0..rows).map(|_| rng.below(classes) as i32).collect();
+            let without_classes = &shape[..shape.len().saturating_sub(1)];
+            batch_tensor(batch, without_classes, DType::I32, Data::I32(labels))
+        }
     }
 }
 
@@ -329,7 +297,7 @@ pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) 
     let kernels = w
         .sizes
         .windows(2)
-        .map(|p| glorot_uniform(rng, p[0], p[1]))
+        .map(|p| Init::GlorotUniform.sample(p, rng))
         .collect();
     let kind = match w.loss {
         LossKind::Mse => TargetKind::Normal,
@@ -491,11 +459,8 @@ fn feeds_for<'a>(
     let mut feeds: [(&str, Feed<'_>); MAX_FEEDS] = [("", Feed::F32(&[])); MAX_FEEDS];
     for (slot, (name, src)) in feeds.iter_mut().zip(plan) {
         let data = match *src {
-            Source::X(k) => Feed::F32(&batches.xs[i][k]),
-            Source::Y(k) => match &batches.ys[i][k] {
-                Targets::F32(v) => Feed::F32(v),
-                Targets::I32(v) => Feed::I32(v),
-            },
+            Source::X(k) => Feed::of(&batches.xs[i][k]),
+            Source::Y(k) => Feed::of(&batches.ys[i][k]),
             Source::Lr => Feed::F32(&sc.lr),
             Source::Iteration => Feed::F32(&sc.it),
             Source::RngStep => Feed::I32(&sc.rng_step),
@@ -643,11 +608,11 @@ impl Session {
                     Source::X(i)
                 } else if let Some(o) = ys.iter().position(|y| *y == input) {
                     Source::Y(o)
-                } else if input == crate::optimizers::LR_INPUT {
+                } else if input == names::LR_INPUT {
                     Source::Lr
-                } else if input == crate::optimizers::ITERATION_INPUT {
+                } else if input == names::ITERATION_INPUT {
                     Source::Iteration
-                } else if input == crate::layer::RNG_STEP_INPUT {
+                } else if input == names::RNG_STEP_INPUT {
                     Source::RngStep
                 } else {
                     return Err(BenchError::Invalid(format!(
@@ -685,7 +650,7 @@ impl Session {
             .map_err(rt(format!("step {} of '{}'", self.step, self.name)))?;
         self.step += 1;
         self.program
-            .output("loss")
+            .output(names::LOSS)
             .and_then(|t| t.as_f32().and_then(|v| v.first().copied()))
             .ok_or_else(|| {
                 BenchError::Invalid("the training graph has no f32 'loss' output".into())
@@ -806,6 +771,21 @@ fn json_num(x: f64) -> String {
         "null".to_string()
     }
 }
+
+/// The keys every peer script of `shared/bench` prints in its JSON line;
+/// [`BenchResult::to_json`] prints them all (and a few more).
+pub const PEER_KEYS: [&str; 10] = [
+    "peer",
+    "workload",
+    "steps_per_s_median",
+    "steps_per_s_min",
+    "steps_per_s_max",
+    "gflops",
+    "compile_s",
+    "peak_rss_mib",
+    "reps",
+    "threads",
+];
 
 impl BenchResult {
     /// One JSON line with the peers' keys (`peer`, `workload`,
@@ -1082,7 +1062,7 @@ pub fn kernel_graph(name: &str) -> Result<Graph> {
             let logits = b.param("logits", TensorType::f32([64, 10]));
             let y = b.input("y", TensorType::i32([64]));
             let loss = Loss::SparseCategoricalCrossentropy { from_logits: true }.emit(&y, &logits);
-            b.output("loss", &loss);
+            b.output(names::LOSS, &loss);
             let (lid, pid) = (loss.id(), logits.id());
             let mut g = b
                 .finish()
@@ -1094,8 +1074,8 @@ pub fn kernel_graph(name: &str) -> Result<Graph> {
         "adam" => {
             let w = b.param("w", TensorType::f32([784, 128]));
             let g = b.param("g", TensorType::f32([784, 128]));
-            let lr = b.input(crate::optimizers::LR_INPUT, TensorType::scalar());
-            let it = b.input(crate::optimizers::ITERATION_INPUT, TensorType::scalar());
+            let lr = b.input(names::LR_INPUT, TensorType::scalar());
+            let it = b.input(names::ITERATION_INPUT, TensorType::scalar());
             Optimizer::adam(1e-3)
                 .emit_updates(&b, &[("w".to_string(), w, g)], &lr, &it)
                 .map_err(|e| BenchError::Invalid(format!("kernel '{name}': {e}")))?;
@@ -1134,9 +1114,9 @@ impl KernelRunner {
         let mut feeds = Vec::new();
         for (input, id) in g.inputs() {
             let ty = g.node(id).ty.clone();
-            let t = if input == crate::optimizers::LR_INPUT {
+            let t = if input == names::LR_INPUT {
                 HostTensor::scalar(1e-3)
-            } else if input == crate::optimizers::ITERATION_INPUT {
+            } else if input == names::ITERATION_INPUT {
                 HostTensor::scalar(3.0)
             } else if ty.dtype == DType::I32 {
                 let v = (0..ty.numel()).map(|_| rng.below(10) as i32).collect();
@@ -1391,31 +1371,11 @@ mod tests {
     }
 
     #[test]
-    fn splitmix64_reference_values() {
-        // Reference outputs of splitmix64 seeded with 0 (Vigna's splitmix64.c).
-        let mut r = SplitMix64::new(0);
-        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-    }
-
-    #[test]
-    fn distributions_have_the_right_moments() {
-        let mut r = SplitMix64::new(SEED);
-        let n = 200_000;
-        let xs: Vec<f64> = (0..n).map(|_| r.normal()).collect();
-        let mean = xs.iter().sum::<f64>() / n as f64;
-        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01, "mean {mean}");
-        assert!((var - 1.0).abs() < 0.02, "var {var}");
-        let g = glorot_uniform(&mut r, 784, 128);
-        let lim = (6.0f64 / 912.0).sqrt() as f32;
-        assert!(g.iter().all(|v| v.abs() <= lim));
-        assert!(g.iter().any(|v| *v > 0.9 * lim) && g.iter().any(|v| *v < -0.9 * lim));
-        let labels: Vec<usize> = (0..10_000).map(|_| r.below(10)).collect();
-        for c in 0..10 {
-            let k = labels.iter().filter(|l| **l == c).count();
-            assert!((800..1200).contains(&k), "class {c}: {k}");
-        }
+    fn kernels_are_glorot_uniform() {
+        let (k, _) = generate(workload("mnist").unwrap(), &mut SplitMix64::new(SEED));
+        let lim = (6.0f64 / (784.0 + 128.0)).sqrt() as f32;
+        assert!(k[0].iter().all(|v| v.abs() <= lim));
+        assert!(k[0].iter().any(|v| *v > 0.9 * lim) && k[0].iter().any(|v| *v < -0.9 * lim));
     }
 
     #[test]
@@ -1427,11 +1387,10 @@ mod tests {
         assert_eq!(b.xs.len(), N_BATCHES);
         assert_eq!(b.batch, 64);
         assert_eq!(b.xs[3].len(), 1);
-        assert_eq!(b.xs[3][0].len(), 64 * 784);
-        match &b.ys[0][0] {
-            Targets::I32(v) => assert!(v.len() == 64 && v.iter().all(|c| (0..10).contains(c))),
-            Targets::F32(_) => panic!("mnist has class labels"),
-        }
+        assert_eq!(b.xs[3][0].shape(), [64, 784]);
+        assert_eq!(b.ys[0][0].shape(), [64]);
+        let labels = b.ys[0][0].as_i32().expect("mnist has class labels");
+        assert!(labels.iter().all(|c| (0..10).contains(c)));
     }
 
     #[test]
@@ -1465,18 +1424,7 @@ mod tests {
             engine: "jit",
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-        for k in [
-            "peer",
-            "workload",
-            "steps_per_s_median",
-            "steps_per_s_min",
-            "steps_per_s_max",
-            "gflops",
-            "compile_s",
-            "peak_rss_mib",
-            "reps",
-            "threads",
-        ] {
+        for k in PEER_KEYS {
             assert!(v.get(k).is_some(), "missing key {k}");
         }
         assert_eq!(v["peer"], "lossgraph");

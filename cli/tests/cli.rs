@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/keras-cases");
 
 /// The shared Keras reference cases; a missing folder fails the test rather
 /// than letting it pass without checking anything.
@@ -554,18 +554,7 @@ fn bench_times_an_imported_keras_model() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON line expected: {out}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    for k in [
-        "peer",
-        "workload",
-        "steps_per_s_median",
-        "steps_per_s_min",
-        "steps_per_s_max",
-        "gflops",
-        "compile_s",
-        "peak_rss_mib",
-        "reps",
-        "threads",
-    ] {
+    for k in lossgraph_cli::bench::PEER_KEYS {
         assert!(v.get(k).is_some(), "missing key {k}: {out}");
     }
     assert_eq!(v["peer"], "lossgraph");

@@ -2,6 +2,7 @@
 //! Digits", test part, CC BY 4.0; see `data/NOTICE.md`) and a seeded split.
 
 use flate2::read::GzDecoder;
+use lossgraph_ir::rng::SplitMix64;
 use std::io::Read;
 
 /// The gzipped CSV, embedded so the demo needs no download.
@@ -47,12 +48,7 @@ impl Dataset {
     /// Splits into (first, second) with `fraction` of the rows, rounded, in
     /// the first part, after a shuffle determined by `seed`.
     pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
-        let mut idx: Vec<usize> = (0..self.len()).collect();
-        let mut rng = SplitMix64(seed);
-        for i in (1..idx.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
-            idx.swap(i, j);
-        }
+        let idx = SplitMix64::new(seed).permutation(self.len());
         let cut = ((self.len() as f64) * fraction).round() as usize;
         (self.select(&idx[..cut]), self.select(&idx[cut..]))
     }
@@ -102,22 +98,6 @@ pub fn parse_csv(text: &str) -> Result<Dataset, String> {
         y.push(label);
     }
     Ok(Dataset { x, y })
-}
-
-/// A tiny deterministic generator (SplitMix64) for shuffles.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next 64 random bits.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@
 //!   counted.
 
 use super::SEED;
-use super::{generate_batches, BenchError, BenchOptions, Result, Session, SplitMix64, TargetKind};
-use crate::keras::{self, LossKind, LossSpec, ModelSpec, OptimizerSpec};
-use crate::Model;
+use super::{generate_batches, BenchError, BenchOptions, Result, Session, TargetKind};
+use lossgraph::keras::{self, LossKind, LossSpec, ModelSpec, OptimizerSpec};
+use lossgraph::Model;
+use lossgraph_ir::rng::SplitMix64;
 use std::path::{Path, PathBuf};
 
 /// Samples per batch when `--batch` is not given (Keras's default batch size).
@@ -206,12 +207,12 @@ impl ModelBench {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EngineChoice, Targets};
+    use super::super::EngineChoice;
     use super::*;
-    use crate::layers::{Dense, Dropout, Input};
-    use crate::{CompileOptions, HostTensor, Loss, Optimizer, Sequential};
+    use lossgraph::layers::{Dense, Dropout, Input};
+    use lossgraph::{CompileOptions, HostTensor, Loss, Optimizer, Sequential};
 
-    const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases");
+    const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/keras-cases");
 
     fn case(name: &str) -> PathBuf {
         let p = Path::new(CASES).join(name).join("model.json");
@@ -231,10 +232,16 @@ mod tests {
         assert_eq!(b.xs.len(), super::super::N_BATCHES);
         let mut binary = Vec::new();
         for (xs, ys) in b.xs.iter().zip(&b.ys) {
-            assert_eq!(xs.iter().map(Vec::len).collect::<Vec<_>>(), [15, 20]);
-            let [Targets::F32(onehot), Targets::I32(labels), Targets::F32(bin), Targets::F32(normal)] =
-                &ys[..]
-            else {
+            let shapes: Vec<&[usize]> = xs.iter().map(HostTensor::shape).collect();
+            assert_eq!(shapes, [&[5, 3][..], &[5, 2, 2]]);
+            let shapes: Vec<&[usize]> = ys.iter().map(HostTensor::shape).collect();
+            assert_eq!(shapes, [&[5, 4][..], &[5], &[5, 2], &[5, 2]]);
+            let (Some(onehot), Some(labels), Some(bin), Some(normal)) = (
+                ys[0].as_f32(),
+                ys[1].as_i32(),
+                ys[2].as_f32(),
+                ys[3].as_f32(),
+            ) else {
                 panic!("wrong target dtypes: {ys:?}");
             };
             assert_eq!(onehot.len(), 20);
@@ -307,33 +314,10 @@ mod tests {
     /// what the front end's own `train_on_batch` reports on the same data,
     /// starting from the same weights: checks the feed plan (which array goes
     /// to which input and target), the learning rate and the step counter.
-    fn assert_matches_train_on_batch(mut model: crate::Model, mut s: Session) {
+    fn assert_matches_train_on_batch(mut model: lossgraph::Model, mut s: Session) {
         for b in 0..3 {
-            let batch = s.batches.batch;
-            let x: Vec<HostTensor> = model
-                .input_shapes()
-                .iter()
-                .zip(&s.batches.xs[b])
-                .map(|(shape, v)| {
-                    let full: Vec<usize> = [batch].iter().chain(shape).copied().collect();
-                    HostTensor::f32(&full, v.clone()).unwrap()
-                })
-                .collect();
-            let y: Vec<HostTensor> = model
-                .output_shapes()
-                .iter()
-                .zip(&s.batches.ys[b])
-                .map(|(shape, t)| {
-                    let full: Vec<usize> = [batch].iter().chain(shape).copied().collect();
-                    match t {
-                        Targets::F32(v) => HostTensor::f32(&full, v.clone()).unwrap(),
-                        Targets::I32(v) => {
-                            HostTensor::i32(&full[..full.len() - 1], v.clone()).unwrap()
-                        }
-                    }
-                })
-                .collect();
-            let want = model.train_on_batch(&x, &y).unwrap().loss();
+            let (x, y) = (&s.batches.xs[b], &s.batches.ys[b]);
+            let want = model.train_on_batch(x, y).unwrap().loss();
             let got = s.step().unwrap() as f64;
             assert!(
                 (want - got).abs() <= 1e-5 * want.abs().max(1.0),

@@ -1,12 +1,12 @@
 //! Criterion benches of the kernels that decide the training step's speed:
 //! a GEMM call (mnist's first layer and wide's middle layer), a fused
 //! elementwise chain, softmax-crossentropy with its gradient, and the Adam
-//! update of one kernel (see `lossgraph::bench::kernel_graph`). Each is run
+//! update of one kernel (see `lossgraph_cli::bench::kernel_graph`). Each is run
 //! on one thread and on the engine's default thread count; the GEMMs also on
 //! the `gemm` crate (`…/crate`), the baseline lossgraph's own GEMM replaced.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lossgraph::bench::{BenchOptions, EngineChoice, GemmImpl, KernelRunner, KERNELS};
+use lossgraph_cli::bench::{BenchOptions, EngineChoice, GemmImpl, KernelRunner, KERNELS};
 use std::time::Duration;
 
 fn kernels(c: &mut Criterion) {

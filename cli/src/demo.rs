@@ -11,10 +11,10 @@
 //! training history and the trained weights to an output folder.
 
 use crate::digits::{self, Dataset, CLASSES, FEATURES};
-use crate::layers::{Dense, Input};
 use crate::plot::{history_svg, Series};
-use crate::stages::{self, Stage};
-use crate::{
+use lossgraph::layers::{Dense, Input};
+use lossgraph::stages::{self, Stage};
+use lossgraph::{
     BuildCtx, CallCtx, CompileOptions, Engine, FitOptions, HostTensor, Init, Layer, Loss, Metric,
     Model, Optimizer, Regularizer, Result, Sequential, Tensor, Validation,
 };
@@ -145,8 +145,8 @@ fn tensors(d: &Dataset) -> (Vec<HostTensor>, Vec<HostTensor>) {
     (vec![x], vec![y])
 }
 
-fn io(path: &Path, e: std::io::Error) -> crate::Error {
-    crate::Error::Io {
+fn io(path: &Path, e: std::io::Error) -> lossgraph::Error {
+    lossgraph::Error::Io {
         file: path.display().to_string(),
         source: e,
     }
@@ -162,7 +162,7 @@ fn write(dir: &Path, name: &str, text: &str, files: &mut Vec<PathBuf>) -> Result
 
 /// Runs the demo: split, compile, fit with validation, evaluate, write files.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
-    let data = digits::load().map_err(|m| crate::Error::data("digits", m))?;
+    let data = digits::load().map_err(|m| lossgraph::Error::data("digits", m))?;
     let (train, test) = data.split(0.8, opts.seed);
     let (xtr, ytr) = tensors(&train);
     let (xte, yte) = tensors(&test);
@@ -246,7 +246,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             },
         ],
     )
-    .map_err(|m| crate::Error::config("plot", m))?;
+    .map_err(|m| lossgraph::Error::config("plot", m))?;
     write(dir, "history.svg", &svg, &mut files)?;
     for stage in Stage::ALL {
         let name = stage.name();
@@ -323,7 +323,7 @@ mod tests {
             .iter()
             .map(|l| (l.owner.as_str(), l.reason))
             .collect();
-        use crate::LossReason::*;
+        use lossgraph::LossReason::*;
         assert_eq!(
             reasons,
             vec![

@@ -4,7 +4,7 @@
 //! into the README come from `lossgraph bench` and `benches/compare.sh`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lossgraph::bench::{workload, EngineChoice, Session};
+use lossgraph_cli::bench::{workload, EngineChoice, Session};
 use std::time::Duration;
 
 fn steps(c: &mut Criterion) {

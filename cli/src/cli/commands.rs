@@ -2,7 +2,8 @@
 
 use super::{fail, CliError, Format, Stage};
 use lossgraph::keras::{self, case, LossSpec, ModelSpec, OptimizerSpec};
-use lossgraph::{demo, stages};
+use lossgraph::stages;
+use lossgraph_cli::demo;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -350,6 +350,8 @@ pub(crate) struct TraceState {
     pub rng_step: Option<Tensor>,
     /// Full names of the state variables among `params`.
     pub state: HashSet<String>,
+    /// Full names of the trainable variables among `params`.
+    pub trainable: HashSet<String>,
     /// `(state variable, new value)` assigned in this trace, in first-assign
     /// order; a later assign of the same variable replaces the value.
     pub updates: Vec<(String, Tensor)>,
@@ -447,9 +449,28 @@ impl CallCtx<'_> {
         self.st.b.clone()
     }
 
-    /// True when tracing the training graph (dropout active).
+    /// True when tracing the training graph (dropout active): Keras's
+    /// `call(inputs, training=...)`.
     pub fn training(&self) -> bool {
         self.st.training
+    }
+
+    /// Keras's `self.trainable` for this layer: false when the layer has
+    /// weights and all of them are frozen (built with `trainable(false)`,
+    /// imported with `trainable: false`, or `Model::set_trainable`). State
+    /// variables do not count. A frozen BatchNormalization normalizes with
+    /// its moving statistics even in training, as in Keras.
+    pub fn trainable(&self) -> bool {
+        let prefix = format!("{}/", self.path);
+        let mut weights = self
+            .st
+            .params
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix).is_some_and(|r| !r.contains('/')) && !self.st.state.contains(*k)
+            })
+            .peekable();
+        weights.peek().is_none() || weights.any(|k| self.st.trainable.contains(k))
     }
 
     /// The batch size of this trace.

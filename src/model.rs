@@ -368,6 +368,9 @@ impl Functional {
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
             }
+            if v.trainable {
+                st.trainable.insert(v.path.clone());
+            }
         }
         let ins: Vec<Tensor> = shapes
             .iter()
@@ -580,6 +583,7 @@ pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> Trac
         fallback,
         rng_step: None,
         state: HashSet::new(),
+        trainable: HashSet::new(),
         updates: Vec::new(),
     }
 }
@@ -730,6 +734,9 @@ impl Model {
             st.params.insert(v.path.clone(), t.clone());
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
+            }
+            if v.trainable {
+                st.trainable.insert(v.path.clone());
             }
             params.push((v.path.clone(), t));
         }

@@ -122,7 +122,10 @@ impl BatchNormalization {
         self
     }
     /// `false` freezes gamma and beta and normalizes with the moving
-    /// statistics even in training (Keras's `trainable=False`).
+    /// statistics even in training (Keras's `trainable=False`; freezing the
+    /// layer with `Model::set_trainable` does the same, see
+    /// [`CallCtx::trainable`]). A layer with neither gamma nor beta is
+    /// frozen only by this flag.
     pub fn trainable(mut self, yes: bool) -> Self {
         self.trainable = yes;
         self
@@ -179,7 +182,7 @@ impl Layer for BatchNormalization {
         let mut bshape = vec![1usize; rank];
         bshape[a] = c;
         let along = |t: &Tensor| t.reshape(&bshape);
-        let (mean, var) = if ctx.training() && self.trainable {
+        let (mean, var) = if ctx.training() && self.trainable && ctx.trainable() {
             let axes: Vec<isize> = (0..rank).filter(|&i| i != a).map(|i| i as isize).collect();
             let mean = x.mean(&axes, true);
             let d = x - &mean;

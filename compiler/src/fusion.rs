@@ -73,6 +73,9 @@ pub enum KernelKind {
     Concat,
     /// A matmul: register-blocked JIT loops or a call to a GEMM routine.
     MatMul,
+    /// A `scatter_add`: zero the table, then add each value row into the
+    /// row its id names (one thread: rows may repeat).
+    Scatter,
 }
 
 impl KernelKind {
@@ -84,6 +87,7 @@ impl KernelKind {
             KernelKind::ArgMax => "argmax",
             KernelKind::Concat => "concat",
             KernelKind::MatMul => "gemm",
+            KernelKind::Scatter => "scatter",
         }
     }
 }
@@ -323,6 +327,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::Random { .. }
             | Op::RandomNormal { .. }
             | Op::Gather => KernelKind::Elementwise,
+            Op::ScatterAdd { .. } => KernelKind::Scatter,
             // Leaves and views are classed above and never become roots.
             Op::Input { .. } | Op::Param { .. } | Op::Const(_) | Op::Reshape => {
                 return Err(node_error(&g, id, "a leaf or view cannot be a kernel root"))

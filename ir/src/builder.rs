@@ -759,6 +759,13 @@ impl Tensor {
         self.builder().push(Op::Gather, &[self, ids], None)
     }
 
+    /// These `f32[ids.., D]` values summed into the rows `ids` of an
+    /// `f32[rows, D]` zero table (see [`Op::ScatterAdd`]).
+    pub fn scatter_add(&self, ids: &Tensor, rows: usize) -> Tensor {
+        self.builder()
+            .push(Op::ScatterAdd { rows }, &[ids, self], None)
+    }
+
     /// Identity with zero gradient.
     pub fn stop_gradient(&self) -> Tensor {
         self.builder().push(Op::StopGradient, &[self], None)

@@ -1086,6 +1086,7 @@ mod tests {
                 | Op::StopGradient
                 | Op::Random { .. }
                 | Op::Gather
+                | Op::ScatterAdd { .. }
                 | Op::RandomNormal { .. } => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {

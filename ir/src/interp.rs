@@ -25,7 +25,8 @@
 //! - `one_hot` gives an all-zero row for labels outside `[0, depth)`.
 //! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`;
 //!   `random_normal` element `i` is `random_normal(seed, step, i)`.
-//! - `gather` refuses an id outside `[0, rows)`, naming its position and value.
+//! - `gather` and `scatter_add` refuse an id outside `[0, rows)`, naming its
+//!   position and value.
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::graph::{Graph, NodeId};
@@ -142,6 +143,25 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
                 }
                 let r = id as usize * width;
                 out.extend_from_slice(&table[r..r + width]);
+            }
+            Data::F32(out)
+        }
+        Op::ScatterAdd { rows } => {
+            let ids = operands[0].as_i32().ok_or("scatter_add: ids must be i32")?;
+            let values = f32s(operands[1])?;
+            let width = ty.shape[1];
+            let mut out = vec![0.0f32; rows * width];
+            for (pos, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= *rows {
+                    return Err(format!(
+                        "scatter_add: id {id} at position {pos} (row-major in {}) is outside [0, {rows})",
+                        operands[0].ty
+                    ));
+                }
+                let dst = &mut out[id as usize * width..(id as usize + 1) * width];
+                for (o, v) in dst.iter_mut().zip(&values[pos * width..(pos + 1) * width]) {
+                    *o += v;
+                }
             }
             Data::F32(out)
         }
@@ -269,6 +289,7 @@ pub fn interpret_with(
             | Op::StopGradient
             | Op::Random { .. }
             | Op::Gather
+            | Op::ScatterAdd { .. }
             | Op::RandomNormal { .. }) => {
                 let ops = g.operands(id);
                 let args: Vec<&HostTensor> = ops

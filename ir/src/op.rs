@@ -202,9 +202,17 @@ pub enum Op {
     /// the interpreter refuses an id outside, naming its position and value;
     /// the JIT clamps ids into range (so it never reads outside the table)
     /// and relies on its caller to have checked the fed ids (the front end
-    /// does, see `lossgraph::Model`). Gradient: operand 0 only, a dense
-    /// `f32[V, D]` scatter-add (see the VJP in `compiler/src/autodiff.rs`).
+    /// does, see `lossgraph::Model`). Gradient: operand 0 only, the dense
+    /// `f32[V, D]` [`Op::ScatterAdd`] of the cotangent.
     Gather,
+    /// `scatter_add ids, values`: `i32[S..]`, `f32[S.., D]` → `f32[rows, D]`,
+    /// zeros plus `values[s, :]` added into row `ids[s]` for every `s` (a
+    /// repeated id accumulates, in position order): `gather`'s VJP. Ids
+    /// follow [`Op::Gather`]'s rule (refused by the interpreter, clamped by
+    /// the JIT). Gradient: operand 1, the `gather` of the cotangent.
+    ScatterAdd {
+        rows: usize,
+    },
     /// Counter-based standard normal noise: a pure function of `seed`, the
     /// `i32[]` stream operand and the element index (see [`random_normal`]).
     RandomNormal {
@@ -248,8 +256,9 @@ pub enum OpKind {
     /// Counter-based noise (a function of the element index): `random`,
     /// `random_normal`.
     Random,
-    /// Result elements are rows of a stored table at positions read from an
-    /// index operand (a data-dependent address): `gather`.
+    /// Result elements are read from, or accumulated into, rows of a stored
+    /// table at positions read from an index operand (a data-dependent
+    /// address): `gather`, `scatter_add`.
     Gather,
 }
 
@@ -853,6 +862,7 @@ macro_rules! attr_list {
                 ("end", $A::Usize(end))
             ],
             Op::OneHot { depth } => smallvec![("depth", $A::Usize(depth))],
+            Op::ScatterAdd { rows } => smallvec![("rows", $A::Usize(rows))],
             Op::Random { seed } | Op::RandomNormal { seed } => {
                 smallvec![("seed", $A::U32(seed))]
             }
@@ -909,6 +919,7 @@ impl Op {
             Op::Concat { .. } => (OpKind::Join, AtLeastOne, Grad::All, Cost::Cheap),
             Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
             Op::Gather => (OpKind::Gather, Exactly(2), Grad::OnlyFirst, Cost::Cheap),
+            Op::ScatterAdd { .. } => (OpKind::Gather, Exactly(2), Grad::AllButFirst, Cost::Cheap),
             Op::RandomNormal { .. } => (
                 OpKind::Random,
                 Exactly(1),
@@ -980,6 +991,7 @@ impl Op {
             Op::StopGradient,
             Op::Random { seed: 0 },
             Op::Gather,
+            Op::ScatterAdd { rows: 0 },
             Op::RandomNormal { seed: 0 },
         ]);
         v
@@ -1012,6 +1024,7 @@ impl Op {
             Op::StopGradient => "stop_gradient",
             Op::Random { .. } => "random",
             Op::Gather => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
             Op::RandomNormal { .. } => "random_normal",
         }
     }
@@ -1335,6 +1348,19 @@ pub fn infer_type(
                 dtype: DType::F32,
                 shape,
             }
+        }
+        Op::ScatterAdd { rows } => {
+            let (ids, values) = (operands[0], operands[1]);
+            f32_only(values)?;
+            if ids.dtype != DType::I32
+                || values.rank() != ids.rank() + 1
+                || values.shape[..ids.rank()] != ids.shape[..]
+            {
+                return Err(format!(
+                    "scatter_add needs i32[S..] ids and f32[S.., width] values, got {ids} and {values}"
+                ));
+            }
+            TensorType::f32([*rows, values.shape[ids.rank()]])
         }
     };
     if let Some(d) = declared {

@@ -70,6 +70,7 @@ pub fn default_role(op: &Op) -> Role {
         | Op::StopGradient
         | Op::Random { .. }
         | Op::Gather
+        | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. } => Role::Forward,
     }
 }

@@ -410,6 +410,15 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
             let want = vec![5.0, 6.0, 1.0, 2.0, 1.0, 2.0, 3.0, 4.0];
             one(b.case(name.into(), y, want))
         }
+        Op::ScatterAdd { .. } => {
+            let mut b = G::new();
+            let ids = b.i32("ids", &[2, 2], &[2.0, 0.0, 2.0, 1.0]);
+            let v = b.f32("v", &[2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+            let y = b.node(Op::ScatterAdd { rows: 3 }, f(&[3, 2]), &[ids, v]);
+            // Row 2 collects value rows 0 and 2; row 0 row 1; row 1 row 3.
+            let want = vec![3.0, 4.0, 7.0, 8.0, 6.0, 8.0];
+            one(b.case(name.into(), y, want))
+        }
         Op::RandomNormal { .. } => {
             let mut b = G::new();
             let step = b.i32("step", &[], &[3.0]);

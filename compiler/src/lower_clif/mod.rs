@@ -147,7 +147,10 @@ pub fn lower_nest(
     let nd = canon.dims.len();
     let inner = nd - 1;
     let vectorized = opts.simd && vectorizable(nest, &canon);
-    let splittable = nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
+    let splittable = nest
+        .roots
+        .iter()
+        .all(|r| canon.strides[r.dst][0] != 0 && r.row.is_none())
         && !(nest.roots.iter().any(|r| r.mode == Mode::ArgMax) && nd == 1);
 
     let mut sig = Signature::new(opts.call_conv);
@@ -263,6 +266,9 @@ fn use_counts(n: &Nest) -> Vec<usize> {
     }
     for r in &n.roots {
         u[r.value] += 1;
+        if let Some(row) = r.row {
+            u[row.id] += 1;
+        }
     }
     u
 }
@@ -289,6 +295,7 @@ fn vectorizable(n: &Nest, c: &Canon) -> bool {
     });
     let roots_ok = n.roots.iter().all(|r| {
         r.dtype == DType::F32
+            && r.row.is_none()
             && match r.mode {
                 Mode::Store => c.strides[r.dst][inner] == 1,
                 Mode::Sum | Mode::Max => matches!(c.strides[r.dst][inner], 0 | 1),
@@ -421,7 +428,9 @@ impl Emitter<'_> {
         for (ri, r) in nest.roots.iter().enumerate() {
             let reg = match r.mode {
                 Mode::Store => false,
-                Mode::Sum | Mode::Max => self.canon.strides[r.dst][inner] == 0,
+                Mode::Sum | Mode::Max => {
+                    self.canon.strides[r.dst][inner] == 0 && r.row.is_none()
+                }
                 Mode::ArgMax => true,
             };
             if !reg {
@@ -578,6 +587,19 @@ impl Emitter<'_> {
 
     fn store_root(&self, b: &mut FunctionBuilder, r: &NestRoot, p: Value, vals: &[Value]) {
         let v = vals[r.value];
+        let p = match r.row {
+            None => p,
+            Some(row) => {
+                // Clamp into [0, rows) (memory safety; callers check ids).
+                let zero = b.ins().iconst(types::I32, 0);
+                let last = b.ins().iconst(types::I32, i64::from(row.rows) - 1);
+                let lo = b.ins().smax(vals[row.id], zero);
+                let id = b.ins().smin(lo, last);
+                let id = b.ins().uextend(types::I64, id);
+                let off = b.ins().imul_imm_s(id, i64::from(row.width) * 4);
+                b.ins().iadd(p, off)
+            }
+        };
         match r.mode {
             Mode::Store => {
                 b.ins().store(flags(), v, p, 0);

@@ -95,6 +95,21 @@ pub struct NestRoot {
     pub dst: usize,
     pub mode: Mode,
     pub dtype: DType,
+    /// A data-dependent row (`scatter_add`): the destination is `dst`'s
+    /// address plus row `id` of a `[rows, width]` table. Such a root never
+    /// accumulates in registers, is never vectorised and its nest never
+    /// split across threads.
+    pub row: Option<DynRow>,
+}
+
+/// The data-dependent row of a [`NestRoot`]: the i32 expression `id`,
+/// clamped into `[0, rows)` (memory safety; callers check ids), scaled by
+/// `width` elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DynRow {
+    pub id: E,
+    pub rows: u32,
+    pub width: u32,
 }
 
 /// A loop nest (see the module docs).
@@ -398,7 +413,8 @@ impl<'p> Builder<'p> {
                 | Op::Reduce { .. }
                 | Op::ArgMax { .. }
                 | Op::MatMul { .. }
-                | Op::Concat { .. } => {
+                | Op::Concat { .. }
+                | Op::ScatterAdd { .. } => {
                     return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)"))
                 }
             }
@@ -508,6 +524,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype: g.node(r).ty.dtype,
+                    row: None,
                 });
             }
             Ok(KernelBody::Nests(vec![b.finish(
@@ -549,6 +566,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype,
+                    row: None,
                 }];
                 nests.push(b.finish(out_shape.clone(), roots, false, format!("k{k}.init")));
                 match rop {
@@ -570,8 +588,55 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode,
                 dtype,
+                row: None,
             }];
             nests.push(b.finish(in_shape, roots, false, format!("k{k}")));
+            Ok(KernelBody::Nests(nests))
+        }
+        KernelKind::Scatter => {
+            let Op::ScatterAdd { rows } = node0.op else {
+                return Err(node_error(g, root0, &format!("kernel {k}: scatter root is not a scatter_add")));
+            };
+            let ops = g.operands(root0);
+            let (ids, values) = (ops[0], ops[1]);
+            let out_shape = node0.ty.shape.to_vec();
+            let too_big = |x: usize| u32::try_from(x).is_err() || x == 0;
+            if too_big(rows) || too_big(out_shape[1]) {
+                return Err(node_error(g, root0, "scatter_add table extents must be in [1, 2³²)"));
+            }
+            // Zero the table.
+            let mut b = Builder::new(plan, 2, vec![]);
+            let value = b.push(Expr::ImmF(0.0));
+            let dst = b.store_counter(root0, &out_shape, &identity(2));
+            let init = NestRoot {
+                value,
+                dst,
+                mode: Mode::Store,
+                dtype: DType::F32,
+                row: None,
+            };
+            let mut nests = vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
+            // Add value row s into table row ids[s], column by column.
+            let vshape = g.node(values).ty.shape.to_vec();
+            let rank = vshape.len();
+            let ident = identity(rank);
+            let mut b = Builder::new(plan, rank, vec![]);
+            let value = b.expr(values, &ident)?;
+            let id = b.expr(ids, &ident[..rank - 1].to_vec())?;
+            let col: Map = vec![(vec![0; rank], 0), ident[rank - 1].clone()];
+            let dst = b.store_counter(root0, &out_shape, &col);
+            let root = NestRoot {
+                value,
+                dst,
+                mode: Mode::Sum,
+                dtype: DType::F32,
+                row: Some(DynRow {
+                    id,
+                    rows: rows as u32,
+                    width: out_shape[1] as u32,
+                }),
+            };
+            nests.push(b.finish(vshape, vec![root], false, format!("k{k}")));
             Ok(KernelBody::Nests(nests))
         }
         KernelKind::ArgMax => {
@@ -602,6 +667,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode: Mode::ArgMax,
                 dtype: DType::I32,
+                row: None,
             }];
             Ok(KernelBody::Nests(vec![b.finish(
                 dims,
@@ -636,6 +702,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype: node0.ty.dtype,
+                    row: None,
                 }];
                 nests.push(b.finish(shape, roots, false, format!("k{k}.part{p}")));
             }

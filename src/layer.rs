@@ -467,7 +467,8 @@ impl CallCtx<'_> {
             .params
             .keys()
             .filter(|k| {
-                k.strip_prefix(&prefix).is_some_and(|r| !r.contains('/')) && !self.st.state.contains(*k)
+                k.strip_prefix(&prefix).is_some_and(|r| !r.contains('/'))
+                    && !self.st.state.contains(*k)
             })
             .peekable();
         weights.peek().is_none() || weights.any(|k| self.st.trainable.contains(k))

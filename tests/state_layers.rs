@@ -13,8 +13,8 @@
 use lossgraph::keras::case::{run_case, run_case_with, Case, CaseReport};
 use lossgraph::layers::{
     Activation, Add, AlphaDropout, BatchNormalization, Dense, Dropout, Embedding, Flatten,
-    GaussianDropout, GaussianNoise, GroupNormalization, Input, LayerNormalization,
-    SpatialDropout, UnitNormalization,
+    GaussianDropout, GaussianNoise, GroupNormalization, Input, LayerNormalization, SpatialDropout,
+    UnitNormalization,
 };
 use lossgraph::{
     CompileOptions, DType, Functional, HostTensor, Init, Loss, Model, Optimizer, Regularizer,
@@ -49,8 +49,11 @@ fn bn_model(bn: BatchNormalization) -> Model {
         .add(bn.name("bn"))
         .build()
         .expect("build");
-    m.compile(CompileOptions::new(Optimizer::sgd(0.0), Loss::MeanSquaredError))
-        .expect("compile");
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::MeanSquaredError,
+    ))
+    .expect("compile");
     m
 }
 
@@ -72,7 +75,9 @@ fn batch_norm_moving_statistics_follow_keras_by_hand() {
     assert!(summary.contains("Trainable params: 4"), "{summary}");
     assert!(summary.contains("Non-trainable params: 4"), "{summary}");
     // Training mode: batch statistics, biased variance [1, 2.25].
-    let g = m.compute_gradients(&[x.clone()], &[y.clone()]).expect("grads");
+    let g = m
+        .compute_gradients(&[x.clone()], &[y.clone()])
+        .expect("grads");
     let eps = 1e-3f64;
     // (x, its column's batch mean, its column's biased variance), row-major.
     let want_train: Vec<f64> = [(1., 2., 1.), (2., 3.5, 2.25), (3., 2., 1.), (5., 3.5, 2.25)]
@@ -105,7 +110,10 @@ fn batch_norm_moving_statistics_follow_keras_by_hand() {
     m.save_weights(&file).expect("save");
     let mut n = bn_model(BatchNormalization::new());
     n.load_weights(&file).expect("load");
-    assert_eq!(vals(&n, "bn/moving_variance"), vals(&m, "bn/moving_variance"));
+    assert_eq!(
+        vals(&n, "bn/moving_variance"),
+        vals(&m, "bn/moving_variance")
+    );
     assert_eq!(n.predict(&[x], 2).unwrap()[0], p[0]);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -116,8 +124,11 @@ fn frozen_batch_norm_normalizes_with_moving_statistics_in_training() {
         let mut m = if freeze_later {
             let mut m = bn_model(BatchNormalization::new());
             m.set_trainable("bn", false).unwrap();
-            m.compile(CompileOptions::new(Optimizer::sgd(0.0), Loss::MeanSquaredError))
-                .unwrap();
+            m.compile(CompileOptions::new(
+                Optimizer::sgd(0.0),
+                Loss::MeanSquaredError,
+            ))
+            .unwrap();
             m
         } else {
             bn_model(BatchNormalization::new().trainable(false))
@@ -142,12 +153,20 @@ fn batch_norm_over_images_and_sequences_without_center_or_scale() {
     // (N, T, C) = (2, 2, 1): statistics over N and T; no gamma, no beta.
     let mut m = Sequential::new("seq")
         .add(Input::new(&[2, 1]))
-        .add(BatchNormalization::new().center(false).scale(false).name("bn"))
+        .add(
+            BatchNormalization::new()
+                .center(false)
+                .scale(false)
+                .name("bn"),
+        )
         .build()
         .unwrap();
     assert_eq!(m.variables().len(), 2);
-    m.compile(CompileOptions::new(Optimizer::sgd(0.1), Loss::MeanSquaredError))
-        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.1),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
     let x = t(&[2, 2, 1], &[1., 2., 3., 6.]);
     let g = m
         .compute_gradients(&[x.clone()], &[t(&[2, 2, 1], &[0.; 4])])
@@ -165,10 +184,14 @@ fn batch_norm_over_images_and_sequences_without_center_or_scale() {
         .add(BatchNormalization::new().momentum(0.5).name("bn"))
         .build()
         .unwrap();
-    m.compile(CompileOptions::new(Optimizer::sgd(0.0), Loss::MeanSquaredError))
-        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
     let x = t(&[1, 2, 1, 2], &[1., 10., 3., 20.]);
-    m.train_on_batch(&[x], &[t(&[1, 2, 1, 2], &[0.; 4])]).unwrap();
+    m.train_on_batch(&[x], &[t(&[1, 2, 1, 2], &[0.; 4])])
+        .unwrap();
     close(&vals(&m, "bn/moving_mean"), &[1.0, 7.5], 1e-6);
     close(&vals(&m, "bn/moving_variance"), &[1.0, 13.0], 1e-5);
 }
@@ -188,7 +211,10 @@ fn normalization_layers_match_hand_values() {
     let xd = x.map(f64::from);
     let ln = run(Box::new(LayerNormalization::new()), &[1, 4], &x);
     let (mean, var) = (2.75f64, (3.0625f64 + 0.5625 + 0.0625 + 5.0625) / 4.);
-    let want: Vec<f64> = xd.iter().map(|v| (v - mean) / (var + 1e-3).sqrt()).collect();
+    let want: Vec<f64> = xd
+        .iter()
+        .map(|v| (v - mean) / (var + 1e-3).sqrt())
+        .collect();
     close(&ln, &want, 1e-5);
     let rms = run(
         Box::new(LayerNormalization::new().rms_scaling(true)),
@@ -203,17 +229,29 @@ fn normalization_layers_match_hand_values() {
     let s1 = (0.25f64 + 1e-3).sqrt();
     let s2 = (1.0f64 + 1e-3).sqrt();
     close(&gn, &[-0.5 / s1, 0.5 / s1, -1. / s2, 1. / s2], 1e-5);
-    let un = run(Box::new(UnitNormalization::new()), &[2, 2], &[3., 4., 0., 0.]);
+    let un = run(
+        Box::new(UnitNormalization::new()),
+        &[2, 2],
+        &[3., 4., 0., 0.],
+    );
     close(&un, &[0.6, 0.8, 0.0, 0.0], 1e-6);
 }
 
 #[test]
 fn shared_embedding_is_one_variable_with_summed_gradients() {
     let mut f = Functional::new("shared");
-    let a = f.input(Input::new(&[1]).dtype(DType::I32).name("a")).unwrap();
-    let b = f.input(Input::new(&[1]).dtype(DType::I32).name("b")).unwrap();
+    let a = f
+        .input(Input::new(&[1]).dtype(DType::I32).name("a"))
+        .unwrap();
+    let b = f
+        .input(Input::new(&[1]).dtype(DType::I32).name("b"))
+        .unwrap();
     let emb = f
-        .add_layer(Embedding::new(3, 2).embeddings_initializer(Init::Ones).name("emb"))
+        .add_layer(
+            Embedding::new(3, 2)
+                .embeddings_initializer(Init::Ones)
+                .name("emb"),
+        )
         .unwrap();
     let ea = f.call(emb, &[a]).unwrap();
     let eb = f.call(emb, &[b]).unwrap();
@@ -221,8 +259,11 @@ fn shared_embedding_is_one_variable_with_summed_gradients() {
     let out = f.apply(Flatten::new(), &[s]).unwrap();
     let mut m = f.build(&[out]).unwrap();
     assert_eq!(m.variables().len(), 1);
-    m.compile(CompileOptions::new(Optimizer::sgd(0.1), Loss::MeanSquaredError))
-        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.1),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
     let ids = HostTensor::i32(&[1, 1], vec![1]).unwrap();
     let y = t(&[1, 2], &[0., 0.]);
     // out = E[1] + E[1] = [2, 2]; d mean(out²)/d out = out = [2, 2]; row 1
@@ -257,8 +298,11 @@ fn noisy(noise: Box<dyn lossgraph::Layer>, seed: u64) -> Model {
         .add(Dense::new(1).use_bias(false).kernel_initializer(Init::Ones))
         .build()
         .unwrap();
-    m.compile(CompileOptions::new(Optimizer::sgd(0.01), Loss::MeanSquaredError))
-        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.01),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
     m
 }
 
@@ -274,7 +318,10 @@ fn noise_layers() -> Vec<(&'static str, fn() -> Box<dyn lossgraph::Layer>)> {
 
 #[test]
 fn noise_is_off_at_inference_fresh_per_step_and_reproducible_per_seed() {
-    let x = t(&[4, 2, 3], &(0..24).map(|i| 0.1 * i as f32 + 0.5).collect::<Vec<_>>());
+    let x = t(
+        &[4, 2, 3],
+        &(0..24).map(|i| 0.1 * i as f32 + 0.5).collect::<Vec<_>>(),
+    );
     let y = t(&[4, 1], &[1., 2., 3., 4.]);
     let plain: Vec<f32> = (0..4)
         .map(|r| (0..6).map(|k| 0.1 * (6 * r + k) as f32 + 0.5).sum())
@@ -318,9 +365,16 @@ fn dropout_masks_scale_and_spatial_masks_cover_whole_channels() {
     let y = t(&[4, 1], &[0.; 4]);
     // Inverted dropout: each output is 2 × (the number of kept ones).
     let mut m = noisy(Box::new(Dropout::new(0.5)), 3);
-    let out = m.compute_gradients(&[x.clone()], &[y.clone()]).unwrap().outputs[0].clone();
+    let out = m
+        .compute_gradients(&[x.clone()], &[y.clone()])
+        .unwrap()
+        .outputs[0]
+        .clone();
     for v in out.as_f32().unwrap() {
-        assert!(v.fract() == 0.0 && (*v as i32) % 2 == 0 && *v <= 12.0, "{out:?}");
+        assert!(
+            v.fract() == 0.0 && (*v as i32) % 2 == 0 && *v <= 12.0,
+            "{out:?}"
+        );
     }
     // SpatialDropout1D on (N, T=2, C=3): a channel is kept or dropped at both
     // steps, so every output is 2·2·(kept channels).
@@ -394,4 +448,83 @@ fn keras_cases_p11_to_p13_import_and_rust() {
             .unwrap_or_else(|e| panic!("{name} (Rust): {e}"));
         assert_passed(&rust, "written in Rust");
     }
+}
+
+/// A Keras functional JSON with what the README describes beyond p11–p13:
+/// two int32 inputs sharing one Embedding, LayerNormalization over the last
+/// axis of the `(N, T, C)` sequence, a BatchNormalization over N and T with
+/// center and scale off, and a frozen (`trainable: false`) BatchNormalization.
+const FUNCTIONAL_JSON: &str = r#"{
+ "class_name": "Functional", "module": "keras.src.models.functional", "registered_name": "Functional",
+ "config": {"name": "combo", "trainable": true,
+  "layers": [
+   {"class_name": "InputLayer", "name": "a", "config": {"batch_shape": [null, 3], "dtype": "int32", "sparse": false, "ragged": false, "name": "a", "optional": false}, "inbound_nodes": []},
+   {"class_name": "InputLayer", "name": "b", "config": {"batch_shape": [null, 3], "dtype": "int32", "sparse": false, "ragged": false, "name": "b", "optional": false}, "inbound_nodes": []},
+   {"class_name": "Embedding", "name": "emb", "config": {"name": "emb", "trainable": true, "dtype": "float32", "input_dim": 5, "output_dim": 2,
+     "embeddings_initializer": {"module": "keras.initializers", "class_name": "RandomUniform", "config": {"seed": null, "minval": -0.05, "maxval": 0.05}, "registered_name": null},
+     "embeddings_regularizer": null, "activity_regularizer": null, "embeddings_constraint": null, "mask_zero": false},
+    "inbound_nodes": [
+     {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3], "dtype": "int32", "keras_history": ["a", 0, 0]}}], "kwargs": {}},
+     {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3], "dtype": "int32", "keras_history": ["b", 0, 0]}}], "kwargs": {}}]},
+   {"class_name": "Add", "name": "add", "config": {"name": "add", "trainable": true, "dtype": "float32"},
+    "inbound_nodes": [{"args": [[
+      {"class_name": "__keras_tensor__", "config": {"shape": [null, 3, 2], "dtype": "float32", "keras_history": ["emb", 0, 0]}},
+      {"class_name": "__keras_tensor__", "config": {"shape": [null, 3, 2], "dtype": "float32", "keras_history": ["emb", 1, 0]}}]], "kwargs": {}}]},
+   {"class_name": "LayerNormalization", "name": "ln", "config": {"name": "ln", "trainable": true, "dtype": "float32", "axis": [-1], "epsilon": 0.001, "center": true, "scale": true, "rms_scaling": false,
+     "beta_initializer": "zeros", "gamma_initializer": "ones", "beta_regularizer": null, "gamma_regularizer": null, "beta_constraint": null, "gamma_constraint": null},
+    "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3, 2], "dtype": "float32", "keras_history": ["add", 0, 0]}}], "kwargs": {}}]},
+   {"class_name": "BatchNormalization", "name": "bn_plain", "config": {"name": "bn_plain", "trainable": true, "dtype": "float32", "axis": -1, "momentum": 0.9, "epsilon": 0.001, "center": false, "scale": false,
+     "moving_mean_initializer": "zeros", "moving_variance_initializer": "ones", "beta_regularizer": null, "gamma_regularizer": null, "synchronized": false, "renorm": false},
+    "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3, 2], "dtype": "float32", "keras_history": ["ln", 0, 0]}}], "kwargs": {}}]},
+   {"class_name": "BatchNormalization", "name": "bn_frozen", "config": {"name": "bn_frozen", "trainable": false, "dtype": "float32", "axis": -1, "momentum": 0.99, "epsilon": 0.001, "center": true, "scale": true,
+     "beta_regularizer": null, "gamma_regularizer": null},
+    "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"shape": [null, 3, 2], "dtype": "float32", "keras_history": ["bn_plain", 0, 0]}}], "kwargs": {}}]}
+  ],
+  "input_layers": [["a", 0, 0], ["b", 0, 0]],
+  "output_layers": ["bn_frozen", 0, 0]}
+}"#;
+
+#[test]
+fn keras_import_shared_embedding_sequence_norms_and_frozen_batch_norm() {
+    use lossgraph::keras::build::build_model;
+    use lossgraph::keras::ModelSpec;
+    let spec = ModelSpec::from_json_str(FUNCTIONAL_JSON, "combo.json").unwrap();
+    let mut m = build_model(&spec, 1).unwrap();
+    let names: Vec<String> = m.variables().iter().map(|v| v.path.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "emb/embeddings",
+            "ln/gamma",
+            "ln/beta",
+            "bn_plain/moving_mean",
+            "bn_plain/moving_variance",
+            "bn_frozen/gamma",
+            "bn_frozen/beta",
+            "bn_frozen/moving_mean",
+            "bn_frozen/moving_variance"
+        ]
+    );
+    assert_eq!(m.input_dtypes(), vec![DType::I32, DType::I32]);
+    assert_eq!(
+        m.trainable_weight_names(),
+        ["emb/embeddings", "ln/gamma", "ln/beta"]
+    );
+    m.compile(CompileOptions::new(Optimizer::sgd(0.1), Loss::MeanSquaredError))
+        .unwrap();
+    let a = HostTensor::i32(&[2, 3], vec![0, 1, 2, 3, 4, 0]).unwrap();
+    let b = HostTensor::i32(&[2, 3], vec![4, 4, 1, 0, 2, 3]).unwrap();
+    let y = t(&[2, 3, 2], &[0.5; 12]);
+    m.train_on_batch(&[a.clone(), b.clone()], &[y.clone()]).unwrap();
+    // bn_plain trained: momentum 0.9 from (0, 1) towards the batch statistics
+    // over N and T of LayerNormalization's output, which per sample and step
+    // is (−s, s) or (s, −s) with s ≤ 1: mean 0.1·m, variance 0.9 + 0.1·v.
+    let mm = vals(&m, "bn_plain/moving_mean");
+    let mv = vals(&m, "bn_plain/moving_variance");
+    assert!(mm.iter().all(|v| v.abs() <= 0.1), "{mm:?}");
+    assert!((mm[0] + mm[1]).abs() < 1e-6, "{mm:?}");
+    assert!(mv.iter().all(|v| (0.9..=1.0).contains(v)) && mv[0] != 1.0, "{mv:?}");
+    // bn_frozen: no update in training.
+    assert_eq!(vals(&m, "bn_frozen/moving_mean"), vec![0.0, 0.0]);
+    assert_eq!(vals(&m, "bn_frozen/moving_variance"), vec![1.0, 1.0]);
 }

@@ -629,7 +629,9 @@ impl Gen<'_> {
             Step::Gather => {
                 // Ids must be in range: an i32 value known to be in [0, cap).
                 let cap = 2 * self.cfg.max_extent.max(1);
-                let x = match self.find(|v| v.dtype() == DType::I32 && v.lo >= 0 && v.hi < cap as i64) {
+                let x = match self
+                    .find(|v| v.dtype() == DType::I32 && v.lo >= 0 && v.hi < cap as i64)
+                {
                     Some(x) => x,
                     None => {
                         let s = self.shape(0, self.cfg.max_rank.saturating_sub(1));

@@ -920,12 +920,9 @@ impl Op {
             Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
             Op::Gather => (OpKind::Gather, Exactly(2), Grad::OnlyFirst, Cost::Cheap),
             Op::ScatterAdd { .. } => (OpKind::Gather, Exactly(2), Grad::AllButFirst, Cost::Cheap),
-            Op::RandomNormal { .. } => (
-                OpKind::Random,
-                Exactly(1),
-                Grad::None,
-                Cost::Transcendental,
-            ),
+            Op::RandomNormal { .. } => {
+                (OpKind::Random, Exactly(1), Grad::None, Cost::Transcendental)
+            }
         };
         OpRow {
             kind,
@@ -1337,7 +1334,9 @@ pub fn infer_type(
             let (table, ids) = (operands[0], operands[1]);
             f32_only(table)?;
             if table.rank() != 2 {
-                return Err(format!("gather needs an f32[rows, width] table, got {table}"));
+                return Err(format!(
+                    "gather needs an f32[rows, width] table, got {table}"
+                ));
             }
             if ids.dtype != DType::I32 {
                 return Err(format!("gather needs i32 ids, got {ids}"));
@@ -1447,7 +1446,10 @@ mod tests {
         let z: Vec<f64> = (0..n).map(|i| random_normal(11, 4, i) as f64).collect();
         let mean = z.iter().sum::<f64>() / n as f64;
         let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
         assert!(z.iter().all(|v| v.is_finite() && v.abs() < 5.8));
     }
 

@@ -381,7 +381,11 @@ fn gather_vjp_onehot_matmul_vs_scatter_add() {
     use lossgraph_ir::TensorType;
     // (ids M, rows V, width D): p13 (batch 8 × 6 tokens, 20 × 4), an
     // MNIST-sized batch (128 × 28 tokens, 256 × 32), and a wide vocabulary.
-    for (m, v, d) in [(48usize, 20usize, 4usize), (3584, 256, 32), (3584, 4096, 32)] {
+    for (m, v, d) in [
+        (48usize, 20usize, 4usize),
+        (3584, 256, 32),
+        (3584, 4096, 32),
+    ] {
         let b = lossgraph_ir::Builder::new("gather_vjp");
         let ids = b.input("ids", TensorType::i32([m]));
         let cot = b.input("cot", TensorType::f32([m, d]));
@@ -393,7 +397,9 @@ fn gather_vjp_onehot_matmul_vs_scatter_add() {
         bs.output("grad", &cot_s.scatter_add(&ids_s, v));
         let gs = bs.finish().unwrap();
         let mut r = Rng::new(5);
-        let id: Vec<i32> = (0..m).map(|_| (r.uniform(0.0, 1.0) * v as f32) as i32 % v as i32).collect();
+        let id: Vec<i32> = (0..m)
+            .map(|_| (r.uniform(0.0, 1.0) * v as f32) as i32 % v as i32)
+            .collect();
         let c = data(m * d, 6);
         let feeds = [("ids", Feed::I32(&id)), ("cot", Feed::F32(&c))];
         let (mut p, _) = compile(g, 1);

@@ -586,7 +586,11 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
         let inference = key("inference_output");
         match case.tensors.iter().find(|t| t.0 == inference) {
             Some((_, want)) => push!(&inference, &f64s(infer_out), &f64s(want)),
-            None => push!(&format!("{inference} (= output)"), &f64s(infer_out), &f64s(want)),
+            None => push!(
+                &format!("{inference} (= output)"),
+                &f64s(infer_out),
+                &f64s(want)
+            ),
         }
     }
     push!(

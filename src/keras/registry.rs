@@ -215,19 +215,37 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
         class: "GaussianNoise",
         arity: Arity::One,
         parse: |cfg| parse_noise(cfg, "stddev", false),
-        build: |k, n| noise(k, |a| layers::GaussianNoise::new(a).name(n), |l, s| l.seed(s)),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::GaussianNoise::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
     },
     LayerClass {
         class: "GaussianDropout",
         arity: Arity::One,
         parse: |cfg| parse_noise(cfg, "rate", true),
-        build: |k, n| noise(k, |a| layers::GaussianDropout::new(a).name(n), |l, s| l.seed(s)),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::GaussianDropout::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
     },
     LayerClass {
         class: "SpatialDropout1D",
         arity: Arity::One,
         parse: |cfg| parse_noise(cfg, "rate", true),
-        build: |k, n| noise(k, |a| layers::SpatialDropout::new_1d(a).name(n), |l, s| l.seed(s)),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::SpatialDropout::new_1d(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
     },
     LayerClass {
         class: "SpatialDropout2D",
@@ -236,7 +254,13 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
             cfg.only("data_format", &[json!("channels_last"), Value::Null])?;
             parse_noise(cfg, "rate", true)
         },
-        build: |k, n| noise(k, |a| layers::SpatialDropout::new_2d(a).name(n), |l, s| l.seed(s)),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::SpatialDropout::new_2d(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
     },
     LayerClass {
         class: "AlphaDropout",
@@ -245,7 +269,13 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
             cfg.only("noise_shape", &[Value::Null])?;
             parse_noise(cfg, "rate", true)
         },
-        build: |k, n| noise(k, |a| layers::AlphaDropout::new(a).name(n), |l, s| l.seed(s)),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::AlphaDropout::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
     },
 ];
 
@@ -420,7 +450,12 @@ fn axis_list(cfg: &mut Cfg<'_>, key: &str) -> Result<Vec<i64>> {
         Value::Array(a) if !a.is_empty() => a.iter().map(Value::as_i64).collect(),
         _ => None,
     }
-    .ok_or_else(|| cfg.err(key, format!("expected an axis or a list of axes, got {}", show(v))))
+    .ok_or_else(|| {
+        cfg.err(
+            key,
+            format!("expected an axis or a list of axes, got {}", show(v)),
+        )
+    })
 }
 
 fn isizes(v: &[i64]) -> Vec<isize> {
@@ -430,9 +465,12 @@ fn isizes(v: &[i64]) -> Vec<isize> {
 fn parse_batch_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
     common(cfg)?;
     let axis = match cfg.get("axis") {
-        Some(Value::Array(a)) if a.len() == 1 => a[0]
-            .as_i64()
-            .ok_or_else(|| cfg.err("axis", format!("expected an integer axis, got {}", show(&a[0]))))?,
+        Some(Value::Array(a)) if a.len() == 1 => a[0].as_i64().ok_or_else(|| {
+            cfg.err(
+                "axis",
+                format!("expected an integer axis, got {}", show(&a[0])),
+            )
+        })?,
         Some(_) => cfg.i64("axis")?,
         None => -1,
     };
@@ -448,7 +486,10 @@ fn parse_batch_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
         spec::initializer(cfg, "moving_variance_initializer", InitializerSpec::Ones)?;
     let beta_regularizer = spec::regularizer(cfg, "beta_regularizer")?;
     let gamma_regularizer = spec::regularizer(cfg, "gamma_regularizer")?;
-    no_constraints(cfg, &["beta_constraint", "gamma_constraint", "renorm_clipping"])?;
+    no_constraints(
+        cfg,
+        &["beta_constraint", "gamma_constraint", "renorm_clipping"],
+    )?;
     cfg.only("synchronized", &[json!(false)])?;
     cfg.only("renorm", &[json!(false)])?;
     cfg.ignore(&["renorm_momentum"]);
@@ -647,7 +688,11 @@ fn parse_embedding(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
     let embeddings_regularizer = spec::regularizer(cfg, "embeddings_regularizer")?;
     no_constraints(
         cfg,
-        &["activity_regularizer", "embeddings_constraint", "quantization_config"],
+        &[
+            "activity_regularizer",
+            "embeddings_constraint",
+            "quantization_config",
+        ],
     )?;
     cfg.only("mask_zero", &[json!(false)])?;
     cfg.only("sparse", &[json!(false)])?;

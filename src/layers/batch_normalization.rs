@@ -191,7 +191,10 @@ impl Layer for BatchNormalization {
             let mm = ctx.weight("moving_mean").clone();
             let mv = ctx.weight("moving_variance").clone();
             ctx.assign("moving_mean", &(&mm * m + mean.reshape(&[c]) * (1.0 - m)));
-            ctx.assign("moving_variance", &(&mv * m + var.reshape(&[c]) * (1.0 - m)));
+            ctx.assign(
+                "moving_variance",
+                &(&mv * m + var.reshape(&[c]) * (1.0 - m)),
+            );
             (mean, var)
         } else {
             (

@@ -99,6 +99,9 @@ impl Layer for Embedding {
         Some(self.input_dim)
     }
     fn describe(&self) -> String {
-        format!("input_dim={}, output_dim={}", self.input_dim, self.output_dim)
+        format!(
+            "input_dim={}, output_dim={}",
+            self.input_dim, self.output_dim
+        )
     }
 }

@@ -127,7 +127,10 @@ impl Layer for LayerNormalization {
     }
     fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
         if self.axis.is_empty() {
-            return Err(Error::layer(ctx.path(), "LayerNormalization needs at least one axis"));
+            return Err(Error::layer(
+                ctx.path(),
+                "LayerNormalization needs at least one axis",
+            ));
         }
         let mut axes = self
             .axis

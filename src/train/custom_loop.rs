@@ -41,7 +41,10 @@ impl Model {
         }
         let mut outputs = Vec::new();
         for (o, _) in &self.outputs {
-            outputs.push(self.train.output((Purpose::Gradients, n), &names::pred(o))?);
+            outputs.push(
+                self.train
+                    .output((Purpose::Gradients, n), &names::pred(o))?,
+            );
         }
         self.sync_host();
         Ok(Gradients {

@@ -428,9 +428,7 @@ impl Emitter<'_> {
         for (ri, r) in nest.roots.iter().enumerate() {
             let reg = match r.mode {
                 Mode::Store => false,
-                Mode::Sum | Mode::Max => {
-                    self.canon.strides[r.dst][inner] == 0 && r.row.is_none()
-                }
+                Mode::Sum | Mode::Max => self.canon.strides[r.dst][inner] == 0 && r.row.is_none(),
                 Mode::ArgMax => true,
             };
             if !reg {

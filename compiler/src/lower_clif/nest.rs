@@ -595,14 +595,22 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
         }
         KernelKind::Scatter => {
             let Op::ScatterAdd { rows } = node0.op else {
-                return Err(node_error(g, root0, &format!("kernel {k}: scatter root is not a scatter_add")));
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: scatter root is not a scatter_add"),
+                ));
             };
             let ops = g.operands(root0);
             let (ids, values) = (ops[0], ops[1]);
             let out_shape = node0.ty.shape.to_vec();
             let too_big = |x: usize| u32::try_from(x).is_err() || x == 0;
             if too_big(rows) || too_big(out_shape[1]) {
-                return Err(node_error(g, root0, "scatter_add table extents must be in [1, 2³²)"));
+                return Err(node_error(
+                    g,
+                    root0,
+                    "scatter_add table extents must be in [1, 2³²)",
+                ));
             }
             // Zero the table.
             let mut b = Builder::new(plan, 2, vec![]);
@@ -615,7 +623,8 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dtype: DType::F32,
                 row: None,
             };
-            let mut nests = vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
+            let mut nests =
+                vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
             // Add value row s into table row ids[s], column by column.
             let vshape = g.node(values).ty.shape.to_vec();
             let rank = vshape.len();

@@ -97,6 +97,19 @@ pub trait Layer {
         None
     }
 
+    /// For input layers only: the element type they declare (`f32` by default).
+    fn input_dtype(&self) -> DType {
+        DType::F32
+    }
+
+    /// For layers that index with an `i32` input (Embedding): the ids must
+    /// be in `[0, bound)`. When such a layer reads a model input directly,
+    /// the data is checked before every run, and an id outside is an error
+    /// naming the sample and value (Keras on JAX gives NaN rows instead).
+    fn id_bound(&self) -> Option<usize> {
+        None
+    }
+
     /// A one-line description of the configuration, for summaries.
     fn describe(&self) -> String {
         String::new()
@@ -278,6 +291,20 @@ impl BuildCtx<'_> {
         })
     }
 
+    /// A noise seed for this layer, derived from the model's seeded
+    /// generator (the one the initialisers use, at its current position,
+    /// without advancing it, so weights initialise as without the call) and
+    /// the layer path: a layer that draws noise and was given no seed takes
+    /// one here in `build`, so its noise is reproducible from the model seed
+    /// and differs between layers.
+    pub fn seed(&self) -> u32 {
+        let mut h = self.rng.clone().next_u64();
+        for b in self.path.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+        }
+        (h ^ (h >> 32)) as u32
+    }
+
     /// Registers a loss computed from weights only (the seed's
     /// `0.01 · Σ|kernel|`). The closure runs in every trace with the weights
     /// bound; a non-scalar result is summed (as Keras does).
@@ -333,6 +360,8 @@ pub(crate) struct TraceState {
     pub rng_step: Option<Tensor>,
     /// Full names of the state variables among `params`.
     pub state: HashSet<String>,
+    /// Full names of the trainable variables among `params`.
+    pub trainable: HashSet<String>,
     /// `(state variable, new value)` assigned in this trace, in first-assign
     /// order; a later assign of the same variable replaces the value.
     pub updates: Vec<(String, Tensor)>,
@@ -430,9 +459,29 @@ impl CallCtx<'_> {
         self.st.b.clone()
     }
 
-    /// True when tracing the training graph (dropout active).
+    /// True when tracing the training graph (dropout active): Keras's
+    /// `call(inputs, training=...)`.
     pub fn training(&self) -> bool {
         self.st.training
+    }
+
+    /// Keras's `self.trainable` for this layer: false when the layer has
+    /// weights and all of them are frozen (built with `trainable(false)`,
+    /// imported with `trainable: false`, or `Model::set_trainable`). State
+    /// variables do not count. A frozen BatchNormalization normalizes with
+    /// its moving statistics even in training, as in Keras.
+    pub fn trainable(&self) -> bool {
+        let prefix = format!("{}/", self.path);
+        let mut weights = self
+            .st
+            .params
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix).is_some_and(|r| !r.contains('/'))
+                    && !self.st.state.contains(*k)
+            })
+            .peekable();
+        weights.peek().is_none() || weights.any(|k| self.st.trainable.contains(k))
     }
 
     /// The batch size of this trace.
@@ -480,21 +529,38 @@ impl CallCtx<'_> {
         });
     }
 
-    /// Uniform noise in `[0, 1)` that changes every training step (driven by
-    /// the `rng_step` input) and is a pure function of `seed`.
+    /// The `rng_step` stream input of this trace, created on first use. The
+    /// model feeds it a counter that advances on every run that reads it
+    /// (train step, evaluate, predict), so each run draws fresh noise.
+    fn rng_stream(&mut self) -> Tensor {
+        if let Some(s) = &self.st.rng_step {
+            return s.clone();
+        }
+        let b = &self.st.b;
+        let prev = b.set_scope("");
+        let s = b.input(RNG_STEP_INPUT, TensorType::i32([]));
+        b.set_scope(prev);
+        self.st.rng_step = Some(s.clone());
+        s
+    }
+
+    /// Uniform noise in `[0, 1)`, fresh on every run (see `rng_stream`), a
+    /// pure function of `seed`, the run counter and the element index.
     pub fn random_uniform(&mut self, seed: u32, shape: &[usize]) -> Tensor {
-        let b = self.st.b.clone();
-        let step = match &self.st.rng_step {
-            Some(s) => s.clone(),
-            None => {
-                let prev = b.set_scope("");
-                let s = b.input(RNG_STEP_INPUT, TensorType::i32([]));
-                b.set_scope(prev);
-                self.st.rng_step = Some(s.clone());
-                s
-            }
-        };
-        b.random_uniform(&step, seed, shape)
+        let step = self.rng_stream();
+        self.st.b.random_uniform(&step, seed, shape)
+    }
+
+    /// Standard normal noise, fresh on every run (as [`Self::random_uniform`]).
+    pub fn random_normal(&mut self, seed: u32, shape: &[usize]) -> Tensor {
+        let step = self.rng_stream();
+        self.st.b.random_normal(&step, seed, shape)
+    }
+
+    /// A 0/1 mask, 1 with probability `p`, fresh on every run.
+    pub fn random_bernoulli(&mut self, seed: u32, p: f32, shape: &[usize]) -> Tensor {
+        let step = self.rng_stream();
+        self.st.b.random_bernoulli(&step, seed, p, shape)
     }
 
     /// Calls a sub-layer built with [`BuildCtx::build_sublayer`] under the same `name`.

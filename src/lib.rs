@@ -97,7 +97,7 @@ pub use error::{Error, Result};
 pub use initializers::Init;
 pub use layer::{BuildCtx, CallCtx, Layer, Variable, VariableKind, Weight};
 pub use losses::Loss;
-pub use lossgraph_ir::{HostTensor, LossReason, Tensor};
+pub use lossgraph_ir::{DType, HostTensor, LossReason, Tensor};
 pub use metrics::Metric;
 pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTensor, Trace};
 pub use optimizers::{LearningRate, Optimizer};

@@ -17,7 +17,9 @@ use crate::layer::{
     VariableKind,
 };
 use crate::train::session::TrainState;
-use lossgraph_ir::{Builder, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType};
+use lossgraph_ir::{
+    Builder, DType, Graph, HostTensor, LossReason, NodeId, Role, Tensor, TensorType,
+};
 use lossgraph_runtime::{CopyCount, VariableStore};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -61,6 +63,8 @@ pub(crate) struct CallNode {
 pub(crate) struct ModelInput {
     pub name: String,
     pub value: usize,
+    /// The element type fed.
+    pub dtype: DType,
 }
 
 /// One entry of [`Model::losses`]: an added loss, in Keras's order.
@@ -170,7 +174,8 @@ pub(crate) fn snake_case(class: &str) -> String {
     let mut a: Vec<char> = Vec::with_capacity(s.len() + 4);
     let mut i = 0;
     while i < s.len() {
-        let starts_run = i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase();
+        let starts_run =
+            i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase();
         if starts_run {
             a.extend([s[i], '_', s[i + 1]]);
             i += 2;
@@ -276,6 +281,7 @@ impl Functional {
     /// Declares a model input.
     pub fn input(&mut self, input: crate::layers::Input) -> Result<SymbolicTensor> {
         let shape = input.shape().to_vec();
+        let dtype = input.element_type();
         let id = self.add_layer(input)?;
         self.layers[id.0].is_input = true;
         self.layers[id.0].built = true;
@@ -287,6 +293,7 @@ impl Functional {
         self.inputs.push(ModelInput {
             name: self.layers[id.0].name.clone(),
             value: v,
+            dtype,
         });
         Ok(SymbolicTensor(v))
     }
@@ -400,6 +407,9 @@ impl Functional {
             st.params.insert(v.path.clone(), t);
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
+            }
+            if v.trainable {
+                st.trainable.insert(v.path.clone());
             }
         }
         let ins: Vec<Tensor> = shapes
@@ -541,7 +551,7 @@ impl Sequential {
         };
         let mut layers = self.layers;
         let first = layers.remove(0);
-        let mut input = crate::layers::Input::new(&shape);
+        let mut input = crate::layers::Input::new(&shape).dtype(first.input_dtype());
         if let Some(n) = first.name() {
             input = input.name(n);
         }
@@ -623,6 +633,7 @@ pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> Trac
         fallback,
         rng_step: None,
         state: HashSet::new(),
+        trainable: HashSet::new(),
         updates: Vec::new(),
     }
 }
@@ -644,6 +655,11 @@ impl Model {
             .iter()
             .map(|i| self.values[i.value].shape.clone())
             .collect()
+    }
+
+    /// Input element types, in input order.
+    pub fn input_dtypes(&self) -> Vec<DType> {
+        self.inputs.iter().map(|i| i.dtype).collect()
     }
 
     /// Output names (the output layers' names), in order.
@@ -778,6 +794,9 @@ impl Model {
             if v.kind == VariableKind::State {
                 st.state.insert(v.path.clone());
             }
+            if v.trainable {
+                st.trainable.insert(v.path.clone());
+            }
             params.push((v.path.clone(), t));
         }
         b.set_scope("");
@@ -787,7 +806,7 @@ impl Model {
             let mut shape = vec![batch];
             shape.extend_from_slice(&self.values[inp.value].shape);
             let name = self.input_feed_name(i);
-            let t = b.input(&name, TensorType::f32(&shape));
+            let t = b.input(&name, TensorType::new(inp.dtype, &shape));
             env.insert(inp.value, t.clone());
             inputs.push((name, t));
         }

@@ -76,6 +76,9 @@ pub enum KernelKind {
     /// A `fold` with its inlined producers: a zero fill, then one loop over
     /// the operand adding each element at its window position.
     Fold,
+    /// A `scatter_add`: zero the table, then add each value row into the
+    /// row its id names (one thread: rows may repeat).
+    Scatter,
 }
 
 impl KernelKind {
@@ -88,6 +91,7 @@ impl KernelKind {
             KernelKind::Concat => "concat",
             KernelKind::MatMul => "gemm",
             KernelKind::Fold => "fold",
+            KernelKind::Scatter => "scatter",
         }
     }
 }
@@ -139,13 +143,16 @@ impl Plan {
 pub fn is_pointwise(op: &Op) -> bool {
     match op.kind() {
         OpKind::Elementwise | OpKind::Movement | OpKind::Index | OpKind::Random => true,
+        // A gather reads its table at data-dependent rows, so the table must
+        // be stored, never inlined: gather is a root and no fusable consumer.
         OpKind::External
         | OpKind::Leaf
         | OpKind::View
         | OpKind::Reduction
         | OpKind::Contraction
         | OpKind::Scatter
-        | OpKind::Join => false,
+        | OpKind::Join
+        | OpKind::Gather => false,
     }
 }
 
@@ -328,7 +335,10 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::Slice { .. }
             | Op::Unfold { .. }
             | Op::OneHot { .. }
-            | Op::Random { .. } => KernelKind::Elementwise,
+            | Op::Random { .. }
+            | Op::RandomNormal { .. }
+            | Op::Gather => KernelKind::Elementwise,
+            Op::ScatterAdd { .. } => KernelKind::Scatter,
             // Leaves and views are classed above and never become roots.
             Op::Input { .. } | Op::Param { .. } | Op::Const(_) | Op::Reshape => {
                 return Err(node_error(&g, id, "a leaf or view cannot be a kernel root"))

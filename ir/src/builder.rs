@@ -218,6 +218,23 @@ impl Builder {
         self.push(Op::Random { seed }, &[step], Some(TensorType::f32(shape)))
     }
 
+    /// Counter-based standard normal noise of the given shape (see [`Op::RandomNormal`]).
+    pub fn random_normal(&self, step: &Tensor, seed: u32, shape: &[usize]) -> Tensor {
+        self.push(
+            Op::RandomNormal { seed },
+            &[step],
+            Some(TensorType::f32(shape)),
+        )
+    }
+
+    /// A Bernoulli mask: 1.0 with probability `p`, else 0.0 — the comparison
+    /// `random_uniform < p`, which fuses into the draw's kernel, so it needs
+    /// no op of its own (and inherits the uniform's stream and
+    /// reproducibility). `p` outside `[0, 1]` saturates.
+    pub fn random_bernoulli(&self, step: &Tensor, seed: u32, p: f32, shape: &[usize]) -> Tensor {
+        self.random_uniform(step, seed, shape).lt(p)
+    }
+
     /// Joins tensors along `axis` (negative counts from the end).
     pub fn concat(&self, parts: &[&Tensor], axis: isize) -> Tensor {
         let Some(first) = parts.first() else {
@@ -803,6 +820,19 @@ impl Tensor {
     /// `i32` labels to a trailing one-hot `f32` axis of `depth`.
     pub fn one_hot(&self, depth: usize) -> Tensor {
         self.builder().push(Op::OneHot { depth }, &[self], None)
+    }
+
+    /// Rows of this `f32[V, D]` table selected by the `i32` `ids`: `f32[ids.., D]`
+    /// (see [`Op::Gather`]).
+    pub fn gather(&self, ids: &Tensor) -> Tensor {
+        self.builder().push(Op::Gather, &[self, ids], None)
+    }
+
+    /// These `f32[ids.., D]` values summed into the rows `ids` of an
+    /// `f32[rows, D]` zero table (see [`Op::ScatterAdd`]).
+    pub fn scatter_add(&self, ids: &Tensor, rows: usize) -> Tensor {
+        self.builder()
+            .push(Op::ScatterAdd { rows }, &[ids, self], None)
     }
 
     /// Identity with zero gradient.

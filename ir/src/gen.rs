@@ -154,6 +154,8 @@ enum Step {
     OneHot,
     StopGradient,
     Random,
+    Gather,
+    RandomNormal,
     Leaf,
 }
 
@@ -177,6 +179,8 @@ fn all_steps() -> Vec<Step> {
         Step::OneHot,
         Step::StopGradient,
         Step::Random,
+        Step::Gather,
+        Step::RandomNormal,
         Step::Leaf,
     ]);
     v
@@ -610,6 +614,39 @@ impl Gen<'_> {
                 let s = self.shape(0, self.cfg.max_rank);
                 let t = self.b.random_uniform(&step.t, seed, &s);
                 self.keep(Self::f32_val(t, 1.0, true));
+            }
+            Step::RandomNormal => {
+                let step = match self.find(|v| v.dtype() == DType::I32 && v.rank() == 0) {
+                    Some(s) => s,
+                    None => self.fresh(DType::I32, &[]),
+                };
+                let seed = self.rng.next_u64() as u32;
+                let s = self.shape(0, self.cfg.max_rank);
+                let t = self.b.random_normal(&step.t, seed, &s);
+                // |z| ≤ √(−2·ln 2⁻²⁴) < 5.8; not exact (the engines' ln differ by ulps).
+                self.keep(Self::f32_val(t, 5.8, false));
+            }
+            Step::Gather => {
+                // Ids must be in range: an i32 value known to be in [0, cap).
+                let cap = 2 * self.cfg.max_extent.max(1);
+                let x = match self
+                    .find(|v| v.dtype() == DType::I32 && v.lo >= 0 && v.hi < cap as i64)
+                {
+                    Some(x) => x,
+                    None => {
+                        let s = self.shape(0, self.cfg.max_rank.saturating_sub(1));
+                        let v = self.fresh(DType::I32, &s);
+                        if v.lo < 0 || v.hi >= cap as i64 {
+                            return;
+                        }
+                        v
+                    }
+                };
+                let rows = x.hi as usize + 1 + self.rng.below(2);
+                let width = self.rng.range(1, self.cfg.max_extent.max(1));
+                let table = self.fresh(DType::F32, &[rows, width]);
+                let t = table.t.gather(&x.t);
+                self.keep(Self::f32_val(t, table.bound, table.exact));
             }
         }
     }
@@ -1052,7 +1089,10 @@ mod tests {
                 | Op::Slice { .. }
                 | Op::OneHot { .. }
                 | Op::StopGradient
-                | Op::Random { .. } => {}
+                | Op::Random { .. }
+                | Op::Gather
+                | Op::ScatterAdd { .. }
+                | Op::RandomNormal { .. } => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {
                 out.insert(format!("{}:{}", n.op.name(), ins[ins.len() - 1].dtype));
@@ -1120,6 +1160,8 @@ mod tests {
             "one_hot",
             "stop_gradient",
             "random",
+            "gather",
+            "random_normal",
         ]
         .iter()
         .map(|s| s.to_string())

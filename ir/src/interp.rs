@@ -23,11 +23,14 @@
 //! - `sigmoid` is evaluated stably (`e^x/(1+e^x)` for `x < 0`), so it never
 //!   yields NaN for finite input.
 //! - `one_hot` gives an all-zero row for labels outside `[0, depth)`.
-//! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`.
+//! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`;
+//!   `random_normal` element `i` is `random_normal(seed, step, i)`.
+//! - `gather` and `scatter_add` refuse an id outside `[0, rows)`, naming its
+//!   position and value.
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::graph::{Graph, NodeId};
-use crate::op::{random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp};
+use crate::op::{random_normal, random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp};
 use crate::tensor::{Data, HostTensor};
 use crate::types::{strides, DType, TensorType};
 use smallvec::SmallVec;
@@ -140,20 +143,47 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             }
             Data::F32(out)
         }
-        Op::Random { seed } => {
-            let step = operands[0]
-                .as_i32()
-                .and_then(|s| s.first().copied())
-                .ok_or("random: the step operand must be an i32 scalar")?;
-            let n = ty.numel();
-            if n > u32::MAX as usize + 1 {
-                return Err(format!("random: {ty} has more elements than a u32 index"));
+        Op::Random { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
+            random_uniform(*seed, step, i)
+        })?),
+        Op::RandomNormal { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
+            random_normal(*seed, step, i)
+        })?),
+        Op::Gather => {
+            let table = f32s(operands[0])?;
+            let ids = operands[1].as_i32().ok_or("gather: ids must be i32")?;
+            let (rows, width) = (operands[0].shape()[0], operands[0].shape()[1]);
+            let mut out = Vec::with_capacity(ids.len() * width);
+            for (pos, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= rows {
+                    return Err(format!(
+                        "gather: id {id} at position {pos} (row-major in {}) is outside [0, {rows})",
+                        operands[1].ty
+                    ));
+                }
+                let r = id as usize * width;
+                out.extend_from_slice(&table[r..r + width]);
             }
-            Data::F32(
-                (0..n)
-                    .map(|i| random_uniform(*seed, step, i as u32))
-                    .collect(),
-            )
+            Data::F32(out)
+        }
+        Op::ScatterAdd { rows } => {
+            let ids = operands[0].as_i32().ok_or("scatter_add: ids must be i32")?;
+            let values = f32s(operands[1])?;
+            let width = ty.shape[1];
+            let mut out = vec![0.0f32; rows * width];
+            for (pos, &id) in ids.iter().enumerate() {
+                if id < 0 || id as usize >= *rows {
+                    return Err(format!(
+                        "scatter_add: id {id} at position {pos} (row-major in {}) is outside [0, {rows})",
+                        operands[0].ty
+                    ));
+                }
+                let dst = &mut out[id as usize * width..(id as usize + 1) * width];
+                for (o, v) in dst.iter_mut().zip(&values[pos * width..(pos + 1) * width]) {
+                    *o += v;
+                }
+            }
+            Data::F32(out)
         }
     };
     Ok(HostTensor {
@@ -279,7 +309,10 @@ pub fn interpret_with(
             | Op::Slice { .. }
             | Op::OneHot { .. }
             | Op::StopGradient
-            | Op::Random { .. }) => {
+            | Op::Random { .. }
+            | Op::Gather
+            | Op::ScatterAdd { .. }
+            | Op::RandomNormal { .. }) => {
                 let ops = g.operands(id);
                 let args: Vec<&HostTensor> = ops
                     .iter()
@@ -366,6 +399,28 @@ fn eval_const(lit: &Literal, ty: &TensorType) -> Data {
 }
 
 /// Errors for an op the type rule admits on `i32` but that has no `i32` kernel.
+/// The draws of a random op of type `ty`: `f(step, i)` for element `i`,
+/// `step` the value of the `i32[]` stream operand.
+fn draw(
+    op: &Op,
+    ty: &TensorType,
+    stream: &HostTensor,
+    f: impl Fn(i32, u32) -> f32,
+) -> Result<Vec<f32>, String> {
+    let step = stream
+        .as_i32()
+        .and_then(|s| s.first().copied())
+        .ok_or_else(|| format!("{}: the stream operand must be an i32 scalar", op.name()))?;
+    let n = ty.numel();
+    if n > u32::MAX as usize + 1 {
+        return Err(format!(
+            "{}: {ty} has more elements than a u32 index",
+            op.name()
+        ));
+    }
+    Ok((0..n).map(|i| f(step, i as u32)).collect())
+}
+
 fn eval_unary(u: UnaryOp, d: &Data) -> Result<Data, String> {
     match d {
         Data::F32(v) => {
@@ -1528,6 +1583,19 @@ mod tests {
         // An f32 step is rejected.
         let fs = f(&[], &[3.0]);
         assert!(eval_op(&Op::Random { seed: 7 }, &TensorType::f32([2]), &[&fs]).is_err());
+    }
+
+    #[test]
+    fn gather_rows_and_refuses_out_of_range_ids() {
+        let table = HostTensor::f32(&[3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let ids = HostTensor::i32(&[2], vec![2, 2]).unwrap();
+        let r = eval_op(&Op::Gather, &TensorType::f32([2, 2]), &[&table, &ids]).unwrap();
+        assert_eq!(r.as_f32().unwrap(), &[5.0, 6.0, 5.0, 6.0]);
+        for bad in [3, -1] {
+            let ids = HostTensor::i32(&[2], vec![0, bad]).unwrap();
+            let e = eval_op(&Op::Gather, &TensorType::f32([2, 2]), &[&table, &ids]).unwrap_err();
+            assert!(e.contains(&format!("id {bad} at position 1")), "{e}");
+        }
     }
 
     #[test]

@@ -219,6 +219,28 @@ pub enum Op {
     Random {
         seed: u32,
     },
+    /// `gather table, ids`: `f32[V, D]`, `i32[S..]` → `f32[S.., D]`, row
+    /// `ids[s]` of the table at every position `s` (Keras's `take(table,
+    /// ids, axis=0)`, the Embedding lookup). Every id must be in `[0, V)`:
+    /// the interpreter refuses an id outside, naming its position and value;
+    /// the JIT clamps ids into range (so it never reads outside the table)
+    /// and relies on its caller to have checked the fed ids (the front end
+    /// does, see `lossgraph::Model`). Gradient: operand 0 only, the dense
+    /// `f32[V, D]` [`Op::ScatterAdd`] of the cotangent.
+    Gather,
+    /// `scatter_add ids, values`: `i32[S..]`, `f32[S.., D]` → `f32[rows, D]`,
+    /// zeros plus `values[s, :]` added into row `ids[s]` for every `s` (a
+    /// repeated id accumulates, in position order): `gather`'s VJP. Ids
+    /// follow [`Op::Gather`]'s rule (refused by the interpreter, clamped by
+    /// the JIT). Gradient: operand 1, the `gather` of the cotangent.
+    ScatterAdd {
+        rows: usize,
+    },
+    /// Counter-based standard normal noise: a pure function of `seed`, the
+    /// `i32[]` stream operand and the element index (see [`random_normal`]).
+    RandomNormal {
+        seed: u32,
+    },
 }
 
 // ---------------------------------------------------------------------------
@@ -257,8 +279,13 @@ pub enum OpKind {
     Scatter,
     /// Several operands laid side by side: `concat`.
     Join,
-    /// Counter-based noise (a function of the element index): `random`.
+    /// Counter-based noise (a function of the element index): `random`,
+    /// `random_normal`.
     Random,
+    /// Result elements are read from, or accumulated into, rows of a stored
+    /// table at positions read from an index operand (a data-dependent
+    /// address): `gather`, `scatter_add`.
+    Gather,
 }
 
 /// Operand count of an op.
@@ -303,6 +330,8 @@ pub enum Grad {
     All,
     /// All but operand 0 (the mask of `select`).
     AllButFirst,
+    /// Operand 0 only (the table of `gather`; its ids are integers).
+    OnlyFirst,
 }
 
 impl Grad {
@@ -312,6 +341,7 @@ impl Grad {
             Grad::None => false,
             Grad::All => true,
             Grad::AllButFirst => pos > 0,
+            Grad::OnlyFirst => pos == 0,
         }
     }
 }
@@ -872,14 +902,18 @@ macro_rules! attr_list {
                 ("end", $A::Usize(end))
             ],
             Op::OneHot { depth } => smallvec![("depth", $A::Usize(depth))],
-            Op::Random { seed } => smallvec![("seed", $A::U32(seed))],
+            Op::ScatterAdd { rows } => smallvec![("rows", $A::Usize(rows))],
+            Op::Random { seed } | Op::RandomNormal { seed } => {
+                smallvec![("seed", $A::U32(seed))]
+            }
             Op::Unary(_)
             | Op::Binary(_)
             | Op::Select
             | Op::Cast
             | Op::Broadcast
             | Op::Reshape
-            | Op::StopGradient => SmallVec::new(),
+            | Op::StopGradient
+            | Op::Gather => SmallVec::new(),
         }
     };
 }
@@ -926,6 +960,11 @@ impl Op {
             Op::Fold { .. } => (OpKind::Scatter, Exactly(1), Grad::All, Cost::Cheap),
             Op::Concat { .. } => (OpKind::Join, AtLeastOne, Grad::All, Cost::Cheap),
             Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
+            Op::Gather => (OpKind::Gather, Exactly(2), Grad::OnlyFirst, Cost::Cheap),
+            Op::ScatterAdd { .. } => (OpKind::Gather, Exactly(2), Grad::AllButFirst, Cost::Cheap),
+            Op::RandomNormal { .. } => {
+                (OpKind::Random, Exactly(1), Grad::None, Cost::Transcendental)
+            }
         };
         OpRow {
             kind,
@@ -1000,6 +1039,9 @@ impl Op {
             Op::OneHot { depth: 0 },
             Op::StopGradient,
             Op::Random { seed: 0 },
+            Op::Gather,
+            Op::ScatterAdd { rows: 0 },
+            Op::RandomNormal { seed: 0 },
         ]);
         v
     }
@@ -1032,6 +1074,9 @@ impl Op {
             Op::OneHot { .. } => "one_hot",
             Op::StopGradient => "stop_gradient",
             Op::Random { .. } => "random",
+            Op::Gather => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
+            Op::RandomNormal { .. } => "random_normal",
         }
     }
 
@@ -1060,7 +1105,8 @@ impl Op {
             | OpKind::Contraction
             | OpKind::Scatter
             | OpKind::Join
-            | OpKind::Random => false,
+            | OpKind::Random
+            | OpKind::Gather => false,
         }
     }
 
@@ -1369,16 +1415,50 @@ pub fn infer_type(
                 shape,
             }
         }
-        Op::Random { .. } => {
+        Op::Random { .. } | Op::RandomNormal { .. } => {
             let t = operands[0];
             if t.dtype != DType::I32 || t.rank() != 0 {
-                return Err(format!("random needs an i32[] step operand, got {t}"));
+                return Err(format!(
+                    "{} needs an i32[] stream operand, got {t}",
+                    op.name()
+                ));
             }
             let ty = need_declared()?;
             if ty.dtype != DType::F32 {
-                return Err(format!("random produces f32, declared {ty}"));
+                return Err(format!("{} produces f32, declared {ty}", op.name()));
             }
             ty
+        }
+        Op::Gather => {
+            let (table, ids) = (operands[0], operands[1]);
+            f32_only(table)?;
+            if table.rank() != 2 {
+                return Err(format!(
+                    "gather needs an f32[rows, width] table, got {table}"
+                ));
+            }
+            if ids.dtype != DType::I32 {
+                return Err(format!("gather needs i32 ids, got {ids}"));
+            }
+            let mut shape = ids.shape.clone();
+            shape.push(table.shape[1]);
+            TensorType {
+                dtype: DType::F32,
+                shape,
+            }
+        }
+        Op::ScatterAdd { rows } => {
+            let (ids, values) = (operands[0], operands[1]);
+            f32_only(values)?;
+            if ids.dtype != DType::I32
+                || values.rank() != ids.rank() + 1
+                || values.shape[..ids.rank()] != ids.shape[..]
+            {
+                return Err(format!(
+                    "scatter_add needs i32[S..] ids and f32[S.., width] values, got {ids} and {values}"
+                ));
+            }
+            TensorType::f32([*rows, values.shape[ids.rank()]])
         }
     };
     if let Some(d) = declared {
@@ -1467,9 +1547,70 @@ pub fn random_uniform(seed: u32, step: i32, index: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// The second uniform stream of [`random_normal`]: `seed` with these bits flipped.
+pub const NORMAL_SECOND_STREAM: u32 = 0x6A09_E667;
+
+/// Taylor coefficients of `cos x = Σ c_k·x^(2k)` up to `x^18`, as f32; on
+/// `|x| ≤ π` the truncation error is below 4e-9 (f32 rounding dominates).
+pub const COS_COEFFS: [f32; 10] = [
+    1.0,
+    -0.5,
+    4.166_666_7e-2,
+    -1.388_888_9e-3,
+    2.480_158_7e-5,
+    -2.755_731_9e-7,
+    2.087_675_7e-9,
+    -1.147_074_6e-11,
+    4.779_477_3e-14,
+    -1.561_920_7e-16,
+];
+
+/// `cos(2π·u)` for `u ∈ [0, 1)`: `−cos(2π·(u − ½))`, a Horner evaluation of
+/// [`COS_COEFFS`] in `x²` in f32 (no fused multiply-add), the order the
+/// lowering follows.
+pub fn cos_turn(u: f32) -> f32 {
+    let x = (u - 0.5) * std::f32::consts::TAU;
+    let x2 = x * x;
+    let mut p = COS_COEFFS[9];
+    for c in COS_COEFFS[..9].iter().rev() {
+        p = p * x2 + c;
+    }
+    -p
+}
+
+/// The noise generator behind [`Op::RandomNormal`]: Box–Muller on two
+/// [`random_uniform`] draws of the same `(step, index)`, from `seed` and
+/// `seed ^ NORMAL_SECOND_STREAM`: `√(−2·ln(1 − u₁))·cos(2π·u₂)`. `1 − u₁` is
+/// in `(0, 1]`, so the result is finite, `|z| ≤ 5.8`. The interpreter uses
+/// `ln` from the standard library and the JIT its inline polynomial, so the
+/// two engines agree to a few ulp (each is bit-reproducible on its own).
+pub fn random_normal(seed: u32, step: i32, index: u32) -> f32 {
+    let u1 = random_uniform(seed, step, index);
+    let u2 = random_uniform(seed ^ NORMAL_SECOND_STREAM, step, index);
+    (-2.0 * (1.0 - u1).ln()).sqrt() * cos_turn(u2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normal_moments_and_cos() {
+        for k in 0..100 {
+            let u = k as f32 / 100.0;
+            let want = (std::f64::consts::TAU * u as f64).cos();
+            assert!((cos_turn(u) as f64 - want).abs() < 1e-6, "cos_turn({u})");
+        }
+        let n = 200_000u32;
+        let z: Vec<f64> = (0..n).map(|i| random_normal(11, 4, i) as f64).collect();
+        let mean = z.iter().sum::<f64>() / n as f64;
+        let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
+        assert!(z.iter().all(|v| v.is_finite() && v.abs() < 5.8));
+    }
 
     fn f(shape: &[usize]) -> TensorType {
         TensorType::f32(shape)

@@ -70,7 +70,10 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. } => Role::Forward,
+        | Op::Random { .. }
+        | Op::Gather
+        | Op::ScatterAdd { .. }
+        | Op::RandomNormal { .. } => Role::Forward,
     }
 }
 

@@ -24,7 +24,7 @@
 
 use lossgraph_compiler::autodiff::grad;
 use lossgraph_compiler::gradcheck::{check_gradients, GradCheckOptions};
-use lossgraph_ir::op::{random_uniform, Cost, Sample};
+use lossgraph_ir::op::{random_normal, random_uniform, Cost, Sample};
 use lossgraph_ir::text::{parse, print};
 use lossgraph_ir::{
     interp, BinaryOp, DType, Graph, HostTensor, Literal, Node, NodeId, Op, ReduceOp, Role,
@@ -454,6 +454,51 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
                     .collect();
                 if v != def.as_slice() {
                     return Err(format!("not random_uniform(7, 3, i): {v:?} vs {def:?}"));
+                }
+                Ok(())
+            });
+            one(c)
+        }
+        Op::Gather => {
+            let mut b = G::new();
+            let table = b.f32("table", &[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+            let ids = b.i32("ids", &[2, 2], &[2.0, 0.0, 0.0, 1.0]);
+            let y = b.node(Op::Gather, f(&[2, 2, 2]), &[table, ids]);
+            let want = vec![5.0, 6.0, 1.0, 2.0, 1.0, 2.0, 3.0, 4.0];
+            one(b.case(name.into(), y, want))
+        }
+        Op::ScatterAdd { .. } => {
+            let mut b = G::new();
+            let ids = b.i32("ids", &[2, 2], &[2.0, 0.0, 2.0, 1.0]);
+            let v = b.f32("v", &[2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+            let y = b.node(Op::ScatterAdd { rows: 3 }, f(&[3, 2]), &[ids, v]);
+            // Row 2 collects value rows 0 and 2; row 0 row 1; row 1 row 3.
+            let want = vec![3.0, 4.0, 7.0, 8.0, 6.0, 8.0];
+            one(b.case(name.into(), y, want))
+        }
+        Op::RandomNormal { .. } => {
+            let mut b = G::new();
+            let step = b.i32("step", &[], &[3.0]);
+            let y = b.node(Op::RandomNormal { seed: 7 }, f(&[TILE]), &[step]);
+            let mut c = b.case(name.into(), y, Vec::new());
+            // Independently of `random_normal`'s f32 evaluation: Box–Muller
+            // in f64 on the same two uniform draws.
+            c.expected = None;
+            c.check = Some(|v| {
+                let second = lossgraph_ir::op::NORMAL_SECOND_STREAM;
+                for (e, &got) in v.iter().enumerate() {
+                    let u1 = random_uniform(7, 3, e as u32) as f64;
+                    let u2 = random_uniform(7 ^ second, 3, e as u32) as f64;
+                    let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                    if (got - z).abs() > 1e-5 * (1.0 + z.abs()) {
+                        return Err(format!("element {e}: {got} vs Box–Muller {z}"));
+                    }
+                    if got != random_normal(7, 3, e as u32) as f64 {
+                        return Err(format!("element {e}: not random_normal(7, 3, {e})"));
+                    }
+                }
+                if v.windows(2).all(|w| w[0] == w[1]) {
+                    return Err(format!("all draws equal: {v:?}"));
                 }
                 Ok(())
             });

@@ -371,3 +371,62 @@ fn wide_compile_breakdown() {
         st.arena_bytes as f64 / (1 << 20) as f64
     );
 }
+
+/// The Embedding gradient (`gather`'s VJP) on the JIT (one thread): the
+/// one-hot matmul `onehot(ids, V)ᵀ·C̄` against the `scatter_add` op autodiff
+/// emits, and a plain Rust scatter-add loop over the same data.
+#[test]
+#[ignore]
+fn gather_vjp_onehot_matmul_vs_scatter_add() {
+    use lossgraph_ir::TensorType;
+    // (ids M, rows V, width D): p13 (batch 8 × 6 tokens, 20 × 4), an
+    // MNIST-sized batch (128 × 28 tokens, 256 × 32), and a wide vocabulary.
+    for (m, v, d) in [
+        (48usize, 20usize, 4usize),
+        (3584, 256, 32),
+        (3584, 4096, 32),
+    ] {
+        let b = lossgraph_ir::Builder::new("gather_vjp");
+        let ids = b.input("ids", TensorType::i32([m]));
+        let cot = b.input("cot", TensorType::f32([m, d]));
+        b.output("grad", &ids.one_hot(v).matmul_t(&cot, true, false));
+        let g = b.finish().unwrap();
+        let bs = lossgraph_ir::Builder::new("scatter");
+        let ids_s = bs.input("ids", TensorType::i32([m]));
+        let cot_s = bs.input("cot", TensorType::f32([m, d]));
+        bs.output("grad", &cot_s.scatter_add(&ids_s, v));
+        let gs = bs.finish().unwrap();
+        let mut r = Rng::new(5);
+        let id: Vec<i32> = (0..m)
+            .map(|_| (r.uniform(0.0, 1.0) * v as f32) as i32 % v as i32)
+            .collect();
+        let c = data(m * d, 6);
+        let feeds = [("ids", Feed::I32(&id)), ("cot", Feed::F32(&c))];
+        let (mut p, _) = compile(g, 1);
+        let steps = (20_000_000 / (m * v * d)).clamp(5, 20_000);
+        let jit_us = 1e6 / best_alternating(std::slice::from_mut(&mut p), &feeds, steps, 5)[0];
+        let (mut ps, _) = compile(gs, 1);
+        let steps = (2_000_000 / (m * d)).clamp(5, 100_000);
+        let scatter_us = 1e6 / best_alternating(std::slice::from_mut(&mut ps), &feeds, steps, 5)[0];
+        let mut out = vec![0.0f32; v * d];
+        let reps = (2_000_000 / (m * d)).clamp(5, 100_000);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for _ in 0..reps {
+                out.iter_mut().for_each(|x| *x = 0.0);
+                for (k, &row) in id.iter().enumerate() {
+                    let dst = &mut out[row as usize * d..(row as usize + 1) * d];
+                    for (o, s) in dst.iter_mut().zip(&c[k * d..(k + 1) * d]) {
+                        *o += s;
+                    }
+                }
+                std::hint::black_box(&out);
+            }
+            best = best.min(t.elapsed().as_secs_f64() * 1e6 / reps as f64);
+        }
+        println!(
+            "gather VJP M={m} V={v} D={d}: one-hot matmul (JIT) {jit_us:.2} us, scatter_add (JIT) {scatter_us:.2} us, Rust loop {best:.2} us"
+        );
+    }
+}

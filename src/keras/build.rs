@@ -41,6 +41,10 @@ pub fn initializer(i: InitializerSpec) -> Init {
         InitializerSpec::GlorotUniform { .. } => Init::GlorotUniform,
         InitializerSpec::HeNormal { .. } => Init::HeNormal,
         InitializerSpec::RandomNormal { mean, stddev, .. } => Init::Normal { mean, stddev },
+        InitializerSpec::RandomUniform { minval, maxval, .. } => Init::Uniform {
+            lo: minval,
+            hi: maxval,
+        },
         InitializerSpec::Zeros => Init::Zeros,
         InitializerSpec::Ones => Init::Ones,
     }
@@ -132,7 +136,7 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
         for l in &spec.layers {
             s.push(layer(l)?);
         }
-        return Ok(s.build()?);
+        return freeze(spec, s.build()?);
     }
     let mut f = Functional::new(spec.name.clone()).seed(seed);
     let mut values: HashMap<(String, usize), SymbolicTensor> = HashMap::new();
@@ -154,7 +158,7 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
     };
     for r in &spec.inputs {
         let Some(LayerSpec {
-            kind: LayerKind::Input { shape },
+            kind: LayerKind::Input { shape, dtype },
             ..
         }) = spec.layer(&r.layer)
         else {
@@ -163,7 +167,11 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
                 format!("input '{}' is not an InputLayer", r.layer),
             ));
         };
-        let t = f.input(layers::Input::new(shape).name(r.layer.as_str()))?;
+        let t = f.input(
+            layers::Input::new(shape)
+                .dtype(*dtype)
+                .name(r.layer.as_str()),
+        )?;
         values.insert((r.layer.clone(), 0), t);
     }
     let mut ids = HashMap::new();
@@ -186,7 +194,16 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
         .iter()
         .map(|r| get(&values, r))
         .collect::<Result<_>>()?;
-    Ok(f.build(&outs)?)
+    freeze(spec, f.build(&outs)?)
+}
+
+/// Freezes the weights of every layer the JSON marks `trainable: false`
+/// (Keras's `layer.trainable = False`).
+fn freeze(spec: &ModelSpec, mut model: Model) -> Result<Model> {
+    for l in spec.layers.iter().filter(|l| !l.trainable) {
+        model.set_trainable(&l.name, false)?;
+    }
+    Ok(model)
 }
 
 /// Reads, parses and builds a `model.json` file.

@@ -272,7 +272,12 @@ impl Case {
 
     /// A fresh model with the case's initial weights, compiled with its settings.
     pub fn model(&self) -> Result<Model> {
-        let mut m = build_model(&self.spec, 0)?;
+        self.prepare(build_model(&self.spec, 0)?)
+    }
+
+    /// Loads the case's initial weights into `m` (built by the importer or
+    /// by hand) and compiles it with the case's settings.
+    pub fn prepare(&self, mut m: Model) -> Result<Model> {
         m.load_weights(self.dir.join("weights.safetensors"))?;
         m.compile(compile_options(&self.compile))?;
         Ok(m)
@@ -436,6 +441,12 @@ fn reg_label(l: &crate::AddedLoss) -> String {
 /// `Err` means the case could not be run at all (a malformed case or an
 /// unsupported model); mismatches are reported in the [`CaseReport`].
 pub fn run_case(case: &Case) -> Result<CaseReport> {
+    run_case_with(case, || case.model())
+}
+
+/// [`run_case`] on models from `make` (fresh, with the case's initial
+/// weights, compiled: [`Case::prepare`]), for models written in Rust.
+pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<CaseReport> {
     let tol = case.expected.tolerance;
     let exp = &case.expected;
     let b = case.batch_size;
@@ -447,13 +458,17 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
         };
     }
 
-    let mut model = case.model()?;
+    let mut model = make()?;
     let outputs = case.spec.output_names();
     let multi = outputs.len() > 1;
     let (x0, y0) = case.batch(0, b)?;
 
-    // Initial losses and gradients (batch 0, initial weights).
+    // Initial losses and gradients (batch 0, initial weights). The call is
+    // a training-mode forward pass, which updates moving statistics; they
+    // are restored, as the case generator restores them (SEMANTICS.md §6.1).
+    let initial = model.get_weights();
     let g = model.compute_gradients(&x0, &y0)?;
+    model.set_weights(&initial)?;
     let log = |name: &str| g.logs.get(name).unwrap_or(f64::NAN);
     push!(
         "initial.total_loss",
@@ -559,18 +574,31 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
         );
     }
 
-    // Predictions on batch 0.
+    // Predictions on batch 0: `output` in training mode (the gradient
+    // call's forward pass), `inference_output` (cases with state) from predict.
     let preds = model.predict(&x0, b)?;
     let mut checksum = 0.0;
-    for (o, p) in outputs.iter().zip(&preds) {
-        let key = if multi {
-            format!("output/{o}")
-        } else {
-            "output".into()
+    for (i, o) in outputs.iter().enumerate() {
+        let key = |base: &str| {
+            if multi {
+                format!("{base}/{o}")
+            } else {
+                base.to_string()
+            }
         };
-        let want = Case::tensor(&case.tensors, &key, &expected_file)?;
-        push!(&key, &f64s(p), &f64s(want));
-        checksum += f64s(p).iter().sum::<f64>();
+        let (train_out, infer_out) = (&g.outputs[i], &preds[i]);
+        let want = Case::tensor(&case.tensors, &key("output"), &expected_file)?;
+        push!(&key("output"), &f64s(train_out), &f64s(want));
+        checksum += f64s(train_out).iter().sum::<f64>();
+        let inference = key("inference_output");
+        match case.tensors.iter().find(|t| t.0 == inference) {
+            Some((_, want)) => push!(&inference, &f64s(infer_out), &f64s(want)),
+            None => push!(
+                &format!("{inference} (= output)"),
+                &f64s(infer_out),
+                &f64s(want)
+            ),
+        }
     }
     push!(
         "initial.outputs_checksum",
@@ -610,7 +638,7 @@ pub fn run_case(case: &Case) -> Result<CaseReport> {
     check_final(&model, "", &mut cmp)?;
 
     // fit for one epoch, unshuffled, on a fresh model.
-    let mut fresh = case.model()?;
+    let mut fresh = make()?;
     let (x, y) = case.batch(0, case.steps * b)?;
     let h = fresh.fit(
         &x,

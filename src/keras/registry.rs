@@ -42,13 +42,15 @@ pub struct LayerClass {
 }
 
 /// Every importable layer class.
-pub const LAYER_CLASSES: [LayerClass; 9] = [
+pub const LAYER_CLASSES: &[LayerClass] = &[
     LayerClass {
         class: "InputLayer",
         arity: Arity::Input,
         parse: parse_input,
         build: |k, n| match k {
-            LayerKind::Input { shape } => Some(Box::new(layers::Input::new(shape).name(n))),
+            LayerKind::Input { shape, dtype } => {
+                Some(Box::new(layers::Input::new(shape).dtype(*dtype).name(n)))
+            }
             _ => None,
         },
     },
@@ -169,6 +171,112 @@ pub const LAYER_CLASSES: [LayerClass; 9] = [
             _ => None,
         },
     },
+    LayerClass {
+        class: "BatchNormalization",
+        arity: Arity::One,
+        parse: parse_batch_normalization,
+        build: build_batch_normalization,
+    },
+    LayerClass {
+        class: "LayerNormalization",
+        arity: Arity::One,
+        parse: parse_layer_normalization,
+        build: build_layer_normalization,
+    },
+    LayerClass {
+        class: "GroupNormalization",
+        arity: Arity::One,
+        parse: parse_group_normalization,
+        build: build_group_normalization,
+    },
+    LayerClass {
+        class: "UnitNormalization",
+        arity: Arity::One,
+        parse: |cfg| {
+            common(cfg)?;
+            Ok(LayerKind::UnitNormalization {
+                axis: axis_list(cfg, "axis")?,
+            })
+        },
+        build: |k, n| match k {
+            LayerKind::UnitNormalization { axis } => Some(Box::new(
+                layers::UnitNormalization::new().axis(&isizes(axis)).name(n),
+            )),
+            _ => None,
+        },
+    },
+    LayerClass {
+        class: "Embedding",
+        arity: Arity::One,
+        parse: parse_embedding,
+        build: build_embedding,
+    },
+    LayerClass {
+        class: "GaussianNoise",
+        arity: Arity::One,
+        parse: |cfg| parse_noise(cfg, "stddev", false),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::GaussianNoise::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
+    },
+    LayerClass {
+        class: "GaussianDropout",
+        arity: Arity::One,
+        parse: |cfg| parse_noise(cfg, "rate", true),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::GaussianDropout::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
+    },
+    LayerClass {
+        class: "SpatialDropout1D",
+        arity: Arity::One,
+        parse: |cfg| parse_noise(cfg, "rate", true),
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::SpatialDropout::new_1d(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
+    },
+    LayerClass {
+        class: "SpatialDropout2D",
+        arity: Arity::One,
+        parse: |cfg| {
+            cfg.only("data_format", &[json!("channels_last"), Value::Null])?;
+            parse_noise(cfg, "rate", true)
+        },
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::SpatialDropout::new_2d(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
+    },
+    LayerClass {
+        class: "AlphaDropout",
+        arity: Arity::One,
+        parse: |cfg| {
+            cfg.only("noise_shape", &[Value::Null])?;
+            parse_noise(cfg, "rate", true)
+        },
+        build: |k, n| {
+            noise(
+                k,
+                |a| layers::AlphaDropout::new(a).name(n),
+                |l, s| l.seed(s),
+            )
+        },
+    },
 ];
 
 /// Every importable class: [`LAYER_CLASSES`], then the convolution and
@@ -215,7 +323,13 @@ fn parse_input(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
     cfg.only("sparse", &[json!(false)])?;
     cfg.only("ragged", &[json!(false)])?;
     cfg.only("optional", &[json!(false)])?;
-    check_dtype(cfg, "dtype")?;
+    // Token ids are int32; everything else is float32.
+    let dtype = if cfg.get("dtype") == Some(&json!("int32")) {
+        lossgraph_ir::DType::I32
+    } else {
+        check_dtype(cfg, "dtype")?;
+        lossgraph_ir::DType::F32
+    };
     let shape = match (cfg.get("batch_shape"), cfg.get("batch_input_shape")) {
         (Some(s), _) | (None, Some(s)) => {
             let a = s.as_array().ok_or_else(|| {
@@ -232,7 +346,7 @@ fn parse_input(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
             None => return Err(cfg.err("batch_shape", "missing required config key")),
         },
     };
-    Ok(LayerKind::Input { shape })
+    Ok(LayerKind::Input { shape, dtype })
 }
 
 fn parse_dense(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
@@ -326,4 +440,330 @@ fn parse_reshape(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
             )
         })?;
     Ok(LayerKind::Reshape { target_shape })
+}
+
+/// Keys no imported layer supports in a non-default form (constraints).
+fn no_constraints(cfg: &mut Cfg<'_>, keys: &[&str]) -> Result<()> {
+    for key in keys {
+        cfg.only(key, &[Value::Null])?;
+    }
+    Ok(())
+}
+
+/// An axis list (`[-1]`); a bare integer is accepted as a one-axis list.
+fn axis_list(cfg: &mut Cfg<'_>, key: &str) -> Result<Vec<i64>> {
+    let v = cfg.req(key)?;
+    match v {
+        Value::Number(n) => n.as_i64().map(|a| vec![a]),
+        Value::Array(a) if !a.is_empty() => a.iter().map(Value::as_i64).collect(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        cfg.err(
+            key,
+            format!("expected an axis or a list of axes, got {}", show(v)),
+        )
+    })
+}
+
+fn isizes(v: &[i64]) -> Vec<isize> {
+    v.iter().map(|&a| a as isize).collect()
+}
+
+fn parse_batch_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
+    common(cfg)?;
+    let axis = match cfg.get("axis") {
+        Some(Value::Array(a)) if a.len() == 1 => a[0].as_i64().ok_or_else(|| {
+            cfg.err(
+                "axis",
+                format!("expected an integer axis, got {}", show(&a[0])),
+            )
+        })?,
+        Some(_) => cfg.i64("axis")?,
+        None => -1,
+    };
+    let momentum = cfg.f32_or("momentum", Some(0.99))?;
+    let epsilon = cfg.f32_or("epsilon", Some(1e-3))?;
+    let center = cfg.bool_or("center", true)?;
+    let scale = cfg.bool_or("scale", true)?;
+    let beta_initializer = spec::initializer(cfg, "beta_initializer", InitializerSpec::Zeros)?;
+    let gamma_initializer = spec::initializer(cfg, "gamma_initializer", InitializerSpec::Ones)?;
+    let moving_mean_initializer =
+        spec::initializer(cfg, "moving_mean_initializer", InitializerSpec::Zeros)?;
+    let moving_variance_initializer =
+        spec::initializer(cfg, "moving_variance_initializer", InitializerSpec::Ones)?;
+    let beta_regularizer = spec::regularizer(cfg, "beta_regularizer")?;
+    let gamma_regularizer = spec::regularizer(cfg, "gamma_regularizer")?;
+    no_constraints(
+        cfg,
+        &["beta_constraint", "gamma_constraint", "renorm_clipping"],
+    )?;
+    cfg.only("synchronized", &[json!(false)])?;
+    cfg.only("renorm", &[json!(false)])?;
+    cfg.ignore(&["renorm_momentum"]);
+    Ok(LayerKind::BatchNormalization {
+        axis,
+        momentum,
+        epsilon,
+        center,
+        scale,
+        beta_initializer,
+        gamma_initializer,
+        moving_mean_initializer,
+        moving_variance_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    })
+}
+
+fn build_batch_normalization(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
+    let LayerKind::BatchNormalization {
+        axis,
+        momentum,
+        epsilon,
+        center,
+        scale,
+        beta_initializer,
+        gamma_initializer,
+        moving_mean_initializer,
+        moving_variance_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    } = kind
+    else {
+        return None;
+    };
+    let mut l = layers::BatchNormalization::new()
+        .axis(*axis as isize)
+        .momentum(*momentum)
+        .epsilon(*epsilon)
+        .center(*center)
+        .scale(*scale)
+        .beta_initializer(initializer(*beta_initializer))
+        .gamma_initializer(initializer(*gamma_initializer))
+        .moving_mean_initializer(initializer(*moving_mean_initializer))
+        .moving_variance_initializer(initializer(*moving_variance_initializer))
+        .name(name);
+    if let Some(r) = beta_regularizer {
+        l = l.beta_regularizer(regularizer(*r));
+    }
+    if let Some(r) = gamma_regularizer {
+        l = l.gamma_regularizer(regularizer(*r));
+    }
+    Some(Box::new(l))
+}
+
+fn parse_layer_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
+    common(cfg)?;
+    let axis = match cfg.get("axis") {
+        None => vec![-1],
+        Some(_) => axis_list(cfg, "axis")?,
+    };
+    let epsilon = cfg.f32_or("epsilon", Some(1e-3))?;
+    let center = cfg.bool_or("center", true)?;
+    let scale = cfg.bool_or("scale", true)?;
+    let rms_scaling = cfg.bool_or("rms_scaling", false)?;
+    let beta_initializer = spec::initializer(cfg, "beta_initializer", InitializerSpec::Zeros)?;
+    let gamma_initializer = spec::initializer(cfg, "gamma_initializer", InitializerSpec::Ones)?;
+    let beta_regularizer = spec::regularizer(cfg, "beta_regularizer")?;
+    let gamma_regularizer = spec::regularizer(cfg, "gamma_regularizer")?;
+    no_constraints(cfg, &["beta_constraint", "gamma_constraint"])?;
+    Ok(LayerKind::LayerNormalization {
+        axis,
+        epsilon,
+        center,
+        scale,
+        rms_scaling,
+        beta_initializer,
+        gamma_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    })
+}
+
+fn build_layer_normalization(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
+    let LayerKind::LayerNormalization {
+        axis,
+        epsilon,
+        center,
+        scale,
+        rms_scaling,
+        beta_initializer,
+        gamma_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    } = kind
+    else {
+        return None;
+    };
+    let mut l = layers::LayerNormalization::new()
+        .axis(&isizes(axis))
+        .epsilon(*epsilon)
+        .center(*center)
+        .scale(*scale)
+        .rms_scaling(*rms_scaling)
+        .beta_initializer(initializer(*beta_initializer))
+        .gamma_initializer(initializer(*gamma_initializer))
+        .name(name);
+    if let Some(r) = beta_regularizer {
+        l = l.beta_regularizer(regularizer(*r));
+    }
+    if let Some(r) = gamma_regularizer {
+        l = l.gamma_regularizer(regularizer(*r));
+    }
+    Some(Box::new(l))
+}
+
+fn parse_group_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
+    common(cfg)?;
+    let groups = match cfg.get("groups") {
+        None => 32,
+        Some(_) => cfg.usize("groups")?,
+    };
+    let axis = match cfg.get("axis") {
+        None => -1,
+        Some(_) => cfg.i64("axis")?,
+    };
+    let epsilon = cfg.f32_or("epsilon", Some(1e-3))?;
+    let center = cfg.bool_or("center", true)?;
+    let scale = cfg.bool_or("scale", true)?;
+    let beta_initializer = spec::initializer(cfg, "beta_initializer", InitializerSpec::Zeros)?;
+    let gamma_initializer = spec::initializer(cfg, "gamma_initializer", InitializerSpec::Ones)?;
+    let beta_regularizer = spec::regularizer(cfg, "beta_regularizer")?;
+    let gamma_regularizer = spec::regularizer(cfg, "gamma_regularizer")?;
+    no_constraints(cfg, &["beta_constraint", "gamma_constraint"])?;
+    Ok(LayerKind::GroupNormalization {
+        groups,
+        axis,
+        epsilon,
+        center,
+        scale,
+        beta_initializer,
+        gamma_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    })
+}
+
+fn build_group_normalization(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
+    let LayerKind::GroupNormalization {
+        groups,
+        axis,
+        epsilon,
+        center,
+        scale,
+        beta_initializer,
+        gamma_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+    } = kind
+    else {
+        return None;
+    };
+    let mut l = layers::GroupNormalization::new(*groups)
+        .axis(*axis as isize)
+        .epsilon(*epsilon)
+        .center(*center)
+        .scale(*scale)
+        .beta_initializer(initializer(*beta_initializer))
+        .gamma_initializer(initializer(*gamma_initializer))
+        .name(name);
+    if let Some(r) = beta_regularizer {
+        l = l.beta_regularizer(regularizer(*r));
+    }
+    if let Some(r) = gamma_regularizer {
+        l = l.gamma_regularizer(regularizer(*r));
+    }
+    Some(Box::new(l))
+}
+
+fn parse_embedding(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
+    common(cfg)?;
+    let input_dim = cfg.usize("input_dim")?;
+    let output_dim = cfg.usize("output_dim")?;
+    if input_dim == 0 || output_dim == 0 {
+        return Err(cfg.err("input_dim", "input_dim and output_dim must be positive"));
+    }
+    let embeddings_initializer = spec::initializer(
+        cfg,
+        "embeddings_initializer",
+        InitializerSpec::RandomUniform {
+            minval: -0.05,
+            maxval: 0.05,
+            seed: None,
+        },
+    )?;
+    let embeddings_regularizer = spec::regularizer(cfg, "embeddings_regularizer")?;
+    no_constraints(
+        cfg,
+        &[
+            "activity_regularizer",
+            "embeddings_constraint",
+            "quantization_config",
+        ],
+    )?;
+    cfg.only("mask_zero", &[json!(false)])?;
+    cfg.only("sparse", &[json!(false)])?;
+    cfg.only("input_length", &[Value::Null])?;
+    cfg.only("lora_rank", &[Value::Null])?;
+    Ok(LayerKind::Embedding {
+        input_dim,
+        output_dim,
+        embeddings_initializer,
+        embeddings_regularizer,
+    })
+}
+
+fn build_embedding(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
+    let LayerKind::Embedding {
+        input_dim,
+        output_dim,
+        embeddings_initializer,
+        embeddings_regularizer,
+    } = kind
+    else {
+        return None;
+    };
+    let mut l = layers::Embedding::new(*input_dim, *output_dim)
+        .embeddings_initializer(initializer(*embeddings_initializer))
+        .name(name);
+    if let Some(r) = embeddings_regularizer {
+        l = l.embeddings_regularizer(regularizer(*r));
+    }
+    Some(Box::new(l))
+}
+
+/// A noise layer's config: its amount (`stddev` or `rate`, a rate in
+/// `[0, 1)`) and `seed`.
+fn parse_noise(cfg: &mut Cfg<'_>, key: &str, rate: bool) -> Result<LayerKind> {
+    common(cfg)?;
+    let amount = cfg.f32(key)?;
+    let ok = if rate {
+        (0.0..1.0).contains(&amount)
+    } else {
+        amount >= 0.0
+    };
+    if !ok {
+        let want = if rate { "in [0, 1)" } else { "≥ 0" };
+        return Err(cfg.err(key, format!("must be {want}, got {amount}")));
+    }
+    let seed = cfg.seed("seed")?;
+    Ok(LayerKind::Noise { amount, seed })
+}
+
+/// Builds a noise layer from [`LayerKind::Noise`]: `make(amount)`, then
+/// `with_seed` when the JSON fixes a seed.
+fn noise<L: Layer + 'static>(
+    kind: &LayerKind,
+    make: impl Fn(f32) -> L,
+    with_seed: impl Fn(L, u32) -> L,
+) -> Option<Box<dyn Layer>> {
+    let LayerKind::Noise { amount, seed } = kind else {
+        return None;
+    };
+    let l = make(*amount);
+    Some(Box::new(match seed {
+        Some(s) => with_seed(l, *s as u32),
+        None => l,
+    }))
 }

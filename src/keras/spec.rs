@@ -73,6 +73,11 @@ pub enum InitializerSpec {
         stddev: f32,
         seed: Option<u64>,
     },
+    RandomUniform {
+        minval: f32,
+        maxval: f32,
+        seed: Option<u64>,
+    },
     Zeros,
     Ones,
 }
@@ -80,9 +85,11 @@ pub enum InitializerSpec {
 /// What a layer is, with its typed configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// A model input; `shape` excludes the batch axis.
+    /// A model input; `shape` excludes the batch axis; `dtype` is `F32`,
+    /// or `I32` for token ids.
     Input {
         shape: Vec<usize>,
+        dtype: lossgraph_ir::DType,
     },
     Dense {
         units: usize,
@@ -120,6 +127,61 @@ pub enum LayerKind {
     },
     /// A convolution or pooling layer ([`super::spatial`]).
     Spatial(super::spatial::SpatialKind),
+    /// Batch statistics in training, moving statistics at inference.
+    BatchNormalization {
+        axis: i64,
+        momentum: f32,
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+        beta_initializer: InitializerSpec,
+        gamma_initializer: InitializerSpec,
+        moving_mean_initializer: InitializerSpec,
+        moving_variance_initializer: InitializerSpec,
+        beta_regularizer: Option<RegularizerSpec>,
+        gamma_regularizer: Option<RegularizerSpec>,
+    },
+    /// Per-sample normalization over `axis` (a list in the JSON).
+    LayerNormalization {
+        axis: Vec<i64>,
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+        rms_scaling: bool,
+        beta_initializer: InitializerSpec,
+        gamma_initializer: InitializerSpec,
+        beta_regularizer: Option<RegularizerSpec>,
+        gamma_regularizer: Option<RegularizerSpec>,
+    },
+    /// Per-sample normalization over groups of channels.
+    GroupNormalization {
+        groups: usize,
+        axis: i64,
+        epsilon: f32,
+        center: bool,
+        scale: bool,
+        beta_initializer: InitializerSpec,
+        gamma_initializer: InitializerSpec,
+        beta_regularizer: Option<RegularizerSpec>,
+        gamma_regularizer: Option<RegularizerSpec>,
+    },
+    /// Unit L2 norm over `axis`.
+    UnitNormalization {
+        axis: Vec<i64>,
+    },
+    /// A table lookup of int32 ids.
+    Embedding {
+        input_dim: usize,
+        output_dim: usize,
+        embeddings_initializer: InitializerSpec,
+        embeddings_regularizer: Option<RegularizerSpec>,
+    },
+    /// Training-only noise: `GaussianNoise` (`amount` = stddev),
+    /// `GaussianDropout`, `SpatialDropout1D/2D`, `AlphaDropout` (`amount` = rate).
+    Noise {
+        amount: f32,
+        seed: Option<u64>,
+    },
 }
 
 /// A reference to output `tensor` of call `node` of layer `layer` (Keras's `keras_history`).
@@ -138,6 +200,9 @@ pub struct LayerSpec {
     /// The Keras class name (`Dense`).
     pub class: String,
     pub kind: LayerKind,
+    /// Keras's `trainable` (false freezes the layer's weights; a frozen
+    /// BatchNormalization normalizes with its moving statistics).
+    pub trainable: bool,
     /// One entry per call of the layer, listing its input tensors in order.
     /// Empty for inputs. Sequential models get one synthesized call per layer.
     pub calls: Vec<Vec<TensorRef>>,
@@ -410,7 +475,11 @@ fn parse_sequential(config: &Value) -> Result<ModelSpec> {
             LayerSpec {
                 name: "input_layer".into(),
                 class: "InputLayer".into(),
-                kind: LayerKind::Input { shape: dims },
+                kind: LayerKind::Input {
+                    shape: dims,
+                    dtype: lossgraph_ir::DType::F32,
+                },
+                trainable: true,
                 calls: vec![],
             },
         );
@@ -614,6 +683,7 @@ fn parse_layer(
     let entry = registry::entry(&class, &name)?;
     let mut cfg = Cfg::new(config, &ctx, "")?;
     cfg.ignore(&["name"]);
+    let trainable = cfg.bool_or("trainable", true)?;
     let kind = (entry.parse)(&mut cfg)?;
     cfg.finish()?;
     Ok((
@@ -621,15 +691,16 @@ fn parse_layer(
             name,
             class,
             kind,
+            trainable,
             calls: Vec::new(),
         },
         inbound,
     ))
 }
 
-/// Keys every layer config may carry: `trainable` (true only) and a float32 dtype.
+/// Keys every layer config may carry besides `trainable` (read by the
+/// caller for every layer): a float32 dtype.
 pub(super) fn common(cfg: &mut Cfg<'_>) -> Result<()> {
-    cfg.only("trainable", &[json!(true)])?;
     check_dtype(cfg, "dtype")
 }
 
@@ -733,12 +804,17 @@ pub(super) fn initializer(
             stddev: c.f32_or("stddev", Some(0.05))?,
             seed: c.seed("seed")?,
         },
+        "RandomUniform" | "random_uniform" | "uniform" => InitializerSpec::RandomUniform {
+            minval: c.f32_or("minval", Some(-0.05))?,
+            maxval: c.f32_or("maxval", Some(0.05))?,
+            seed: c.seed("seed")?,
+        },
         "Zeros" | "zeros" => InitializerSpec::Zeros,
         "Ones" | "ones" => InitializerSpec::Ones,
         other => {
             return Err(ctx.err(
                 &format!("{path}.class_name"),
-                format!("unsupported initializer '{other}' (supported: GlorotUniform, HeNormal, RandomNormal, Zeros, Ones)"),
+                format!("unsupported initializer '{other}' (supported: GlorotUniform, HeNormal, RandomNormal, RandomUniform, Zeros, Ones)"),
             ))
         }
     };

@@ -1,17 +1,19 @@
 //! `Dropout`: zeroes a fraction of activations while training.
 
+use super::NoiseSeed;
 use crate::error::{Error, Result};
 use crate::layer::{BuildCtx, CallCtx, Layer};
 use lossgraph_ir::Tensor;
 
 /// Keras `Dropout(rate, seed)`: in training, keeps each element with
 /// probability `1 - rate` and scales kept ones by `1/(1-rate)`; the identity
-/// at inference and when `rate == 0`. The mask is a pure function of the seed,
-/// the step counter and the element index.
+/// at inference and when `rate == 0`. The mask is fresh on every training
+/// step (a pure function of the seed, the model's run counter and the
+/// element index); without a seed, one derived from the model seed is used.
 #[derive(Clone, Debug)]
 pub struct Dropout {
     rate: f32,
-    seed: u32,
+    seed: NoiseSeed,
     name: Option<String>,
 }
 
@@ -20,14 +22,14 @@ impl Dropout {
     pub fn new(rate: f32) -> Dropout {
         Dropout {
             rate,
-            seed: 0x0D50_0B17,
+            seed: NoiseSeed::default(),
             name: None,
         }
     }
 
-    /// The noise seed.
+    /// The noise seed (default: derived from the model seed).
     pub fn seed(mut self, seed: u32) -> Dropout {
-        self.seed = seed;
+        self.seed = NoiseSeed::fixed(seed);
         self
     }
 
@@ -35,6 +37,18 @@ impl Dropout {
     pub fn name(mut self, name: impl Into<String>) -> Dropout {
         self.name = Some(name.into());
         self
+    }
+}
+
+/// Checks a dropout rate: `[0, 1)`.
+pub(crate) fn check_rate(path: &str, rate: f32) -> Result<()> {
+    if (0.0..1.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(Error::layer(
+            path,
+            format!("dropout rate must be in [0, 1), got {rate}"),
+        ))
     }
 }
 
@@ -46,12 +60,8 @@ impl Layer for Dropout {
         self.name.as_deref()
     }
     fn build(&mut self, ctx: &mut BuildCtx<'_>, _input_shape: &[usize]) -> Result<()> {
-        if !(0.0..1.0).contains(&self.rate) {
-            return Err(Error::layer(
-                ctx.path(),
-                format!("dropout rate must be in [0, 1), got {}", self.rate),
-            ));
-        }
+        check_rate(ctx.path(), self.rate)?;
+        self.seed.resolve(ctx);
         Ok(())
     }
     fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor> {
@@ -59,8 +69,7 @@ impl Layer for Dropout {
             return Ok(inputs.clone());
         }
         let keep = 1.0 - self.rate;
-        let noise = ctx.random_uniform(self.seed, inputs.shape());
-        let mask = noise.lt(keep);
+        let mask = ctx.random_bernoulli(self.seed.get(), keep, inputs.shape());
         Ok(inputs * &mask * (1.0 / keep))
     }
     fn describe(&self) -> String {

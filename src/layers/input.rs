@@ -2,13 +2,15 @@
 
 use crate::error::Result;
 use crate::layer::{CallCtx, Layer};
-use lossgraph_ir::Tensor;
+use lossgraph_ir::{DType, Tensor};
 
 /// A model input of a fixed per-sample shape (Keras `Input(shape=...)`).
 /// Its batch axis is added by the model. As a layer it is the identity.
+/// Inputs are `f32` unless [`Input::dtype`] says `i32` (token ids).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {
     shape: Vec<usize>,
+    dtype: DType,
     name: Option<String>,
 }
 
@@ -17,8 +19,21 @@ impl Input {
     pub fn new(shape: &[usize]) -> Input {
         Input {
             shape: shape.to_vec(),
+            dtype: DType::F32,
             name: None,
         }
+    }
+
+    /// The element type fed (`I32` for token ids; Keras's `dtype="int32"`).
+    /// Data of the other type is converted when fed (`f32` → `i32` truncates).
+    pub fn dtype(mut self, dtype: DType) -> Input {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The element type fed.
+    pub fn element_type(&self) -> DType {
+        self.dtype
     }
 
     /// Names the input (used for the `x/<name>` feed of multi-input models).
@@ -45,5 +60,8 @@ impl Layer for Input {
     }
     fn input_shape(&self) -> Option<&[usize]> {
         Some(&self.shape)
+    }
+    fn input_dtype(&self) -> DType {
+        self.dtype
     }
 }

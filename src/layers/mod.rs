@@ -3,33 +3,52 @@
 //! `Dense::new(8).activation("relu").kernel_regularizer(Regularizer::L2(0.01)).name("dense_1")`.
 
 mod activation;
+mod alpha_dropout;
+mod batch_normalization;
 mod conv;
 mod dense;
 mod dropout;
+mod embedding;
+mod gaussian_dropout;
+mod gaussian_noise;
 mod global_pooling;
+mod group_normalization;
 mod input;
+mod layer_normalization;
 mod merge;
 mod pooling;
 mod regularization;
 mod reshape;
+mod spatial_dropout;
+mod unit_normalization;
 
 pub use activation::Activation;
-pub use conv::{Conv, Conv1D, Conv2D};
+pub use alpha_dropout::AlphaDropout;
+pub use batch_normalization::BatchNormalization;
 pub(crate) use conv::parse_padding;
+pub use conv::{Conv, Conv1D, Conv2D};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use gaussian_dropout::GaussianDropout;
+pub use gaussian_noise::GaussianNoise;
 pub use global_pooling::{
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
     GlobalPooling,
 };
+pub use group_normalization::GroupNormalization;
 pub use input::Input;
+pub use layer_normalization::LayerNormalization;
 pub use merge::{Add, Concatenate};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, Pooling};
 pub use regularization::ActivityRegularization;
 pub use reshape::{Flatten, Reshape};
+pub use spatial_dropout::SpatialDropout;
+pub use unit_normalization::UnitNormalization;
 
 use crate::activations;
 use crate::error::{Error, Result};
+use crate::layer::BuildCtx;
 
 /// An activation given by enum or by Keras name; a bad name is reported when the layer is built.
 pub trait IntoActivation {
@@ -60,5 +79,55 @@ pub(crate) fn config_check(path: &str, err: &Option<String>) -> Result<()> {
     match err {
         Some(m) => Err(Error::layer(path, m.clone())),
         None => Ok(()),
+    }
+}
+
+/// Resolves a layer's `axis` (negative counts from the end) against a
+/// per-sample shape to an axis of the batched input (batch axis 0, which a
+/// layer cannot name): `1..=input_shape.len()`.
+pub(crate) fn norm_axis(path: &str, axis: isize, input_shape: &[usize]) -> Result<usize> {
+    let rank = input_shape.len() as isize + 1;
+    let a = if axis < 0 { axis + rank } else { axis };
+    if a < 1 || a >= rank {
+        return Err(Error::layer(
+            path,
+            format!(
+                "axis {axis} is not a feature axis of inputs (batch, {})",
+                input_shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(a as usize)
+}
+
+/// The noise seed of a layer that draws noise: the user's, or one derived
+/// from the model seed in `build` ([`BuildCtx::seed`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct NoiseSeed {
+    fixed: Option<u32>,
+    resolved: u32,
+}
+
+impl NoiseSeed {
+    /// A seed chosen by the user.
+    pub(crate) fn fixed(seed: u32) -> NoiseSeed {
+        NoiseSeed {
+            fixed: Some(seed),
+            resolved: seed,
+        }
+    }
+
+    /// Fixes the seed for this build: the user's, else the model-derived one.
+    pub(crate) fn resolve(&mut self, ctx: &BuildCtx<'_>) {
+        self.resolved = self.fixed.unwrap_or_else(|| ctx.seed());
+    }
+
+    /// The seed the ops use.
+    pub(crate) fn get(&self) -> u32 {
+        self.resolved
     }
 }

@@ -16,6 +16,9 @@ pub struct Gradients {
     pub logs: Logs,
     /// `(variable name, gradient)` for every trainable variable, in trainable-weight order.
     pub grads: Vec<(String, HostTensor)>,
+    /// The training-mode predictions of the batch, in output order (what
+    /// Keras's `model(x, training=True)` returns).
+    pub outputs: Vec<HostTensor>,
 }
 
 impl Model {
@@ -36,7 +39,19 @@ impl Model {
                     .output((Purpose::Gradients, n), &self.store, &names::grad(&v.path))?;
             grads.push((v.path.clone(), t));
         }
-        Ok(Gradients { logs, grads })
+        let mut outputs = Vec::new();
+        for (o, _) in &self.outputs {
+            outputs.push(self.train.output(
+                (Purpose::Gradients, n),
+                &self.store,
+                &names::pred(o),
+            )?);
+        }
+        Ok(Gradients {
+            logs,
+            grads,
+            outputs,
+        })
     }
 
     /// Applies gradients with the compiled optimiser (one step; advances the

@@ -135,11 +135,14 @@ impl Model {
                     ),
                 ));
             }
-            xs.push(if t.ty.dtype == DType::F32 {
+            let dtype = self.inputs[i].dtype;
+            let t = if t.ty.dtype == dtype {
                 Cow::Borrowed(t)
             } else {
-                Cow::Owned(convert(t, DType::F32))
-            });
+                Cow::Owned(convert(t, dtype))
+            };
+            self.check_ids(i, &t)?;
+            xs.push(t);
         }
         let mut ys = Vec::new();
         if let Some(y) = y {
@@ -184,6 +187,37 @@ impl Model {
             return Err(Error::data("x", "no samples"));
         }
         Ok(Prepared { x: xs, y: ys, n })
+    }
+
+    /// Checks the ids of `i32` input `i` against every layer that indexes
+    /// with it directly ([`crate::Layer::id_bound`]): an id outside
+    /// `[0, bound)` is an error naming the sample (row of `x`) and the value.
+    fn check_ids(&self, i: usize, t: &HostTensor) -> Result<()> {
+        let Some(ids) = t.as_i32() else {
+            return Ok(());
+        };
+        let value = self.inputs[i].value;
+        for node in self.nodes.iter().filter(|n| n.inputs.contains(&value)) {
+            let slot = &self.layers[node.layer];
+            let Some(bound) = slot.layer.id_bound() else {
+                continue;
+            };
+            let per = per_sample(t).max(1);
+            if let Some(k) = ids.iter().position(|&v| v < 0 || v as usize >= bound) {
+                return Err(Error::data(
+                    self.input_feed_name(i),
+                    format!(
+                        "sample {} (element {} of its row) holds id {} outside [0, {bound}) of layer '{}' ({})",
+                        k / per,
+                        k % per,
+                        ids[k],
+                        slot.name,
+                        slot.class
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn feeds<'a>(

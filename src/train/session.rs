@@ -43,6 +43,11 @@ pub(crate) struct TrainState {
     pub(super) compiled: Option<Compiled>,
     programs: HashMap<(Purpose, usize), Cached>,
     pub(super) iterations: u64,
+    /// Runs that read the `rng_step` stream so far: the value fed next, so
+    /// every train step, evaluate and predict draws fresh noise. Not reset
+    /// by `compile` (a model's noise sequence depends only on its seed and
+    /// the runs made).
+    rng_runs: u64,
     fallbacks: Vec<InterpreterFallback>,
 }
 
@@ -117,7 +122,7 @@ impl TrainState {
             .unwrap_or(0.0);
         let it = [self.iterations as f32];
         let lr = [lr];
-        let step = [self.iterations as i32];
+        let step = [self.rng_runs as i32];
         let Some(c) = self.programs.get_mut(&key) else {
             return Err(Error::Compile {
                 purpose: purpose.name().into(),
@@ -131,6 +136,7 @@ impl TrainState {
         }
         if c.info.needs_rng {
             all.push((RNG_STEP_INPUT, Feed::I32(&step)));
+            self.rng_runs += 1;
         }
         c.program
             .run_with(store, &all)

@@ -187,7 +187,10 @@ pub fn lower_nest(
     let inner = nd - 1;
     let vectorized = opts.simd && vectorizable(nest, &canon);
     let splittable = !nest.serial
-        && nest.roots.iter().all(|r| canon.strides[r.dst][0] != 0)
+        && nest
+            .roots
+            .iter()
+            .all(|r| canon.strides[r.dst][0] != 0 && r.row.is_none())
         && !(nest.roots.iter().any(|r| r.mode == Mode::ArgMax) && nd == 1);
 
     let sig = kernel_signature(opts.call_conv);
@@ -271,6 +274,8 @@ pub fn element_cost(nest: &Nest) -> usize {
             Expr::Cast { .. } => Op::Cast.cost().weight(),
             Expr::OneHot { .. } => Op::OneHot { depth: 0 }.cost().weight(),
             Expr::Random { seed, .. } => Op::Random { seed }.cost().weight(),
+            Expr::RandomNormal { seed, .. } => Op::RandomNormal { seed }.cost().weight(),
+            Expr::Gather { .. } => Op::Gather.cost().weight(),
             Expr::Load { .. } | Expr::ImmF(_) | Expr::ImmI(_) => 0,
         })
         .sum::<usize>()
@@ -291,12 +296,16 @@ fn use_counts(n: &Nest) -> Vec<usize> {
                 u[b] += 1
             }
             Expr::OneHot { label, .. } => u[label] += 1,
-            Expr::Random { step, .. } => u[step] += 1,
+            Expr::Random { step, .. } | Expr::RandomNormal { step, .. } => u[step] += 1,
+            Expr::Gather { id, .. } => u[id] += 1,
             Expr::Load { .. } | Expr::ImmF(_) | Expr::ImmI(_) => {}
         }
     }
     for r in &n.roots {
         u[r.value] += 1;
+        if let Some(row) = r.row {
+            u[row.id] += 1;
+        }
     }
     u
 }
@@ -314,10 +323,16 @@ fn vectorizable(n: &Nest, c: &Canon) -> bool {
         Expr::Unary(_, d, _) | Expr::Binary(_, d, _, _) | Expr::Select(_, _, _, d) => {
             *d == DType::F32
         }
-        Expr::ImmI(_) | Expr::Cast { .. } | Expr::OneHot { .. } | Expr::Random { .. } => false,
+        Expr::ImmI(_)
+        | Expr::Cast { .. }
+        | Expr::OneHot { .. }
+        | Expr::Random { .. }
+        | Expr::RandomNormal { .. }
+        | Expr::Gather { .. } => false,
     });
     let roots_ok = n.roots.iter().all(|r| {
         r.dtype == DType::F32
+            && r.row.is_none()
             && match r.mode {
                 Mode::Store => c.strides[r.dst][inner] == 1,
                 Mode::Sum | Mode::Max => matches!(c.strides[r.dst][inner], 0 | 1),
@@ -450,7 +465,7 @@ impl Emitter<'_> {
         for (ri, r) in nest.roots.iter().enumerate() {
             let reg = match r.mode {
                 Mode::Store => false,
-                Mode::Sum | Mode::Max => self.canon.strides[r.dst][inner] == 0,
+                Mode::Sum | Mode::Max => self.canon.strides[r.dst][inner] == 0 && r.row.is_none(),
                 Mode::ArgMax => true,
             };
             if !reg {
@@ -607,6 +622,19 @@ impl Emitter<'_> {
 
     fn store_root(&self, b: &mut FunctionBuilder, r: &NestRoot, p: Value, vals: &[Value]) {
         let v = vals[r.value];
+        let p = match r.row {
+            None => p,
+            Some(row) => {
+                // Clamp into [0, rows) (memory safety; callers check ids).
+                let zero = b.ins().iconst(types::I32, 0);
+                let last = b.ins().iconst(types::I32, i64::from(row.rows) - 1);
+                let lo = b.ins().smax(vals[row.id], zero);
+                let id = b.ins().smin(lo, last);
+                let id = b.ins().uextend(types::I64, id);
+                let off = b.ins().imul_imm_s(id, i64::from(row.width) * 4);
+                b.ins().iadd(p, off)
+            }
+        };
         match r.mode {
             Mode::Store => {
                 b.ins().store(flags(), v, p, 0);
@@ -706,6 +734,26 @@ impl Emitter<'_> {
                 Expr::Random { seed, step, index } => {
                     let idx = b.ins().ireduce(types::I32, ptrs[index]);
                     random_uniform(b, seed, vals[step], idx)
+                }
+                Expr::RandomNormal { seed, step, index } => {
+                    let idx = b.ins().ireduce(types::I32, ptrs[index]);
+                    random_normal(b, seed, vals[step], idx)?
+                }
+                Expr::Gather {
+                    id,
+                    table,
+                    rows,
+                    width,
+                } => {
+                    // Clamp into [0, rows) (memory safety; callers check ids).
+                    let zero = b.ins().iconst(types::I32, 0);
+                    let last = b.ins().iconst(types::I32, i64::from(rows) - 1);
+                    let lo = b.ins().smax(vals[id], zero);
+                    let row = b.ins().smin(lo, last);
+                    let row = b.ins().uextend(types::I64, row);
+                    let off = b.ins().imul_imm_s(row, i64::from(width) * 4);
+                    let p = b.ins().iadd(ptrs[table], off);
+                    b.ins().load(types::F32, flags(), p, 0)
                 }
             };
             vals.push(v);
@@ -911,6 +959,39 @@ fn random_uniform(b: &mut FunctionBuilder, seed: u32, step: Value, idx: Value) -
     let f = b.ins().fcvt_from_sint(types::F32, top);
     let k = b.ins().f32const(1.0 / 16_777_216.0);
     b.ins().fmul(f, k)
+}
+
+/// Inline [`lossgraph_ir::op::random_normal`]: Box–Muller on two uniform
+/// draws, the logarithm as [`UnaryOp::Log`]'s polynomial, the cosine as
+/// [`lossgraph_ir::op::cos_turn`]'s Horner scheme (plain multiply and add).
+fn random_normal(
+    b: &mut FunctionBuilder,
+    seed: u32,
+    step: Value,
+    idx: Value,
+) -> Result<Value, CodegenError> {
+    use lossgraph_ir::op::{COS_COEFFS, NORMAL_SECOND_STREAM};
+    let u1 = random_uniform(b, seed, step, idx);
+    let u2 = random_uniform(b, seed ^ NORMAL_SECOND_STREAM, step, idx);
+    let one = b.ins().f32const(1.0);
+    let q = b.ins().fsub(one, u1);
+    let ln = unary(b, UnaryOp::Log, DType::F32, q, false)?;
+    let m2 = b.ins().f32const(-2.0);
+    let r2 = b.ins().fmul(m2, ln);
+    let r = b.ins().sqrt(r2);
+    let half = b.ins().f32const(0.5);
+    let t = b.ins().fsub(u2, half);
+    let tau = b.ins().f32const(std::f32::consts::TAU);
+    let x = b.ins().fmul(t, tau);
+    let x2 = b.ins().fmul(x, x);
+    let mut p = b.ins().f32const(COS_COEFFS[9]);
+    for &c in COS_COEFFS[..9].iter().rev() {
+        let m = b.ins().fmul(p, x2);
+        let c = b.ins().f32const(c);
+        p = b.ins().fadd(m, c);
+    }
+    let cos = b.ins().fneg(p);
+    Ok(b.ins().fmul(r, cos))
 }
 
 /// Every kernel's Cranelift IR as text, in execution order; GEMM calls are

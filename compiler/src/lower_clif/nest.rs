@@ -48,6 +48,22 @@ pub enum Expr {
         step: E,
         index: usize,
     },
+    /// [`lossgraph_ir::op::random_normal`] of `seed`, the i32 `step` and the index counter `index`.
+    RandomNormal {
+        seed: u32,
+        step: E,
+        index: usize,
+    },
+    /// Element `table + id·width` of a stored `f32[rows, width]` table: the
+    /// counter `table` addresses column `j` of row 0, `id` is the i32 row,
+    /// clamped into `[0, rows)` so the load never leaves the table (the
+    /// front end checks fed ids; see `Op::Gather`).
+    Gather {
+        id: E,
+        table: usize,
+        rows: u32,
+        width: u32,
+    },
 }
 
 /// An affine function of the loop indices, in elements. `storage` is the
@@ -79,6 +95,21 @@ pub struct NestRoot {
     pub dst: usize,
     pub mode: Mode,
     pub dtype: DType,
+    /// A data-dependent row (`scatter_add`): the destination is `dst`'s
+    /// address plus row `id` of a `[rows, width]` table. Such a root never
+    /// accumulates in registers, is never vectorised and its nest never
+    /// split across threads.
+    pub row: Option<DynRow>,
+}
+
+/// The data-dependent row of a [`NestRoot`]: the i32 expression `id`,
+/// clamped into `[0, rows)` (memory safety; callers check ids), scaled by
+/// `width` elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DynRow {
+    pub id: E,
+    pub rows: u32,
+    pub width: u32,
 }
 
 /// A loop nest (see the module docs).
@@ -129,12 +160,22 @@ impl KernelBody {
             KernelBody::Nests(ns) => ns
                 .iter()
                 .flat_map(|n| {
-                    n.exprs.iter().filter_map(move |e| {
-                        let Expr::Load { counter, .. } = e else {
-                            return None;
-                        };
-                        let c = &n.counters[*counter];
-                        c.storage.map(|s| (s, Some(c)))
+                    n.exprs.iter().filter_map(move |e| match e {
+                        Expr::Load { counter, .. } => {
+                            let c = &n.counters[*counter];
+                            c.storage.map(|s| (s, Some(c)))
+                        }
+                        // A data-dependent address: no counter describes it.
+                        Expr::Gather { table, .. } => n.counters[*table].storage.map(|s| (s, None)),
+                        Expr::ImmF(_)
+                        | Expr::ImmI(_)
+                        | Expr::Unary(..)
+                        | Expr::Binary(..)
+                        | Expr::Select(..)
+                        | Expr::Cast { .. }
+                        | Expr::OneHot { .. }
+                        | Expr::Random { .. }
+                        | Expr::RandomNormal { .. } => None,
                     })
                 })
                 .collect(),
@@ -358,6 +399,39 @@ impl<'p> Builder<'p> {
                         index,
                     })
                 }
+                Op::RandomNormal { seed } => {
+                    let step = self.expr(ops[0], &Vec::new())?;
+                    let index = self.affine(None, &node.ty.shape, map);
+                    self.push(Expr::RandomNormal {
+                        seed: *seed,
+                        step,
+                        index,
+                    })
+                }
+                Op::Gather => {
+                    // Fusion stores both operands (gather is no fusable consumer).
+                    let table = ops[0];
+                    if !self.plan.is_materialized(table) {
+                        return Err(self.err(n, "gather table is not stored (fusion bug)"));
+                    }
+                    let tshape = &g.node(table).ty.shape;
+                    let (rows, width) = (tshape[0], tshape[1]);
+                    let too_big = |x: usize| u32::try_from(x).is_err() || x == 0;
+                    if too_big(rows) || too_big(width) {
+                        return Err(self.err(n, "gather table extents must be in [1, 2³²)"));
+                    }
+                    let r = node.ty.rank();
+                    let id = self.expr(ops[1], &map[..r - 1].to_vec())?;
+                    let s = self.plan.storage_of(table);
+                    let col = vec![(vec![0; self.rank], 0), map[r - 1].clone()];
+                    let table = self.affine(Some(s), tshape, &col);
+                    self.push(Expr::Gather {
+                        id,
+                        table,
+                        rows: rows as u32,
+                        width: width as u32,
+                    })
+                }
                 Op::Input { .. }
                 | Op::Param { .. }
                 | Op::Const(_)
@@ -366,7 +440,8 @@ impl<'p> Builder<'p> {
                 | Op::ArgMax { .. }
                 | Op::MatMul { .. }
                 | Op::Fold { .. }
-                | Op::Concat { .. } => {
+                | Op::Concat { .. }
+                | Op::ScatterAdd { .. } => {
                     return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)"))
                 }
             }
@@ -477,6 +552,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype: g.node(r).ty.dtype,
+                    row: None,
                 });
             }
             Ok(KernelBody::Nests(vec![b.finish(
@@ -518,6 +594,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype,
+                    row: None,
                 }];
                 nests.push(b.finish(out_shape.clone(), roots, false, format!("k{k}.init")));
                 match rop {
@@ -539,8 +616,64 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode,
                 dtype,
+                row: None,
             }];
             nests.push(b.finish(in_shape, roots, false, format!("k{k}")));
+            Ok(KernelBody::Nests(nests))
+        }
+        KernelKind::Scatter => {
+            let Op::ScatterAdd { rows } = node0.op else {
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: scatter root is not a scatter_add"),
+                ));
+            };
+            let ops = g.operands(root0);
+            let (ids, values) = (ops[0], ops[1]);
+            let out_shape = node0.ty.shape.to_vec();
+            let too_big = |x: usize| u32::try_from(x).is_err() || x == 0;
+            if too_big(rows) || too_big(out_shape[1]) {
+                return Err(node_error(
+                    g,
+                    root0,
+                    "scatter_add table extents must be in [1, 2³²)",
+                ));
+            }
+            // Zero the table.
+            let mut b = Builder::new(plan, 2, vec![]);
+            let value = b.push(Expr::ImmF(0.0));
+            let dst = b.store_counter(root0, &out_shape, &identity(2));
+            let init = NestRoot {
+                value,
+                dst,
+                mode: Mode::Store,
+                dtype: DType::F32,
+                row: None,
+            };
+            let mut nests =
+                vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
+            // Add value row s into table row ids[s], column by column.
+            let vshape = g.node(values).ty.shape.to_vec();
+            let rank = vshape.len();
+            let ident = identity(rank);
+            let mut b = Builder::new(plan, rank, vec![]);
+            let value = b.expr(values, &ident)?;
+            let id = b.expr(ids, &ident[..rank - 1].to_vec())?;
+            let col: Map = vec![(vec![0; rank], 0), ident[rank - 1].clone()];
+            let dst = b.store_counter(root0, &out_shape, &col);
+            let root = NestRoot {
+                value,
+                dst,
+                mode: Mode::Sum,
+                dtype: DType::F32,
+                row: Some(DynRow {
+                    id,
+                    rows: rows as u32,
+                    width: out_shape[1] as u32,
+                }),
+            };
+            nests.push(b.finish(vshape, vec![root], false, format!("k{k}")));
             Ok(KernelBody::Nests(nests))
         }
         KernelKind::ArgMax => {
@@ -571,6 +704,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode: Mode::ArgMax,
                 dtype: DType::I32,
+                row: None,
             }];
             Ok(KernelBody::Nests(vec![b.finish(
                 dims,
@@ -603,6 +737,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode: Mode::Store,
                 dtype: DType::F32,
+                row: None,
             };
             let mut nests =
                 vec![b.finish(out_shape.clone(), vec![init], false, format!("k{k}.init"))];
@@ -617,6 +752,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                 dst,
                 mode: Mode::Sum,
                 dtype: DType::F32,
+                row: None,
             }];
             let mut nest = b.finish(in_shape.clone(), roots, false, format!("k{k}"));
             // Distinct images (n) are disjoint, and the outer loop is n, or n
@@ -655,6 +791,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     dst,
                     mode: Mode::Store,
                     dtype: node0.ty.dtype,
+                    row: None,
                 }];
                 nests.push(b.finish(shape, roots, false, format!("k{k}.part{p}")));
             }

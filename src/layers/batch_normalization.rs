@@ -1,0 +1,221 @@
+//! `BatchNormalization`: normalizes with batch statistics in training and
+//! with moving statistics at inference.
+
+use super::norm_axis;
+use crate::error::Result;
+use crate::initializers::Init;
+use crate::layer::{BuildCtx, CallCtx, Layer};
+use crate::regularizers::Regularizer;
+use lossgraph_ir::Tensor;
+
+/// Keras `BatchNormalization` (SEMANTICS.md §6.5). With `axis` the feature
+/// axis and the statistics over every other axis (N; N·H·W for images; N·T
+/// for sequences):
+/// - training (and `trainable`): `mean`, biased `var` of the batch, the
+///   gradient flowing through both; `y = gamma·(x − mean)/√(var + ε) + beta`;
+///   then `moving ← moving·momentum + batch·(1 − momentum)` for the mean and
+///   the (biased) variance, assigned inside the compiled step;
+/// - inference, or a layer with `trainable = false` even in training: the
+///   same formula with `moving_mean`, `moving_variance`.
+///
+/// Variables in Keras's order: `gamma` (if `scale`), `beta` (if `center`),
+/// `moving_mean`, `moving_variance` — the last two are state (never trained).
+#[derive(Clone, Debug)]
+pub struct BatchNormalization {
+    axis: isize,
+    momentum: f32,
+    epsilon: f32,
+    center: bool,
+    scale: bool,
+    beta_initializer: Init,
+    gamma_initializer: Init,
+    moving_mean_initializer: Init,
+    moving_variance_initializer: Init,
+    beta_regularizer: Option<Regularizer>,
+    gamma_regularizer: Option<Regularizer>,
+    trainable: bool,
+    name: Option<String>,
+    /// The resolved feature axis (batch axis 0 included), set by `build`.
+    resolved: usize,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        BatchNormalization::new()
+    }
+}
+
+impl BatchNormalization {
+    /// Keras's defaults: axis −1, momentum 0.99, epsilon 1e-3, center and scale.
+    pub fn new() -> BatchNormalization {
+        BatchNormalization {
+            axis: -1,
+            momentum: 0.99,
+            epsilon: 1e-3,
+            center: true,
+            scale: true,
+            beta_initializer: Init::Zeros,
+            gamma_initializer: Init::Ones,
+            moving_mean_initializer: Init::Zeros,
+            moving_variance_initializer: Init::Ones,
+            beta_regularizer: None,
+            gamma_regularizer: None,
+            trainable: true,
+            name: None,
+            resolved: 0,
+        }
+    }
+
+    /// The feature axis (negative counts from the end; not the batch axis).
+    pub fn axis(mut self, axis: isize) -> Self {
+        self.axis = axis;
+        self
+    }
+    /// The moving-average momentum (the weight of the old value).
+    pub fn momentum(mut self, m: f32) -> Self {
+        self.momentum = m;
+        self
+    }
+    /// Added to the variance before the square root.
+    pub fn epsilon(mut self, e: f32) -> Self {
+        self.epsilon = e;
+        self
+    }
+    /// Whether there is a `beta` offset.
+    pub fn center(mut self, yes: bool) -> Self {
+        self.center = yes;
+        self
+    }
+    /// Whether there is a `gamma` factor.
+    pub fn scale(mut self, yes: bool) -> Self {
+        self.scale = yes;
+        self
+    }
+    /// The `beta` initialiser (zeros).
+    pub fn beta_initializer(mut self, i: Init) -> Self {
+        self.beta_initializer = i;
+        self
+    }
+    /// The `gamma` initialiser (ones).
+    pub fn gamma_initializer(mut self, i: Init) -> Self {
+        self.gamma_initializer = i;
+        self
+    }
+    /// The `moving_mean` initialiser (zeros).
+    pub fn moving_mean_initializer(mut self, i: Init) -> Self {
+        self.moving_mean_initializer = i;
+        self
+    }
+    /// The `moving_variance` initialiser (ones).
+    pub fn moving_variance_initializer(mut self, i: Init) -> Self {
+        self.moving_variance_initializer = i;
+        self
+    }
+    /// A regulariser on `beta`.
+    pub fn beta_regularizer(mut self, r: Regularizer) -> Self {
+        self.beta_regularizer = Some(r);
+        self
+    }
+    /// A regulariser on `gamma`.
+    pub fn gamma_regularizer(mut self, r: Regularizer) -> Self {
+        self.gamma_regularizer = Some(r);
+        self
+    }
+    /// `false` freezes gamma and beta and normalizes with the moving
+    /// statistics even in training (Keras's `trainable=False`; freezing the
+    /// layer with `Model::set_trainable` does the same, see
+    /// [`CallCtx::trainable`]). A layer with neither gamma nor beta is
+    /// frozen only by this flag.
+    pub fn trainable(mut self, yes: bool) -> Self {
+        self.trainable = yes;
+        self
+    }
+    /// The layer name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn class_name(&self) -> String {
+        "BatchNormalization".into()
+    }
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
+        let axis = norm_axis(ctx.path(), self.axis, input_shape)?;
+        self.resolved = axis;
+        let c = [input_shape[axis - 1]];
+        if self.scale {
+            ctx.add_weight_with(
+                "gamma",
+                &c,
+                self.gamma_initializer.clone(),
+                self.trainable,
+                self.gamma_regularizer.clone(),
+            )?;
+        }
+        if self.center {
+            ctx.add_weight_with(
+                "beta",
+                &c,
+                self.beta_initializer.clone(),
+                self.trainable,
+                self.beta_regularizer.clone(),
+            )?;
+        }
+        ctx.add_state("moving_mean", &c, self.moving_mean_initializer.clone())?;
+        ctx.add_state(
+            "moving_variance",
+            &c,
+            self.moving_variance_initializer.clone(),
+        )?;
+        Ok(())
+    }
+    fn call(&self, ctx: &mut CallCtx<'_>, x: &Tensor) -> Result<Tensor> {
+        let rank = x.rank();
+        let a = self.resolved;
+        let c = x.shape()[a];
+        // The `(C,)` variables reshaped to broadcast along axis `a`.
+        let mut bshape = vec![1usize; rank];
+        bshape[a] = c;
+        let along = |t: &Tensor| t.reshape(&bshape);
+        let (mean, var) = if ctx.training() && self.trainable && ctx.trainable() {
+            let axes: Vec<isize> = (0..rank).filter(|&i| i != a).map(|i| i as isize).collect();
+            let mean = x.mean(&axes, true);
+            let d = x - &mean;
+            let var = (&d * &d).mean(&axes, true);
+            let m = self.momentum;
+            let mm = ctx.weight("moving_mean").clone();
+            let mv = ctx.weight("moving_variance").clone();
+            ctx.assign("moving_mean", &(&mm * m + mean.reshape(&[c]) * (1.0 - m)));
+            ctx.assign(
+                "moving_variance",
+                &(&mv * m + var.reshape(&[c]) * (1.0 - m)),
+            );
+            (mean, var)
+        } else {
+            (
+                along(ctx.weight("moving_mean")),
+                along(ctx.weight("moving_variance")),
+            )
+        };
+        let mut inv = (var + self.epsilon).sqrt().recip();
+        if self.scale {
+            inv = inv * along(ctx.weight("gamma"));
+        }
+        let mut y = (x - &mean) * &inv;
+        if self.center {
+            y = y + along(ctx.weight("beta"));
+        }
+        Ok(y)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "axis={}, momentum={}, epsilon={}",
+            self.axis, self.momentum, self.epsilon
+        )
+    }
+}

@@ -306,7 +306,10 @@ fn noisy(noise: Box<dyn lossgraph::Layer>, seed: u64) -> Model {
     m
 }
 
-fn noise_layers() -> Vec<(&'static str, fn() -> Box<dyn lossgraph::Layer>)> {
+/// Makes a fresh layer.
+type MakeLayer = fn() -> Box<dyn lossgraph::Layer>;
+
+fn noise_layers() -> Vec<(&'static str, MakeLayer)> {
     vec![
         ("dropout", || Box::new(Dropout::new(0.5))),
         ("gaussian_noise", || Box::new(GaussianNoise::new(0.7))),
@@ -510,12 +513,16 @@ fn keras_import_shared_embedding_sequence_norms_and_frozen_batch_norm() {
         m.trainable_weight_names(),
         ["emb/embeddings", "ln/gamma", "ln/beta"]
     );
-    m.compile(CompileOptions::new(Optimizer::sgd(0.1), Loss::MeanSquaredError))
-        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.1),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
     let a = HostTensor::i32(&[2, 3], vec![0, 1, 2, 3, 4, 0]).unwrap();
     let b = HostTensor::i32(&[2, 3], vec![4, 4, 1, 0, 2, 3]).unwrap();
     let y = t(&[2, 3, 2], &[0.5; 12]);
-    m.train_on_batch(&[a.clone(), b.clone()], &[y.clone()]).unwrap();
+    m.train_on_batch(&[a.clone(), b.clone()], &[y.clone()])
+        .unwrap();
     // bn_plain trained: momentum 0.9 from (0, 1) towards the batch statistics
     // over N and T of LayerNormalization's output, which per sample and step
     // is (−s, s) or (s, −s) with s ≤ 1: mean 0.1·m, variance 0.9 + 0.1·v.
@@ -523,7 +530,10 @@ fn keras_import_shared_embedding_sequence_norms_and_frozen_batch_norm() {
     let mv = vals(&m, "bn_plain/moving_variance");
     assert!(mm.iter().all(|v| v.abs() <= 0.1), "{mm:?}");
     assert!((mm[0] + mm[1]).abs() < 1e-6, "{mm:?}");
-    assert!(mv.iter().all(|v| (0.9..=1.0).contains(v)) && mv[0] != 1.0, "{mv:?}");
+    assert!(
+        mv.iter().all(|v| (0.9..=1.0).contains(v)) && mv[0] != 1.0,
+        "{mv:?}"
+    );
     // bn_frozen: no update in training.
     assert_eq!(vals(&m, "bn_frozen/moving_mean"), vec![0.0, 0.0]);
     assert_eq!(vals(&m, "bn_frozen/moving_variance"), vec![1.0, 1.0]);

@@ -306,7 +306,10 @@ fn noisy(noise: Box<dyn lossgraph::Layer>, seed: u64) -> Model {
     m
 }
 
-fn noise_layers() -> Vec<(&'static str, fn() -> Box<dyn lossgraph::Layer>)> {
+/// Makes a fresh layer.
+type MakeLayer = fn() -> Box<dyn lossgraph::Layer>;
+
+fn noise_layers() -> Vec<(&'static str, MakeLayer)> {
     vec![
         ("dropout", || Box::new(Dropout::new(0.5))),
         ("gaussian_noise", || Box::new(GaussianNoise::new(0.7))),

@@ -102,7 +102,7 @@ impl Layer for GroupNormalization {
     fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
         let a = norm_axis(ctx.path(), self.axis, input_shape)?;
         let c = input_shape[a - 1];
-        if self.groups == 0 || c % self.groups != 0 {
+        if self.groups == 0 || !c.is_multiple_of(self.groups) {
             return Err(Error::layer(
                 ctx.path(),
                 format!("{c} channels cannot be split into {} groups", self.groups),

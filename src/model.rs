@@ -170,7 +170,8 @@ pub(crate) fn snake_case(class: &str) -> String {
     let mut a: Vec<char> = Vec::with_capacity(s.len() + 4);
     let mut i = 0;
     while i < s.len() {
-        let starts_run = i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase();
+        let starts_run =
+            i + 2 < s.len() && s[i + 1].is_ascii_uppercase() && s[i + 2].is_ascii_lowercase();
         if starts_run {
             a.extend([s[i], '_', s[i + 1]]);
             i += 2;

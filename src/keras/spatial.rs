@@ -44,7 +44,11 @@ pub enum SpatialKind {
         padding: Padding,
     },
     /// `GlobalMaxPooling*` (`max`) or `GlobalAveragePooling*`.
-    GlobalPool { rank: usize, max: bool, keepdims: bool },
+    GlobalPool {
+        rank: usize,
+        max: bool,
+        keepdims: bool,
+    },
 }
 
 macro_rules! entry {
@@ -143,7 +147,12 @@ fn parse_conv(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
     let kernel_regularizer = spec::regularizer(cfg, "kernel_regularizer")?;
     let bias_regularizer = spec::regularizer(cfg, "bias_regularizer")?;
     let activity_regularizer = spec::regularizer(cfg, "activity_regularizer")?;
-    for key in ["kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha"] {
+    for key in [
+        "kernel_constraint",
+        "bias_constraint",
+        "lora_rank",
+        "lora_alpha",
+    ] {
         cfg.only(key, &[Value::Null])?;
     }
     Ok(LayerKind::Spatial(SpatialKind::Conv {

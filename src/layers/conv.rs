@@ -51,7 +51,13 @@ pub(crate) fn geometry(
 }
 
 /// Checks that `v` has one entry ≥ 1 per spatial axis.
-pub(crate) fn check_tuple(path: &str, class: &str, key: &str, v: &[usize], rank: usize) -> Result<()> {
+pub(crate) fn check_tuple(
+    path: &str,
+    class: &str,
+    key: &str,
+    v: &[usize],
+    rank: usize,
+) -> Result<()> {
     if v.len() != rank || v.contains(&0) {
         return Err(Error::layer(
             path,
@@ -249,7 +255,11 @@ impl Layer for Conv {
             check_tuple(&path, &class, key, v, self.rank)?;
         }
         let c = input_shape[self.rank];
-        if self.filters == 0 || self.groups == 0 || c % self.groups != 0 || self.filters % self.groups != 0 {
+        if self.filters == 0
+            || self.groups == 0
+            || c % self.groups != 0
+            || self.filters % self.groups != 0
+        {
             return Err(Error::layer(
                 &path,
                 format!(

@@ -14,8 +14,8 @@ mod regularization;
 mod reshape;
 
 pub use activation::Activation;
-pub use conv::{Conv, Conv1D, Conv2D};
 pub(crate) use conv::parse_padding;
+pub use conv::{Conv, Conv1D, Conv2D};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use global_pooling::{

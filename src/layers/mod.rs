@@ -4,7 +4,9 @@
 
 mod activation;
 mod conv;
+mod conv_transpose;
 mod dense;
+mod depthwise;
 mod dropout;
 mod global_pooling;
 mod input;
@@ -12,11 +14,14 @@ mod merge;
 mod pooling;
 mod regularization;
 mod reshape;
+mod resize;
 
 pub use activation::Activation;
 pub(crate) use conv::parse_padding;
 pub use conv::{Conv, Conv1D, Conv2D};
+pub use conv_transpose::{Conv1DTranspose, Conv2DTranspose, ConvTranspose};
 pub use dense::Dense;
+pub use depthwise::{DepthwiseConv, DepthwiseConv2D, SeparableConv2D};
 pub use dropout::Dropout;
 pub use global_pooling::{
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
@@ -27,6 +32,9 @@ pub use merge::{Add, Concatenate};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, Pooling};
 pub use regularization::ActivityRegularization;
 pub use reshape::{Flatten, Reshape};
+pub use resize::{
+    Cropping1D, Cropping2D, Resize, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D,
+};
 
 use crate::activations;
 use crate::error::{Error, Result};

@@ -127,9 +127,9 @@ pub fn conv(
     let c = x.shape()[r + 1];
     if kernel.rank() != r + 2
         || groups == 0
-        || c % groups != 0
+        || !c.is_multiple_of(groups)
         || ks[r] * groups != c
-        || ks[r + 1] % groups != 0
+        || !ks[r + 1].is_multiple_of(groups)
     {
         return Err(format!(
             "conv: kernel {} does not fit input {} with {groups} group(s) (want [k.., {}/{groups}, filters], filters divisible by groups)",

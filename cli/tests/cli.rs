@@ -431,12 +431,12 @@ fn bad_model_files_give_one_line_errors() {
         "unknown.json",
         &SMALL_MODEL.replace(
             r#""class_name": "Dense", "config": {"name": "out""#,
-            r#""class_name": "Conv2D", "config": {"name": "conv""#,
+            r#""class_name": "LSTM", "config": {"name": "conv""#,
         ),
     );
     assert_user_error(
         &run(&["summary", &unknown]),
-        &["Conv2D", "conv", "class_name"],
+        &["LSTM", "conv", "class_name"],
     );
     let key = write(
         "key.json",

@@ -127,9 +127,9 @@ pub fn conv(
     let c = x.shape()[r + 1];
     if kernel.rank() != r + 2
         || groups == 0
-        || c % groups != 0
+        || !c.is_multiple_of(groups)
         || ks[r] * groups != c
-        || ks[r + 1] % groups != 0
+        || !ks[r + 1].is_multiple_of(groups)
     {
         return Err(format!(
             "conv: kernel {} does not fit input {} with {groups} group(s) (want [k.., {}/{groups}, filters], filters divisible by groups)",
@@ -250,4 +250,107 @@ pub fn avg_pool(
     let b = x.builder();
     let counts = b.constant(crate::Literal::F32(counts), crate::TensorType::f32(&cshape));
     Ok(&sums / &counts)
+}
+
+/// Transposed convolution (the gradient of [`conv`] with respect to its
+/// input): `x: [N, S.., C]`, `kernel: [K.., F, C]` (Keras's
+/// `Conv*Transpose` layout). Every input cell scatters
+/// `x[n, s.., c] · kernel[k.., f, c]` to `full[n, (s·stride + k·dilation).., f]`
+/// (`fold` of the products, extent `(S-1)·stride + span`); then `crop[i]`
+/// cells are dropped at the start of axis `i` and `end[i]` cells added
+/// (zeros, when positive) or dropped (when negative) at its end.
+pub fn conv_transpose(
+    x: &Tensor,
+    kernel: &Tensor,
+    strides: &[usize],
+    dilation: &[usize],
+    crop: &[usize],
+    end: &[isize],
+) -> Result<Tensor, String> {
+    let r = x.rank().saturating_sub(2);
+    let ks = kernel.shape();
+    if r == 0
+        || kernel.rank() != r + 2
+        || ks[r + 1] != x.shape()[r + 1]
+        || strides.len() != r
+        || dilation.len() != r
+        || crop.len() != r
+        || end.len() != r
+    {
+        return Err(format!(
+            "conv_transpose: kernel {} ([k.., filters, in]) does not fit input {} with strides {strides:?}, dilation {dilation:?}, crop {crop:?}, end {end:?}",
+            kernel.ty(),
+            x.ty()
+        ));
+    }
+    let window = &ks[..r];
+    let f = ks[r];
+    let c = x.shape()[r + 1];
+    let n = x.shape()[0];
+    let spatial: Vec<usize> = x.shape()[1..=r].to_vec();
+    let taps: usize = window.iter().product();
+    let rows: usize = n * spatial.iter().product::<usize>();
+    // [K.., F, C] → [C, K.., F] → [C, ΠK·F].
+    let mut perm = vec![r + 1];
+    perm.extend(0..=r);
+    let kt = kernel.transpose(&perm).reshape(&[c, taps * f]);
+    let mut cols_shape = vec![n];
+    cols_shape.extend_from_slice(&spatial);
+    cols_shape.extend_from_slice(window);
+    cols_shape.push(f);
+    let cols = x.reshape(&[rows, c]).matmul(&kt).reshape(&cols_shape);
+    let mut full = vec![n];
+    for i in 0..r {
+        let span = (window[i] - 1) * dilation[i] + 1;
+        full.push((spatial[i] - 1) * strides[i] + span);
+    }
+    full.push(f);
+    let mut y = cols.fold(&full, window, strides, dilation);
+    for i in 0..r {
+        let len = full[1 + i];
+        let keep_end = if end[i] < 0 {
+            len.checked_sub(end[i].unsigned_abs())
+        } else {
+            Some(len)
+        };
+        let Some(stop) = keep_end.filter(|&s| s > crop[i]) else {
+            return Err(format!(
+                "conv_transpose: cropping {} and {} leaves nothing of extent {len}",
+                crop[i], end[i]
+            ));
+        };
+        if crop[i] > 0 || stop < len {
+            y = y.slice(1 + i as isize, crop[i], stop);
+        }
+        if end[i] > 0 {
+            let mut hi = vec![0; r + 2];
+            hi[1 + i] = end[i] as usize;
+            y = y.pad(&vec![0; r + 2], &hi, 0.0);
+        }
+    }
+    Ok(y)
+}
+
+/// Keras's `Conv*Transpose` geometry for one axis (no `output_padding`):
+/// `(crop, end)` for [`conv_transpose`], from JAX's padding of the
+/// stride-dilated input (`keras.src.backend.common.backend_utils`): `valid`
+/// pads `span-1` before and `span-1 + max(span, s) - span` after; `same`
+/// pads `s + span - 2` in all, `min(⌈·/2⌉, span-1)` before. The output
+/// extent is `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`).
+pub fn keras_transpose_geometry(
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    padding: Padding,
+) -> (usize, isize) {
+    let span = (k - 1) * dilation + 1;
+    let (left, right) = match padding {
+        Padding::Valid => (span - 1, span - 1 + span.max(stride) - span),
+        Padding::Same => {
+            let len = stride + span - 2;
+            let left = (len / 2 + len % 2).min(span - 1);
+            (left, len - left)
+        }
+    };
+    (span - 1 - left, right as isize - (span as isize - 1))
 }

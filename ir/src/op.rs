@@ -1331,7 +1331,7 @@ pub fn infer_type(
         } => {
             let t = operands[0];
             let spatial = window_spatial(op.name(), t, window, strides, dilation)?;
-            let out = window_outputs(&spatial, window, strides, dilation)
+            let out = window_outputs(spatial, window, strides, dilation)
                 .map_err(|m| format!("unfold of {t}: {m}"))?;
             let mut shape = Shape::new();
             shape.push(t.shape[0]);
@@ -1351,7 +1351,7 @@ pub fn infer_type(
             let ty = need_declared()?;
             f32_only(&ty)?;
             let spatial = window_spatial(op.name(), &ty, window, strides, dilation)?;
-            let out = window_outputs(&spatial, window, strides, dilation)
+            let out = window_outputs(spatial, window, strides, dilation)
                 .map_err(|m| format!("fold to {ty}: {m}"))?;
             let r = window.len();
             let t = operands[0];

@@ -249,7 +249,7 @@ fn random_geo(rng: &mut Rng, case: usize) -> Geo {
     let r = 1 + case % 2;
     let mut pick = |lo: u64, hi: u64| (lo + rng.next_u64() % (hi - lo + 1)) as usize;
     let spatial: Vec<usize> = (0..r).map(|_| pick(3, 9)).collect();
-    let padding = if case % 3 == 0 {
+    let padding = if case.is_multiple_of(3) {
         Padding::Valid
     } else {
         Padding::Same
@@ -359,7 +359,7 @@ fn pooling_random_geometries() {
 #[test]
 fn max_pool_ties_route_to_first_maximum() {
     let b = Builder::new("ties");
-    let x = b.param("x", TensorType::f32(&[1, 2, 2, 1]));
+    let x = b.param("x", TensorType::f32([1, 2, 2, 1]));
     let y = max_pool(&x, &[2, 2], &[2, 2], &[0, 0], &[0, 0]).unwrap();
     let loss = y.sum_all();
     b.output("loss", &loss);
@@ -397,8 +397,8 @@ fn same_padding_puts_the_extra_cell_at_the_end() {
     );
     assert!(keras_padding(2, 3, 1, 1, Padding::Valid).is_err());
     let b = Builder::new("same");
-    let x = b.param("x", TensorType::f32(&[1, 3, 1]));
-    let w = b.constant(Literal::F32(vec![1.0]), TensorType::f32(&[2, 1, 1]));
+    let x = b.param("x", TensorType::f32([1, 3, 1]));
+    let w = b.constant(Literal::F32(vec![1.0]), TensorType::f32([2, 1, 1]));
     let y = conv(&x, &w, &[1], &[1], &[0], &[1], 1).unwrap();
     b.output("y", &y);
     let g = b.finish().unwrap();

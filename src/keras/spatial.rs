@@ -57,7 +57,7 @@ macro_rules! entry {
             class: $class,
             arity: Arity::One,
             parse: $parse,
-            build: build,
+            build,
         }
     };
 }
@@ -130,7 +130,7 @@ fn parse_conv(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
         None => 1,
         Some(_) => cfg.usize("groups")?,
     };
-    if groups == 0 || filters % groups != 0 {
+    if groups == 0 || !filters.is_multiple_of(groups) {
         return Err(cfg.err(
             "groups",
             format!("must be positive and divide filters ({filters}), got {groups}"),

@@ -120,11 +120,10 @@ fn sequential_chain_and_defaults() {
 
 #[test]
 fn unknown_layer_class_names_class_and_layer() {
-    let v =
-        seq(json!([input(3), {"class_name": "Conv2D", "config": {"name": "c1", "filters": 2}}]));
+    let v = seq(json!([input(3), {"class_name": "LSTM", "config": {"name": "c1", "units": 2}}]));
     let e = ModelSpec::from_value(&v).unwrap_err().to_string();
     assert!(
-        e.contains("Conv2D") && e.contains("c1") && e.contains("class_name"),
+        e.contains("LSTM") && e.contains("c1") && e.contains("class_name"),
         "{e}"
     );
 }
@@ -141,10 +140,10 @@ fn registry_builds_what_it_parses_and_names_mismatches() {
         "duplicate entries: {classes:?}"
     );
     // The unsupported-class message lists exactly the registry.
-    let v = seq(json!([input(3), {"class_name": "Conv2D", "config": {"name": "c1"}}]));
+    let v = seq(json!([input(3), {"class_name": "LSTM", "config": {"name": "c1"}}]));
     let e = ModelSpec::from_value(&v).unwrap_err().to_string();
     assert!(
-        e.contains("InputLayer, Dense, Activation, Dropout, ActivityRegularization, Add, Concatenate, Flatten, Reshape"),
+        e.contains("InputLayer, Dense, Activation, Dropout, ActivityRegularization, Add, Concatenate, Flatten, Reshape, Conv1D, Conv2D, MaxPooling1D"),
         "{e}"
     );
     // A description of another class is an error naming the layer, not a panic.
@@ -242,4 +241,90 @@ fn compile_rejects_clipnorm() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("compile.optimizer.config.clipnorm"), "{e}");
+}
+
+fn layer_cases_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/keras-cases-layers"
+    ))
+}
+
+#[test]
+fn conv_and_pooling_cases_parse() {
+    use super::spatial::SpatialKind;
+    use lossgraph_ir::conv::Padding;
+    let p = layer_cases_dir().join("p09_conv2d_same_stride2_avgpool_gap_mse_momentum/model.json");
+    let spec = ModelSpec::from_file(&p).unwrap();
+    match &spec.layer("conv").unwrap().kind {
+        LayerKind::Spatial(SpatialKind::Conv {
+            rank,
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            bias_regularizer,
+            ..
+        }) => {
+            assert_eq!((*rank, *filters), (2, 3));
+            assert_eq!(
+                (kernel_size.as_slice(), strides.as_slice()),
+                (&[3, 3][..], &[2, 2][..])
+            );
+            assert_eq!(*padding, Padding::Same);
+            assert_eq!(*bias_regularizer, Some(RegularizerSpec::L2(0.05)));
+        }
+        k => panic!("{k:?}"),
+    }
+    match &spec.layer("avgpool").unwrap().kind {
+        LayerKind::Spatial(SpatialKind::Pool {
+            max,
+            pool_size,
+            padding,
+            ..
+        }) => {
+            assert!(!max);
+            assert_eq!(pool_size, &vec![2, 2]);
+            assert_eq!(*padding, Padding::Same);
+        }
+        k => panic!("{k:?}"),
+    }
+    for name in [
+        "p08_conv2d_maxpool_flatten_sparse_adam",
+        "p10_conv1d_globalmax_bce_rmsprop",
+    ] {
+        ModelSpec::from_file(&layer_cases_dir().join(name).join("model.json")).unwrap();
+    }
+}
+
+#[test]
+fn channels_first_and_bad_conv_configs_name_layer_and_key() {
+    let img = json!({"class_name": "InputLayer", "config": {"batch_shape": [null, 8, 8, 1], "dtype": "float32", "name": "x"}});
+    let conv = |extra: serde_json::Value| {
+        let mut c = json!({"name": "c1", "filters": 2, "kernel_size": [3, 3]});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        seq(json!([img.clone(), {"class_name": "Conv2D", "config": c}]))
+    };
+    let e = ModelSpec::from_value(&conv(json!({"data_format": "channels_first"})))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("c1") && e.contains("data_format") && e.contains("channels_first"),
+        "{e}"
+    );
+    let e = ModelSpec::from_value(&conv(json!({"padding": "causal"})))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c1") && e.contains("padding"), "{e}");
+    let e = ModelSpec::from_value(&conv(json!({"kernel_size": [3]})))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c1") && e.contains("kernel_size"), "{e}");
+    let pool = seq(
+        json!([img, {"class_name": "MaxPooling2D", "config": {"name": "p", "pool_size": [2, 2], "data_format": "channels_first"}}]),
+    );
+    let e = ModelSpec::from_value(&pool).unwrap_err().to_string();
+    assert!(e.contains("'p'") && e.contains("data_format"), "{e}");
 }

@@ -257,8 +257,8 @@ impl Layer for Conv {
         let c = input_shape[self.rank];
         if self.filters == 0
             || self.groups == 0
-            || c % self.groups != 0
-            || self.filters % self.groups != 0
+            || !c.is_multiple_of(self.groups)
+            || !self.filters.is_multiple_of(self.groups)
         {
             return Err(Error::layer(
                 &path,

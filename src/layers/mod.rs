@@ -6,7 +6,9 @@ mod activation;
 mod alpha_dropout;
 mod batch_normalization;
 mod conv;
+mod conv_transpose;
 mod dense;
+mod depthwise;
 mod dropout;
 mod embedding;
 mod gaussian_dropout;
@@ -19,6 +21,7 @@ mod merge;
 mod pooling;
 mod regularization;
 mod reshape;
+mod resize;
 mod spatial_dropout;
 mod unit_normalization;
 
@@ -27,7 +30,9 @@ pub use alpha_dropout::AlphaDropout;
 pub use batch_normalization::BatchNormalization;
 pub(crate) use conv::parse_padding;
 pub use conv::{Conv, Conv1D, Conv2D};
+pub use conv_transpose::{Conv1DTranspose, Conv2DTranspose, ConvTranspose};
 pub use dense::Dense;
+pub use depthwise::{DepthwiseConv, DepthwiseConv2D, SeparableConv2D};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use gaussian_dropout::GaussianDropout;
@@ -43,6 +48,9 @@ pub use merge::{Add, Concatenate};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, Pooling};
 pub use regularization::ActivityRegularization;
 pub use reshape::{Flatten, Reshape};
+pub use resize::{
+    Cropping1D, Cropping2D, Resize, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D,
+};
 pub use spatial_dropout::SpatialDropout;
 pub use unit_normalization::UnitNormalization;
 

@@ -1,0 +1,250 @@
+//! `Conv1DTranspose` and `Conv2DTranspose`: the transpose (input gradient)
+//! of a convolution, kernel `(k.., filters, in)`, channels last.
+
+use super::conv::{check_tuple, padding_name, parse_padding};
+use super::{config_check, IntoActivation};
+use crate::activations::Activation;
+use crate::error::{Error, Result};
+use crate::initializers::Init;
+use crate::layer::{BuildCtx, CallCtx, Layer};
+use crate::regularizers::Regularizer;
+use lossgraph_ir::conv::{self, keras_transpose_geometry, Padding};
+use lossgraph_ir::Tensor;
+
+/// A transposed convolution over `rank` spatial axes: output extent
+/// `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`), no `output_padding`.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose {
+    rank: usize,
+    filters: usize,
+    kernel_size: Vec<usize>,
+    strides: Vec<usize>,
+    padding: Padding,
+    dilation_rate: Vec<usize>,
+    activation: Activation,
+    use_bias: bool,
+    kernel_initializer: Init,
+    bias_initializer: Init,
+    kernel_regularizer: Option<Regularizer>,
+    bias_regularizer: Option<Regularizer>,
+    activity_regularizer: Option<Regularizer>,
+    name: Option<String>,
+    config_error: Option<String>,
+    /// Set by `build`: per-axis crop at the start and adjustment at the end.
+    geometry: (Vec<usize>, Vec<isize>),
+}
+
+/// Keras `Conv1DTranspose`.
+pub struct Conv1DTranspose;
+/// Keras `Conv2DTranspose`.
+pub struct Conv2DTranspose;
+
+impl Conv1DTranspose {
+    /// `filters` output channels, a window of `kernel_size`; stride 1, `valid`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(filters: usize, kernel_size: usize) -> ConvTranspose {
+        ConvTranspose::with(1, filters, &[kernel_size])
+    }
+}
+
+impl Conv2DTranspose {
+    /// `filters` output channels, a `kh × kw` window; stride 1, `valid`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(filters: usize, kernel_size: [usize; 2]) -> ConvTranspose {
+        ConvTranspose::with(2, filters, &kernel_size)
+    }
+}
+
+impl ConvTranspose {
+    fn with(rank: usize, filters: usize, kernel_size: &[usize]) -> ConvTranspose {
+        ConvTranspose {
+            rank,
+            filters,
+            kernel_size: kernel_size.to_vec(),
+            strides: vec![1; rank],
+            padding: Padding::Valid,
+            dilation_rate: vec![1; rank],
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Init::GlorotUniform,
+            bias_initializer: Init::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
+            activity_regularizer: None,
+            name: None,
+            config_error: None,
+            geometry: (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Strides, one per spatial axis.
+    pub fn strides(mut self, s: &[usize]) -> ConvTranspose {
+        self.strides = s.to_vec();
+        self
+    }
+
+    /// `"valid"` or `"same"`.
+    pub fn padding(mut self, p: &str) -> ConvTranspose {
+        match parse_padding(p) {
+            Ok(p) => self.padding = p,
+            Err(m) => self.config_error = Some(m),
+        }
+        self
+    }
+
+    /// Dilation, one per spatial axis.
+    pub fn dilation_rate(mut self, d: &[usize]) -> ConvTranspose {
+        self.dilation_rate = d.to_vec();
+        self
+    }
+
+    /// Sets the activation (an [`Activation`] or a Keras name).
+    pub fn activation(mut self, a: impl IntoActivation) -> ConvTranspose {
+        match a.into_activation() {
+            Ok(a) => self.activation = a,
+            Err(m) => self.config_error = Some(m),
+        }
+        self
+    }
+
+    /// Whether to add a bias.
+    pub fn use_bias(mut self, yes: bool) -> ConvTranspose {
+        self.use_bias = yes;
+        self
+    }
+
+    /// The kernel initialiser.
+    pub fn kernel_initializer(mut self, init: Init) -> ConvTranspose {
+        self.kernel_initializer = init;
+        self
+    }
+
+    /// The bias initialiser.
+    pub fn bias_initializer(mut self, init: Init) -> ConvTranspose {
+        self.bias_initializer = init;
+        self
+    }
+
+    /// A regulariser on the kernel.
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> ConvTranspose {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+
+    /// A regulariser on the bias.
+    pub fn bias_regularizer(mut self, r: Regularizer) -> ConvTranspose {
+        self.bias_regularizer = Some(r);
+        self
+    }
+
+    /// A regulariser on the (post-activation) output, divided by the batch size.
+    pub fn activity_regularizer(mut self, r: Regularizer) -> ConvTranspose {
+        self.activity_regularizer = Some(r);
+        self
+    }
+
+    /// The layer name.
+    pub fn name(mut self, name: impl Into<String>) -> ConvTranspose {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl Layer for ConvTranspose {
+    fn class_name(&self) -> String {
+        format!("Conv{}DTranspose", self.rank)
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
+        let class = self.class_name();
+        let path = ctx.path().to_string();
+        config_check(&path, &self.config_error)?;
+        if input_shape.len() != self.rank + 1 || input_shape[..self.rank].contains(&0) {
+            return Err(Error::layer(
+                &path,
+                format!(
+                    "{class} needs per-sample inputs (spatial×{}, channels), got {input_shape:?}",
+                    self.rank
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("kernel_size", &self.kernel_size),
+            ("strides", &self.strides),
+            ("dilation_rate", &self.dilation_rate),
+        ] {
+            check_tuple(&path, &class, key, v, self.rank)?;
+        }
+        if self.filters == 0 {
+            return Err(Error::layer(&path, format!("{class} needs filters > 0")));
+        }
+        let (crop, end): (Vec<usize>, Vec<isize>) = (0..self.rank)
+            .map(|i| {
+                keras_transpose_geometry(
+                    self.kernel_size[i],
+                    self.strides[i],
+                    self.dilation_rate[i],
+                    self.padding,
+                )
+            })
+            .unzip();
+        self.geometry = (crop, end);
+        let mut kshape = self.kernel_size.clone();
+        kshape.push(self.filters);
+        kshape.push(input_shape[self.rank]);
+        ctx.add_weight_with(
+            "kernel",
+            &kshape,
+            self.kernel_initializer.clone(),
+            true,
+            self.kernel_regularizer.clone(),
+        )?;
+        if self.use_bias {
+            ctx.add_weight_with(
+                "bias",
+                &[self.filters],
+                self.bias_initializer.clone(),
+                true,
+                self.bias_regularizer.clone(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor> {
+        let y = conv::conv_transpose(
+            inputs,
+            ctx.weight("kernel"),
+            &self.strides,
+            &self.dilation_rate,
+            &self.geometry.0,
+            &self.geometry.1,
+        )
+        .map_err(|m| Error::layer(ctx.path(), m))?;
+        let y = if self.use_bias {
+            y + ctx.weight("bias")
+        } else {
+            y
+        };
+        Ok(self.activation.apply(&y))
+    }
+
+    fn activity_regularizer(&self) -> Option<&Regularizer> {
+        self.activity_regularizer.as_ref()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "filters={}, kernel_size={:?}, strides={:?}, padding={}, activation={}",
+            self.filters,
+            self.kernel_size,
+            self.strides,
+            padding_name(self.padding),
+            self.activation.name()
+        )
+    }
+}

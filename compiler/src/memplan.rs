@@ -15,7 +15,7 @@
 //! otherwise the runtime copies it into the variable after the run.
 
 use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
-use crate::lower_clif::nest::KernelBody;
+use crate::lower_clif::nest::{Counter, KernelBody};
 use lossgraph_ir::{NodeId, Op};
 
 /// Buffer alignment and size granularity, in bytes.
@@ -98,9 +98,14 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
 
     // Which kernel last reads each storage (outputs: never freed).
     let mut last_read = vec![0usize; n];
+    // Every read of each variable: (kernel, counter), in kernel order.
+    let mut var_reads: Vec<Vec<(usize, Option<&Counter>)>> = vec![Vec::new(); n];
     for (k, body) in bodies.iter().enumerate() {
-        for (s, _) in body.reads() {
+        for (s, c) in body.reads() {
             last_read[s.index()] = last_read[s.index()].max(k);
+            if region[s.index()] == Some(Region::Param) {
+                var_reads[s.index()].push((k, c));
+            }
         }
     }
     let mut pinned = vec![false; n];
@@ -112,11 +117,14 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     let mut in_place = Vec::new();
     let mut copies = Vec::new();
     let mut claimed_update = vec![false; n];
+    // Variables by name, built once (a lookup per update output by scanning
+    // the graph was quadratic in the model's size).
+    let params: std::collections::HashMap<String, NodeId> = g.params().into_iter().collect();
     for (name, u) in g.outputs() {
         let Some(var) = lossgraph_ir::names::updated_variable(name) else {
             continue;
         };
-        let Some(p) = g.param(var) else {
+        let Some(&p) = params.get(var) else {
             continue;
         };
         // Same element type and count: the update is stored row-major over the
@@ -132,7 +140,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         let safe = match plan.class_of(*u) {
             NodeClass::Root(k) if !claimed_update[u.index()] => {
                 plan.kernels[k].kind == KernelKind::Elementwise
-                    && in_place_safe(plan, bodies, k, p, *u)
+                    && in_place_safe(plan, bodies, &var_reads[p.index()], k, *u)
                     && !in_place.iter().any(|&(q, _)| q == p)
             }
             _ => false,
@@ -266,31 +274,33 @@ fn reusable(
 
 /// True when writing `u` (a root of elementwise kernel `k`) over variable `p`
 /// cannot change any value read: no later kernel reads `p`, and kernel `k`
-/// reads `p` only at the element it writes.
-fn in_place_safe(plan: &Plan, bodies: &[KernelBody], k: usize, p: NodeId, u: NodeId) -> bool {
-    for (i, body) in bodies.iter().enumerate().skip(k) {
-        for (s, c) in body.reads() {
-            if s != p {
-                continue;
-            }
-            if i > k {
-                return false;
-            }
-            let KernelBody::Nests(nests) = body else {
-                return false;
-            };
-            let Some(c) = c else { return false };
-            // The store counter of `u` in the (single) elementwise nest.
-            let dst = nests.iter().find_map(|n| {
-                n.roots
-                    .iter()
-                    .find(|r| n.counters[r.dst].storage == Some(plan.storage_of(u)))
-                    .map(|r| &n.counters[r.dst])
-            });
-            match dst {
-                Some(d) if d.strides == c.strides && d.offset == c.offset => {}
-                _ => return false,
-            }
+/// reads `p` only at the element it writes. `reads`: every read of `p`, as
+/// (kernel, counter).
+fn in_place_safe(
+    plan: &Plan,
+    bodies: &[KernelBody],
+    reads: &[(usize, Option<&Counter>)],
+    k: usize,
+    u: NodeId,
+) -> bool {
+    for &(i, c) in reads.iter().filter(|r| r.0 >= k) {
+        if i > k {
+            return false;
+        }
+        let KernelBody::Nests(nests) = &bodies[i] else {
+            return false;
+        };
+        let Some(c) = c else { return false };
+        // The store counter of `u` in the (single) elementwise nest.
+        let dst = nests.iter().find_map(|n| {
+            n.roots
+                .iter()
+                .find(|r| n.counters[r.dst].storage == Some(plan.storage_of(u)))
+                .map(|r| &n.counters[r.dst])
+        });
+        match dst {
+            Some(d) if d.strides == c.strides && d.offset == c.offset => {}
+            _ => return false,
         }
     }
     true

@@ -6,7 +6,10 @@
 //! Per variable, in Keras's order: decoupled weight decay
 //! `w ← w - w·wd·lr` (AdamW; every variable, biases included), then the
 //! update step. State variables are named `optimizer/<kind>/<slot>/<param>`
-//! and start at zero; each new value is the output `update/<name>`.
+//! with Keras's slot names (`momentum`, `velocity`, `velocity_hat`,
+//! `average_gradient`) and start at zero; each new value is the output
+//! `update/<name>`. The iteration count is saved in checkpoints as
+//! [`ITERATION_VARIABLE`].
 
 use crate::error::{Error, Result};
 use lossgraph_ir::{Builder, Role, Tensor, TensorType};
@@ -18,7 +21,11 @@ pub use lossgraph_ir::names::ITERATION_INPUT;
 /// Name of the `f32[]` learning-rate input of training graphs.
 pub use lossgraph_ir::names::LR_INPUT;
 
-/// A learning rate: constant or a function of the iteration count.
+/// A learning rate: constant, one of Keras's schedules, or any function of
+/// the iteration count. Schedules are evaluated on the host before every
+/// optimiser step (`step` = the iteration count, 0 for the first step) and
+/// fed as the `lr` input, so no schedule needs a recompilation. Formulas are
+/// Keras 3's (`keras.optimizers.schedules`), evaluated in f64.
 #[derive(Clone)]
 pub enum LearningRate {
     /// A fixed rate.
@@ -29,6 +36,52 @@ pub enum LearningRate {
         decay_steps: u64,
         decay_rate: f32,
         staircase: bool,
+    },
+    /// `values[0]` while `step ≤ boundaries[0]`, `values[i]` while
+    /// `boundaries[i-1] < step ≤ boundaries[i]`, the last value after the last
+    /// boundary (Keras's `PiecewiseConstantDecay`; one more value than boundaries).
+    PiecewiseConstantDecay {
+        boundaries: Vec<u64>,
+        values: Vec<f32>,
+    },
+    /// `(initial - end)·(1 - s/d)^power + end` with `s = min(step, d)`; with
+    /// `cycle`, `d` is `decay_steps · ⌈step / decay_steps⌉` (1 at step 0)
+    /// and `s = step` (Keras's `PolynomialDecay`).
+    PolynomialDecay {
+        initial: f32,
+        decay_steps: u64,
+        end: f32,
+        power: f32,
+        cycle: bool,
+    },
+    /// `initial / (1 + decay_rate · step / decay_steps)` (floored quotient when
+    /// `staircase`), as Keras's `InverseTimeDecay`.
+    InverseTimeDecay {
+        initial: f32,
+        decay_steps: u64,
+        decay_rate: f32,
+        staircase: bool,
+    },
+    /// Keras's `CosineDecay`: with `warmup` = `Some((target, warmup_steps))`,
+    /// a linear ramp from `initial` to `target` over the warmup steps, then
+    /// `from · ((1-α)·½(1 + cos(π·s/decay_steps)) + α)` with `s` the steps
+    /// after the warmup (capped at `decay_steps`) and `from` the target
+    /// (`initial` without warmup).
+    CosineDecay {
+        initial: f32,
+        decay_steps: u64,
+        alpha: f32,
+        warmup: Option<(f32, u64)>,
+    },
+    /// Keras's `CosineDecayRestarts` (SGDR): cosine decay over periods that
+    /// start at `first_decay_steps` and grow by `t_mul`, each restart scaling
+    /// the peak by `m_mul`.
+    CosineDecayRestarts {
+        initial: f32,
+        first_decay_steps: u64,
+        t_mul: f32,
+        m_mul: f32,
+        alpha: f32,
     },
     /// Any schedule of the iteration count (0 for the first step).
     Schedule(Rc<dyn Fn(u64) -> f32>),
@@ -47,32 +100,212 @@ impl fmt::Debug for LearningRate {
                 f,
                 "ExponentialDecay({initial}, {decay_steps}, {decay_rate}, staircase={staircase})"
             ),
+            LearningRate::PiecewiseConstantDecay { boundaries, values } => {
+                write!(f, "PiecewiseConstantDecay({boundaries:?}, {values:?})")
+            }
+            LearningRate::PolynomialDecay {
+                initial,
+                decay_steps,
+                end,
+                power,
+                cycle,
+            } => write!(
+                f,
+                "PolynomialDecay({initial}, {decay_steps}, end={end}, power={power}, cycle={cycle})"
+            ),
+            LearningRate::InverseTimeDecay {
+                initial,
+                decay_steps,
+                decay_rate,
+                staircase,
+            } => write!(
+                f,
+                "InverseTimeDecay({initial}, {decay_steps}, {decay_rate}, staircase={staircase})"
+            ),
+            LearningRate::CosineDecay {
+                initial,
+                decay_steps,
+                alpha,
+                warmup,
+            } => write!(
+                f,
+                "CosineDecay({initial}, {decay_steps}, alpha={alpha}, warmup={warmup:?})"
+            ),
+            LearningRate::CosineDecayRestarts {
+                initial,
+                first_decay_steps,
+                t_mul,
+                m_mul,
+                alpha,
+            } => write!(
+                f,
+                "CosineDecayRestarts({initial}, {first_decay_steps}, t_mul={t_mul}, m_mul={m_mul}, alpha={alpha})"
+            ),
             LearningRate::Schedule(_) => f.write_str("schedule"),
         }
     }
 }
 
+/// `(1-α)·½(1 + cos(π·fraction))·scale + α` (Keras's cosine decay factor).
+fn cosine(fraction: f64, alpha: f64, scale: f64) -> f64 {
+    (1.0 - alpha) * 0.5 * scale * (1.0 + (std::f64::consts::PI * fraction).cos()) + alpha
+}
+
 impl LearningRate {
     /// The rate used at step `iteration` (0-based).
     pub fn at(&self, iteration: u64) -> f32 {
-        match self {
-            LearningRate::Constant(v) => *v,
+        let step = iteration as f64;
+        let steps = |d: &u64| (*d).max(1) as f64;
+        let r = match self {
+            LearningRate::Constant(v) => *v as f64,
             LearningRate::ExponentialDecay {
                 initial,
                 decay_steps,
                 decay_rate,
                 staircase,
             } => {
-                let mut p = iteration as f64 / (*decay_steps).max(1) as f64;
+                let mut p = step / steps(decay_steps);
                 if *staircase {
                     p = p.floor();
                 }
-                (*initial as f64 * (*decay_rate as f64).powf(p)) as f32
+                *initial as f64 * (*decay_rate as f64).powf(p)
             }
-            LearningRate::Schedule(f) => f(iteration),
+            LearningRate::PiecewiseConstantDecay { boundaries, values } => {
+                let i = boundaries.iter().take_while(|b| iteration > **b).count();
+                values
+                    .get(i)
+                    .or(values.last())
+                    .copied()
+                    .unwrap_or(f32::NAN) as f64
+            }
+            LearningRate::PolynomialDecay {
+                initial,
+                decay_steps,
+                end,
+                power,
+                cycle,
+            } => {
+                let mut d = steps(decay_steps);
+                let s = if *cycle {
+                    d *= (step / d).ceil().max(1.0);
+                    step
+                } else {
+                    step.min(d)
+                };
+                (*initial as f64 - *end as f64) * (1.0 - s / d).powf(*power as f64) + *end as f64
+            }
+            LearningRate::InverseTimeDecay {
+                initial,
+                decay_steps,
+                decay_rate,
+                staircase,
+            } => {
+                let mut p = step / steps(decay_steps);
+                if *staircase {
+                    p = p.floor();
+                }
+                *initial as f64 / (1.0 + *decay_rate as f64 * p)
+            }
+            LearningRate::CosineDecay {
+                initial,
+                decay_steps,
+                alpha,
+                warmup,
+            } => {
+                let d = steps(decay_steps);
+                let alpha = *alpha as f64;
+                match warmup {
+                    None => *initial as f64 * cosine(step.min(d) / d, alpha, 1.0),
+                    Some((target, w)) => {
+                        let w = *w as f64;
+                        let s = step.min(d + w);
+                        if s < w {
+                            (*target as f64 - *initial as f64) * (s / w) + *initial as f64
+                        } else {
+                            *target as f64 * cosine((s - w) / d, alpha, 1.0)
+                        }
+                    }
+                }
+            }
+            LearningRate::CosineDecayRestarts {
+                initial,
+                first_decay_steps,
+                t_mul,
+                m_mul,
+                alpha,
+            } => {
+                let fraction = step / steps(first_decay_steps);
+                let t_mul = *t_mul as f64;
+                let (restart, fraction) = if t_mul == 1.0 {
+                    let i = fraction.floor();
+                    (i, fraction - i)
+                } else {
+                    let i = ((1.0 - fraction * (1.0 - t_mul)).ln() / t_mul.ln()).floor();
+                    let done = (1.0 - t_mul.powf(i)) / (1.0 - t_mul);
+                    (i, (fraction - done) / t_mul.powf(i))
+                };
+                let scale = (*m_mul as f64).powf(restart);
+                *initial as f64 * cosine(fraction, *alpha as f64, scale)
+            }
+            LearningRate::Schedule(f) => return f(iteration),
+        };
+        r as f32
+    }
+
+    /// Checks the schedule's parameters (at `compile`): positive step counts,
+    /// one more value than boundaries, increasing boundaries.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::config("learning rate", format!("{self:?}: {m}")));
+        match self {
+            LearningRate::ExponentialDecay { decay_steps, .. }
+            | LearningRate::PolynomialDecay { decay_steps, .. }
+            | LearningRate::InverseTimeDecay { decay_steps, .. }
+            | LearningRate::CosineDecay { decay_steps, .. }
+            | LearningRate::CosineDecayRestarts {
+                first_decay_steps: decay_steps,
+                ..
+            } if *decay_steps == 0 => bad("the decay steps must be positive".into()),
+            LearningRate::CosineDecay {
+                warmup: Some((_, 0)),
+                ..
+            } => bad("the warmup steps must be positive".into()),
+            LearningRate::PiecewiseConstantDecay { boundaries, values }
+                if values.len() != boundaries.len() + 1 =>
+            {
+                bad(format!(
+                    "{} boundaries need {} values, got {}",
+                    boundaries.len(),
+                    boundaries.len() + 1,
+                    values.len()
+                ))
+            }
+            LearningRate::PiecewiseConstantDecay { boundaries, .. }
+                if boundaries.windows(2).any(|w| w[0] >= w[1]) =>
+            {
+                bad("the boundaries must increase".into())
+            }
+            _ => Ok(()),
         }
     }
 }
+
+/// Gradient clipping with Keras's semantics (at most one kind per
+/// optimiser, as Keras requires). Applied once per optimiser step, between
+/// differentiation and the update (the step's gradient hook).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clip {
+    /// `clipnorm`: each gradient `g ← g·c / max(‖g‖₂, c)` (per variable).
+    Norm(f32),
+    /// `clipvalue`: each element clamped to `[-c, c]`.
+    Value(f32),
+    /// `global_clipnorm`: every gradient scaled by `c · min(1/‖G‖, 1/c)`,
+    /// with `‖G‖` the norm of all gradients together.
+    GlobalNorm(f32),
+}
+
+/// The checkpoint key of the optimiser's iteration count (an `i32[]`;
+/// Keras's optimizer variable `iteration`).
+pub const ITERATION_VARIABLE: &str = "optimizer/iteration";
 
 /// The update rule and its hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +337,8 @@ pub struct Optimizer {
     pub learning_rate: LearningRate,
     /// Decoupled weight decay (`w -= w·wd·lr` before the step), `None` for off.
     pub weight_decay: Option<f32>,
+    /// Gradient clipping, `None` for off.
+    pub clip: Option<Clip>,
 }
 
 impl Optimizer {
@@ -116,6 +351,7 @@ impl Optimizer {
             },
             learning_rate: LearningRate::Constant(lr),
             weight_decay: None,
+            clip: None,
         }
     }
 
@@ -130,6 +366,7 @@ impl Optimizer {
             },
             learning_rate: LearningRate::Constant(lr),
             weight_decay: None,
+            clip: None,
         }
     }
 
@@ -152,6 +389,7 @@ impl Optimizer {
             },
             learning_rate: LearningRate::Constant(lr),
             weight_decay: None,
+            clip: None,
         }
     }
 
@@ -237,6 +475,24 @@ impl Optimizer {
         self
     }
 
+    /// Keras's `clipnorm`: clips each gradient to L2 norm `c`.
+    pub fn clipnorm(mut self, c: f32) -> Optimizer {
+        self.clip = Some(Clip::Norm(c));
+        self
+    }
+
+    /// Keras's `clipvalue`: clamps every gradient element to `[-c, c]`.
+    pub fn clipvalue(mut self, c: f32) -> Optimizer {
+        self.clip = Some(Clip::Value(c));
+        self
+    }
+
+    /// Keras's `global_clipnorm`: scales all gradients so that their joint L2 norm is at most `c`.
+    pub fn global_clipnorm(mut self, c: f32) -> Optimizer {
+        self.clip = Some(Clip::GlobalNorm(c));
+        self
+    }
+
     /// Replaces the learning rate with a schedule.
     pub fn learning_rate(mut self, lr: LearningRate) -> Optimizer {
         self.learning_rate = lr;
@@ -305,16 +561,16 @@ impl Optimizer {
                     let b1p = (&t * (*beta_1 as f64).ln() as f32).exp();
                     let b2p = (&t * (*beta_2 as f64).ln() as f32).exp();
                     let alpha = lr * (1.0 - &b2p).sqrt() / (1.0 - &b1p);
-                    let m = state("m", name, w.ty());
-                    let v = state("v", name, w.ty());
+                    let m = state("momentum", name, w.ty());
+                    let v = state("velocity", name, w.ty());
                     let m_new = &m + (g - &m) * (1.0 - *beta_1);
                     let v_new = &v + (g * g - &v) * (1.0 - *beta_2);
-                    set("m", name, &m_new);
-                    set("v", name, &v_new);
+                    set("momentum", name, &m_new);
+                    set("velocity", name, &v_new);
                     let denom_v = if *amsgrad {
-                        let vh = state("vhat", name, w.ty());
+                        let vh = state("velocity_hat", name, w.ty());
                         let vh_new = vh.maximum(&v_new);
-                        set("vhat", name, &vh_new);
+                        set("velocity_hat", name, &vh_new);
                         vh_new
                     } else {
                         v_new
@@ -331,9 +587,9 @@ impl Optimizer {
                     let v_new = &v * *rho + g * g * (1.0 - *rho);
                     set("velocity", name, &v_new);
                     let denom = if *centered {
-                        let a = state("average_grad", name, w.ty());
+                        let a = state("average_gradient", name, w.ty());
                         let a_new = &a * *rho + g * (1.0 - *rho);
-                        set("average_grad", name, &a_new);
+                        set("average_gradient", name, &a_new);
                         &v_new - &a_new * &a_new + *epsilon
                     } else {
                         &v_new + *epsilon

@@ -7,7 +7,7 @@ use crate::callbacks::Callback;
 use crate::error::{Error, Result};
 use crate::losses::Loss;
 use crate::metrics::Metric;
-use crate::optimizers::Optimizer;
+use crate::optimizers::{Clip, Optimizer};
 use lossgraph_ir::HostTensor;
 pub use lossgraph_runtime::Engine;
 
@@ -146,12 +146,26 @@ impl CompileOptions {
                 weight,
             });
         }
+        self.optimizer.learning_rate.validate()?;
+        let gradient_hook = match self.optimizer.clip {
+            None => GradientHook::Identity,
+            Some(c) => {
+                let (Clip::Norm(v) | Clip::Value(v) | Clip::GlobalNorm(v)) = c;
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::config(
+                        "gradient clipping",
+                        format!("{c:?}: the threshold must be positive and finite"),
+                    ));
+                }
+                GradientHook::Clip(c)
+            }
+        };
         Ok(Compiled {
             optimizer: self.optimizer,
             outputs,
             metrics: self.metrics,
             engine: self.engine,
-            gradient_hook: GradientHook::Identity,
+            gradient_hook,
         })
     }
 }
@@ -179,11 +193,13 @@ pub(crate) struct Compiled {
 /// The gradient-hook stage of a training step (see `step`): where gradient
 /// clipping, loss scaling and a cross-process allreduce go. Each variant is
 /// applied exactly once per optimiser step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) enum GradientHook {
-    /// Gradients pass unchanged (the only hook so far).
+    /// Gradients pass unchanged.
     #[default]
     Identity,
+    /// The optimiser's gradient clipping (a positive, finite threshold).
+    Clip(Clip),
 }
 
 /// Held-out data for `fit`.

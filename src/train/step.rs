@@ -33,9 +33,9 @@ use super::session::ProgramInfo;
 use crate::backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, Trace};
-use crate::optimizers::Optimizer;
+use crate::optimizers::{Clip, Optimizer};
 use lossgraph_ir::names::{self, ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT};
-use lossgraph_ir::{Builder, Graph, NodeId, Role, TensorType};
+use lossgraph_ir::{nn, Builder, Graph, NodeId, Role, Tensor, TensorType};
 use std::collections::HashMap;
 
 /// A stage of the step pipeline, in pipeline order.
@@ -137,9 +137,49 @@ impl Step {
 
     /// Stage 4: rewrites `grads` (and the `grad/<v>` outputs) with the hook.
     fn gradient_hook(&mut self, hook: GradientHook) -> Result<()> {
-        match hook {
-            GradientHook::Identity => Ok(()),
+        let clip = match hook {
+            GradientHook::Identity => return Ok(()),
+            GradientHook::Clip(c) => c,
+        };
+        let b = Builder::from_graph(std::mem::take(&mut self.g));
+        b.set_scope("gradient_hook");
+        b.set_role(Role::Gradient);
+        let grads: Vec<Tensor> = self.grads.iter().map(|g| b.tensor(*g)).collect();
+        let clipped: Vec<Tensor> = match clip {
+            Clip::Value(c) => grads.iter().map(|g| nn::clip(g, -c, c)).collect(),
+            // Keras's `clip_by_norm`: g·c / max(‖g‖, c), with ‖0‖ = 0.
+            Clip::Norm(c) => grads
+                .iter()
+                .map(|g| (g * c) / nn::square(g).sum_all().sqrt().maximum(c))
+                .collect(),
+            // Keras's `clip_by_global_norm`: scale = c·min(1/‖G‖, 1/c).
+            Clip::GlobalNorm(c) => {
+                let mut total: Option<Tensor> = None;
+                for g in &grads {
+                    let s = nn::square(g).sum_all();
+                    total = Some(match total.take() {
+                        None => s,
+                        Some(t) => t + s,
+                    });
+                }
+                let Some(total) = total else {
+                    return self.restore(b);
+                };
+                let scale = total.sqrt().recip().minimum(1.0 / c) * c;
+                grads.iter().map(|g| g * &scale).collect()
+            }
+        };
+        self.grads = clipped.iter().map(|t| t.id()).collect();
+        for ((name, _), t) in self.trainable.iter().zip(&clipped) {
+            b.output(&names::grad(name), t);
         }
+        self.restore(b)
+    }
+
+    /// Takes the graph back from a builder made on it.
+    fn restore(&mut self, b: Builder) -> Result<()> {
+        self.g = b.finish().map_err(|e| self.err(e.to_string()))?;
+        Ok(())
     }
 
     /// Stage 5: the optimiser's updates from `grads`. The `grad/<v>` outputs

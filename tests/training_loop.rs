@@ -1,0 +1,245 @@
+//! The loop around `fit` (issue 16): gradient clipping in the gradient hook,
+//! learning-rate schedules, callbacks with access to the model, logging
+//! without a terminal, and checkpoints that resume bit-identically.
+//! Expected values are hand-computed from Keras 3's formulas.
+
+// `&[x.clone()]` reads like Keras's `[x]`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+use lossgraph::layers::{Dense, Input};
+use lossgraph::optimizers::Clip;
+use lossgraph::{
+    CompileOptions, HostTensor, Init, LearningRate, Loss, Model, Optimizer, Sequential,
+};
+
+fn ht(shape: &[usize], v: Vec<f32>) -> HostTensor {
+    HostTensor::f32(shape, v).unwrap()
+}
+
+fn close(got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= tol, "{got:?} vs {want:?}");
+    }
+}
+
+/// `y = x·w + b` with `w = [1, 1]`, `b = 0`, MSE to 0 on `x = [3, 4]`:
+/// prediction 7, `L = 49`, `dL/dw = 2·7·x = [42, 56]` (norm 70), `dL/db = 14`.
+fn line(opt: Optimizer) -> Model {
+    let mut m = Sequential::new("line")
+        .add(Input::new(&[2]))
+        .add(Dense::new(1).kernel_initializer(Init::Ones).name("d"))
+        .build()
+        .unwrap();
+    m.compile(CompileOptions::new(opt, Loss::MeanSquaredError))
+        .unwrap();
+    m
+}
+
+fn batch() -> (Vec<HostTensor>, Vec<HostTensor>) {
+    (vec![ht(&[1, 2], vec![3.0, 4.0])], vec![ht(&[1, 1], vec![0.0])])
+}
+
+fn weights(m: &Model) -> Vec<f64> {
+    let mut w = m.get_weight("d/kernel").unwrap().to_f64();
+    w.extend(m.get_weight("d/bias").unwrap().to_f64());
+    w
+}
+
+/// One SGD(0.1) step with `clip`; returns kernel and bias.
+fn clipped_step(clip: Option<Clip>) -> Vec<f64> {
+    let mut opt = Optimizer::sgd(0.1);
+    opt.clip = clip;
+    let mut m = line(opt);
+    let (x, y) = batch();
+    m.train_on_batch(&x, &y).unwrap();
+    weights(&m)
+}
+
+#[test]
+fn gradient_clipping_follows_keras() {
+    // No clipping: w = 1 - 0.1·[42, 56], b = -0.1·14.
+    close(&clipped_step(None), &[-3.2, -4.6, -1.4], 1e-5);
+    // clipnorm 7, per variable: kernel gradient [42, 56]·7/70 = [4.2, 5.6];
+    // bias gradient 14·7/14 = 7.
+    close(
+        &clipped_step(Some(Clip::Norm(7.0))),
+        &[1.0 - 0.42, 1.0 - 0.56, -0.7],
+        1e-6,
+    );
+    // A norm under the threshold passes unchanged.
+    close(
+        &clipped_step(Some(Clip::Norm(100.0))),
+        &[-3.2, -4.6, -1.4],
+        1e-5,
+    );
+    // clipvalue 5: [5, 5] and 5.
+    close(
+        &clipped_step(Some(Clip::Value(5.0))),
+        &[0.5, 0.5, -0.5],
+        1e-6,
+    );
+    // global_clipnorm 7: ‖G‖ = √(42² + 56² + 14²) = √5096, every gradient
+    // scaled by 7/√5096.
+    let s = 7.0 / 5096f64.sqrt();
+    close(
+        &clipped_step(Some(Clip::GlobalNorm(7.0))),
+        &[1.0 - 0.1 * 42.0 * s, 1.0 - 0.1 * 56.0 * s, -0.1 * 14.0 * s],
+        1e-6,
+    );
+}
+
+#[test]
+fn clipping_runs_once_per_step_in_a_custom_loop() {
+    let mut m = line(Optimizer::sgd(0.1).clipnorm(7.0));
+    let (x, y) = batch();
+    let g = m.compute_gradients(&x, &y).unwrap();
+    // compute_gradients returns the hook's output: the clipped gradients.
+    close(&g.grads[0].1.to_f64(), &[4.2, 5.6], 1e-6);
+    close(&g.grads[1].1.to_f64(), &[7.0], 1e-6);
+    // apply_gradients feeds gradients in place of the hook's output: a
+    // gradient far over the threshold is applied as given (not clipped twice).
+    let big = vec![
+        (g.grads[0].0.clone(), ht(&[2, 1], vec![100.0, 0.0])),
+        (g.grads[1].0.clone(), ht(&[1], vec![0.0])),
+    ];
+    m.apply_gradients(&big).unwrap();
+    close(&weights(&m), &[1.0 - 10.0, 1.0, 0.0], 1e-6);
+    // compute + apply of the clipped gradients equals train_on_batch.
+    let mut a = line(Optimizer::sgd(0.1).clipnorm(7.0));
+    let g = a.compute_gradients(&x, &y).unwrap();
+    a.apply_gradients(&g.grads).unwrap();
+    let mut b = line(Optimizer::sgd(0.1).clipnorm(7.0));
+    b.train_on_batch(&x, &y).unwrap();
+    assert_eq!(weights(&a), weights(&b));
+}
+
+#[test]
+fn clipping_rejects_a_bad_threshold() {
+    let mut m = Sequential::new("bad")
+        .add(Input::new(&[2]))
+        .add(Dense::new(1))
+        .build()
+        .unwrap();
+    let err = m
+        .compile(CompileOptions::new(
+            Optimizer::adam(0.1).clipvalue(-1.0),
+            Loss::MeanSquaredError,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gradient clipping"), "{err}");
+}
+
+fn lr(s: &LearningRate, steps: &[u64]) -> Vec<f64> {
+    steps.iter().map(|&t| s.at(t) as f64).collect()
+}
+
+#[test]
+fn schedules_follow_keras_formulas() {
+    let exp = |staircase| LearningRate::ExponentialDecay {
+        initial: 0.1,
+        decay_steps: 10,
+        decay_rate: 0.5,
+        staircase,
+    };
+    // 0.1·0.5^(15/10) and, floored, 0.1·0.5^1.
+    close(&lr(&exp(false), &[0, 15]), &[0.1, 0.035355339], 1e-7);
+    close(&lr(&exp(true), &[9, 15, 20]), &[0.1, 0.05, 0.025], 1e-8);
+    let pw = LearningRate::PiecewiseConstantDecay {
+        boundaries: vec![10, 20],
+        values: vec![1.0, 0.5, 0.1],
+    };
+    close(
+        &lr(&pw, &[0, 10, 11, 20, 21, 1000]),
+        &[1.0, 1.0, 0.5, 0.5, 0.1, 0.1],
+        1e-8,
+    );
+    let poly = |cycle| LearningRate::PolynomialDecay {
+        initial: 0.1,
+        decay_steps: 10,
+        end: 0.01,
+        power: 2.0,
+        cycle,
+    };
+    // 0.09·(1 - 5/10)² + 0.01; capped at the end value after 10 steps.
+    close(&lr(&poly(false), &[0, 5, 20]), &[0.1, 0.0325, 0.01], 1e-8);
+    // cycle: step 15 decays over 20 steps: 0.09·(1 - 15/20)² + 0.01.
+    close(&lr(&poly(true), &[0, 15]), &[0.1, 0.015625], 1e-8);
+    let inv = |staircase| LearningRate::InverseTimeDecay {
+        initial: 0.1,
+        decay_steps: 10,
+        decay_rate: 0.5,
+        staircase,
+    };
+    // 0.1 / (1 + 0.5·5/10), and floored 0.1 / (1 + 0.5·1).
+    close(&lr(&inv(false), &[5]), &[0.08], 1e-8);
+    close(&lr(&inv(true), &[15]), &[0.1 / 1.5], 1e-8);
+    let cos = |alpha, warmup| LearningRate::CosineDecay {
+        initial: 0.1,
+        decay_steps: 100,
+        alpha,
+        warmup,
+    };
+    // ½(1 + cos(π/2)) = ½; capped at decay_steps (0 after).
+    close(&lr(&cos(0.0, None), &[0, 50, 200]), &[0.1, 0.05, 0.0], 1e-8);
+    // alpha 0.1: (0.9·½ + 0.1)·0.1 at the midpoint, 0.1·0.1 at the end.
+    close(&lr(&cos(0.1, None), &[50, 100]), &[0.055, 0.01], 1e-8);
+    // Warmup from 0.1 to 0.3 over 10 steps, then cosine from 0.3.
+    close(
+        &lr(&cos(0.0, Some((0.3, 10))), &[0, 5, 10, 60, 500]),
+        &[0.1, 0.2, 0.3, 0.15, 0.0],
+        1e-7,
+    );
+    let sgdr = |t_mul, m_mul| LearningRate::CosineDecayRestarts {
+        initial: 0.1,
+        first_decay_steps: 10,
+        t_mul,
+        m_mul,
+        alpha: 0.0,
+    };
+    // t_mul 2: periods [0, 10), [10, 30), ...; the second peak is m_mul·0.1,
+    // its midpoint (step 20) half of that.
+    close(
+        &lr(&sgdr(2.0, 0.5), &[0, 5, 10, 20]),
+        &[0.1, 0.05, 0.05, 0.025],
+        1e-7,
+    );
+    // t_mul 1: period 10; step 25 is restart 2 (peak 0.25·0.1) at its midpoint.
+    close(&lr(&sgdr(1.0, 0.5), &[25]), &[0.0125], 1e-8);
+}
+
+#[test]
+fn a_schedule_is_fed_per_step_without_recompiling() {
+    // SGD on `line`: the first step takes lr 0.01, the second lr 0 (the
+    // program compiled once, the rate fed per step).
+    let s = LearningRate::PiecewiseConstantDecay {
+        boundaries: vec![0],
+        values: vec![0.01, 0.0],
+    };
+    let mut m = line(Optimizer::sgd(0.0).learning_rate(s));
+    let (x, y) = batch();
+    m.train_on_batch(&x, &y).unwrap();
+    let after_one = weights(&m);
+    close(&after_one, &[1.0 - 0.42, 1.0 - 0.56, -0.14], 1e-6);
+    // Step 1 uses lr 0: nothing moves.
+    m.train_on_batch(&x, &y).unwrap();
+    assert_eq!(weights(&m), after_one);
+    let bad = LearningRate::PiecewiseConstantDecay {
+        boundaries: vec![5, 3],
+        values: vec![1.0, 0.5, 0.1],
+    };
+    let mut m = Sequential::new("bad")
+        .add(Input::new(&[2]))
+        .add(Dense::new(1))
+        .build()
+        .unwrap();
+    let err = m
+        .compile(CompileOptions::new(
+            Optimizer::sgd(0.0).learning_rate(bad),
+            Loss::MeanSquaredError,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("boundaries must increase"), "{err}");
+}

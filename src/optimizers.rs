@@ -172,11 +172,7 @@ impl LearningRate {
             }
             LearningRate::PiecewiseConstantDecay { boundaries, values } => {
                 let i = boundaries.iter().take_while(|b| iteration > **b).count();
-                values
-                    .get(i)
-                    .or(values.last())
-                    .copied()
-                    .unwrap_or(f32::NAN) as f64
+                values.get(i).or(values.last()).copied().unwrap_or(f32::NAN) as f64
             }
             LearningRate::PolynomialDecay {
                 initial,

@@ -37,7 +37,10 @@ fn line(opt: Optimizer) -> Model {
 }
 
 fn batch() -> (Vec<HostTensor>, Vec<HostTensor>) {
-    (vec![ht(&[1, 2], vec![3.0, 4.0])], vec![ht(&[1, 1], vec![0.0])])
+    (
+        vec![ht(&[1, 2], vec![3.0, 4.0])],
+        vec![ht(&[1, 1], vec![0.0])],
+    )
 }
 
 fn weights(m: &Model) -> Vec<f64> {

@@ -39,7 +39,10 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         io_err(
             path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path has no file name"),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path has no file name",
+            ),
         )
     })?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +110,10 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     if path.is_dir() {
         return Err(io_err(
             path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory, not a file"),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory, not a file",
+            ),
         ));
     }
     let tmp = temp_path(path)?;
@@ -184,8 +190,13 @@ mod tests {
         assert!(leftovers(&d).is_empty());
         let e = check_writable(&d).unwrap_err().to_string();
         assert!(e.contains("is a directory"), "{e}");
-        let e = check_writable(d.join("missing/w.bin")).unwrap_err().to_string();
-        assert!(e.contains("parent directory") && e.contains("missing"), "{e}");
+        let e = check_writable(d.join("missing/w.bin"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("parent directory") && e.contains("missing"),
+            "{e}"
+        );
         let file = d.join("plain");
         std::fs::write(&file, b"").unwrap();
         let e = check_writable(file.join("w.bin")).unwrap_err().to_string();

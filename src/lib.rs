@@ -79,6 +79,7 @@ pub mod error;
 #[doc = include_str!("../docs/add_loss.md")]
 pub mod guide {}
 pub mod initializers;
+pub mod io;
 pub mod keras;
 pub mod layer;
 pub mod layers;

@@ -84,7 +84,8 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTenso
     Ok(out)
 }
 
-/// Writes tensors to a safetensors file (F32 or I32, little-endian).
+/// Writes tensors to a safetensors file (F32 or I32, little-endian),
+/// atomically ([`crate::io::write_atomic`]).
 pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(String, HostTensor)]) -> Result<()> {
     let path = path.as_ref();
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
@@ -103,10 +104,7 @@ pub fn write_safetensors(path: impl AsRef<Path>, tensors: &[(String, HostTensor)
         views.push((n.clone(), v));
     }
     let buf = safetensors::serialize(views, None).map_err(|e| st_err(path, e))?;
-    std::fs::write(path, buf).map_err(|e| Error::Io {
-        file: path.display().to_string(),
-        source: e,
-    })
+    crate::io::write_atomic(path, &buf)
 }
 
 impl Model {

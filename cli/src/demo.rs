@@ -152,10 +152,9 @@ fn io(path: &Path, e: std::io::Error) -> lossgraph::Error {
     }
 }
 
-/// Writes `text` to `dir/name` and records the name.
+/// Writes `text` to `dir/name` atomically and records the name.
 fn write(dir: &Path, name: &str, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
-    let p = dir.join(name);
-    std::fs::write(&p, text).map_err(|e| io(&p, e))?;
+    lossgraph::io::write_atomic(dir.join(name), text.as_bytes())?;
     files.push(PathBuf::from(name));
     Ok(())
 }

@@ -130,6 +130,10 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
     if a.batch_size == 0 || a.epochs == 0 {
         return fail("--batch-size and --epochs must be at least 1");
     }
+    // Refuse an unwritable output before any work, not after training.
+    if let Some(out) = &a.save {
+        lossgraph::io::check_writable(out)?;
+    }
     let spec = ModelSpec::from_file(&a.model)?;
     let compile = compile_spec(&spec, &a.loss, &a.optimizer)?;
     let mut model = keras::build::build_model(&spec, 0)?;
@@ -193,6 +197,9 @@ pub fn dump_ir(
     if batch_size == 0 {
         return fail("--batch-size must be at least 1");
     }
+    if let Some(out) = output {
+        lossgraph::io::check_writable(out)?;
+    }
     let spec = ModelSpec::from_file(model)?;
     let compile = compile_spec(&spec, loss.unwrap_or("mse"), optimizer)?;
     let mut m = keras::build::build_model(&spec, 0)?;
@@ -250,7 +257,7 @@ pub fn demo(out: &Path, epochs: usize, seed: u64) -> Result<ExitCode, CliError> 
 
 fn write_out(path: Option<&Path>, text: &str) -> Result<(), CliError> {
     match path {
-        Some(p) => std::fs::write(p, text).map_err(|e| CliError(format!("{}: {e}", p.display()))),
+        Some(p) => Ok(lossgraph::io::write_atomic(p, text.as_bytes())?),
         None => {
             let mut o = std::io::stdout().lock();
             o.write_all(text.as_bytes())?;

@@ -81,26 +81,6 @@ impl BatchNormalization {
         self.epsilon = e;
         self
     }
-    /// Whether there is a `beta` offset.
-    pub fn center(mut self, yes: bool) -> Self {
-        self.center = yes;
-        self
-    }
-    /// Whether there is a `gamma` factor.
-    pub fn scale(mut self, yes: bool) -> Self {
-        self.scale = yes;
-        self
-    }
-    /// The `beta` initialiser (zeros).
-    pub fn beta_initializer(mut self, i: Init) -> Self {
-        self.beta_initializer = i;
-        self
-    }
-    /// The `gamma` initialiser (ones).
-    pub fn gamma_initializer(mut self, i: Init) -> Self {
-        self.gamma_initializer = i;
-        self
-    }
     /// The `moving_mean` initialiser (zeros).
     pub fn moving_mean_initializer(mut self, i: Init) -> Self {
         self.moving_mean_initializer = i;
@@ -109,16 +89,6 @@ impl BatchNormalization {
     /// The `moving_variance` initialiser (ones).
     pub fn moving_variance_initializer(mut self, i: Init) -> Self {
         self.moving_variance_initializer = i;
-        self
-    }
-    /// A regulariser on `beta`.
-    pub fn beta_regularizer(mut self, r: Regularizer) -> Self {
-        self.beta_regularizer = Some(r);
-        self
-    }
-    /// A regulariser on `gamma`.
-    pub fn gamma_regularizer(mut self, r: Regularizer) -> Self {
-        self.gamma_regularizer = Some(r);
         self
     }
     /// `false` freezes gamma and beta and normalizes with the moving
@@ -130,12 +100,9 @@ impl BatchNormalization {
         self.trainable = yes;
         self
     }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(BatchNormalization: name, affine);
 
 impl Layer for BatchNormalization {
     fn class_name(&self) -> String {

@@ -1,6 +1,6 @@
 //! `Conv1D` and `Conv2D`: `activation(conv(x, kernel) + bias)`, channels last.
 
-use super::{config_check, IntoActivation};
+use super::config_check;
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -140,90 +140,14 @@ impl Conv {
         }
     }
 
-    /// Strides, one per spatial axis.
-    pub fn strides(mut self, s: &[usize]) -> Conv {
-        self.strides = s.to_vec();
-        self
-    }
-
-    /// `"valid"` or `"same"`.
-    pub fn padding(mut self, p: &str) -> Conv {
-        match parse_padding(p) {
-            Ok(p) => self.padding = p,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Dilation, one per spatial axis.
-    pub fn dilation_rate(mut self, d: &[usize]) -> Conv {
-        self.dilation_rate = d.to_vec();
-        self
-    }
-
     /// Channel groups (input channels and filters must both divide).
     pub fn groups(mut self, g: usize) -> Conv {
         self.groups = g;
         self
     }
-
-    /// Sets the activation (an [`Activation`] or a Keras name such as `"relu"`).
-    pub fn activation(mut self, a: impl IntoActivation) -> Conv {
-        match a.into_activation() {
-            Ok(a) => self.activation = a,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Whether to add a bias.
-    pub fn use_bias(mut self, yes: bool) -> Conv {
-        self.use_bias = yes;
-        self
-    }
-
-    /// The kernel initialiser.
-    pub fn kernel_initializer(mut self, init: Init) -> Conv {
-        self.kernel_initializer = init;
-        self
-    }
-
-    /// The bias initialiser.
-    pub fn bias_initializer(mut self, init: Init) -> Conv {
-        self.bias_initializer = init;
-        self
-    }
-
-    /// A regulariser on the kernel.
-    pub fn kernel_regularizer(mut self, r: Regularizer) -> Conv {
-        self.kernel_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the bias.
-    pub fn bias_regularizer(mut self, r: Regularizer) -> Conv {
-        self.bias_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the (post-activation) output, divided by the batch size.
-    pub fn activity_regularizer(mut self, r: Regularizer) -> Conv {
-        self.activity_regularizer = Some(r);
-        self
-    }
-
-    /// Freezes (false) or unfreezes the layer's weights.
-    pub fn trainable(mut self, yes: bool) -> Conv {
-        self.trainable = yes;
-        self
-    }
-
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Conv {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(Conv: output, name, kernel, trainable, window);
 
 impl Layer for Conv {
     fn class_name(&self) -> String {

@@ -1,8 +1,8 @@
 //! `Conv1DTranspose` and `Conv2DTranspose`: the transpose (input gradient)
 //! of a convolution, kernel `(k.., filters, in)`, channels last.
 
-use super::conv::{check_tuple, padding_name, parse_padding};
-use super::{config_check, IntoActivation};
+use super::config_check;
+use super::conv::{check_tuple, padding_name};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -76,79 +76,9 @@ impl ConvTranspose {
             geometry: (Vec::new(), Vec::new()),
         }
     }
-
-    /// Strides, one per spatial axis.
-    pub fn strides(mut self, s: &[usize]) -> ConvTranspose {
-        self.strides = s.to_vec();
-        self
-    }
-
-    /// `"valid"` or `"same"`.
-    pub fn padding(mut self, p: &str) -> ConvTranspose {
-        match parse_padding(p) {
-            Ok(p) => self.padding = p,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Dilation, one per spatial axis.
-    pub fn dilation_rate(mut self, d: &[usize]) -> ConvTranspose {
-        self.dilation_rate = d.to_vec();
-        self
-    }
-
-    /// Sets the activation (an [`Activation`] or a Keras name).
-    pub fn activation(mut self, a: impl IntoActivation) -> ConvTranspose {
-        match a.into_activation() {
-            Ok(a) => self.activation = a,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Whether to add a bias.
-    pub fn use_bias(mut self, yes: bool) -> ConvTranspose {
-        self.use_bias = yes;
-        self
-    }
-
-    /// The kernel initialiser.
-    pub fn kernel_initializer(mut self, init: Init) -> ConvTranspose {
-        self.kernel_initializer = init;
-        self
-    }
-
-    /// The bias initialiser.
-    pub fn bias_initializer(mut self, init: Init) -> ConvTranspose {
-        self.bias_initializer = init;
-        self
-    }
-
-    /// A regulariser on the kernel.
-    pub fn kernel_regularizer(mut self, r: Regularizer) -> ConvTranspose {
-        self.kernel_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the bias.
-    pub fn bias_regularizer(mut self, r: Regularizer) -> ConvTranspose {
-        self.bias_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the (post-activation) output, divided by the batch size.
-    pub fn activity_regularizer(mut self, r: Regularizer) -> ConvTranspose {
-        self.activity_regularizer = Some(r);
-        self
-    }
-
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> ConvTranspose {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(ConvTranspose: output, name, kernel, window);
 
 impl Layer for ConvTranspose {
     fn class_name(&self) -> String {

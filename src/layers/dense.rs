@@ -1,6 +1,6 @@
 //! `Dense`: `activation(x @ kernel + bias)`.
 
-use super::{config_check, IntoActivation};
+use super::config_check;
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -43,68 +43,13 @@ impl Dense {
         }
     }
 
-    /// Sets the activation (an [`Activation`] or a Keras name such as `"relu"`).
-    pub fn activation(mut self, a: impl IntoActivation) -> Dense {
-        match a.into_activation() {
-            Ok(a) => self.activation = a,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Whether to add a bias.
-    pub fn use_bias(mut self, yes: bool) -> Dense {
-        self.use_bias = yes;
-        self
-    }
-
-    /// The kernel initialiser.
-    pub fn kernel_initializer(mut self, init: Init) -> Dense {
-        self.kernel_initializer = init;
-        self
-    }
-
-    /// The bias initialiser.
-    pub fn bias_initializer(mut self, init: Init) -> Dense {
-        self.bias_initializer = init;
-        self
-    }
-
-    /// A regulariser on the kernel.
-    pub fn kernel_regularizer(mut self, r: Regularizer) -> Dense {
-        self.kernel_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the bias.
-    pub fn bias_regularizer(mut self, r: Regularizer) -> Dense {
-        self.bias_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the (post-activation) output, divided by the batch size.
-    pub fn activity_regularizer(mut self, r: Regularizer) -> Dense {
-        self.activity_regularizer = Some(r);
-        self
-    }
-
-    /// Freezes (false) or unfreezes the layer's weights.
-    pub fn trainable(mut self, yes: bool) -> Dense {
-        self.trainable = yes;
-        self
-    }
-
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Dense {
-        self.name = Some(name.into());
-        self
-    }
-
     /// The number of output units.
     pub fn units(&self) -> usize {
         self.units
     }
 }
+
+layer_setters!(Dense: output, name, kernel, trainable);
 
 impl Layer for Dense {
     fn class_name(&self) -> String {

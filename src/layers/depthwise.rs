@@ -5,8 +5,8 @@
 //! `c·M + m`, as Keras orders them). `SeparableConv2D` follows it with a
 //! 1×1 `pointwise_kernel` `(1, 1, C·M, filters)` and the bias.
 
-use super::conv::{check_tuple, geometry, padding_name, parse_padding};
-use super::{config_check, IntoActivation};
+use super::config_check;
+use super::conv::{check_tuple, geometry, padding_name};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -93,42 +93,6 @@ impl DepthwiseConv {
         self
     }
 
-    /// Strides `[sh, sw]`.
-    pub fn strides(mut self, s: &[usize]) -> DepthwiseConv {
-        self.strides = s.to_vec();
-        self
-    }
-
-    /// `"valid"` or `"same"`.
-    pub fn padding(mut self, p: &str) -> DepthwiseConv {
-        match parse_padding(p) {
-            Ok(p) => self.padding = p,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Dilation `[dh, dw]`.
-    pub fn dilation_rate(mut self, d: &[usize]) -> DepthwiseConv {
-        self.dilation_rate = d.to_vec();
-        self
-    }
-
-    /// Sets the activation (an [`Activation`] or a Keras name).
-    pub fn activation(mut self, a: impl IntoActivation) -> DepthwiseConv {
-        match a.into_activation() {
-            Ok(a) => self.activation = a,
-            Err(m) => self.config_error = Some(m),
-        }
-        self
-    }
-
-    /// Whether to add a bias.
-    pub fn use_bias(mut self, yes: bool) -> DepthwiseConv {
-        self.use_bias = yes;
-        self
-    }
-
     /// The depthwise kernel's initialiser.
     pub fn depthwise_initializer(mut self, init: Init) -> DepthwiseConv {
         self.depthwise_initializer = init;
@@ -138,12 +102,6 @@ impl DepthwiseConv {
     /// The pointwise kernel's initialiser (`SeparableConv2D`).
     pub fn pointwise_initializer(mut self, init: Init) -> DepthwiseConv {
         self.pointwise_initializer = init;
-        self
-    }
-
-    /// The bias initialiser.
-    pub fn bias_initializer(mut self, init: Init) -> DepthwiseConv {
-        self.bias_initializer = init;
         self
     }
 
@@ -158,25 +116,9 @@ impl DepthwiseConv {
         self.pointwise_regularizer = Some(r);
         self
     }
-
-    /// A regulariser on the bias.
-    pub fn bias_regularizer(mut self, r: Regularizer) -> DepthwiseConv {
-        self.bias_regularizer = Some(r);
-        self
-    }
-
-    /// A regulariser on the (post-activation) output, divided by the batch size.
-    pub fn activity_regularizer(mut self, r: Regularizer) -> DepthwiseConv {
-        self.activity_regularizer = Some(r);
-        self
-    }
-
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> DepthwiseConv {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(DepthwiseConv: output, name, window);
 
 impl Layer for DepthwiseConv {
     fn class_name(&self) -> String {

@@ -55,42 +55,9 @@ impl GroupNormalization {
         self.epsilon = e;
         self
     }
-    /// Whether there is a `beta` offset.
-    pub fn center(mut self, yes: bool) -> Self {
-        self.center = yes;
-        self
-    }
-    /// Whether there is a `gamma` factor.
-    pub fn scale(mut self, yes: bool) -> Self {
-        self.scale = yes;
-        self
-    }
-    /// The `beta` initialiser (zeros).
-    pub fn beta_initializer(mut self, i: Init) -> Self {
-        self.beta_initializer = i;
-        self
-    }
-    /// The `gamma` initialiser (ones).
-    pub fn gamma_initializer(mut self, i: Init) -> Self {
-        self.gamma_initializer = i;
-        self
-    }
-    /// A regulariser on `beta`.
-    pub fn beta_regularizer(mut self, r: Regularizer) -> Self {
-        self.beta_regularizer = Some(r);
-        self
-    }
-    /// A regulariser on `gamma`.
-    pub fn gamma_regularizer(mut self, r: Regularizer) -> Self {
-        self.gamma_regularizer = Some(r);
-        self
-    }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(GroupNormalization: name, affine);
 
 impl Layer for GroupNormalization {
     fn class_name(&self) -> String {

@@ -64,52 +64,11 @@ impl LayerNormalization {
         self.epsilon = e;
         self
     }
-    /// Whether there is a `beta` offset.
-    pub fn center(mut self, yes: bool) -> Self {
-        self.center = yes;
-        self
-    }
-    /// Whether there is a `gamma` factor.
-    pub fn scale(mut self, yes: bool) -> Self {
-        self.scale = yes;
-        self
-    }
     /// RMS normalization (see the type docs).
     pub fn rms_scaling(mut self, yes: bool) -> Self {
         self.rms_scaling = yes;
         self
     }
-    /// The `beta` initialiser (zeros).
-    pub fn beta_initializer(mut self, i: Init) -> Self {
-        self.beta_initializer = i;
-        self
-    }
-    /// The `gamma` initialiser (ones).
-    pub fn gamma_initializer(mut self, i: Init) -> Self {
-        self.gamma_initializer = i;
-        self
-    }
-    /// A regulariser on `beta`.
-    pub fn beta_regularizer(mut self, r: Regularizer) -> Self {
-        self.beta_regularizer = Some(r);
-        self
-    }
-    /// A regulariser on `gamma`.
-    pub fn gamma_regularizer(mut self, r: Regularizer) -> Self {
-        self.gamma_regularizer = Some(r);
-        self
-    }
-    /// Freezes (false) or unfreezes gamma and beta.
-    pub fn trainable(mut self, yes: bool) -> Self {
-        self.trainable = yes;
-        self
-    }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
     fn has_gamma(&self) -> bool {
         self.scale || self.rms_scaling
     }
@@ -117,6 +76,8 @@ impl LayerNormalization {
         self.center && !self.rms_scaling
     }
 }
+
+layer_setters!(LayerNormalization: name, affine, trainable);
 
 impl Layer for LayerNormalization {
     fn class_name(&self) -> String {

@@ -2,6 +2,147 @@
 //! so the Keras JSON importer constructs the same objects a Rust user writes:
 //! `Dense::new(8).activation("relu").kernel_regularizer(Regularizer::L2(0.01)).name("dense_1")`.
 
+/// Keras's builder methods shared by the layers with weights, written once.
+/// `layer_setters!(T: group, ...)` adds to `T` the methods of each group; `T`
+/// must have the fields the group sets:
+/// - `output`: `activation`, `use_bias`, `bias_initializer`,
+///   `bias_regularizer`, `activity_regularizer` (and `config_error` for a bad
+///   activation name);
+/// - `name`: `name`;
+/// - `affine` (the normalizations): `center`, `scale`, `beta_initializer`,
+///   `gamma_initializer`, `beta_regularizer`, `gamma_regularizer`;
+/// - `kernel`: `kernel_initializer`, `kernel_regularizer`;
+/// - `trainable`: `trainable`;
+/// - `window`: `strides`, `padding` (and `config_error`), `dilation_rate`.
+macro_rules! layer_setters {
+    ($t:ident: $($group:ident),+) => {
+        impl $t {
+            $(layer_setters!(@$group $t);)+
+        }
+    };
+    (@output $t:ident) => {
+        /// Sets the activation (an [`Activation`](crate::activations::Activation) or a Keras name such as `"relu"`).
+        pub fn activation(mut self, a: impl crate::layers::IntoActivation) -> $t {
+            match a.into_activation() {
+                Ok(a) => self.activation = a,
+                Err(m) => self.config_error = Some(m),
+            }
+            self
+        }
+
+        /// Whether to add a bias.
+        pub fn use_bias(mut self, yes: bool) -> $t {
+            self.use_bias = yes;
+            self
+        }
+
+        /// The bias initialiser.
+        pub fn bias_initializer(mut self, init: crate::initializers::Init) -> $t {
+            self.bias_initializer = init;
+            self
+        }
+
+        /// A regulariser on the bias.
+        pub fn bias_regularizer(mut self, r: crate::regularizers::Regularizer) -> $t {
+            self.bias_regularizer = Some(r);
+            self
+        }
+
+        /// A regulariser on the (post-activation) output, divided by the batch size.
+        pub fn activity_regularizer(mut self, r: crate::regularizers::Regularizer) -> $t {
+            self.activity_regularizer = Some(r);
+            self
+        }
+
+    };
+    (@name $t:ident) => {
+        /// The layer name.
+        pub fn name(mut self, name: impl Into<String>) -> $t {
+            self.name = Some(name.into());
+            self
+        }
+    };
+    (@affine $t:ident) => {
+        /// Whether there is a `beta` offset.
+        pub fn center(mut self, yes: bool) -> $t {
+            self.center = yes;
+            self
+        }
+
+        /// Whether there is a `gamma` factor.
+        pub fn scale(mut self, yes: bool) -> $t {
+            self.scale = yes;
+            self
+        }
+
+        /// The `beta` initialiser (zeros).
+        pub fn beta_initializer(mut self, i: crate::initializers::Init) -> $t {
+            self.beta_initializer = i;
+            self
+        }
+
+        /// The `gamma` initialiser (ones).
+        pub fn gamma_initializer(mut self, i: crate::initializers::Init) -> $t {
+            self.gamma_initializer = i;
+            self
+        }
+
+        /// A regulariser on `beta`.
+        pub fn beta_regularizer(mut self, r: crate::regularizers::Regularizer) -> $t {
+            self.beta_regularizer = Some(r);
+            self
+        }
+
+        /// A regulariser on `gamma`.
+        pub fn gamma_regularizer(mut self, r: crate::regularizers::Regularizer) -> $t {
+            self.gamma_regularizer = Some(r);
+            self
+        }
+    };
+    (@kernel $t:ident) => {
+        /// The kernel initialiser.
+        pub fn kernel_initializer(mut self, init: crate::initializers::Init) -> $t {
+            self.kernel_initializer = init;
+            self
+        }
+
+        /// A regulariser on the kernel.
+        pub fn kernel_regularizer(mut self, r: crate::regularizers::Regularizer) -> $t {
+            self.kernel_regularizer = Some(r);
+            self
+        }
+    };
+    (@trainable $t:ident) => {
+        /// Freezes (false) or unfreezes the layer's weights.
+        pub fn trainable(mut self, yes: bool) -> $t {
+            self.trainable = yes;
+            self
+        }
+    };
+    (@window $t:ident) => {
+        /// Strides, one per spatial axis.
+        pub fn strides(mut self, s: &[usize]) -> $t {
+            self.strides = s.to_vec();
+            self
+        }
+
+        /// `"valid"` or `"same"`.
+        pub fn padding(mut self, p: &str) -> $t {
+            match crate::layers::parse_padding(p) {
+                Ok(p) => self.padding = p,
+                Err(m) => self.config_error = Some(m),
+            }
+            self
+        }
+
+        /// Dilation, one per spatial axis.
+        pub fn dilation_rate(mut self, d: &[usize]) -> $t {
+            self.dilation_rate = d.to_vec();
+            self
+        }
+    };
+}
+
 mod activation;
 mod alpha_dropout;
 mod batch_normalization;

@@ -280,7 +280,15 @@ impl LearningRate {
             {
                 bad("the boundaries must increase".into())
             }
-            _ => Ok(()),
+            // Listed, not `_`: a new schedule must decide what it validates.
+            LearningRate::Constant(_)
+            | LearningRate::ExponentialDecay { .. }
+            | LearningRate::PiecewiseConstantDecay { .. }
+            | LearningRate::PolynomialDecay { .. }
+            | LearningRate::InverseTimeDecay { .. }
+            | LearningRate::CosineDecay { .. }
+            | LearningRate::CosineDecayRestarts { .. }
+            | LearningRate::Schedule(_) => Ok(()),
         }
     }
 }

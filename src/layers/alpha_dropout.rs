@@ -27,17 +27,9 @@ impl AlphaDropout {
             name: None,
         }
     }
-    /// The noise seed (default: derived from the model seed).
-    pub fn seed(mut self, seed: u32) -> Self {
-        self.seed = NoiseSeed::fixed(seed);
-        self
-    }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(AlphaDropout: seed, name);
 
 /// SELU's `α` and `λ`.
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;

@@ -1,6 +1,6 @@
 //! `Conv1D` and `Conv2D`: `activation(conv(x, kernel) + bias)`, channels last.
 
-use super::config_check;
+use super::{bias_activation, config_check};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -235,12 +235,7 @@ impl Layer for Conv {
             self.groups,
         )
         .map_err(|m| Error::layer(ctx.path(), m))?;
-        let y = if self.use_bias {
-            y + ctx.weight("bias")
-        } else {
-            y
-        };
-        Ok(self.activation.apply(&y))
+        Ok(bias_activation(ctx, y, self.use_bias, &self.activation))
     }
 
     fn activity_regularizer(&self) -> Option<&Regularizer> {

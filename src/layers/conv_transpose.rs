@@ -1,8 +1,8 @@
 //! `Conv1DTranspose` and `Conv2DTranspose`: the transpose (input gradient)
 //! of a convolution, kernel `(k.., filters, in)`, channels last.
 
-use super::config_check;
 use super::conv::{check_tuple, padding_name};
+use super::{bias_activation, config_check};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -155,12 +155,7 @@ impl Layer for ConvTranspose {
             &self.geometry.1,
         )
         .map_err(|m| Error::layer(ctx.path(), m))?;
-        let y = if self.use_bias {
-            y + ctx.weight("bias")
-        } else {
-            y
-        };
-        Ok(self.activation.apply(&y))
+        Ok(bias_activation(ctx, y, self.use_bias, &self.activation))
     }
 
     fn activity_regularizer(&self) -> Option<&Regularizer> {

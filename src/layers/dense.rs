@@ -1,6 +1,6 @@
 //! `Dense`: `activation(x @ kernel + bias)`.
 
-use super::config_check;
+use super::{bias_activation, config_check};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -105,12 +105,7 @@ impl Layer for Dense {
         } else {
             inputs.matmul(kernel)
         };
-        let y = if self.use_bias {
-            y + ctx.weight("bias")
-        } else {
-            y
-        };
-        Ok(self.activation.apply(&y))
+        Ok(bias_activation(ctx, y, self.use_bias, &self.activation))
     }
 
     fn activity_regularizer(&self) -> Option<&Regularizer> {

@@ -5,8 +5,8 @@
 //! `c·M + m`, as Keras orders them). `SeparableConv2D` follows it with a
 //! 1×1 `pointwise_kernel` `(1, 1, C·M, filters)` and the bias.
 
-use super::config_check;
 use super::conv::{check_tuple, geometry, padding_name};
+use super::{bias_activation, config_check};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Init;
@@ -228,12 +228,7 @@ impl Layer for DepthwiseConv {
             )
             .map_err(err)?;
         }
-        let y = if self.use_bias {
-            y + ctx.weight("bias")
-        } else {
-            y
-        };
-        Ok(self.activation.apply(&y))
+        Ok(bias_activation(ctx, y, self.use_bias, &self.activation))
     }
 
     fn activity_regularizer(&self) -> Option<&Regularizer> {

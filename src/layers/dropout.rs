@@ -26,19 +26,9 @@ impl Dropout {
             name: None,
         }
     }
-
-    /// The noise seed (default: derived from the model seed).
-    pub fn seed(mut self, seed: u32) -> Dropout {
-        self.seed = NoiseSeed::fixed(seed);
-        self
-    }
-
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Dropout {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(Dropout: seed, name);
 
 /// Checks a dropout rate: `[0, 1)`.
 pub(crate) fn check_rate(path: &str, rate: f32) -> Result<()> {

@@ -23,17 +23,9 @@ impl GaussianDropout {
             name: None,
         }
     }
-    /// The noise seed (default: derived from the model seed).
-    pub fn seed(mut self, seed: u32) -> Self {
-        self.seed = NoiseSeed::fixed(seed);
-        self
-    }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(GaussianDropout: seed, name);
 
 impl Layer for GaussianDropout {
     fn class_name(&self) -> String {

@@ -9,6 +9,7 @@
 ///   `bias_regularizer`, `activity_regularizer` (and `config_error` for a bad
 ///   activation name);
 /// - `name`: `name`;
+/// - `seed` (the noise layers): `seed`, a [`NoiseSeed`];
 /// - `affine` (the normalizations): `center`, `scale`, `beta_initializer`,
 ///   `gamma_initializer`, `beta_regularizer`, `gamma_regularizer`;
 /// - `kernel`: `kernel_initializer`, `kernel_regularizer`;
@@ -54,6 +55,13 @@ macro_rules! layer_setters {
             self
         }
 
+    };
+    (@seed $t:ident) => {
+        /// The noise seed (default: derived from the model seed).
+        pub fn seed(mut self, seed: u32) -> $t {
+            self.seed = crate::layers::NoiseSeed::fixed(seed);
+            self
+        }
     };
     (@name $t:ident) => {
         /// The layer name.
@@ -221,6 +229,18 @@ impl IntoActivation for &String {
     fn into_activation(self) -> std::result::Result<activations::Activation, String> {
         self.as_str().into_activation()
     }
+}
+
+/// The epilogue of the layers with a kernel: `activation(y + bias)`, the
+/// bias being the layer's `bias` weight when `use_bias`.
+pub(crate) fn bias_activation(
+    ctx: &crate::layer::CallCtx<'_>,
+    y: lossgraph_ir::Tensor,
+    use_bias: bool,
+    activation: &activations::Activation,
+) -> lossgraph_ir::Tensor {
+    let y = if use_bias { y + ctx.weight("bias") } else { y };
+    activation.apply(&y)
 }
 
 /// Turns a configuration error recorded by a builder method into a layer error.

@@ -36,17 +36,9 @@ impl SpatialDropout {
             ..SpatialDropout::new_1d(rate)
         }
     }
-    /// The noise seed (default: derived from the model seed).
-    pub fn seed(mut self, seed: u32) -> Self {
-        self.seed = NoiseSeed::fixed(seed);
-        self
-    }
-    /// The layer name.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
 }
+
+layer_setters!(SpatialDropout: seed, name);
 
 impl Layer for SpatialDropout {
     fn class_name(&self) -> String {

@@ -136,25 +136,15 @@ fn parse_conv(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
             format!("must be positive and divide filters ({filters}), got {groups}"),
         ));
     }
-    let activation = spec::activation(cfg, "activation", true)?;
-    let use_bias = cfg.bool_or("use_bias", true)?;
-    let kernel_initializer = spec::initializer(
-        cfg,
-        "kernel_initializer",
-        InitializerSpec::GlorotUniform { seed: None },
-    )?;
-    let bias_initializer = spec::initializer(cfg, "bias_initializer", InitializerSpec::Zeros)?;
-    let kernel_regularizer = spec::regularizer(cfg, "kernel_regularizer")?;
-    let bias_regularizer = spec::regularizer(cfg, "bias_regularizer")?;
-    let activity_regularizer = spec::regularizer(cfg, "activity_regularizer")?;
-    for key in [
-        "kernel_constraint",
-        "bias_constraint",
-        "lora_rank",
-        "lora_alpha",
-    ] {
-        cfg.only(key, &[Value::Null])?;
-    }
+    let spec::KernelKeys {
+        activation,
+        use_bias,
+        kernel_initializer,
+        bias_initializer,
+        kernel_regularizer,
+        bias_regularizer,
+        activity_regularizer,
+    } = spec::kernel_keys(cfg)?;
     Ok(LayerKind::Spatial(SpatialKind::Conv {
         rank,
         filters,

@@ -704,6 +704,44 @@ pub(super) fn common(cfg: &mut Cfg<'_>) -> Result<()> {
     check_dtype(cfg, "dtype")
 }
 
+/// The keys Dense and the convolutions share, parsed once.
+pub(super) struct KernelKeys {
+    pub activation: ActivationSpec,
+    pub use_bias: bool,
+    pub kernel_initializer: InitializerSpec,
+    pub bias_initializer: InitializerSpec,
+    pub kernel_regularizer: Option<RegularizerSpec>,
+    pub bias_regularizer: Option<RegularizerSpec>,
+    pub activity_regularizer: Option<RegularizerSpec>,
+}
+
+/// Parses [`KernelKeys`] with Keras's defaults (linear, bias, glorot_uniform
+/// kernel, zero bias); the constraint and LoRA keys must be null.
+pub(super) fn kernel_keys(cfg: &mut Cfg<'_>) -> Result<KernelKeys> {
+    let keys = KernelKeys {
+        activation: activation(cfg, "activation", true)?,
+        use_bias: cfg.bool_or("use_bias", true)?,
+        kernel_initializer: initializer(
+            cfg,
+            "kernel_initializer",
+            InitializerSpec::GlorotUniform { seed: None },
+        )?,
+        bias_initializer: initializer(cfg, "bias_initializer", InitializerSpec::Zeros)?,
+        kernel_regularizer: regularizer(cfg, "kernel_regularizer")?,
+        bias_regularizer: regularizer(cfg, "bias_regularizer")?,
+        activity_regularizer: regularizer(cfg, "activity_regularizer")?,
+    };
+    for key in [
+        "kernel_constraint",
+        "bias_constraint",
+        "lora_rank",
+        "lora_alpha",
+    ] {
+        cfg.only(key, &[Value::Null])?;
+    }
+    Ok(keys)
+}
+
 pub(super) fn activation(cfg: &mut Cfg<'_>, key: &str, optional: bool) -> Result<ActivationSpec> {
     match cfg.get(key) {
         None | Some(Value::Null) if optional => Ok(ActivationSpec::Linear),

@@ -104,8 +104,8 @@ pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTenso
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
 pub use train::{
-    CompileOptions, Engine, FitOptions, Gradients, History, InterpreterFallback, Logs, Purpose,
-    StepStage, Validation,
+    CheckpointInfo, CompileOptions, Engine, FitOptions, Gradients, History, InterpreterFallback,
+    Logs, Purpose, StepStage, Validation,
 };
 pub use weights::{read_safetensors, write_safetensors};
 

@@ -8,8 +8,8 @@
 //! update step. State variables are named `optimizer/<kind>/<slot>/<param>`
 //! with Keras's slot names (`momentum`, `velocity`, `velocity_hat`,
 //! `average_gradient`) and start at zero; each new value is the output
-//! `update/<name>`. The iteration count is saved in checkpoints as
-//! [`ITERATION_VARIABLE`].
+//! `update/<name>`. Checkpoints name the optimiser's variables as Keras
+//! does ([`Optimizer::keras_slot_name`], [`Optimizer::keras_variable`]).
 
 use crate::error::{Error, Result};
 use lossgraph_ir::{Builder, Role, Tensor, TensorType};
@@ -307,9 +307,8 @@ pub enum Clip {
     GlobalNorm(f32),
 }
 
-/// The checkpoint key of the optimiser's iteration count (an `i32[]`;
-/// Keras's optimizer variable `iteration`).
-pub const ITERATION_VARIABLE: &str = "optimizer/iteration";
+/// Every optimiser slot name (Keras's), in the order a checkpoint lists them.
+pub const SLOT_NAMES: [&str; 4] = ["momentum", "velocity", "velocity_hat", "average_gradient"];
 
 /// The update rule and its hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -512,6 +511,56 @@ impl Optimizer {
         }
     }
 
+    /// Keras's default name of the optimiser (`SGD`, `adam`, `rmsprop`): the
+    /// scope of its variables in a Keras model (`adam/iteration`).
+    pub fn keras_name(&self) -> &'static str {
+        match self.rule {
+            Rule::Sgd { .. } => "SGD",
+            Rule::Adam { .. } => "adam",
+            Rule::RmsProp { .. } => "rmsprop",
+        }
+    }
+
+    /// The slots the rule keeps per trainable variable, in [`SLOT_NAMES`]
+    /// order: SGD `momentum` (momentum > 0); Adam `momentum`, `velocity`
+    /// (and `velocity_hat` with AMSGrad); RMSprop `velocity` (and `momentum`
+    /// with momentum > 0, `average_gradient` when centered).
+    pub fn slots(&self) -> Vec<&'static str> {
+        let has = |slot: &str| match &self.rule {
+            Rule::Sgd { momentum, .. } => slot == "momentum" && *momentum != 0.0,
+            Rule::Adam { amsgrad, .. } => {
+                matches!(slot, "momentum" | "velocity") || (*amsgrad && slot == "velocity_hat")
+            }
+            Rule::RmsProp {
+                momentum, centered, ..
+            } => {
+                slot == "velocity"
+                    || (*momentum > 0.0 && slot == "momentum")
+                    || (*centered && slot == "average_gradient")
+            }
+        };
+        SLOT_NAMES.into_iter().filter(|s| has(s)).collect()
+    }
+
+    /// The variable-store name of slot `slot` of parameter `param`
+    /// (`optimizer/adam/momentum/dense_1/kernel`).
+    pub fn slot_variable(&self, slot: &str, param: &str) -> String {
+        format!("optimizer/{}/{slot}/{param}", self.kind())
+    }
+
+    /// Keras's path of slot `slot` of parameter `param`: the parameter's
+    /// path with `/` replaced by `_`, then `_<slot>`, in the optimiser's
+    /// scope (`adam/dense_1_kernel_momentum`).
+    pub fn keras_slot_name(&self, slot: &str, param: &str) -> String {
+        format!("{}/{}_{slot}", self.keras_name(), param.replace('/', "_"))
+    }
+
+    /// Keras's path of the optimiser's own variable `name` (`iteration`,
+    /// `learning_rate`): `adam/iteration`.
+    pub fn keras_variable(&self, name: &str) -> String {
+        format!("{}/{name}", self.keras_name())
+    }
+
     /// Emits the update of every `(param name, value, gradient)` into `b`:
     /// outputs `update/<param>` and `update/<state var>`. `lr` and
     /// `iteration` are `f32[]` tensors (normally the `lr` and `iteration` inputs).
@@ -524,13 +573,12 @@ impl Optimizer {
     ) -> Result<()> {
         let prev_role = b.set_role(Role::Update);
         let prev_scope = b.set_scope("optimizer");
-        let kind = self.kind();
         let state = |slot: &str, name: &str, ty: &TensorType| -> Tensor {
-            b.state(&format!("optimizer/{kind}/{slot}/{name}"), ty.clone())
+            b.state(&self.slot_variable(slot, name), ty.clone())
         };
         let set = |slot: &str, name: &str, t: &Tensor| {
             b.output(
-                &lossgraph_ir::names::update(&format!("optimizer/{kind}/{slot}/{name}")),
+                &lossgraph_ir::names::update(&self.slot_variable(slot, name)),
                 t,
             );
         };

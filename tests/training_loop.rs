@@ -6,10 +6,10 @@
 // `&[x.clone()]` reads like Keras's `[x]`.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-use lossgraph::layers::{Dense, Input};
+use lossgraph::layers::{BatchNormalization, Dense, Dropout, Input};
 use lossgraph::optimizers::Clip;
 use lossgraph::{
-    CompileOptions, HostTensor, Init, LearningRate, Loss, Model, Optimizer, Sequential,
+    CompileOptions, FitOptions, HostTensor, Init, LearningRate, Loss, Model, Optimizer, Sequential,
 };
 
 fn ht(shape: &[usize], v: Vec<f32>) -> HostTensor {
@@ -245,4 +245,179 @@ fn a_schedule_is_fed_per_step_without_recompiling() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("boundaries must increase"), "{err}");
+}
+
+/// A fresh directory under the system's temporary directory.
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lossgraph_training_loop_{}_{tag}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small classifier with state (BatchNormalization's moving statistics)
+/// and noise (Dropout) besides its weights. The dropout seed is fixed: like
+/// Keras's `seed` argument it is part of the architecture, so the model
+/// that resumes (built with another weight seed) draws the same masks.
+fn stateful(opt: Optimizer, seed: u64) -> Model {
+    let mut m = Sequential::new("stateful")
+        .seed(seed)
+        .add(Input::new(&[3]))
+        .add(Dense::new(8).activation("relu"))
+        .add(BatchNormalization::new())
+        .add(Dropout::new(0.3).seed(5))
+        .add(Dense::new(2).activation("softmax"))
+        .build()
+        .unwrap();
+    m.compile(CompileOptions::new(
+        opt,
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+    ))
+    .unwrap();
+    m
+}
+
+fn plain(opt: Optimizer, seed: u64) -> Model {
+    let mut m = Sequential::new("plain")
+        .seed(seed)
+        .add(Input::new(&[3]))
+        .add(Dense::new(6).activation("tanh"))
+        .add(Dense::new(2).activation("softmax"))
+        .build()
+        .unwrap();
+    m.compile(CompileOptions::new(
+        opt,
+        Loss::SparseCategoricalCrossentropy { from_logits: false },
+    ))
+    .unwrap();
+    m
+}
+
+/// 40 samples (batches of 16: a partial last batch), labels from a linear rule.
+fn classification() -> (Vec<HostTensor>, Vec<HostTensor>) {
+    let n = 40;
+    let x: Vec<f32> = (0..n * 3)
+        .map(|i| ((i * 37 % 23) as f32 / 11.0) - 1.0)
+        .collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| f32::from(x[3 * i] + 0.5 * x[3 * i + 1] - x[3 * i + 2] > 0.0))
+        .collect();
+    (vec![ht(&[n, 3], x)], vec![ht(&[n, 1], y)])
+}
+
+fn all_weights(m: &Model) -> Vec<(String, Vec<u32>)> {
+    m.get_weights()
+        .into_iter()
+        .map(|(n, t)| (n, t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+fn fit_opts(epochs: usize) -> FitOptions {
+    FitOptions::new()
+        .epochs(epochs)
+        .batch_size(16)
+        .shuffle(true, 7)
+        .verbose(false)
+}
+
+/// Trains 4 epochs straight, and 2 epochs + checkpoint + a fresh model
+/// (other initial weights) that loads it and trains epochs 2..4: the final
+/// weights, state included, must be bit-identical.
+fn resume_is_bit_identical(make: fn(Optimizer, u64) -> Model, opt: fn() -> Optimizer) {
+    let (x, y) = classification();
+    let dir = scratch(&format!("resume_{}", opt().kind()));
+    let ckpt = dir.join(format!("ckpt_{}.safetensors", make(opt(), 1).name()));
+    let mut straight = make(opt(), 1);
+    let h = straight.fit(&x, &y, fit_opts(4)).unwrap();
+    assert_eq!(h.epochs.len(), 4);
+
+    let mut first = make(opt(), 1);
+    first.fit(&x, &y, fit_opts(2)).unwrap();
+    first.save_checkpoint(&ckpt).unwrap();
+    let mut resumed = make(opt(), 99);
+    assert_ne!(all_weights(&resumed), all_weights(&first));
+    let info = resumed.load_checkpoint(&ckpt).unwrap();
+    assert_eq!(info.epoch, 2);
+    assert_eq!(info.iterations, 6, "3 steps per epoch");
+    assert_eq!(resumed.iterations(), 6);
+    let h2 = resumed
+        .fit(&x, &y, fit_opts(4).initial_epoch(info.epoch))
+        .unwrap();
+    assert_eq!(h2.epochs.len(), 2);
+    assert_eq!(all_weights(&resumed), all_weights(&straight));
+    assert_eq!(resumed.iterations(), straight.iterations());
+    // The resumed epochs log exactly the uninterrupted run's last two.
+    assert_eq!(h2.epochs[..], h.epochs[2..]);
+}
+
+#[test]
+fn resume_from_checkpoint_is_bit_identical_with_sgd_momentum() {
+    resume_is_bit_identical(plain, || Optimizer::sgd(0.1).momentum(0.9));
+}
+
+#[test]
+fn resume_from_checkpoint_is_bit_identical_with_adam() {
+    resume_is_bit_identical(plain, || Optimizer::adam(0.01));
+}
+
+#[test]
+fn resume_from_checkpoint_is_bit_identical_with_batchnorm_and_dropout() {
+    resume_is_bit_identical(stateful, || Optimizer::adam(0.01).amsgrad(true));
+    resume_is_bit_identical(stateful, || {
+        Optimizer::rmsprop(0.01).momentum(0.5).centered(true)
+    });
+}
+
+#[test]
+fn a_checkpoint_uses_keras_names_for_optimizer_variables() {
+    let (x, y) = classification();
+    let dir = scratch("names");
+    let ckpt = dir.join("ckpt.safetensors");
+    let mut m = plain(Optimizer::adam(0.01), 1);
+    m.fit(&x, &y, fit_opts(1)).unwrap();
+    m.save_checkpoint(&ckpt).unwrap();
+    let names: Vec<String> = lossgraph::read_safetensors(&ckpt)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for want in [
+        "dense/kernel",
+        "dense_1/bias",
+        "adam/iteration",
+        "adam/learning_rate",
+        "adam/dense_kernel_momentum",
+        "adam/dense_kernel_velocity",
+        "adam/dense_1_bias_velocity",
+        "lossgraph/rng_step",
+        "lossgraph/epoch",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert_eq!(names.len(), 4 + 2 + 8 + 2, "{names:?}");
+    // Loading into a model compiled with another optimiser names the problem.
+    let mut other = plain(Optimizer::sgd(0.1).momentum(0.9), 1);
+    let err = other.load_checkpoint(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("SGD/iteration"), "{err}");
+    assert!(err.contains("adam/dense_kernel_momentum"), "{err}");
+    assert!(err.contains("this model's optimizer is 'SGD'"), "{err}");
+    // A weights file is not a checkpoint.
+    let w = dir.join("w.safetensors");
+    m.save_weights(&w).unwrap();
+    let err = other.load_checkpoint(&w).unwrap_err().to_string();
+    assert!(
+        err.contains("missing") && err.contains("SGD/iteration"),
+        "{err}"
+    );
+    // Nothing changed on failure.
+    assert_eq!(other.iterations(), 0);
+    // Saving needs the optimiser.
+    let bare = Sequential::new("bare")
+        .add(Input::new(&[3]))
+        .add(Dense::new(1))
+        .build()
+        .unwrap();
+    assert!(bare.save_checkpoint(&ckpt).is_err());
 }

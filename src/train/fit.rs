@@ -171,7 +171,12 @@ impl Model {
             cb.on_train_begin();
         }
         let mut stop = false;
-        for epoch in 0..opts.epochs {
+        if opts.shuffle {
+            for _ in 0..opts.initial_epoch.min(opts.epochs) {
+                rng.permutation(n);
+            }
+        }
+        for epoch in opts.initial_epoch..opts.epochs {
             let (ex, ey) = if opts.shuffle {
                 let perm = rng.permutation(n);
                 (
@@ -245,6 +250,8 @@ impl Model {
                 }
             }
             history.epochs.push(epoch_logs);
+            history.epoch.push(epoch);
+            self.train.epoch = epoch as u64 + 1;
             if stop {
                 break;
             }

@@ -4,7 +4,51 @@
 //! This module depends on nothing else in the crate, so callbacks can use it
 //! without reaching into the training code.
 
-use lossgraph_ir::names;
+use lossgraph_ir::{names, LossReason};
+
+/// What a logged entry holds, read from its label (a `val_` prefix is
+/// ignored): the labels `fit` and `evaluate` log are exactly those of
+/// [`Logs`]' order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `loss`: the total.
+    Total,
+    /// `compiled_loss`: Σ weight·(per-output loss).
+    CompiledLoss,
+    /// `<output>_loss`: one output's unweighted compiled loss (multi-output models).
+    OutputLoss,
+    /// `<layer>/<reason>` (`dense_1/kernel_regularizer`, `…/add_loss#2`): one added loss.
+    AddedLoss,
+    /// Anything else: a metric, or a value a callback logs (`learning_rate`).
+    Other,
+}
+
+impl EntryKind {
+    /// The kind of the entry labelled `label`.
+    pub fn of(label: &str) -> EntryKind {
+        let l = label.strip_prefix("val_").unwrap_or(label);
+        let reason = l
+            .rsplit('/')
+            .next()
+            .map(|r| r.split('#').next().unwrap_or(r));
+        if l == names::LOSS {
+            EntryKind::Total
+        } else if l == names::COMPILED_LOSS {
+            EntryKind::CompiledLoss
+        } else if l.contains('/') && reason.and_then(LossReason::from_name).is_some() {
+            EntryKind::AddedLoss
+        } else if l.ends_with("_loss") {
+            EntryKind::OutputLoss
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// True for the total and every term of it (the values lower is better for).
+    pub fn is_loss(self) -> bool {
+        self != EntryKind::Other
+    }
+}
 
 /// Named scalar results of a step, an evaluation or an epoch, in a stable order:
 /// `loss`, `compiled_loss`, per-output `<output>_loss` (multi-output models),
@@ -48,17 +92,16 @@ impl Logs {
         let mut terms = Vec::new();
         let mut rest = Vec::new();
         for (k, v) in &self.entries {
-            match k.as_str() {
-                names::LOSS => s = format!("loss {v:.4}"),
-                names::COMPILED_LOSS => terms.insert(0, format!("compiled {v:.4}")),
-                _ if !k.starts_with("val_")
-                    && (k.contains("_regularizer")
-                        || k.ends_with("/add_loss")
-                        || k.contains("/add_loss#")) =>
-                {
-                    terms.push(format!("{k} {v:.4}"))
-                }
-                _ => rest.push(format!("{k} {v:.4}")),
+            let val = k.starts_with("val_");
+            match EntryKind::of(k) {
+                EntryKind::Total if !val => s = format!("loss {v:.4}"),
+                EntryKind::CompiledLoss if !val => terms.insert(0, format!("compiled {v:.4}")),
+                EntryKind::AddedLoss if !val => terms.push(format!("{k} {v:.4}")),
+                EntryKind::Total
+                | EntryKind::CompiledLoss
+                | EntryKind::AddedLoss
+                | EntryKind::OutputLoss
+                | EntryKind::Other => rest.push(format!("{k} {v:.4}")),
             }
         }
         if !terms.is_empty() {
@@ -73,11 +116,14 @@ impl Logs {
     }
 }
 
-/// Per-epoch logs of a `fit` run.
+/// Per-epoch logs of a `fit` run (Keras's `History`; `fit` returns the one
+/// it keeps, and it is also a [`Callback`](crate::callbacks::Callback)).
 #[derive(Clone, Debug, Default)]
 pub struct History {
     /// One entry per completed epoch (validation values prefixed `val_`).
     pub epochs: Vec<Logs>,
+    /// The index of each entry's epoch (from `initial_epoch` on).
+    pub epoch: Vec<usize>,
 }
 
 impl History {

@@ -21,8 +21,10 @@
 //! - `step`: the step builder, one pipeline of [`StepStage`]s for every purpose;
 //! - `run`: data checking, feeds, and the model's glue to the session;
 //! - `fit`: `compile`, `fit`, `evaluate`, `predict`, `train_on_batch`;
-//! - `custom_loop`: `compute_gradients`, `apply_gradients`.
+//! - `custom_loop`: `compute_gradients`, `apply_gradients`;
+//! - [`checkpoint`]: `save_checkpoint`, `load_checkpoint` (exact resume).
 
+pub mod checkpoint;
 mod custom_loop;
 mod engine;
 mod fit;
@@ -32,6 +34,7 @@ mod run;
 pub(crate) mod session;
 mod step;
 
+pub use checkpoint::CheckpointInfo;
 pub use custom_loop::Gradients;
 pub use engine::InterpreterFallback;
 pub use logs::{History, Logs};

@@ -216,8 +216,14 @@ pub enum Validation {
 
 /// `fit` settings. Defaults: 1 epoch, batch 32, shuffle with seed 0, progress bar on.
 pub struct FitOptions {
-    /// Number of passes over the data.
+    /// Index of the last epoch + 1 (Keras's `epochs`: with `initial_epoch`
+    /// k, epochs k..epochs run).
     pub epochs: usize,
+    /// The epoch to start at (Keras's `initial_epoch`; resuming a run from a
+    /// checkpoint: [`CheckpointInfo::epoch`](super::CheckpointInfo::epoch)).
+    /// The shuffling of the skipped epochs is drawn and discarded, so epoch
+    /// k sees the same sample order as in an uninterrupted run.
+    pub initial_epoch: usize,
     /// Samples per step (the last batch may be smaller).
     pub batch_size: usize,
     /// Validation data or split.
@@ -236,6 +242,7 @@ impl Default for FitOptions {
     fn default() -> FitOptions {
         FitOptions {
             epochs: 1,
+            initial_epoch: 0,
             batch_size: 32,
             validation: Validation::None,
             shuffle: true,
@@ -254,6 +261,11 @@ impl FitOptions {
     /// Sets the number of epochs.
     pub fn epochs(mut self, n: usize) -> FitOptions {
         self.epochs = n;
+        self
+    }
+    /// Sets the epoch to start at (see [`FitOptions::initial_epoch`]).
+    pub fn initial_epoch(mut self, k: usize) -> FitOptions {
+        self.initial_epoch = k;
         self
     }
     /// Sets the batch size.

@@ -47,7 +47,9 @@ pub(crate) struct TrainState {
     /// every train step, evaluate and predict draws fresh noise. Not reset
     /// by `compile` (a model's noise sequence depends only on its seed and
     /// the runs made).
-    rng_runs: u64,
+    pub(super) rng_runs: u64,
+    /// Epochs completed by `fit` since `compile` (saved in checkpoints).
+    pub(super) epoch: u64,
     fallbacks: Vec<InterpreterFallback>,
 }
 
@@ -70,6 +72,7 @@ impl TrainState {
             .retain(|name| vars.iter().any(|v| v.path == name))
             .map_err(|e| Error::runtime("compile", e))?;
         self.iterations = 0;
+        self.epoch = 0;
         self.compiled = Some(compiled);
         Ok(())
     }

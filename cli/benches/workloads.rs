@@ -1,5 +1,5 @@
-//! Criterion benches of the three standard training steps (`tiny`, `mnist`,
-//! `wide` of shared/bench/WORKLOADS.md), built through the front end and
+//! Criterion benches of the four standard training steps (`tiny`, `mnist`,
+//! `wide`, `cnn` of shared/bench/WORKLOADS.md), built through the front end and
 //! compiled by the JIT. Short by default (10 samples); the figures that go
 //! into the README come from `lossgraph bench` and `benches/compare.sh`.
 
@@ -13,7 +13,7 @@ fn steps(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    for name in ["tiny", "mnist", "wide"] {
+    for name in ["tiny", "mnist", "wide", "cnn"] {
         let w = workload(name).expect("a standard workload");
         let mut s = Session::new(w, EngineChoice::Jit, 0).expect("the workload compiles");
         s.run(5).expect("warm-up steps run");

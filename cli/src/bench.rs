@@ -1,10 +1,12 @@
 //! The benchmark harness: the standard workloads of `shared/bench/WORKLOADS.md`
-//! (`tiny`, `mnist`, `wide`) built through the public front end, compiled, and
+//! (`tiny`, `mnist`, `wide`, `cnn`) built through the public front end, compiled, and
 //! timed as repetitions of training steps on pre-generated in-memory batches.
 //!
-//! * Workloads are built exactly as a user would write them: `Sequential` of
-//!   `Dense` layers with a `kernel_regularizer` (an added loss), a Keras loss
-//!   and optimiser, `compile`. The training graph is the one the front end
+//! * Workloads are built exactly as a user would write them: a `Sequential`
+//!   of `Dense` layers (or, for `cnn`, the keras.io MNIST convnet of `Conv2D`,
+//!   `MaxPooling2D`, `Flatten`, `Dropout` and `Dense`) with a
+//!   `kernel_regularizer` (an added loss) on every kernel, a Keras loss and
+//!   optimiser, `compile`. The training graph is the one the front end
 //!   compiles for `train_on_batch` ([`Model::graph`] with [`Purpose::Train`]);
 //!   the harness binds it to a [`Program`] itself only to choose the thread
 //!   count and to keep the timed loop free of host-side bookkeeping.
@@ -12,13 +14,14 @@
 //!   from one splitmix64 stream seeded with 42; [`N_BATCHES`] distinct batches
 //!   are cycled (`batch i % 4` at step `i`).
 //! * Figures follow the peers' conventions: steps/s median/min/max over the
-//!   repetitions, GFLOP/s by `6 · batch · kernel weights`, compile time, peak
+//!   repetitions, GFLOP/s by `6 · batch · multiply-adds per sample` (for an
+//!   MLP, its kernel weights), compile time, peak
 //!   RSS (`VmHWM`). [`BenchResult::to_json`] prints the peers' keys.
 //! * Any compiled front-end model can be timed the same way
 //!   ([`Session::from_model`], [`measure_session`]); [`model`] does it for an
 //!   imported Keras model (`lossgraph bench --model MODEL.json`).
 
-use lossgraph::layers::{Dense, Input};
+use lossgraph::layers::{Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D};
 use lossgraph::{CompileOptions, Init, Loss, Model, Optimizer, Purpose, Regularizer, Sequential};
 use lossgraph_ir::rng::SplitMix64;
 use lossgraph_ir::{names, Builder, DType, Data, Graph, HostTensor, TensorType};
@@ -41,7 +44,7 @@ pub const SEED: u64 = 42;
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The workload name is not one of [`WORKLOADS`].
-    #[error("unknown workload '{0}' (expected one of: tiny, mnist, wide)")]
+    #[error("unknown workload '{0}' (expected one of: tiny, mnist, wide, cnn)")]
     UnknownWorkload(String),
     /// Building or compiling the model through the front end failed.
     #[error("front end, workload '{workload}': {source}")]
@@ -88,15 +91,58 @@ pub enum OptKind {
     Adam,
 }
 
-/// One standard workload. Invariant: `acts.len() + 1 == sizes.len()`.
+/// The layers of a workload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arch {
+    /// A `Sequential` of `Dense` layers. Invariant: `acts.len() + 1 == sizes.len()`.
+    Mlp {
+        /// Input features, then the units of each `Dense` layer.
+        sizes: &'static [usize],
+        /// Keras activation name of each `Dense` layer.
+        acts: &'static [&'static str],
+    },
+    /// The keras.io "Simple MNIST convnet": for each entry of `filters` a
+    /// `Conv2D(filters, kernel×kernel, valid, relu)` followed by
+    /// `MaxPooling2D(pool)`; then `Flatten`, `Dropout(dropout)` and
+    /// `Dense(classes, softmax)`. Invariant: every conv window fits.
+    Convnet {
+        /// Per-sample input `(height, width, channels)`.
+        image: [usize; 3],
+        /// Filters of each conv block.
+        filters: &'static [usize],
+        /// Square conv window.
+        kernel: usize,
+        /// Square pooling window (strides equal to it).
+        pool: usize,
+        /// Dropout rate before the classifier.
+        dropout: f32,
+        /// Classes of the softmax classifier.
+        classes: usize,
+    },
+}
+
+/// The product one layer with a kernel computes per sample, as the step
+/// runs it: `[rows, k] · [k, m]` — for `Dense` one row of `k` inputs, for a
+/// convolution (im2col) one row of `kh·kw·cin` values per output pixel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerProduct {
+    /// Rows per sample (1 for `Dense`, output pixels for a convolution).
+    pub rows: usize,
+    /// Contraction length.
+    pub k: usize,
+    /// Output columns (units or filters).
+    pub m: usize,
+    /// The kernel's shape (`[k, m]` for `Dense`, `[kh, kw, cin, m]` for `Conv2D`).
+    pub kernel: Vec<usize>,
+}
+
+/// One standard workload.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Workload {
-    /// `tiny`, `mnist` or `wide`.
+    /// `tiny`, `mnist`, `wide` or `cnn`.
     pub name: &'static str,
-    /// Input features, then the units of each `Dense` layer.
-    pub sizes: &'static [usize],
-    /// Keras activation name of each `Dense` layer.
-    pub acts: &'static [&'static str],
+    /// The layers.
+    pub arch: Arch,
     /// The compiled loss.
     pub loss: LossKind,
     /// L2 factor of every kernel regulariser (`λ · Σ W²`), 0 for none.
@@ -109,16 +155,18 @@ pub struct Workload {
     pub batch: usize,
     /// Steps per repetition (WORKLOADS.md's S).
     pub steps: usize,
-    /// Repetitions (WORKLOADS.md: 7, `wide` 5).
+    /// Repetitions (WORKLOADS.md: 7, `wide` and `cnn` 5).
     pub reps: usize,
 }
 
-/// The three standard workloads of `shared/bench/WORKLOADS.md`.
-pub const WORKLOADS: [Workload; 3] = [
+/// The four standard workloads of `shared/bench/WORKLOADS.md`.
+pub const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "tiny",
-        sizes: &[8, 32, 32, 1],
-        acts: &["tanh", "tanh", "linear"],
+        arch: Arch::Mlp {
+            sizes: &[8, 32, 32, 1],
+            acts: &["tanh", "tanh", "linear"],
+        },
         loss: LossKind::Mse,
         l2: 1e-4,
         opt: OptKind::Sgd,
@@ -129,8 +177,10 @@ pub const WORKLOADS: [Workload; 3] = [
     },
     Workload {
         name: "mnist",
-        sizes: &[784, 128, 10],
-        acts: &["relu", "softmax"],
+        arch: Arch::Mlp {
+            sizes: &[784, 128, 10],
+            acts: &["relu", "softmax"],
+        },
         loss: LossKind::SparseCe,
         l2: 1e-4,
         opt: OptKind::Adam,
@@ -141,8 +191,10 @@ pub const WORKLOADS: [Workload; 3] = [
     },
     Workload {
         name: "wide",
-        sizes: &[1024, 2048, 2048, 1024],
-        acts: &["relu", "relu", "linear"],
+        arch: Arch::Mlp {
+            sizes: &[1024, 2048, 2048, 1024],
+            acts: &["relu", "relu", "linear"],
+        },
         loss: LossKind::Mse,
         l2: 0.0,
         opt: OptKind::Sgd,
@@ -151,7 +203,30 @@ pub const WORKLOADS: [Workload; 3] = [
         steps: 20,
         reps: 5,
     },
+    Workload {
+        name: "cnn",
+        arch: Arch::Convnet {
+            image: [28, 28, 1],
+            filters: &[32, 64],
+            kernel: 3,
+            pool: 2,
+            dropout: 0.5,
+            classes: 10,
+        },
+        loss: LossKind::SparseCe,
+        l2: 1e-4,
+        opt: OptKind::Adam,
+        lr: 1e-3,
+        batch: 128,
+        steps: 20,
+        reps: 5,
+    },
 ];
+
+/// The names of [`WORKLOADS`], comma-separated (for messages).
+pub fn workload_names() -> String {
+    WORKLOADS.map(|w| w.name).join(", ")
+}
 
 /// The standard workload called `name`.
 pub fn workload(name: &str) -> Result<&'static Workload> {
@@ -162,32 +237,92 @@ pub fn workload(name: &str) -> Result<&'static Workload> {
 }
 
 impl Workload {
-    /// Number of kernel weights (Σ in·out over the layers).
-    pub fn kernel_weights(&self) -> usize {
-        self.sizes.windows(2).map(|p| p[0] * p[1]).sum()
+    /// The product of every layer with a kernel, in layer order.
+    pub fn products(&self) -> Vec<LayerProduct> {
+        match self.arch {
+            Arch::Mlp { sizes, .. } => sizes
+                .windows(2)
+                .map(|p| LayerProduct {
+                    rows: 1,
+                    k: p[0],
+                    m: p[1],
+                    kernel: vec![p[0], p[1]],
+                })
+                .collect(),
+            Arch::Convnet {
+                image: [mut h, mut w, mut c],
+                filters,
+                kernel,
+                pool,
+                classes,
+                ..
+            } => {
+                let mut out = Vec::with_capacity(filters.len() + 1);
+                for &f in filters {
+                    // A valid conv, then a pool with strides equal to its window.
+                    (h, w) = (h + 1 - kernel, w + 1 - kernel);
+                    out.push(LayerProduct {
+                        rows: h * w,
+                        k: kernel * kernel * c,
+                        m: f,
+                        kernel: vec![kernel, kernel, c, f],
+                    });
+                    (h, w, c) = (h / pool, w / pool, f);
+                }
+                out.push(LayerProduct {
+                    rows: 1,
+                    k: h * w * c,
+                    m: classes,
+                    kernel: vec![h * w * c, classes],
+                });
+                out
+            }
+        }
     }
 
-    /// FLOPs per step by the peers' convention: `6 · batch · kernel weights`.
+    /// Number of kernel weights (Σ k·m over the layers).
+    pub fn kernel_weights(&self) -> usize {
+        self.products().iter().map(|p| p.k * p.m).sum()
+    }
+
+    /// Multiply-adds per sample of the forward pass (Σ rows·k·m; for an MLP
+    /// its kernel weights).
+    pub fn macs_per_sample(&self) -> usize {
+        self.products().iter().map(|p| p.rows * p.k * p.m).sum()
+    }
+
+    /// FLOPs per step by the peers' convention: `6 · batch · multiply-adds per sample`.
     pub fn flops_per_step(&self) -> f64 {
-        6.0 * self.batch as f64 * self.kernel_weights() as f64
+        6.0 * self.batch as f64 * self.macs_per_sample() as f64
     }
 
     /// Matmul FLOPs a step really performs: forward and weight gradient of
     /// every layer, input gradient of every layer but the first.
     pub fn true_matmul_flops(&self) -> f64 {
         let b = self.batch as f64;
-        let w: Vec<f64> = self
-            .sizes
-            .windows(2)
-            .map(|p| (p[0] * p[1]) as f64)
-            .collect();
-        let all: f64 = w.iter().sum();
-        let dx: f64 = w.iter().skip(1).sum();
-        2.0 * b * (2.0 * all + dx)
+        self.products()
+            .iter()
+            .enumerate()
+            .map(|(l, p)| {
+                let products = if l == 0 { 2.0 } else { 3.0 };
+                2.0 * b * products * (p.rows * p.k * p.m) as f64
+            })
+            .sum()
+    }
+
+    /// The per-sample input shape.
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self.arch {
+            Arch::Mlp { sizes, .. } => vec![sizes[0]],
+            Arch::Convnet { image, .. } => image.to_vec(),
+        }
     }
 
     fn classes(&self) -> usize {
-        self.sizes[self.sizes.len() - 1]
+        match self.arch {
+            Arch::Mlp { sizes, .. } => sizes[sizes.len() - 1],
+            Arch::Convnet { classes, .. } => classes,
+        }
     }
 }
 
@@ -292,12 +427,13 @@ fn draw_targets(
     }
 }
 
-/// Draws the kernels (Glorot-uniform, in layer order) and then the batches of `w` from `rng`.
+/// Draws the kernels (Glorot-uniform with Keras's fans, in layer order) and
+/// then the batches of `w` from `rng`.
 pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) {
     let kernels = w
-        .sizes
-        .windows(2)
-        .map(|p| Init::GlorotUniform.sample(p, rng))
+        .products()
+        .iter()
+        .map(|p| Init::GlorotUniform.sample(&p.kernel, rng))
         .collect();
     let kind = match w.loss {
         LossKind::Mse => TargetKind::Normal,
@@ -305,7 +441,7 @@ pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) 
     };
     let batches = generate_batches(
         w.batch,
-        &[vec![w.sizes[0]]],
+        &[w.input_shape()],
         &[(vec![w.classes()], kind)],
         rng,
     );
@@ -319,13 +455,41 @@ pub fn build_model(w: &Workload, kernels: &[Vec<f32>]) -> Result<Model> {
         workload: w.name.to_string(),
         source: Box::new(source),
     };
-    let mut seq = Sequential::new(w.name).add(Input::new(&w.sizes[..1]));
-    for (units, act) in w.sizes[1..].iter().zip(w.acts) {
-        let mut d = Dense::new(*units).activation(*act);
-        if w.l2 > 0.0 {
-            d = d.kernel_regularizer(Regularizer::L2(w.l2));
+    let l2 = (w.l2 > 0.0).then_some(Regularizer::L2(w.l2));
+    let dense = |units: usize, act: &str| match &l2 {
+        Some(r) => Dense::new(units)
+            .activation(act)
+            .kernel_regularizer(r.clone()),
+        None => Dense::new(units).activation(act),
+    };
+    let mut seq = Sequential::new(w.name).add(Input::new(&w.input_shape()));
+    match w.arch {
+        Arch::Mlp { sizes, acts } => {
+            for (units, act) in sizes[1..].iter().zip(acts) {
+                seq = seq.add(dense(*units, act));
+            }
         }
-        seq = seq.add(d);
+        Arch::Convnet {
+            filters,
+            kernel,
+            pool,
+            dropout,
+            classes,
+            ..
+        } => {
+            for &f in filters {
+                let conv = Conv2D::new(f, [kernel, kernel]).activation("relu");
+                seq = seq.add(match &l2 {
+                    Some(r) => conv.kernel_regularizer(r.clone()),
+                    None => conv,
+                });
+                seq = seq.add(MaxPooling2D::new([pool, pool]));
+            }
+            seq = seq
+                .add(Flatten::new())
+                .add(Dropout::new(dropout))
+                .add(dense(classes, "softmax"));
+        }
     }
     let mut model = seq.build().map_err(fe)?;
     let loss = match w.loss {
@@ -953,14 +1117,14 @@ pub fn measure_session(
 }
 
 /// A graph of params only whose outputs are the matmuls of `w`'s training
-/// step with their exact shapes and transpositions: forward `X·W`, weight
-/// gradient `Xᵀ·D`, input gradient `D·Wᵀ` (all layers but the first).
+/// step with their exact shapes and transpositions ([`Workload::products`]):
+/// forward `X·W`, weight gradient `Xᵀ·D`, input gradient `D·Wᵀ` (all layers
+/// but the first); a convolution's `X` is its im2col matrix.
 /// Running it compiled measures the GEMM routine alone, as the engine calls it.
 pub fn gemm_graph(w: &Workload) -> Result<Graph> {
     let b = Builder::new(format!("{}_gemms", w.name));
-    let n = w.batch;
-    for (l, p) in w.sizes.windows(2).enumerate() {
-        let (k, m) = (p[0], p[1]);
+    for (l, p) in w.products().iter().enumerate() {
+        let (n, k, m) = (w.batch * p.rows, p.k, p.m);
         let x = b.param(&format!("x{l}"), TensorType::f32([n, k]));
         let wt = b.param(&format!("w{l}"), TensorType::f32([k, m]));
         let d = b.param(&format!("d{l}"), TensorType::f32([n, m]));
@@ -1163,7 +1327,7 @@ impl KernelRunner {
 #[derive(Clone, Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["workload", "model"])))]
 pub struct BenchArgs {
-    /// Workload: tiny, mnist or wide (see shared/bench/WORKLOADS.md); or give --model.
+    /// Workload: tiny, mnist, wide or cnn (see shared/bench/WORKLOADS.md); or give --model.
     pub workload: Option<String>,
     /// Time a Keras 3 model (`model.to_json()`) instead of a standard workload;
     /// its workload name is the file stem (the folder name for `model.json`).
@@ -1183,10 +1347,10 @@ pub struct BenchArgs {
     /// Samples per batch (default: 32 for --model, the workload's otherwise).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Steps per repetition (default: 500 tiny, 300 mnist, 20 wide, 100 --model).
+    /// Steps per repetition (default: 500 tiny, 300 mnist, 20 wide and cnn, 100 --model).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Repetitions (default: 7, wide and --model 5).
+    /// Repetitions (default: 7, wide, cnn and --model 5).
     #[arg(long)]
     pub reps: Option<usize>,
     /// Threads for kernels and GEMMs (default: the engine's, up to 2).
@@ -1306,9 +1470,10 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
             )
         }
         _ => {
-            return Err(BenchError::Invalid(
-                "give either a WORKLOAD (tiny, mnist, wide) or --model MODEL.json".into(),
-            ))
+            return Err(BenchError::Invalid(format!(
+                "give either a WORKLOAD ({}) or --model MODEL.json",
+                workload_names()
+            )))
         }
     };
     let r = measure_session(&mut s, steps, reps, &opts)?;
@@ -1319,9 +1484,10 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
     }
     if a.gemm {
         let Some(w) = standard else {
-            return Err(BenchError::Invalid(
-                "--gemm needs a standard workload (tiny, mnist, wide)".into(),
-            ));
+            return Err(BenchError::Invalid(format!(
+                "--gemm needs a standard workload ({})",
+                workload_names()
+            )));
         };
         let (g, all) = measure_gemms(&w, opts.threads, steps, reps)?;
         let step_true = r.steps_per_s_median * w.true_matmul_flops() / 1e9;
@@ -1364,10 +1530,48 @@ mod tests {
             workload("wide").unwrap().true_matmul_flops(),
             11_811_160_064.0
         );
+        // cnn: MACs per sample 194,688 + 2,230,272 + 16,000 = 2,440,960.
+        let cnn = workload("cnn").unwrap();
+        assert_eq!(cnn.macs_per_sample(), 2_440_960);
+        assert_eq!(cnn.flops_per_step(), 1_874_657_280.0);
+        assert_eq!(cnn.input_shape(), [28, 28, 1]);
+        let kernels: Vec<Vec<usize>> = cnn.products().into_iter().map(|p| p.kernel).collect();
+        assert_eq!(kernels, [&[3, 3, 1, 32][..], &[3, 3, 32, 64], &[1600, 10]]);
         assert!(matches!(
             workload("huge"),
             Err(BenchError::UnknownWorkload(_))
         ));
+    }
+
+    /// The cnn workload is the keras.io convnet: its summary counts 34,826
+    /// parameters (the figure keras.io prints), its kernels are Glorot-uniform
+    /// with conv fans `kh·kw·cin`/`kh·kw·cout`, and a step (dropout on, L2 on
+    /// every kernel) gives the same loss on the JIT and the interpreter.
+    /// Batch 4 instead of 128 keeps the interpreter fast.
+    #[test]
+    fn cnn_builds_and_steps_on_both_engines() {
+        let mut w = *workload("cnn").unwrap();
+        w.batch = 4;
+        let (k, _) = generate(&w, &mut SplitMix64::new(SEED));
+        let lim = (6.0f64 / (9.0 + 9.0 * 32.0)).sqrt() as f32;
+        assert!(k[0].iter().all(|v| v.abs() <= lim));
+        assert!(k[0].iter().any(|v| v.abs() > 0.9 * lim));
+        let model = build_model(&w, &k).unwrap();
+        assert_eq!(model.count_params(), 34_826);
+        let losses = model.losses().unwrap();
+        assert_eq!(losses.len(), 3, "an L2 term per kernel: {losses:?}");
+        let mut a = Session::new(&w, EngineChoice::Interp, 1).unwrap();
+        let mut b = Session::new(&w, EngineChoice::Jit, 0).unwrap();
+        assert!(b.feeds.iter().any(|f| matches!(f.1, Source::RngStep)));
+        for step in 0..2 {
+            let (la, lb) = (a.step().unwrap(), b.step().unwrap());
+            assert!(
+                (la - lb).abs() <= 1e-4 * la.abs().max(1.0),
+                "step {step}: {la} vs {lb}"
+            );
+            // 10 classes from a Glorot init: near ln 10 = 2.30 (+ a tiny L2 term).
+            assert!(la > 1.5 && la < 4.0, "step {step}: loss {la}");
+        }
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Time a training step: a standard workload (tiny, mnist, wide of
+    /// Time a training step: a standard workload (tiny, mnist, wide, cnn of
     /// shared/bench/WORKLOADS.md) or a Keras 3 model (--model MODEL.json).
     Bench(lossgraph_cli::bench::BenchArgs),
 }

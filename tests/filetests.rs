@@ -133,7 +133,10 @@ fn jit_configs() -> Vec<(&'static str, JitOptions)> {
         (
             "unfused threads=1",
             JitOptions {
-                fusion: FusionOptions { fuse: false },
+                fusion: FusionOptions {
+                    fuse: false,
+                    ..base.fusion
+                },
                 threads: 1,
                 ..base
             },
@@ -537,6 +540,11 @@ fn fusion_text(g: &Graph) -> Result<String, String> {
                 s,
                 "  kernel {k}: gemm call batch={} m={} n={} k={} trans_a={} trans_b={}",
                 c.batch, c.m, c.n, c.k, c.trans_a, c.trans_b
+            ),
+            KernelBody::Conv(c) => writeln!(
+                s,
+                "  kernel {k}: convolution call {} image={:?}x{} window={:?} strides={:?} dilation={:?} filters={}",
+                c.pass.name(), c.spatial, c.channels, c.window, c.strides, c.dilation, c.filters
             ),
         };
     }

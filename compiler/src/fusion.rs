@@ -14,7 +14,9 @@
 //! fusion: an optimiser's `m`, `v` and weight updates become one loop).
 //! Reductions and `argmax` evaluate their inlined producers inside their loop;
 //! a matmul's consumers (bias add, activation) form the elementwise kernel run
-//! right after its GEMM call.
+//! right after its GEMM call. With [`FusionOptions::conv_calls`], the
+//! convolution patterns become [`KernelKind::Conv`] calls and their im2col
+//! nodes are not computed ([`crate::conv_calls`]).
 //!
 //! Which class an op falls in is read from the op table
 //! ([`lossgraph_ir::op::OpKind`], [`Cost`]); the one per-op `match` here (the
@@ -22,6 +24,7 @@
 // No `_ =>` over op kinds: a new op must be classified, never defaulted.
 #![deny(clippy::wildcard_enum_match_arm)]
 
+use crate::conv_calls::{self, ConvPass};
 use lossgraph_ir::op::{Cost, OpKind};
 use lossgraph_ir::{Graph, NodeId, Op, ReduceOp};
 use std::fmt::Write as _;
@@ -44,11 +47,18 @@ pub struct FusionOptions {
     /// Inline single-use pointwise nodes and merge elementwise roots. When
     /// false every non-leaf, non-alias node is its own kernel (the unfused baseline).
     pub fuse: bool,
+    /// Run the convolution patterns as [`KernelKind::Conv`] calls without
+    /// an im2col buffer ([`crate::conv_calls`]); only for an engine that has
+    /// the convolution routines (off by default).
+    pub conv_calls: bool,
 }
 
 impl Default for FusionOptions {
     fn default() -> Self {
-        FusionOptions { fuse: true }
+        FusionOptions {
+            fuse: true,
+            conv_calls: false,
+        }
     }
 }
 
@@ -86,6 +96,9 @@ pub enum KernelKind {
     /// A `scatter_add`: zero the table, then add each value row into the
     /// row its id names (one thread: rows may repeat).
     Scatter,
+    /// A convolution pass run as one call on the image (a matmul or fold
+    /// root of a [`crate::conv_calls`] pattern).
+    Conv(ConvPass),
 }
 
 impl KernelKind {
@@ -99,6 +112,7 @@ impl KernelKind {
             KernelKind::MatMul => "gemm",
             KernelKind::Fold => "fold",
             KernelKind::Scatter => "scatter",
+            KernelKind::Conv(p) => p.name(),
         }
     }
 }
@@ -317,6 +331,13 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             NodeClass::Root(usize::MAX)
         };
     }
+    let convs = if opts.conv_calls {
+        conv_calls::recognise(&g, &mut class, &live, &is_output)
+    } else {
+        std::collections::HashMap::new()
+    };
+    let conv_or =
+        |id: NodeId, kind: KernelKind| convs.get(&id).map_or(kind, |&p| KernelKind::Conv(p));
     // Reshape operands that are inlined must be stored instead: the alias needs storage.
     // (An inlined node has one use; if that use is a reshape it is not inlined, since
     // reshape is not a pointwise consumer, so nothing to fix here.)
@@ -327,11 +348,11 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
         }
         let id = nid(i);
         let kind = match g.node(id).op {
-            Op::MatMul { .. } => KernelKind::MatMul,
+            Op::MatMul { .. } => conv_or(id, KernelKind::MatMul),
             Op::Reduce { .. } => KernelKind::Reduce,
             Op::ArgMax { .. } => KernelKind::ArgMax,
             Op::Concat { .. } => KernelKind::Concat,
-            Op::Fold { .. } => KernelKind::Fold,
+            Op::Fold { .. } => conv_or(id, KernelKind::Fold),
             Op::Unary(_)
             | Op::Binary(_)
             | Op::Select

@@ -4,6 +4,7 @@
 
 pub mod autodiff;
 pub mod clif_math;
+pub mod conv_calls;
 pub mod error;
 pub mod fusion;
 pub mod gradcheck;

@@ -10,7 +10,10 @@
 //! the steps). Outputs are read as views; nothing is allocated per run.
 
 use crate::error::RuntimeError;
-use crate::jit::{gemm_step, Arena, CallBuf, CompiledStep, GemmImpl, JitCode, Step, UpdateCopy};
+use crate::jit::{
+    conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, GemmImpl, JitCode, Step,
+    UpdateCopy,
+};
 use crate::program::Feed;
 use crate::sgemm;
 use crate::store::VariableStore;
@@ -55,7 +58,10 @@ pub struct JitOptions {
 impl Default for JitOptions {
     fn default() -> Self {
         JitOptions {
-            fusion: FusionOptions::default(),
+            fusion: FusionOptions {
+                conv_calls: cfg!(target_arch = "x86_64") && sgemm::available(),
+                ..FusionOptions::default()
+            },
             body: BodyOptions {
                 inline_matmul_max: if sgemm::available() {
                     INLINE_MATMUL_MAX_WITH_SGEMM
@@ -80,6 +86,8 @@ pub struct CompileStats {
     pub kernels: usize,
     pub functions: usize,
     pub gemms: usize,
+    /// Convolution calls (passes run without an im2col buffer).
+    pub convs: usize,
     pub arena_bytes: usize,
     pub scratch_bytes: usize,
     pub in_place_updates: usize,
@@ -193,7 +201,14 @@ impl JitProgram {
         store: &mut VariableStore,
     ) -> Result<JitProgram, RuntimeError> {
         let t0 = Instant::now();
-        let plan = fusion::plan(graph, &opts.fusion).map_err(cerr)?;
+        // The convolution routines need AVX-512: elsewhere the patterns stay im2col.
+        let fusion_opts = FusionOptions {
+            conv_calls: opts.fusion.conv_calls
+                && cfg!(target_arch = "x86_64")
+                && sgemm::available(),
+            ..opts.fusion
+        };
+        let plan = fusion::plan(graph, &fusion_opts).map_err(cerr)?;
         let bodies: Vec<KernelBody> = (0..plan.kernels.len())
             .map(|k| kernel_body(&plan, k, &opts.body))
             .collect::<Result<_, _>>()
@@ -206,23 +221,33 @@ impl JitProgram {
         } else {
             GemmImpl::Crate
         };
-        // GEMM workspace: one slice per thread after every planned buffer,
-        // sized for the largest GEMM (GEMMs run one at a time).
-        let ws_stride = bodies
-            .iter()
-            .filter_map(|b| match b {
+        // GEMM and convolution workspace after every planned buffer: one
+        // slice per thread sized for the largest call (calls run one at a
+        // time), or a region shared by the parts (the filter gradient's
+        // chunk sums), whichever is larger.
+        let (mut ws_stride, mut ws_shared) = (0usize, 0usize);
+        for b in &bodies {
+            let (part, shared) = match b {
                 KernelBody::Gemm(gc) if gemm_imp == GemmImpl::Lossgraph => {
                     let d = gemm_dims(gc);
-                    d.supported()
-                        .then(|| d.workspace_floats().div_ceil(16) * 16)
+                    (
+                        if d.supported() {
+                            d.workspace_floats()
+                        } else {
+                            0
+                        },
+                        0,
+                    )
                 }
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
+                KernelBody::Conv(cc) => conv_workspace(cc).map_err(cerr)?,
+                KernelBody::Gemm(_) | KernelBody::SmallMatmul(_) | KernelBody::Nests(_) => (0, 0),
+            };
+            ws_stride = ws_stride.max(part.div_ceil(16) * 16);
+            ws_shared = ws_shared.max(shared);
+        }
+        let ws_bytes = (ws_stride * threads).max(ws_shared) * 4;
         let ws_off = mem.size.div_ceil(64) * 64;
-        let mut arena =
-            Arena::new(ws_off + ws_stride * 4 * threads).map_err(RuntimeError::Compile)?;
+        let mut arena = Arena::new(ws_off + ws_bytes).map_err(RuntimeError::Compile)?;
         let mut var_off = vec![0usize; plan.graph.len()];
         for (name, p) in plan.graph.params() {
             var_off[p.index()] = store.register(&name, &plan.graph.node(p).ty)?;
@@ -327,7 +352,7 @@ impl JitProgram {
                     let ws = CallBuf {
                         base: Base::Arena,
                         off: ws_off,
-                        bytes: ws_stride * 4 * threads,
+                        bytes: ws_bytes,
                     };
                     let buf = |n| call_buf(&mem, &var_off, &plan, n);
                     pending.push(Pending::Call(
@@ -341,6 +366,25 @@ impl JitProgram {
                             t,
                         )
                         .map_err(cerr)?,
+                    ));
+                }
+                KernelBody::Conv(cc) => {
+                    stats.convs += 1;
+                    let t = if cc.macs() >= opts.gemm_min_flops {
+                        threads
+                    } else {
+                        1
+                    };
+                    labels.push(label(k, t));
+                    let ws = CallBuf {
+                        base: Base::Arena,
+                        off: ws_off,
+                        bytes: ws_bytes,
+                    };
+                    let buf = |n| call_buf(&mem, &var_off, &plan, n);
+                    let bufs = [buf(cc.out)?, buf(cc.operands[0])?, buf(cc.operands[1])?, ws];
+                    pending.push(Pending::Call(
+                        conv_step(cc, bufs, ws_stride, t).map_err(cerr)?,
                     ));
                 }
             }
@@ -419,7 +463,7 @@ impl JitProgram {
                 bytes: g.node(p).ty.numel() * 4,
             });
         }
-        stats.arena_bytes = ws_off + ws_stride * 4 * threads;
+        stats.arena_bytes = ws_off + ws_bytes;
         stats.scratch_bytes = mem.scratch;
         stats.in_place_updates = mem.in_place.len();
         stats.copied_updates = mem.copies.len();

@@ -1,7 +1,8 @@
 //! One of the two modules with `unsafe` (the other is [`crate::sgemm`], the
 //! SIMD GEMM on raw pointers): the arenas, the JIT module, the thread pool,
 //! calls into compiled code and the registered host functions that
-//! external-call steps run on raw buffer pointers (the GEMMs).
+//! external-call steps run on raw buffer pointers (the GEMMs and the
+//! convolutions).
 //!
 //! A compiled step works on two [`Arena`]s: its own (inputs, constants,
 //! scratch, GEMM workspace) and the variable store's (every variable of the
@@ -39,7 +40,10 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+#[cfg(target_arch = "x86_64")]
+use crate::conv;
 use crate::sgemm;
+use lossgraph_compiler::conv_calls::{ConvCall, ConvPass};
 use lossgraph_compiler::lower_clif::Base;
 
 /// A zeroed, 64-byte aligned byte arena with a fixed address.
@@ -410,9 +414,10 @@ pub(crate) type HostFn = fn(&CallArgs<'_>) -> Result<(), String>;
 /// The registered host functions, by name. An external-call step names one
 /// of these; a new kind of call (e.g. an allreduce of gradient buffers
 /// across workers) plugs in as one more entry.
-const HOST_FUNCTIONS: [(&str, HostFn); 2] = [
+const HOST_FUNCTIONS: [(&str, HostFn); 3] = [
     ("gemm", |a| gemm(a, GemmImpl::Lossgraph)),
     ("gemm_crate", |a| gemm(a, GemmImpl::Crate)),
+    ("conv", conv),
 ];
 
 /// The registered host function called `name`.
@@ -556,6 +561,202 @@ fn gemm(args: &CallArgs<'_>, imp: GemmImpl) -> Result<(), String> {
     Ok(())
 }
 
+/// The convolution pass codes of a `conv` call's first parameter.
+fn pass_code(p: ConvPass) -> usize {
+    match p {
+        ConvPass::Forward => 0,
+        ConvPass::DataGrad => 1,
+        ConvPass::FilterGrad => 2,
+    }
+}
+
+/// A recognised call's geometry as the runtime convolution states it:
+/// `[batch, H, W, C, KH, KW, F, stride_h, stride_w, dilation_h,
+/// dilation_w]` (a 1-d call as `H = KH = 1`); the image is the stored,
+/// already padded operand, so there is no padding, and one group.
+fn conv_geometry(call: &ConvCall) -> Result<[usize; 11], String> {
+    let two = |v: &[usize]| match *v {
+        [w] => Ok([1, w]),
+        [h, w] => Ok([h, w]),
+        _ => Err(format!(
+            "conv {}: {} spatial axes (1 or 2 supported)",
+            call.pass.name(),
+            v.len()
+        )),
+    };
+    let ([h, w], [kh, kw]) = (two(&call.spatial)?, two(&call.window)?);
+    let ([sh, sw], [dh, dw]) = (two(&call.strides)?, two(&call.dilation)?);
+    let (n, c, f) = (call.batch, call.channels, call.filters);
+    Ok([n, h, w, c, kh, kw, f, sh, sw, dh, dw])
+}
+
+/// Validated dimensions of [`conv_geometry`]'s list.
+#[cfg(target_arch = "x86_64")]
+fn conv_dims(geo: [usize; 11]) -> Result<conv::ConvDims, conv::DimsError> {
+    let [batch, height, width, channels, kernel_h, kernel_w, filters, stride_h, stride_w, dilation_h, dilation_w] =
+        geo;
+    conv::ConvDims::new(conv::ConvSpec {
+        batch,
+        height,
+        width,
+        channels,
+        kernel_h,
+        kernel_w,
+        filters,
+        stride_h,
+        stride_w,
+        dilation_h,
+        dilation_w,
+        pad_top: 0,
+        pad_bottom: 0,
+        pad_left: 0,
+        pad_right: 0,
+        groups: 1,
+    })
+}
+
+/// Workspace floats a convolution call needs: `(per part, shared by all
+/// parts)` (the filter gradient's chunk sums are one region).
+pub(crate) fn conv_workspace(call: &ConvCall) -> Result<(usize, usize), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let d = conv_dims(conv_geometry(call)?)
+            .map_err(|e| format!("conv {}: {e}", call.pass.name()))?;
+        Ok(match call.pass {
+            ConvPass::Forward => (d.forward_workspace_floats(), 0),
+            ConvPass::DataGrad => (d.data_grad_workspace_floats(), 0),
+            ConvPass::FilterGrad => (0, d.filter_grad_workspace_floats()),
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err(format!(
+            "conv {}: convolution calls need x86-64",
+            call.pass.name()
+        ))
+    }
+}
+
+/// The external-call step of one convolution pass: buffers `[out, a, b,
+/// workspace]` (`a`, `b` as [`ConvPass`] lists the operands; the
+/// workspace holds `ws_stride` floats per part, or the shared region),
+/// parameters `[pass, batch, H, W, C, KH, KW, F, stride_h, stride_w,
+/// dilation_h, dilation_w, ws_stride]`.
+pub(crate) fn conv_step(
+    call: &ConvCall,
+    bufs: [CallBuf; 4],
+    ws_stride: usize,
+    threads: usize,
+) -> Result<Step, String> {
+    let mut params = vec![pass_code(call.pass)];
+    params.extend(conv_geometry(call)?);
+    params.push(ws_stride);
+    let params = params
+        .iter()
+        .map(|&x| i64::try_from(x).map_err(|_| format!("conv parameter {x} too large")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Step::call("conv", bufs.to_vec(), params, threads)
+}
+
+/// The convolution host function: decodes [`conv_step`]'s arguments,
+/// checks every buffer against the dimensions and runs the pass's parts
+/// on the step's pool (the filter gradient in two phases: chunk sums, then
+/// their reduction in chunk order, so the result does not depend on the
+/// thread count).
+fn conv(args: &CallArgs<'_>) -> Result<(), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = |i| args.param(i);
+        let pass = match p(0)? {
+            0 => ConvPass::Forward,
+            1 => ConvPass::DataGrad,
+            2 => ConvPass::FilterGrad,
+            other => return Err(format!("conv: unknown pass {other}")),
+        };
+        let mut geo = [0; 11];
+        for (i, g) in geo.iter_mut().enumerate() {
+            *g = p(1 + i)?;
+        }
+        let d = conv_dims(geo).map_err(|e| format!("conv {}: {e}", pass.name()))?;
+        let ws_stride = p(12)?;
+        let parts = args.threads.max(1);
+        let (out_n, a_n, b_n, ws_n) = match pass {
+            ConvPass::Forward => (
+                d.output_len(),
+                d.input_len(),
+                d.kernel_len(),
+                (parts - 1) * ws_stride + d.forward_workspace_floats(),
+            ),
+            ConvPass::DataGrad => (
+                d.input_len(),
+                d.output_len(),
+                d.kernel_len(),
+                (parts - 1) * ws_stride + d.data_grad_workspace_floats(),
+            ),
+            ConvPass::FilterGrad => (
+                d.kernel_len(),
+                d.input_len(),
+                d.output_len(),
+                d.filter_grad_workspace_floats(),
+            ),
+        };
+        let per_part = match pass {
+            ConvPass::Forward => d.forward_workspace_floats(),
+            ConvPass::DataGrad => d.data_grad_workspace_floats(),
+            ConvPass::FilterGrad => 0,
+        };
+        let (out, a, b, ws) = (args.buf(0)?, args.buf(1)?, args.buf(2)?, args.buf(3)?);
+        if !sgemm::available()
+            || out.1 < out_n * 4
+            || a.1 < a_n * 4
+            || b.1 < b_n * 4
+            || ws.1 < ws_n * 4
+            || ws_stride < per_part
+        {
+            return Err(format!(
+                "conv {}: no AVX-512, or a buffer shorter than {:?} floats",
+                pass.name(),
+                (out_n, a_n, b_n, ws_n)
+            ));
+        }
+        let task = |phase| {
+            Task::Conv(ConvTask {
+                phase,
+                d,
+                out: out.0 as *mut f32,
+                a: a.0 as *const f32,
+                b: b.0 as *const f32,
+                ws: ws.0 as *mut f32,
+                ws_stride,
+            })
+        };
+        let phases: &[ConvPhase] = match pass {
+            ConvPass::Forward => &[ConvPhase::Forward],
+            ConvPass::DataGrad => &[ConvPhase::DataGrad],
+            ConvPass::FilterGrad => &[ConvPhase::FilterSums, ConvPhase::FilterReduce],
+        };
+        for &phase in phases {
+            // SAFETY: (F) every buffer was checked above to hold what `d`
+            // needs (module invariant (a) of `conv`; (b) by `ConvDims::new`);
+            // the output is a planned buffer distinct from both operands and
+            // the workspace (placed after every planned buffer) (c); each
+            // part has its own workspace slice (or, for the filter sums, its
+            // own units of the shared region); AVX-512F is present; the
+            // reduction runs after every sum part finished (`Pool::run`
+            // returns only then).
+            match args.pool {
+                Some(pl) if parts > 1 => unsafe { pl.run(task(phase), parts) },
+                _ => unsafe { task(phase).run_part(0, 1) },
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err("conv: convolution calls need x86-64 with AVX-512".into())
+    }
+}
+
 /// One step of a compiled program.
 pub(crate) enum Step {
     Kernel {
@@ -611,7 +812,42 @@ pub(crate) enum Task {
     },
     /// One batch item of a GEMM call step on [`crate::sgemm`].
     Gemm(GemmTask),
+    /// One phase of a convolution call step on [`crate::conv`].
+    #[cfg(target_arch = "x86_64")]
+    Conv(ConvTask),
 }
+
+/// What a [`ConvTask`] computes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvPhase {
+    Forward,
+    DataGrad,
+    /// The filter gradient's chunk sums into the workspace.
+    FilterSums,
+    /// Their reduction into the output, after every sum part.
+    FilterReduce,
+}
+
+/// Raw operands of one convolution phase (see [`conv_step`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct ConvTask {
+    phase: ConvPhase,
+    d: conv::ConvDims,
+    out: *mut f32,
+    a: *const f32,
+    b: *const f32,
+    ws: *mut f32,
+    /// Floats between the workspaces of consecutive parts (forward, data
+    /// gradient).
+    ws_stride: usize,
+}
+
+// SAFETY: as for `GemmTask`: the arenas outlive every job; parts write
+// disjoint outputs and their own workspace (the `conv` module's contract).
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for ConvTask {}
 
 /// Raw operands of one lossgraph GEMM (see [`sgemm::gemm_part`]).
 #[derive(Clone, Copy)]
@@ -648,6 +884,43 @@ impl Task {
                 // SAFETY: forwarded; part i uses its own workspace slice.
                 unsafe {
                     sgemm::gemm_part(&g.d, g.c, g.a, g.b, g.ws.add(i * g.ws_stride), i, parts)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Task::Conv(t) => {
+                let epi = conv::Epilogue::PLAIN;
+                // SAFETY: forwarded (the `conv` module's contracts, checked
+                // by the `conv` host function); part i uses its own
+                // workspace slice, or its own units of the shared one.
+                unsafe {
+                    match t.phase {
+                        ConvPhase::Forward => conv::forward_part(
+                            &t.d,
+                            t.out,
+                            t.a,
+                            t.b,
+                            &epi,
+                            t.ws.add(i * t.ws_stride),
+                            i,
+                            parts,
+                        ),
+                        ConvPhase::DataGrad => conv::data_grad_part(
+                            &t.d,
+                            t.out,
+                            t.a,
+                            t.b,
+                            &epi,
+                            t.ws.add(i * t.ws_stride),
+                            i,
+                            parts,
+                        ),
+                        ConvPhase::FilterSums => {
+                            conv::filter_grad_part(&t.d, t.a, t.b, t.ws, i, parts)
+                        }
+                        ConvPhase::FilterReduce => {
+                            conv::filter_grad_reduce_part(&t.d, t.out, t.ws, i, parts)
+                        }
+                    }
                 }
             }
         }

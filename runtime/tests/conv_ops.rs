@@ -10,10 +10,11 @@ mod common;
 
 use common::Rng;
 use lossgraph_compiler::autodiff::append_gradients;
+use lossgraph_compiler::fusion::FusionOptions;
 use lossgraph_compiler::gradcheck::{check_gradients, GradCheckOptions};
 use lossgraph_ir::conv::{avg_pool, conv, keras_padding, max_pool, Padding};
 use lossgraph_ir::{interp, Builder, Graph, HostTensor, Literal, Tensor, TensorType};
-use lossgraph_runtime::{Engine, Program};
+use lossgraph_runtime::{Engine, JitOptions, Program};
 use std::collections::HashMap;
 
 /// One geometry: spatial extents, window, strides, dilation, padding.
@@ -189,7 +190,9 @@ fn close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<
     Ok(())
 }
 
-/// Interpreter vs `want`, gradients vs finite differences, JIT vs interpreter.
+/// Interpreter vs `want`, gradients vs finite differences, JIT vs
+/// interpreter; `expect_convs`: the convolution calls the graph must
+/// compile to when they are on.
 /// `step` is the relative finite-difference step: pooling cases use a
 /// small one so that no difference crosses between the distinct values
 /// (0.1 apart) of a window.
@@ -199,6 +202,7 @@ fn check(
     feeds: &HashMap<String, HostTensor>,
     want: &[f64],
     step: f32,
+    expect_convs: usize,
 ) -> Result<(), String> {
     let outs: HashMap<String, HostTensor> = interp::interpret(g, feeds)
         .map_err(|e| format!("{label}: interpreter: {e}"))?
@@ -221,28 +225,77 @@ fn check(
     if !rep.passed(1e-2) {
         return Err(format!("{label}: VJP vs finite differences:\n{rep}"));
     }
-    let mut p = Program::new(g.clone(), Engine::Jit).map_err(|e| format!("{label}: JIT: {e}"))?;
-    assert_eq!(p.engine(), Engine::Jit);
-    for (name, t) in feeds {
-        p.set_var(name, t)
-            .map_err(|e| format!("{label}: set_var: {e}"))?;
-    }
-    p.run(&[]).map_err(|e| format!("{label}: JIT run: {e}"))?;
-    for (name, _) in g.outputs() {
-        let got = p
-            .output(name)
-            .ok_or_else(|| format!("{label}: JIT lacks {name}"))?
-            .to_host()
-            .to_f64();
-        close(
-            &format!("{label}: JIT {name}"),
-            &got,
-            &outs[name].to_f64(),
-            1e-5,
-            1e-5,
-        )?;
+    // The JIT with the convolution calls forced on (both threads, every
+    // call split) and off (im2col): each against the interpreter, and the
+    // calls bit-identical on one and two threads.
+    let base = JitOptions::default();
+    let configs = [
+        ("calls x2", true, 2),
+        ("calls x1", true, 1),
+        ("im2col x2", false, 2),
+    ];
+    let mut first: Option<Vec<Vec<f32>>> = None;
+    for (config, calls, threads) in configs {
+        let opts = JitOptions {
+            fusion: FusionOptions {
+                conv_calls: calls,
+                ..base.fusion
+            },
+            threads,
+            gemm_min_flops: 1,
+            split_min_work: 1,
+            ..base
+        };
+        let label = format!("{label} [{config}]");
+        let mut p = Program::new_jit(g.clone(), &opts).map_err(|e| format!("{label}: JIT: {e}"))?;
+        let convs = p.compile_stats().map_or(0, |s| s.convs);
+        let want_convs = if calls && conv_calls_available() {
+            expect_convs
+        } else {
+            0
+        };
+        if convs != want_convs {
+            return Err(format!(
+                "{label}: {convs} convolution calls, expected {want_convs}"
+            ));
+        }
+        for (name, t) in feeds {
+            p.set_var(name, t)
+                .map_err(|e| format!("{label}: set_var: {e}"))?;
+        }
+        p.run(&[]).map_err(|e| format!("{label}: JIT run: {e}"))?;
+        let mut values = Vec::new();
+        for (name, _) in g.outputs() {
+            let got = p
+                .output(name)
+                .ok_or_else(|| format!("{label}: JIT lacks {name}"))?
+                .to_host();
+            close(
+                &format!("{label}: JIT {name}"),
+                &got.to_f64(),
+                &outs[name].to_f64(),
+                1e-5,
+                1e-5,
+            )?;
+            values.push(got.as_f32().map(<[f32]>::to_vec).unwrap_or_default());
+        }
+        if calls {
+            match &first {
+                None => first = Some(values),
+                Some(v) if *v != values => {
+                    return Err(format!("{label}: differs bit for bit from two threads"))
+                }
+                Some(_) => {}
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether this host runs convolution calls (AVX-512): the default options
+/// turn them on exactly then.
+fn conv_calls_available() -> bool {
+    JitOptions::default().fusion.conv_calls
 }
 
 fn random_geo(rng: &mut Rng, case: usize) -> Geo {
@@ -308,7 +361,9 @@ fn conv_random_geometries() {
             ("w".to_string(), HostTensor::f32(&ws, wv).unwrap()),
         ]);
         let label = format!("conv case {case} {geo:?} groups {groups} filters {f}");
-        if let Err(e) = check(&label, &g, &feeds, &want, 1.0 / 32.0) {
+        // Ungrouped: forward, data and filter gradient as calls.
+        let expect = if groups == 1 { 3 } else { 0 };
+        if let Err(e) = check(&label, &g, &feeds, &want, 1.0 / 32.0, expect) {
             failures.push(e);
         }
     }
@@ -346,6 +401,7 @@ fn pooling_random_geometries() {
                 &feeds,
                 &want,
                 1e-3,
+                0,
             ) {
                 failures.push(e);
             }

@@ -1053,6 +1053,22 @@ pub fn clif_text(
                 );
                 let _ = writeln!(s, "{}", l.func.display());
             }
+            nest::KernelBody::Conv(c) => {
+                let _ = writeln!(
+                    s,
+                    "; kernel {k}: convolution call {}, image {:?}x{} window {:?} strides {:?} dilation {:?} filters {} (out %{}, operands %{} %{})\n",
+                    c.pass.name(),
+                    c.spatial,
+                    c.channels,
+                    c.window,
+                    c.strides,
+                    c.dilation,
+                    c.filters,
+                    c.out.index(),
+                    c.operands[0].index(),
+                    c.operands[1].index()
+                );
+            }
             nest::KernelBody::Gemm(g) => {
                 let _ = writeln!(
                     s,

@@ -7,6 +7,7 @@
 //! lowering strength-reduces to pointer increments. `broadcast`, `transpose`,
 //! `slice`, `one_hot` and `reshape` (of stored data) only change counters.
 
+use crate::conv_calls::ConvCall;
 use crate::fusion::{node_error, CodegenError, KernelKind, NodeClass, Plan};
 use lossgraph_ir::types::strides as row_strides;
 use lossgraph_ir::{BinaryOp, DType, Literal, NodeId, Op, ReduceOp, UnaryOp};
@@ -151,6 +152,9 @@ pub enum KernelBody {
     SmallMatmul(GemmCall),
     /// A matmul executed by the `gemm` crate.
     Gemm(GemmCall),
+    /// A convolution pass run by the runtime's convolution routines; its
+    /// `out` and `operands` are storage nodes.
+    Conv(ConvCall),
 }
 
 impl KernelBody {
@@ -180,6 +184,7 @@ impl KernelBody {
                 })
                 .collect(),
             KernelBody::Gemm(g) | KernelBody::SmallMatmul(g) => vec![(g.a, None), (g.b, None)],
+            KernelBody::Conv(c) => c.operands.iter().map(|&o| (o, None)).collect(),
         }
     }
 }
@@ -537,6 +542,23 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
             } else {
                 Ok(KernelBody::Gemm(gc))
             }
+        }
+        KernelKind::Conv(pass) => {
+            let mut call = crate::conv_calls::match_root(g, root0)
+                .filter(|c| c.pass == pass)
+                .ok_or_else(|| {
+                    node_error(
+                        g,
+                        root0,
+                        &format!(
+                            "kernel {k}: not the {} pattern it was planned as",
+                            pass.name()
+                        ),
+                    )
+                })?;
+            call.out = plan.storage_of(call.out);
+            call.operands = call.operands.map(|o| plan.storage_of(o));
+            Ok(KernelBody::Conv(call))
         }
         KernelKind::Elementwise => {
             let shape = node0.ty.shape.to_vec();

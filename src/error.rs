@@ -43,6 +43,10 @@ pub enum Error {
     /// Graph compilation (autodiff, passes) failed.
     #[error("compiling the {purpose} graph: {message}")]
     Compile { purpose: String, message: String },
+    /// Data-parallel training failed: the ranks disagree (model, data) or a
+    /// collective outside the step failed.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// The runtime failed to build or run a program.
     #[error("runtime ({purpose}): {source}")]
     Runtime {

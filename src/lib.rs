@@ -69,6 +69,7 @@
 //! ```
 
 pub use lossgraph_ir as ir;
+pub use lossgraph_runtime as runtime;
 
 pub mod activations;
 #[doc = include_str!("../docs/architecture.md")]
@@ -99,13 +100,14 @@ pub use initializers::Init;
 pub use layer::{BuildCtx, CallCtx, Layer, Variable, VariableKind, Weight};
 pub use losses::Loss;
 pub use lossgraph_ir::{DType, HostTensor, LossReason, Tensor};
+pub use lossgraph_runtime::{Communicator, SingleProcess};
 pub use metrics::Metric;
 pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTensor, Trace};
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
 pub use train::{
-    CheckpointInfo, CompileOptions, Engine, FitOptions, Gradients, History, InterpreterFallback,
-    Logs, Purpose, StepStage, Validation,
+    CheckpointInfo, CompileOptions, Distributed, Engine, FitOptions, Gradients, History,
+    InterpreterFallback, Logs, Purpose, StepStage, Validation, DEFAULT_WATCHDOG,
 };
 pub use weights::{read_safetensors, write_safetensors};
 

@@ -501,6 +501,11 @@ fn vjp(
             // Each value row went to row ids[s]: its gradient is that row.
             push!(1, cot.tensor(b).gather(&x(0)));
         }
+        Op::AllReduceMean => {
+            // y_r = (1/N)·Σ_s x_s on every rank r, so ∂L/∂x_s = Σ_r (1/N)·ȳ_r:
+            // the mean is its own adjoint across ranks.
+            push!(0, cot.tensor(b).all_reduce_mean());
+        }
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const(_)

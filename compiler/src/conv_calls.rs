@@ -134,7 +134,8 @@ fn window_geometry(
         | Op::Random { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
-        | Op::RandomNormal { .. } => return None,
+        | Op::RandomNormal { .. }
+        | Op::AllReduceMean => return None,
     };
     let r = window.len();
     if !(1..=2).contains(&r) || image.len() != r + 2 || cols.len() != 2 * r + 2 {
@@ -209,7 +210,8 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<ConvCall> {
         | Op::Random { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
-        | Op::RandomNormal { .. } => return None,
+        | Op::RandomNormal { .. }
+        | Op::AllReduceMean => return None,
     };
     // The image `[N, S.., C]` and the windows `[N, O.., K.., C]`.
     let (image_shape, windows_shape) = match pass {

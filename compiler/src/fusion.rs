@@ -99,6 +99,9 @@ pub enum KernelKind {
     /// A convolution pass run as one call on the image (a matmul or fold
     /// root of a [`crate::conv_calls`] pattern).
     Conv(ConvPass),
+    /// An `all_reduce_mean` of one stored buffer: an external call to the
+    /// program's communicator (nothing inlined: collectives fuse with nothing).
+    AllReduce,
 }
 
 impl KernelKind {
@@ -113,6 +116,7 @@ impl KernelKind {
             KernelKind::Fold => "fold",
             KernelKind::Scatter => "scatter",
             KernelKind::Conv(p) => p.name(),
+            KernelKind::AllReduce => "all_reduce",
         }
     }
 }
@@ -173,7 +177,8 @@ pub fn is_pointwise(op: &Op) -> bool {
         | OpKind::Contraction
         | OpKind::Scatter
         | OpKind::Join
-        | OpKind::Gather => false,
+        | OpKind::Gather
+        | OpKind::Collective => false,
     }
 }
 
@@ -367,6 +372,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::RandomNormal { .. }
             | Op::Gather => KernelKind::Elementwise,
             Op::ScatterAdd { .. } => KernelKind::Scatter,
+            Op::AllReduceMean => KernelKind::AllReduce,
             // Leaves and views are classed above and never become roots.
             Op::Input { .. } | Op::Param { .. } | Op::Const(_) | Op::Reshape => {
                 return Err(node_error(&g, id, "a leaf or view cannot be a kernel root"))

@@ -235,7 +235,8 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
 /// A scratch buffer that root `r` of elementwise kernel `k` may overwrite:
 /// read for the last time by kernel `k`, not an output, and read there only
 /// at exactly the element `r` writes (so each element is loaded before it is
-/// stored in the same iteration).
+/// stored in the same iteration). An all-reduce takes over its operand's
+/// buffer on the same terms (the communicator reduces in place).
 fn reusable(
     plan: &Plan,
     body: &KernelBody,
@@ -245,6 +246,13 @@ fn reusable(
     pinned: &[bool],
     region: &[Option<Region>],
 ) -> Option<NodeId> {
+    if let KernelBody::AllReduce { x, .. } = body {
+        let s = *x;
+        let ok = last_read[s.index()] == k
+            && !pinned[s.index()]
+            && region[s.index()] == Some(Region::Scratch);
+        return ok.then_some(s);
+    }
     if plan.kernels[k].kind != KernelKind::Elementwise {
         return None;
     }

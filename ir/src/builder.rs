@@ -835,6 +835,13 @@ impl Tensor {
             .push(Op::ScatterAdd { rows }, &[ids, self], None)
     }
 
+    /// The elementwise mean of this `f32` value over every rank of the
+    /// program's communicator (see [`Op::AllReduceMean`]; the identity in a
+    /// single process).
+    pub fn all_reduce_mean(&self) -> Tensor {
+        self.builder().push(Op::AllReduceMean, &[self], None)
+    }
+
     /// Identity with zero gradient.
     pub fn stop_gradient(&self) -> Tensor {
         self.builder().push(Op::StopGradient, &[self], None)

@@ -1092,7 +1092,8 @@ mod tests {
                 | Op::Random { .. }
                 | Op::Gather
                 | Op::ScatterAdd { .. }
-                | Op::RandomNormal { .. } => {}
+                | Op::RandomNormal { .. }
+                | Op::AllReduceMean => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {
                 out.insert(format!("{}:{}", n.op.name(), ins[ins.len() - 1].dtype));

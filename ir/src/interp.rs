@@ -90,7 +90,9 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             (Data::I32(v), DType::F32) => Data::F32(v.iter().map(|&x| x as f32).collect()),
             (d, _) => d.clone(),
         },
-        Op::StopGradient | Op::Reshape => operands[0].data.clone(),
+        // `all_reduce_mean` over the interpreter's single process: the mean
+        // of one value is the value.
+        Op::StopGradient | Op::Reshape | Op::AllReduceMean => operands[0].data.clone(),
         Op::Broadcast => gather(
             &operands[0].data,
             &broadcast_indices(operands[0].shape(), &ty.shape),
@@ -312,7 +314,8 @@ pub fn interpret_with(
             | Op::Random { .. }
             | Op::Gather
             | Op::ScatterAdd { .. }
-            | Op::RandomNormal { .. }) => {
+            | Op::RandomNormal { .. }
+            | Op::AllReduceMean) => {
                 let ops = g.operands(id);
                 let args: Vec<&HostTensor> = ops
                     .iter()

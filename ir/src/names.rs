@@ -28,6 +28,10 @@ pub const LR_INPUT: &str = "lr";
 pub const ITERATION_INPUT: &str = "iteration";
 /// The `i32[]` random-stream counter input of a step that draws noise.
 pub const RNG_STEP_INPUT: &str = "rng_step";
+/// The `f32[]` input of a data-parallel step that scales this rank's
+/// gradients before they are averaged over the ranks: `ranks · n_r / B`
+/// for a shard of `n_r` of the global batch's `B` samples (1 for equal shards).
+pub const SHARD_WEIGHT_INPUT: &str = "shard_weight";
 
 /// `loss/<output>`.
 pub fn loss(output: &str) -> String {

@@ -241,6 +241,15 @@ pub enum Op {
     RandomNormal {
         seed: u32,
     },
+    /// `all_reduce_mean x`: the elementwise mean of `x` over every process
+    /// (rank) of the program's communicator; every rank gets the same
+    /// result, of `x`'s type (`f32`, any shape; the gradient hook feeds it
+    /// one flat buffer of all gradients). Single-process semantics (the
+    /// interpreter, a one-rank run): the identity. The compiled step runs
+    /// it as one external call on the buffer in place. Gradient: the mean
+    /// is linear and its adjoint across ranks is itself, so the VJP is the
+    /// `all_reduce_mean` of the cotangent.
+    AllReduceMean,
 }
 
 // ---------------------------------------------------------------------------
@@ -286,6 +295,9 @@ pub enum OpKind {
     /// table at positions read from an index operand (a data-dependent
     /// address): `gather`, `scatter_add`.
     Gather,
+    /// Combines a value across processes (ranks), run as an external call
+    /// on a stored buffer: `all_reduce_mean`.
+    Collective,
 }
 
 /// Operand count of an op.
@@ -913,7 +925,8 @@ macro_rules! attr_list {
             | Op::Broadcast
             | Op::Reshape
             | Op::StopGradient
-            | Op::Gather => SmallVec::new(),
+            | Op::Gather
+            | Op::AllReduceMean => SmallVec::new(),
         }
     };
 }
@@ -965,6 +978,7 @@ impl Op {
             Op::RandomNormal { .. } => {
                 (OpKind::Random, Exactly(1), Grad::None, Cost::Transcendental)
             }
+            Op::AllReduceMean => (OpKind::Collective, Exactly(1), Grad::All, Cost::Cheap),
         };
         OpRow {
             kind,
@@ -1042,6 +1056,7 @@ impl Op {
             Op::Gather,
             Op::ScatterAdd { rows: 0 },
             Op::RandomNormal { seed: 0 },
+            Op::AllReduceMean,
         ]);
         v
     }
@@ -1077,6 +1092,7 @@ impl Op {
             Op::Gather => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
             Op::RandomNormal { .. } => "random_normal",
+            Op::AllReduceMean => "all_reduce_mean",
         }
     }
 
@@ -1106,7 +1122,8 @@ impl Op {
             | OpKind::Scatter
             | OpKind::Join
             | OpKind::Random
-            | OpKind::Gather => false,
+            | OpKind::Gather
+            | OpKind::Collective => false,
         }
     }
 
@@ -1428,6 +1445,10 @@ pub fn infer_type(
                 return Err(format!("{} produces f32, declared {ty}", op.name()));
             }
             ty
+        }
+        Op::AllReduceMean => {
+            f32_only(operands[0])?;
+            operands[0].clone()
         }
         Op::Gather => {
             let (table, ids) = (operands[0], operands[1]);

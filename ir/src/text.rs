@@ -73,7 +73,8 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Random { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
-        | Op::RandomNormal { .. } => Role::Forward,
+        | Op::RandomNormal { .. }
+        | Op::AllReduceMean => Role::Forward,
     }
 }
 

@@ -9,10 +9,11 @@
 //! when the memory plan proved it safe, else by a copy into the slot after
 //! the steps). Outputs are read as views; nothing is allocated per run.
 
+use crate::collective::Communicator;
 use crate::error::RuntimeError;
 use crate::jit::{
-    conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, GemmImpl, JitCode, Step,
-    UpdateCopy,
+    all_reduce_step, conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, GemmImpl,
+    JitCode, Step, UpdateCopy,
 };
 use crate::program::Feed;
 use crate::sgemm;
@@ -23,6 +24,7 @@ use lossgraph_compiler::lower_clif::{lower_nest, Base, BufAddr, LowerOptions};
 use lossgraph_compiler::memplan::{plan_memory, Location, MemoryPlan};
 use lossgraph_ir::{DType, Graph, NodeId, Op, TensorType};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Small JIT matmuls split across threads only above this multiple of
@@ -194,11 +196,12 @@ fn call_buf(
 
 impl JitProgram {
     /// Compiles a verified graph whose variables live in `store` (registered
-    /// there now if new).
+    /// there now if new) and whose `all_reduce_mean` nodes reduce over `comm`.
     pub(crate) fn compile(
         graph: &Graph,
         opts: &JitOptions,
         store: &mut VariableStore,
+        comm: Arc<dyn Communicator>,
     ) -> Result<JitProgram, RuntimeError> {
         let t0 = Instant::now();
         // The convolution routines need AVX-512: elsewhere the patterns stay im2col.
@@ -240,7 +243,10 @@ impl JitProgram {
                     )
                 }
                 KernelBody::Conv(cc) => conv_workspace(cc).map_err(cerr)?,
-                KernelBody::Gemm(_) | KernelBody::SmallMatmul(_) | KernelBody::Nests(_) => (0, 0),
+                KernelBody::Gemm(_)
+                | KernelBody::SmallMatmul(_)
+                | KernelBody::Nests(_)
+                | KernelBody::AllReduce { .. } => (0, 0),
             };
             ws_stride = ws_stride.max(part.div_ceil(16) * 16);
             ws_shared = ws_shared.max(shared);
@@ -333,6 +339,13 @@ impl JitProgram {
                         threads: t,
                     });
                     funcs.push(l.func);
+                }
+                KernelBody::AllReduce { out, x, numel } => {
+                    labels.push(label(k, 1));
+                    let buf = |n| call_buf(&mem, &var_off, &plan, n);
+                    pending.push(Pending::Call(
+                        all_reduce_step(buf(*out)?, buf(*x)?, *numel).map_err(cerr)?,
+                    ));
                 }
                 KernelBody::Gemm(gc) => {
                     let d = gemm_dims(gc);
@@ -470,7 +483,7 @@ impl JitProgram {
         stats.plan_ms = (t1 - t0).as_secs_f64() * 1e3;
         stats.codegen_ms = (t2 - t1).as_secs_f64() * 1e3;
         stats.jit_ms = (t3 - t2).as_secs_f64() * 1e3;
-        let step = CompiledStep::new(arena, code, steps, copies, store.bytes(), threads);
+        let step = CompiledStep::new(arena, code, steps, copies, store.bytes(), threads, comm);
         Ok(JitProgram {
             step,
             store_id: store.id(),

@@ -1,8 +1,9 @@
 //! One of the two modules with `unsafe` (the other is [`crate::sgemm`], the
 //! SIMD GEMM on raw pointers): the arenas, the JIT module, the thread pool,
 //! calls into compiled code and the registered host functions that
-//! external-call steps run on raw buffer pointers (the GEMMs and the
-//! convolutions).
+//! external-call steps run on raw buffer pointers (the GEMMs, the
+//! convolutions, the all-reduce of a gradient buffer through the
+//! program's communicator).
 //!
 //! A compiled step works on two [`Arena`]s: its own (inputs, constants,
 //! scratch, GEMM workspace) and the variable store's (every variable of the
@@ -40,6 +41,7 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::collective::Communicator;
 #[cfg(target_arch = "x86_64")]
 use crate::conv;
 use crate::sgemm;
@@ -366,8 +368,9 @@ pub(crate) struct CallBuf {
 }
 
 /// What a host function is called with: the step's buffers (resolved
-/// against this run's bases), its integer parameters, its thread count and
-/// the compiled step's pool (`None` when single-threaded).
+/// against this run's bases), its integer parameters, its thread count,
+/// the compiled step's pool (`None` when single-threaded) and its
+/// communicator.
 pub(crate) struct CallArgs<'a> {
     bases: Bases,
     arena_len: usize,
@@ -376,6 +379,7 @@ pub(crate) struct CallArgs<'a> {
     params: &'a [i64],
     threads: usize,
     pool: Option<&'a Pool>,
+    comm: &'a dyn Communicator,
 }
 
 impl CallArgs<'_> {
@@ -412,13 +416,43 @@ impl CallArgs<'_> {
 pub(crate) type HostFn = fn(&CallArgs<'_>) -> Result<(), String>;
 
 /// The registered host functions, by name. An external-call step names one
-/// of these; a new kind of call (e.g. an allreduce of gradient buffers
-/// across workers) plugs in as one more entry.
-const HOST_FUNCTIONS: [(&str, HostFn); 3] = [
+/// of these; a new kind of call plugs in as one more entry.
+const HOST_FUNCTIONS: [(&str, HostFn); 4] = [
     ("gemm", |a| gemm(a, GemmImpl::Lossgraph)),
     ("gemm_crate", |a| gemm(a, GemmImpl::Crate)),
     ("conv", conv),
+    ("all_reduce_mean", all_reduce_mean),
 ];
+
+/// The external-call step of an `all_reduce_mean` of `numel` f32: buffers
+/// `[out, x]` (the same buffer when the memory plan reduces in place),
+/// parameter `[numel]`.
+pub(crate) fn all_reduce_step(out: CallBuf, x: CallBuf, numel: usize) -> Result<Step, String> {
+    let n = i64::try_from(numel).map_err(|_| format!("all_reduce of {numel} elements"))?;
+    Step::call("all_reduce_mean", vec![out, x], vec![n], 1)
+}
+
+/// The all-reduce host function: copies `x` into `out` unless they are one
+/// buffer, then replaces `out` by its mean over the communicator's ranks,
+/// in place (the communicator's own call; nothing is allocated here).
+fn all_reduce_mean(args: &CallArgs<'_>) -> Result<(), String> {
+    let numel = args.param(0)?;
+    let ((out, out_len), (x, x_len)) = (args.buf(0)?, args.buf(1)?);
+    let bytes = numel
+        .checked_mul(4)
+        .filter(|&b| b <= out_len && b <= x_len)
+        .ok_or_else(|| format!("all_reduce of {numel} f32: outside its buffers"))?;
+    if out != x {
+        // SAFETY: (F) both ranges were checked inside their arenas above;
+        // distinct planned buffers live at the same time do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(x, out, bytes) };
+    }
+    // SAFETY: (F) `out .. out + bytes` lies inside its arena (checked) and is
+    // 64-byte aligned; (E) no other reference into the arenas exists during
+    // a run, and the communicator only reads and writes this slice.
+    let buf = unsafe { std::slice::from_raw_parts_mut(out as *mut f32, numel) };
+    crate::collective::all_reduce_mean_f32(args.comm, buf)
+}
 
 /// The registered host function called `name`.
 pub(crate) fn host_function(name: &str) -> Option<HostFn> {
@@ -1161,6 +1195,8 @@ pub(crate) struct CompiledStep {
     copies: Vec<UpdateCopy>,
     /// Store bytes the steps address (B): a run refuses a shorter store.
     store_min: usize,
+    /// The ranks the `all_reduce_mean` steps reduce across.
+    comm: Arc<dyn Communicator>,
 }
 
 impl CompiledStep {
@@ -1171,6 +1207,7 @@ impl CompiledStep {
         copies: Vec<UpdateCopy>,
         store_min: usize,
         threads: usize,
+        comm: Arc<dyn Communicator>,
     ) -> CompiledStep {
         let pool = (threads > 1).then(|| Pool::new(threads));
         CompiledStep {
@@ -1180,6 +1217,7 @@ impl CompiledStep {
             arena,
             copies,
             store_min,
+            comm,
         }
     }
 
@@ -1246,6 +1284,7 @@ impl CompiledStep {
                     params,
                     threads: *threads,
                     pool: self.pool.as_ref(),
+                    comm: &*self.comm,
                 })?,
             }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t.as_mut()) {

@@ -10,12 +10,15 @@
 //! variable `<var>` of the store.
 
 // The kernels are AVX-512 (x86-64); callers check `sgemm::available()`.
+pub mod collective;
 #[cfg(target_arch = "x86_64")]
 #[allow(dead_code)] // registered as external calls once the executor has them
 mod conv;
 mod error;
 pub mod executor;
 mod jit;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 #[cfg(target_arch = "x86_64")]
 #[allow(dead_code)] // registered as external calls once the executor has them
 mod pool;
@@ -23,6 +26,7 @@ mod program;
 mod sgemm;
 mod store;
 
+pub use collective::{Communicator, SingleProcess};
 pub use error::RuntimeError;
 pub use executor::{CompileStats, JitOptions};
 pub use jit::GemmImpl;

@@ -1,10 +1,12 @@
 //! [`Program`]: a graph bound to an engine, a variable store and its last outputs.
 
+use crate::collective::{Communicator, SingleProcess};
 use crate::error::RuntimeError;
 use crate::executor::{CompileStats, JitOptions, JitProgram};
 use crate::store::VariableStore;
 use lossgraph_ir::{interp, verify, DType, Data, Graph, HostTensor, TensorType};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Which engine executes a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -167,10 +169,39 @@ impl Program {
         opts: &JitOptions,
         store: &mut VariableStore,
     ) -> Result<Program, RuntimeError> {
+        Program::with_store_on(graph, engine, opts, store, Arc::new(SingleProcess))
+    }
+
+    /// [`with_store`](Self::with_store) for a program whose
+    /// `all_reduce_mean` nodes reduce across the ranks of `comm` (one
+    /// external call per node, on its buffer in place). The interpreter
+    /// evaluates `all_reduce_mean` in a single process only (the identity),
+    /// so it refuses such a graph on more than one rank.
+    pub fn with_store_on(
+        graph: Graph,
+        engine: Engine,
+        opts: &JitOptions,
+        store: &mut VariableStore,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<Program, RuntimeError> {
         verify(&graph)?;
         let jit = match engine {
-            Engine::Jit => Some(Box::new(JitProgram::compile(&graph, opts, store)?)),
+            Engine::Jit => Some(Box::new(JitProgram::compile(&graph, opts, store, comm)?)),
             Engine::Interpreter => {
+                if comm.size() > 1 {
+                    if let Some(id) = graph
+                        .node_ids()
+                        .into_iter()
+                        .find(|&id| graph.node(id).op == lossgraph_ir::Op::AllReduceMean)
+                    {
+                        return Err(RuntimeError::Compile(format!(
+                            "node %{} (all_reduce_mean): the interpreter reduces in a single \
+                             process only, this program runs on {} ranks (use the JIT)",
+                            id.index(),
+                            comm.size()
+                        )));
+                    }
+                }
                 for (name, id) in graph.params() {
                     store.register(&name, &graph.node(id).ty)?;
                 }

@@ -433,6 +433,14 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
             let y = b.node(Op::StopGradient, f(&[2]), &[x]);
             one(b.case(name.into(), y, vec![1.5, -2.0]))
         }
+        Op::AllReduceMean => {
+            // One process (no communicator): the mean over one rank is the
+            // value itself; the JIT runs it as its external call.
+            let mut b = G::new();
+            let x = b.f32("x", &[3], &[1.5, -2.0, 0.25]);
+            let y = b.node(Op::AllReduceMean, f(&[3]), &[x]);
+            one(b.case(name.into(), y, vec![1.5, -2.0, 0.25]))
+        }
         Op::Random { .. } => {
             let mut b = G::new();
             let step = b.i32("step", &[], &[3.0]);

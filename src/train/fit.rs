@@ -1,6 +1,7 @@
 //! Keras's training front door: `compile`, `fit`, `evaluate`, `predict`,
 //! `train_on_batch`.
 
+use super::distributed::{check_ranks_agree, checksum, global_logs, shard, Watchdog};
 use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
 use super::options::{CompileOptions, FitOptions, Purpose, Validation};
@@ -11,6 +12,7 @@ use crate::initializers::Rng;
 use crate::model::Model;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lossgraph_ir::{names, Data, HostTensor, TensorType};
+use lossgraph_runtime::Communicator;
 use std::borrow::Cow;
 
 /// Validation inputs and targets.
@@ -116,13 +118,54 @@ impl Model {
     /// Trains for `opts.epochs` epochs with a progress bar showing the running
     /// loss and its breakdown (compiled loss and each added loss). Returns the
     /// per-epoch history (validation values prefixed `val_`).
-    pub fn fit(
+    ///
+    /// Compiled [`distributed`](super::CompileOptions::distributed) over
+    /// `N > 1` ranks, every rank passes the same data and options:
+    /// `batch_size` is the global batch, each rank runs its contiguous
+    /// `1/N` of every batch (the order is the seed's, the same on every
+    /// rank), the logs, history and callbacks see the means over all ranks'
+    /// samples, and only rank 0 shows progress. At the start the ranks
+    /// compare a checksum of the training graph and the data sizes (a
+    /// mismatch is an [`Error::Distributed`] on every rank, rank 0's naming
+    /// the values); any other error on one rank, and a step that outlasts the
+    /// watchdog, abort the whole job ([`Communicator::abort`]) instead of
+    /// leaving the other ranks waiting in a collective.
+    pub fn fit(&mut self, x: &[HostTensor], y: &[HostTensor], opts: FitOptions) -> Result<History> {
+        let dist = self.compiled("fit")?.distributed.clone();
+        if dist.comm.size() <= 1 {
+            return self.fit_ranks(x, y, opts, &*dist.comm, None);
+        }
+        let watchdog = match dist.watchdog {
+            Some(t) => Some(Watchdog::start(dist.comm.clone(), t)?),
+            None => None,
+        };
+        let result = self.fit_ranks(x, y, opts, &*dist.comm, watchdog.as_ref());
+        drop(watchdog);
+        self.train.shard_weight = None;
+        match result {
+            // Every rank returns the start-up check's error.
+            Err(e @ Error::Distributed(_)) => Err(e),
+            Err(e) => {
+                eprintln!(
+                    "lossgraph: rank {}: {e}; aborting the job",
+                    dist.comm.rank()
+                );
+                dist.comm.abort(1)
+            }
+            ok => ok,
+        }
+    }
+
+    /// `fit` on the ranks of `comm` (one rank: a plain single-process fit).
+    fn fit_ranks(
         &mut self,
         x: &[HostTensor],
         y: &[HostTensor],
         mut opts: FitOptions,
+        comm: &dyn Communicator,
+        watchdog: Option<&Watchdog>,
     ) -> Result<History> {
-        self.compiled("fit")?;
+        let (rank, ranks) = (comm.rank(), comm.size());
         let all = self.prepare_data(x, Some(y))?;
         let (train_x, train_y, val): (Vec<HostTensor>, Vec<HostTensor>, Option<ValData>) =
             match &opts.validation {
@@ -165,7 +208,23 @@ impl Model {
         }
         let bs = opts.batch_size.max(1);
         let steps = n.div_ceil(bs);
+        if ranks > 1 {
+            let graph = self.graph_unoptimized(Purpose::Train, bs.min(n))?;
+            let text = lossgraph_ir::text::print(&graph);
+            let order = if opts.shuffle { opts.seed } else { u64::MAX };
+            check_ranks_agree(
+                comm,
+                &[
+                    checksum(text.as_bytes()),
+                    n as u64,
+                    bs as u64,
+                    opts.epochs as u64,
+                    order,
+                ],
+            )?;
+        }
         let mut rng = Rng::new(opts.seed);
+        let mut step_count = 0u64;
         let mut history = History::default();
         for cb in opts.callbacks.iter_mut() {
             cb.on_train_begin();
@@ -191,7 +250,7 @@ impl Model {
                 y: ey.iter().map(Cow::Borrowed).collect(),
                 n,
             };
-            let pb = if opts.verbose {
+            let pb = if opts.verbose && rank == 0 {
                 ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr())
             } else {
                 ProgressBar::hidden()
@@ -206,9 +265,27 @@ impl Model {
             for s in 0..steps {
                 let start = s * bs;
                 let end = (start + bs).min(n);
-                self.prepare(Purpose::Train, end - start)?;
-                let feeds = self.feeds(&data, start, end);
-                let logs = self.run_prepared(Purpose::Train, end - start, &feeds)?;
+                let logs = if ranks > 1 {
+                    let part = shard(start, end, rank, ranks);
+                    let local = part.end - part.start;
+                    self.prepare(Purpose::Train, local)?;
+                    self.train.shard_weight = Some(part.weight);
+                    let feeds = self.feeds(&data, part.start, part.end);
+                    if let Some(w) = watchdog {
+                        w.arm(step_count);
+                    }
+                    let logs = self.run_prepared(Purpose::Train, local, &feeds)?;
+                    let logs = global_logs(comm, &logs, part.counted)?;
+                    if let Some(w) = watchdog {
+                        w.disarm();
+                    }
+                    logs
+                } else {
+                    self.prepare(Purpose::Train, end - start)?;
+                    let feeds = self.feeds(&data, start, end);
+                    self.run_prepared(Purpose::Train, end - start, &feeds)?
+                };
+                step_count += 1;
                 acc.add(&logs, end - start);
                 let running = acc.mean();
                 pb.set_message(running.render());

@@ -22,10 +22,12 @@
 //! - `run`: data checking, feeds, and the model's glue to the session;
 //! - `fit`: `compile`, `fit`, `evaluate`, `predict`, `train_on_batch`;
 //! - `custom_loop`: `compute_gradients`, `apply_gradients`;
-//! - [`checkpoint`]: `save_checkpoint`, `load_checkpoint` (exact resume).
+//! - [`checkpoint`]: `save_checkpoint`, `load_checkpoint` (exact resume);
+//! - `distributed`: data-parallel `fit` (shards, mean logs, start-up check, watchdog).
 
 pub mod checkpoint;
 mod custom_loop;
+mod distributed;
 mod engine;
 mod fit;
 pub mod logs;
@@ -38,5 +40,7 @@ pub use checkpoint::CheckpointInfo;
 pub use custom_loop::Gradients;
 pub use engine::InterpreterFallback;
 pub use logs::{History, Logs};
-pub use options::{CompileOptions, Engine, FitOptions, Purpose, Validation};
+pub use options::{
+    CompileOptions, Distributed, Engine, FitOptions, Purpose, Validation, DEFAULT_WATCHDOG,
+};
 pub use step::StepStage;

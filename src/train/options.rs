@@ -10,6 +10,9 @@ use crate::metrics::Metric;
 use crate::optimizers::{Clip, Optimizer};
 use lossgraph_ir::HostTensor;
 pub use lossgraph_runtime::Engine;
+use lossgraph_runtime::{Communicator, SingleProcess};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What a compiled program is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,7 +51,35 @@ pub struct CompileOptions {
     loss_weights: Vec<(String, f32)>,
     metrics: Vec<Metric>,
     engine: EnginePolicy,
+    distributed: Distributed,
 }
+
+/// How a model trains data-parallel: the ranks it reduces across and the
+/// step watchdog. The default is one process.
+#[derive(Clone, Debug)]
+pub struct Distributed {
+    /// The communicator whose ranks average their gradients in every step.
+    pub comm: Arc<dyn Communicator>,
+    /// `fit` aborts the whole job (`Communicator::abort`) when one training
+    /// step, collectives included, takes longer than this: a rank stalled
+    /// or died and the others wait in the all-reduce. `None`: no watchdog.
+    pub watchdog: Option<Duration>,
+}
+
+impl Default for Distributed {
+    fn default() -> Distributed {
+        Distributed {
+            comm: Arc::new(SingleProcess),
+            watchdog: None,
+        }
+    }
+}
+
+/// Default step watchdog of a multi-rank run: generous (a step includes
+/// waiting for the slowest rank, and the first step of a batch size the
+/// slowest rank's JIT compile), yet seconds, not the forever of a stalled
+/// collective.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(60);
 
 impl CompileOptions {
     /// Compile with `optimizer` and `loss` for every output.
@@ -68,7 +99,30 @@ impl CompileOptions {
             loss_weights: Vec::new(),
             metrics: Vec::new(),
             engine: EnginePolicy::default(),
+            distributed: Distributed::default(),
         }
+    }
+
+    /// Trains data-parallel across the ranks of `comm`: every training step
+    /// averages the gradients over the ranks (`all_reduce_mean` nodes in the
+    /// compiled step) and `fit` gives each rank its slice of every global
+    /// batch, so that `N` ranks produce the weights of one process on the
+    /// full batch (to f32 rounding). Every rank must compile the same model
+    /// and fit the same data (checked at the start of `fit`). The step
+    /// watchdog is [`DEFAULT_WATCHDOG`] on more than one rank.
+    pub fn distributed(self, comm: Arc<dyn Communicator>) -> CompileOptions {
+        let watchdog = (comm.size() > 1).then_some(DEFAULT_WATCHDOG);
+        CompileOptions {
+            distributed: Distributed { comm, watchdog },
+            ..self
+        }
+    }
+
+    /// The step watchdog of a distributed `fit` (`None`: off); see
+    /// [`Distributed::watchdog`].
+    pub fn watchdog(mut self, timeout: Option<Duration>) -> CompileOptions {
+        self.distributed.watchdog = timeout;
+        self
     }
 
     /// The loss of the output named `output`.
@@ -166,6 +220,7 @@ impl CompileOptions {
             metrics: self.metrics,
             engine: self.engine,
             gradient_hook,
+            distributed: self.distributed,
         })
     }
 }
@@ -188,6 +243,8 @@ pub(crate) struct Compiled {
     pub engine: EnginePolicy,
     /// Rewrites the gradients between differentiation and the updates.
     pub gradient_hook: GradientHook,
+    /// The ranks training averages over (one process by default).
+    pub distributed: Distributed,
 }
 
 /// The gradient-hook stage of a training step (see `step`): where gradient

@@ -79,6 +79,23 @@ impl Model {
             })
     }
 
+    /// The number of ranks training averages gradients over (1 unless
+    /// compiled [`distributed`](super::CompileOptions::distributed)).
+    pub fn ranks(&self) -> usize {
+        self.train
+            .compiled
+            .as_ref()
+            .map_or(1, |c| c.distributed.comm.size())
+    }
+
+    /// This process's rank (0 unless compiled distributed).
+    pub fn rank(&self) -> usize {
+        self.train
+            .compiled
+            .as_ref()
+            .map_or(0, |c| c.distributed.comm.rank())
+    }
+
     /// Makes sure a program exists for (purpose, batch).
     pub(super) fn prepare(&mut self, purpose: Purpose, batch: usize) -> Result<()> {
         let key = (purpose, batch);

@@ -14,7 +14,7 @@ use super::logs::Logs;
 use super::options::{Compiled, Purpose};
 use crate::error::{Error, Result};
 use crate::layer::Variable;
-use lossgraph_ir::names::{ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT};
+use lossgraph_ir::names::{ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT, SHARD_WEIGHT_INPUT};
 use lossgraph_ir::{Graph, HostTensor};
 use lossgraph_runtime::{Feed, JitOptions, Program, VariableStore};
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ pub(crate) struct ProgramInfo {
     pub logs: Vec<(String, String)>,
     /// The graph reads the `rng_step` input.
     pub needs_rng: bool,
+    /// The graph reads the `shard_weight` input (a data-parallel step).
+    pub needs_shard_weight: bool,
     /// The graph has `update/<variable>` outputs (optimiser or state updates).
     pub writes_vars: bool,
 }
@@ -51,6 +53,10 @@ pub(crate) struct TrainState {
     /// Epochs completed by `fit` since `compile` (saved in checkpoints).
     pub(super) epoch: u64,
     fallbacks: Vec<InterpreterFallback>,
+    /// The `shard_weight` fed to data-parallel steps: set by `fit` per
+    /// step (this rank's share of the global batch); `None` feeds 1 (every
+    /// rank's batch counts equally, as in `train_on_batch` on each rank).
+    pub(super) shard_weight: Option<f32>,
 }
 
 impl TrainState {
@@ -93,9 +99,14 @@ impl TrainState {
         store: &mut VariableStore,
     ) -> Result<()> {
         let policy = self.compiled.as_ref().map(|c| c.engine).unwrap_or_default();
+        let comm = self
+            .compiled
+            .as_ref()
+            .map(|c| c.distributed.comm.clone())
+            .unwrap_or_else(|| std::sync::Arc::new(lossgraph_runtime::SingleProcess));
         let opts = JitOptions::default();
         let (program, fallback) = compile_program(g, key.0, key.1, policy, |g, e| {
-            Program::with_store(g, e, &opts, store)
+            Program::with_store_on(g, e, &opts, store, comm.clone())
         })?;
         self.fallbacks.extend(fallback);
         self.programs.insert(key, Cached { program, info });
@@ -126,6 +137,7 @@ impl TrainState {
         let it = [self.iterations as f32];
         let lr = [lr];
         let step = [self.rng_runs as i32];
+        let shard_weight = [self.shard_weight.unwrap_or(1.0)];
         let Some(c) = self.programs.get_mut(&key) else {
             return Err(Error::Compile {
                 purpose: purpose.name().into(),
@@ -140,6 +152,9 @@ impl TrainState {
         if c.info.needs_rng {
             all.push((RNG_STEP_INPUT, Feed::I32(&step)));
             self.rng_runs += 1;
+        }
+        if c.info.needs_shard_weight {
+            all.push((SHARD_WEIGHT_INPUT, Feed::F32(&shard_weight)));
         }
         c.program
             .run_with(store, &all)

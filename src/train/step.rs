@@ -10,9 +10,9 @@
 //!    compiled part `compiled_loss`;
 //! 3. [`StepStage::Gradients`]: `grad/<v>` of the total loss for every
 //!    trainable variable (state variables and frozen weights get none);
-//! 4. [`StepStage::GradientHook`]: rewrites the gradients; the identity for
-//!    now, and the place for clipping, loss scaling and a cross-process
-//!    allreduce;
+//! 4. [`StepStage::GradientHook`]: rewrites the gradients: in a
+//!    data-parallel program (a communicator of more than one rank), first
+//!    their `all_reduce_mean` over the ranks, then the optimiser's clipping;
 //! 5. [`StepStage::Updates`]: the optimiser's `update/<v>` and
 //!    `update/<optimizer state>` outputs, from the `lr` and `iteration` inputs.
 //!
@@ -34,7 +34,7 @@ use crate::backend;
 use crate::error::{Error, Result};
 use crate::model::{Model, Trace};
 use crate::optimizers::{Clip, Optimizer};
-use lossgraph_ir::names::{self, ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT};
+use lossgraph_ir::names::{self, ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT, SHARD_WEIGHT_INPUT};
 use lossgraph_ir::{nn, Builder, Graph, NodeId, Role, Tensor, TensorType};
 use std::collections::HashMap;
 
@@ -115,12 +115,24 @@ impl Step {
         }
     }
 
-    /// Stage 3: `grad/<v>` outputs of the total loss for every trainable variable.
-    fn gradients(&mut self) -> Result<()> {
+    /// Stage 3: `grad/<v>` outputs of the total loss for every trainable
+    /// variable. On more than one rank the differentiated loss is the total
+    /// times the fed `shard_weight` (this rank's share of the global batch,
+    /// see [`SHARD_WEIGHT_INPUT`]): a scale of the seed cotangent, free in
+    /// the step, so that the mean over ranks is the global batch's gradient.
+    fn gradients(&mut self, ranks: usize) -> Result<()> {
         let p = self.purpose.name();
-        let loss = self
+        let mut loss = self
             .loss
             .ok_or_else(|| self.err("the gradients stage needs the losses stage"))?;
+        if ranks > 1 {
+            let b = Builder::from_graph(std::mem::take(&mut self.g));
+            b.set_scope("");
+            b.set_role(Role::Gradient);
+            let w = b.input(SHARD_WEIGHT_INPUT, TensorType::scalar());
+            loss = (b.tensor(loss) * &w).id();
+            self.restore(b)?;
+        }
         let ids: Vec<NodeId> = self.trainable.iter().map(|v| v.1).collect();
         backend::append_gradients(&mut self.g, loss, &ids, p)?;
         let mut grads = Vec::new();
@@ -135,8 +147,25 @@ impl Step {
         Ok(())
     }
 
-    /// Stage 4: rewrites `grads` (and the `grad/<v>` outputs) with the hook.
-    fn gradient_hook(&mut self, hook: GradientHook) -> Result<()> {
+    /// Stage 4: rewrites `grads` (and the `grad/<v>` outputs) with the
+    /// hook: on more than one rank, each gradient's `all_reduce_mean` (one
+    /// external call per gradient, in place on its buffer); then the clipping.
+    fn gradient_hook(&mut self, hook: GradientHook, ranks: usize) -> Result<()> {
+        if ranks > 1 {
+            let b = Builder::from_graph(std::mem::take(&mut self.g));
+            b.set_scope("gradient_hook");
+            b.set_role(Role::Gradient);
+            let reduced: Vec<Tensor> = self
+                .grads
+                .iter()
+                .map(|g| b.tensor(*g).all_reduce_mean())
+                .collect();
+            self.grads = reduced.iter().map(|t| t.id()).collect();
+            for ((name, _), t) in self.trainable.iter().zip(&reduced) {
+                b.output(&names::grad(name), t);
+            }
+            self.restore(b)?;
+        }
         let clip = match hook {
             GradientHook::Identity => return Ok(()),
             GradientHook::Clip(c) => c,
@@ -211,6 +240,7 @@ impl Step {
     /// Records what the session needs and runs the optimisation passes.
     fn finish(mut self, optimize: bool) -> Result<(Graph, ProgramInfo)> {
         self.info.needs_rng = self.g.input(RNG_STEP_INPUT).is_some();
+        self.info.needs_shard_weight = self.g.input(SHARD_WEIGHT_INPUT).is_some();
         self.info.writes_vars = self
             .g
             .outputs()
@@ -269,11 +299,12 @@ impl Model {
                 })
             }
         };
+        let ranks = self.ranks();
         if purpose.runs(StepStage::Gradients) {
-            step.gradients()?;
+            step.gradients(ranks)?;
         }
         if purpose.runs(StepStage::GradientHook) {
-            step.gradient_hook(self.compiled(purpose.name())?.gradient_hook)?;
+            step.gradient_hook(self.compiled(purpose.name())?.gradient_hook, ranks)?;
         }
         if purpose.runs(StepStage::Updates) {
             step.updates(&self.compiled(purpose.name())?.optimizer)?;

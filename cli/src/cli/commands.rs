@@ -2,11 +2,14 @@
 
 use super::{fail, CliError, Format, Stage, TrainArgs};
 use lossgraph::keras::{self, case, LossSpec, ModelSpec, OptimizerSpec};
+use lossgraph::runtime::{Communicator, SingleProcess};
 use lossgraph::stages;
 use lossgraph_cli::demo;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `lossgraph summary MODEL.json`.
 pub fn summary(model: &Path) -> Result<ExitCode, CliError> {
@@ -125,20 +128,79 @@ fn compile_spec(
     })
 }
 
-/// `lossgraph train`.
+/// The ranks of this process's job: `MPI_COMM_WORLD` when an MPI launcher
+/// started it (a build with the `mpi` feature), else one process.
+fn communicator() -> Result<Arc<dyn Communicator>, CliError> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(Arc::new(SingleProcess));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let comm = lossgraph::runtime::mpi::Mpi::init().map_err(CliError)?;
+        Ok(Arc::new(comm))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let size = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok())
+            .unwrap_or_default();
+        if size.is_empty() || size == "1" {
+            return Ok(Arc::new(SingleProcess));
+        }
+        Err(CliError(format!(
+            "started by an MPI launcher on {size} ranks, but this lossgraph was built \
+             without MPI support (build it with `--features mpi`)"
+        )))
+    }
+}
+
+/// `lossgraph train`: one process, or data-parallel on every rank of an
+/// MPI job (the same command under `mpirun -np N` gives the same weights).
+/// On more than one rank an error on any rank aborts the whole job (the
+/// others would wait in a collective), except a mismatch of the ranks'
+/// models or data, which every rank reports (rank 0 naming the values).
 pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
+    let comm = communicator()?;
+    if comm.size() <= 1 {
+        return train_on(a, comm);
+    }
+    match train_on(a, comm.clone()) {
+        Err(e) => {
+            eprintln!("error: rank {}: {}", comm.rank(), e.0.replace('\n', "; "));
+            comm.abort(1)
+        }
+        ok => ok,
+    }
+}
+
+fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliError> {
     if a.batch_size == 0 || a.epochs == 0 {
         return fail("--batch-size and --epochs must be at least 1");
     }
+    if !(a.watchdog.is_finite() && a.watchdog > 0.0) {
+        return fail("--watchdog must be a positive number of seconds");
+    }
+    let lead = comm.rank() == 0;
     // Refuse an unwritable output before any work, not after training.
-    if let Some(out) = &a.save {
+    if let (Some(out), true) = (&a.save, lead) {
         lossgraph::io::check_writable(out)?;
     }
     let spec = ModelSpec::from_file(&a.model)?;
     let compile = compile_spec(&spec, &a.loss, &a.optimizer)?;
     let mut model = keras::build::build_model(&spec, 0)?;
     model.load_weights(&a.weights)?;
-    model.compile(keras::build::compile_options(&compile))?;
+    let ranks = comm.size();
+    let mut options = keras::build::compile_options(&compile);
+    if ranks > 1 {
+        options = options
+            .distributed(comm)
+            .watchdog(Some(Duration::from_secs_f64(a.watchdog)));
+    }
+    model.compile(options)?;
     let tensors = lossgraph::read_safetensors(&a.data)?;
     let pick = |prefix: &str, names: &[String]| -> Result<Vec<lossgraph::HostTensor>, CliError> {
         names
@@ -165,7 +227,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
     };
     let x = pick("x", &spec.input_names())?;
     let y = pick("y", &spec.output_names())?;
-    let h = model.fit(
+    let fitted = model.fit(
         &x,
         &y,
         lossgraph::FitOptions::new()
@@ -173,7 +235,20 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, CliError> {
             .batch_size(a.batch_size)
             .shuffle(true, 0)
             .verbose(true),
-    )?;
+    );
+    let h = match fitted {
+        // The ranks disagree: every rank knows it, none waits; rank 0's
+        // message names the values. Exit normally (no abort that could cut
+        // rank 0's report short).
+        Err(e @ lossgraph::Error::Distributed(_)) => {
+            eprintln!("error: {}", e.to_string().replace('\n', "; "));
+            return Ok(ExitCode::from(1));
+        }
+        r => r?,
+    };
+    if !lead {
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(last) = h.epochs.last() {
         println!("final loss: {:.6}", last.loss());
     }

@@ -82,9 +82,16 @@ pub struct TrainArgs {
     /// Passes over the data.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Write the trained weights to this safetensors file.
+    /// Write the trained weights to this safetensors file (rank 0 only
+    /// under `mpirun`).
     #[arg(long, value_name = "OUT")]
     pub save: Option<PathBuf>,
+    /// Under `mpirun -np N` (a build with the `mpi` feature): abort the
+    /// job when one training step takes longer than this many seconds (a
+    /// stalled rank). `--batch-size` stays the global batch: each rank
+    /// trains on its 1/N of every batch.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub watchdog: f64,
 }
 
 /// The subcommands.

@@ -1069,6 +1069,14 @@ pub fn clif_text(
                     c.operands[1].index()
                 );
             }
+            nest::KernelBody::AllReduce { out, x, numel } => {
+                let _ = writeln!(
+                    s,
+                    "; kernel {k}: all_reduce_mean call, {numel} f32 (out %{}, x %{})\n",
+                    out.index(),
+                    x.index()
+                );
+            }
             nest::KernelBody::Gemm(g) => {
                 let _ = writeln!(
                     s,

@@ -155,6 +155,14 @@ pub enum KernelBody {
     /// A convolution pass run by the runtime's convolution routines; its
     /// `out` and `operands` are storage nodes.
     Conv(ConvCall),
+    /// An `all_reduce_mean` of the stored `f32` buffer `x` into `out`
+    /// (`numel` elements each; the same buffer when the memory plan lets
+    /// the reduction run in place), run by the communicator.
+    AllReduce {
+        out: NodeId,
+        x: NodeId,
+        numel: usize,
+    },
 }
 
 impl KernelBody {
@@ -185,6 +193,7 @@ impl KernelBody {
                 .collect(),
             KernelBody::Gemm(g) | KernelBody::SmallMatmul(g) => vec![(g.a, None), (g.b, None)],
             KernelBody::Conv(c) => c.operands.iter().map(|&o| (o, None)).collect(),
+            KernelBody::AllReduce { x, .. } => vec![(*x, None)],
         }
     }
 }
@@ -446,7 +455,8 @@ impl<'p> Builder<'p> {
                 | Op::MatMul { .. }
                 | Op::Fold { .. }
                 | Op::Concat { .. }
-                | Op::ScatterAdd { .. } => {
+                | Op::ScatterAdd { .. }
+                | Op::AllReduceMean => {
                     return Err(self.err(n, "cannot be evaluated inside a loop (fusion bug)"))
                 }
             }
@@ -642,6 +652,20 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
             }];
             nests.push(b.finish(in_shape, roots, false, format!("k{k}")));
             Ok(KernelBody::Nests(nests))
+        }
+        KernelKind::AllReduce => {
+            if node0.op != Op::AllReduceMean || node0.ty.dtype != DType::F32 {
+                return Err(node_error(
+                    g,
+                    root0,
+                    &format!("kernel {k}: all_reduce root is not an f32 all_reduce_mean"),
+                ));
+            }
+            Ok(KernelBody::AllReduce {
+                out: root0,
+                x: plan.storage_of(g.operands(root0)[0]),
+                numel: node0.ty.numel(),
+            })
         }
         KernelKind::Scatter => {
             let Op::ScatterAdd { rows } = node0.op else {

@@ -1,0 +1,277 @@
+//! Data-parallel training across processes under Open MPI's `mpirun -np 2`
+//! (feature `mpi`; `.ci/run` installs openmpi-bin and libopenmpi-dev and
+//! runs `cargo test -p lossgraph-cli --features mpi --test mpi`).
+//!
+//! - `lossgraph train` under `mpirun -np 2` writes the weights of the same
+//!   command run as one process (to 1e-6 relative; see tests/distributed.rs
+//!   for the bound), and mismatched models across the ranks (an MPMD job
+//!   whose ranks train different losses) are a clear error on rank 0.
+//! - Faults: this test binary re-runs itself under `mpirun` as the ranks of
+//!   one scenario (env `LOSSGRAPH_MPI_SCENARIO`): rank 1 panics, or sleeps
+//!   past a 1 s step watchdog. Each rank prints the time of its fault; the
+//!   job must end non-zero within 5 s of it.
+
+#![cfg(feature = "mpi")]
+
+use lossgraph::layers::{Dense, Input};
+use lossgraph::{
+    Communicator, CompileOptions, Control, FitOptions, HostTensor, Logs, Loss, Optimizer,
+    Sequential,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/keras-cases");
+const SCENARIO: &str = "LOSSGRAPH_MPI_SCENARIO";
+
+/// `mpirun -np 2` with the flags a CI container needs: root allowed, more
+/// ranks than free cores allowed, no core binding, shared memory only.
+fn mpirun() -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        "--mca",
+        "btl",
+        "self,vader",
+    ])
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lossgraph-mpi-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `train` arguments on the public case p01 (Dense + L1/L2, huber, SGD).
+fn train_args(loss: &str, out: &Path) -> Vec<String> {
+    let case = PathBuf::from(CASES).join("p01_relu_l2_l1_huber_sgd");
+    assert!(case.is_dir(), "{} is missing", case.display());
+    let p = |f: &str| case.join(f).to_string_lossy().into_owned();
+    [
+        "train",
+        &p("model.json"),
+        "--weights",
+        &p("weights.safetensors"),
+        "--data",
+        &p("data.safetensors"),
+        "--loss",
+        loss,
+        "--optimizer",
+        "sgd:0.1",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--save",
+        &out.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn mpirun_train_gives_the_single_process_weights() {
+    let d = temp_dir("train");
+    let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
+    let exe = env!("CARGO_BIN_EXE_lossgraph");
+    let o = Command::new(exe)
+        .args(train_args("huber", &one))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = mpirun()
+        .args(["-np", "2", exe])
+        .args(train_args("huber", &two))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Rank 0 alone reports and saves.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("final loss:").count(), 1, "{}", text(&o));
+    let a = lossgraph::read_safetensors(&one).unwrap();
+    let b = lossgraph::read_safetensors(&two).unwrap();
+    assert_eq!(a.len(), b.len());
+    let init = lossgraph::read_safetensors(
+        PathBuf::from(CASES).join("p01_relu_l2_l1_huber_sgd/weights.safetensors"),
+    )
+    .unwrap();
+    for (name, t) in &a {
+        let u = &b.iter().find(|x| x.0 == *name).expect(name).1;
+        let (x, y) = (t.as_f32().unwrap(), u.as_f32().unwrap());
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            let e = (p - q).abs() as f64 / (p.abs() as f64).max(1e-3);
+            assert!(e <= 1e-6, "{name}[{i}]: {p} (1 process) vs {q} (2 ranks)");
+        }
+        let w0 = &init.iter().find(|x| x.0 == *name).expect(name).1;
+        if name.ends_with("kernel") {
+            assert_ne!(w0, t, "{name}: training moved the weights");
+        }
+    }
+}
+
+#[test]
+fn mismatched_models_are_a_clear_error_on_rank_0() {
+    let d = temp_dir("mismatch");
+    let exe = env!("CARGO_BIN_EXE_lossgraph");
+    let t0 = Instant::now();
+    let o = mpirun()
+        .args(["-np", "1", exe])
+        .args(train_args("huber", &d.join("a.safetensors")))
+        .arg(":")
+        .args(["-np", "1", exe])
+        .args(train_args("mse", &d.join("b.safetensors")))
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rank 1 has checksum of the training graph"),
+        "{}",
+        text(&o)
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+}
+
+/// Milliseconds since the Unix epoch (the ranks' and the parent's clock).
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Runs this test binary's test `test` as 2 ranks of `scenario`; returns
+/// the output and the time it ended.
+fn run_scenario(test: &str, scenario: &str) -> (Output, u128) {
+    let exe = std::env::current_exe().unwrap();
+    let o = mpirun()
+        .args(["-np", "2"])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(SCENARIO, scenario)
+        .output()
+        .unwrap();
+    (o, now_ms())
+}
+
+/// Asserts the job failed within 5 s of the fault time its ranks printed.
+fn assert_ended_soon_after_fault(o: &Output, end: u128) {
+    assert!(!o.status.success(), "{}", text(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let fault: u128 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("fault at ms "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fault line:\n{}", text(o)));
+    let after = end.saturating_sub(fault);
+    assert!(
+        after <= 5000,
+        "the job ended {after} ms after the fault\n{}",
+        text(o)
+    );
+}
+
+/// A rank of a fault scenario: trains a small MLP on 2 ranks; at batch 2
+/// rank 1 panics (`panic`) or sleeps 60 s (`sleep`, watchdog 1 s).
+fn scenario_rank(scenario: &str) {
+    let comm: Arc<dyn Communicator> =
+        Arc::new(lossgraph::runtime::mpi::Mpi::init().expect("MPI initialises"));
+    let rank = comm.rank();
+    let mut model = Sequential::new("mlp")
+        .seed(1)
+        .add(Input::new(&[4]))
+        .add(Dense::new(8).activation("relu"))
+        .add(Dense::new(1))
+        .build()
+        .unwrap();
+    model
+        .compile(
+            CompileOptions::new(Optimizer::sgd(0.05), Loss::from_name("mse").unwrap())
+                .distributed(comm)
+                .watchdog(Some(Duration::from_secs(1))),
+        )
+        .unwrap();
+    let n = 256;
+    let x = HostTensor::f32(&[n, 4], (0..n * 4).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
+    let y = HostTensor::f32(&[n, 1], (0..n).map(|i| (i % 3) as f32).collect()).unwrap();
+    let fault = Fault {
+        rank,
+        scenario: scenario.to_string(),
+    };
+    let r = model.fit(
+        &[x],
+        &[y],
+        FitOptions::new()
+            .batch_size(16)
+            .epochs(50)
+            .verbose(false)
+            .callback(fault),
+    );
+    panic!("rank {rank}: fit returned {r:?}: the fault did not end the job");
+}
+
+struct Fault {
+    rank: usize,
+    scenario: String,
+}
+
+impl lossgraph::Callback for Fault {
+    fn on_batch_end(&mut self, batch: usize, _logs: &Logs) -> Control {
+        if batch == 2 && self.rank == 1 {
+            eprintln!("fault at ms {}", now_ms());
+            match self.scenario.as_str() {
+                "panic" => panic!("injected panic on rank 1"),
+                "sleep" => std::thread::sleep(Duration::from_secs(60)),
+                other => panic!("unknown scenario {other}"),
+            }
+        }
+        Control::Continue
+    }
+}
+
+#[test]
+fn a_panic_on_rank_1_aborts_the_job() {
+    if let Ok(s) = std::env::var(SCENARIO) {
+        return scenario_rank(&s);
+    }
+    let (o, end) = run_scenario("a_panic_on_rank_1_aborts_the_job", "panic");
+    assert_ended_soon_after_fault(&o, end);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("injected panic on rank 1"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_stalled_rank_trips_the_watchdog() {
+    if let Ok(s) = std::env::var(SCENARIO) {
+        return scenario_rank(&s);
+    }
+    let (o, end) = run_scenario("a_stalled_rank_trips_the_watchdog", "sleep");
+    assert_ended_soon_after_fault(&o, end);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did not finish within 1.0 s"),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,0 +1,288 @@
+//! Data-parallel training without MPI: ranks are threads of this process,
+//! joined by [`ThreadGroup`], an independent [`Communicator`] written here
+//! (sums in rank order through shared slots and a barrier). The same
+//! library code paths as under `mpirun` (the compiled `all_reduce_mean`
+//! external call, shards, mean logs, the start-up check) run in the default
+//! suite; `cli/tests/mpi.rs` (feature `mpi`) runs them across processes.
+//!
+//! The equivalence bound: a rank's gradient sums its `B/N` samples, the
+//! full-batch one all `B`, so the two differ by the f32 rounding of a
+//! reordered sum, `≤ γ_B·Σ|g_i|` with `γ_B ≈ B·2⁻²⁴` (worst case; ≈ √B·2⁻²⁴
+//! typically), and after `s` SGD steps the weights by `≲ s·lr·γ_B·Σ|g_i|`,
+//! far below 1e-6 of the weights here (batch 16, 8 steps).
+
+use lossgraph::layers::{Dense, Input};
+use lossgraph::{
+    Communicator, CompileOptions, Error, FitOptions, HostTensor, Loss, Metric, Model, Optimizer,
+    Sequential,
+};
+use std::sync::{Arc, Barrier, Mutex};
+
+/// `n` ranks as threads: each rank's buffers meet in `slots`.
+#[derive(Debug)]
+struct ThreadGroup {
+    n: usize,
+    barrier: Barrier,
+    slots: Mutex<Vec<Vec<f64>>>,
+}
+
+#[derive(Debug)]
+struct ThreadRank {
+    group: Arc<ThreadGroup>,
+    rank: usize,
+}
+
+fn thread_group(n: usize) -> Vec<Arc<dyn Communicator>> {
+    let group = Arc::new(ThreadGroup {
+        n,
+        barrier: Barrier::new(n),
+        slots: Mutex::new(vec![Vec::new(); n]),
+    });
+    (0..n)
+        .map(|rank| {
+            Arc::new(ThreadRank {
+                group: group.clone(),
+                rank,
+            }) as Arc<dyn Communicator>
+        })
+        .collect()
+}
+
+impl ThreadRank {
+    /// Every rank's `mine`, in rank order.
+    fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
+        let g = &self.group;
+        g.slots.lock().unwrap()[self.rank] = mine;
+        g.barrier.wait();
+        let all = g.slots.lock().unwrap().clone();
+        g.barrier.wait();
+        all
+    }
+
+    fn sum(&self, mine: Vec<f64>) -> Vec<f64> {
+        let all = self.exchange(mine);
+        let mut out = vec![0.0; all[0].len()];
+        for v in &all {
+            assert_eq!(
+                v.len(),
+                out.len(),
+                "ranks reduce buffers of different lengths"
+            );
+            for (o, x) in out.iter_mut().zip(v) {
+                *o += x;
+            }
+        }
+        out
+    }
+}
+
+impl Communicator for ThreadRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.group.n
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<(), String> {
+        // Sums in f64 of f32 values, rounded once: for two ranks exactly
+        // the f32 sum a + b (correctly rounded either way).
+        let s = self.sum(buf.iter().map(|&x| x as f64).collect());
+        for (b, x) in buf.iter_mut().zip(s) {
+            *b = x as f32;
+        }
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), String> {
+        let s = self.sum(buf.to_vec());
+        buf.copy_from_slice(&s);
+        Ok(())
+    }
+    fn all_gather_u64(&self, values: &[u64]) -> Result<Vec<u64>, String> {
+        let all = self.exchange(values.iter().map(|&v| f64::from_bits(v)).collect());
+        Ok(all.concat().into_iter().map(f64::to_bits).collect())
+    }
+    fn abort(&self, code: i32) -> ! {
+        panic!("rank {} aborted the job with code {code}", self.rank)
+    }
+}
+
+/// Deterministic values in [-1, 1) (an LCG, independent of the library).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+const N: usize = 64;
+
+fn data() -> (HostTensor, HostTensor) {
+    let x = noise(N * 5, 3);
+    let y: Vec<f32> = (0..N)
+        .map(|i| x[5 * i] - 0.5 * x[5 * i + 1] + x[5 * i + 3] * x[5 * i + 4])
+        .collect();
+    (
+        HostTensor::f32(&[N, 5], x).unwrap(),
+        HostTensor::f32(&[N, 1], y).unwrap(),
+    )
+}
+
+fn model(units: usize) -> Model {
+    Sequential::new("mlp")
+        .seed(11)
+        .add(Input::new(&[5]))
+        .add(Dense::new(units).activation("tanh"))
+        .add(Dense::new(1))
+        .build()
+        .unwrap()
+}
+
+fn options() -> CompileOptions {
+    CompileOptions::new(Optimizer::sgd(0.1), Loss::from_name("mse").unwrap())
+        .metric(Metric::MeanAbsoluteError)
+}
+
+fn fit_options(batch: usize) -> FitOptions {
+    FitOptions::new()
+        .epochs(2)
+        .batch_size(batch)
+        .shuffle(true, 5)
+        .verbose(false)
+}
+
+/// (weight name, values) of every trainable weight, in order.
+fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
+    m.trainable_weight_names()
+        .into_iter()
+        .map(|n| {
+            let v = m.get_weight(&n).unwrap().as_f32().unwrap().to_vec();
+            (n, v)
+        })
+        .collect()
+}
+
+/// Trains `model(units[r])` on every rank of a thread group of
+/// `units.len()` ranks; returns each rank's fit result, losses and weights.
+#[allow(clippy::type_complexity)]
+fn fit_on_threads(
+    units: &[usize],
+    batch: usize,
+) -> Vec<Result<(Vec<f64>, Vec<(String, Vec<f32>)>), Error>> {
+    let comms = thread_group(units.len());
+    std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .zip(units)
+            .map(|(comm, &u)| {
+                s.spawn(move || {
+                    let mut m = model(u);
+                    m.compile(options().distributed(comm))?;
+                    let (x, y) = data();
+                    let h = m.fit(&[x], &[y], fit_options(batch))?;
+                    Ok((h.series("loss"), weights(&m)))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs() / (y.abs() as f64).max(1e-3))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_ranks_on_half_batches_match_one_process_on_full_batches() {
+    // 16 = 8 + 8 per step, and 13 = 7 + 6 (uneven shards, weighted).
+    for batch in [16, 13] {
+        let mut single = model(8);
+        single.compile(options()).unwrap();
+        let (x, y) = data();
+        let h = single.fit(&[x], &[y], fit_options(batch)).unwrap();
+        let (want, want_loss) = (weights(&single), h.series("loss"));
+        // Training moved the weights (the comparison is not between initial values).
+        assert!(max_rel(&want[0].1, &weights(&model(8))[0].1) > 1e-3);
+        for (r, res) in fit_on_threads(&[8, 8], batch).into_iter().enumerate() {
+            let (loss, got) = res.unwrap();
+            for ((n, w), (_, g)) in want.iter().zip(&got) {
+                let e = max_rel(g, w);
+                assert!(
+                    e <= 1e-6,
+                    "batch {batch}, rank {r}, {n}: relative error {e:e}"
+                );
+            }
+            // Logged losses are the global batch's (means over both ranks).
+            for (a, b) in loss.iter().zip(&want_loss) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs(),
+                    "batch {batch}, rank {r}: loss {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_smaller_than_the_ranks_still_trains() {
+    // 64 samples in batches of 3 over 4 ranks: one rank per batch runs a
+    // sample at weight 0, and the result is the single-process one.
+    let mut single = model(4);
+    single.compile(options()).unwrap();
+    let (x, y) = data();
+    single.fit(&[x], &[y], fit_options(3)).unwrap();
+    let want = weights(&single);
+    for res in fit_on_threads(&[4, 4, 4, 4], 3) {
+        let (_, got) = res.unwrap();
+        for ((n, w), (_, g)) in want.iter().zip(&got) {
+            let e = max_rel(g, w);
+            assert!(e <= 1e-5, "{n}: relative error {e:e}");
+        }
+    }
+}
+
+#[test]
+fn mismatched_models_are_an_error_on_every_rank() {
+    let res = fit_on_threads(&[8, 9], 16);
+    let msgs: Vec<String> = res
+        .into_iter()
+        .map(|r| match r {
+            Err(e @ Error::Distributed(_)) => e.to_string(),
+            Err(e) => panic!("expected a data-parallel error, got {e}"),
+            Ok(_) => panic!("mismatched ranks trained"),
+        })
+        .collect();
+    assert!(
+        msgs[0].contains("rank 1 has checksum of the training graph"),
+        "{}",
+        msgs[0]
+    );
+    assert!(
+        msgs[1].contains("rank 1 differs from rank 0"),
+        "{}",
+        msgs[1]
+    );
+}
+
+#[test]
+fn the_train_step_holds_one_all_reduce_per_gradient() {
+    let mut m = model(8);
+    let comm = thread_group(2).remove(0);
+    m.compile(options().distributed(comm)).unwrap();
+    let g = m.graph(lossgraph::Purpose::Train, 8).unwrap();
+    let text = lossgraph::ir::text::print(&g);
+    assert_eq!(text.matches("all_reduce_mean").count(), 4, "{text}");
+    assert!(text.contains("input \"shard_weight\""), "{text}");
+    // One process: no all-reduce, no shard weight.
+    let mut m = model(8);
+    m.compile(options()).unwrap();
+    let text = lossgraph::ir::text::print(&m.graph(lossgraph::Purpose::Train, 8).unwrap());
+    assert!(!text.contains("all_reduce_mean") && !text.contains("shard_weight"));
+}

@@ -192,11 +192,14 @@ fn fit_on_threads(
     })
 }
 
+/// `max |a - b| / max |b|`: the error relative to the tensor's scale.
 fn max_rel(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
+    let diff = a
+        .iter()
         .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).abs() / (y.abs() as f64).max(1e-3))
-        .fold(0.0, f64::max)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max);
+    diff / b.iter().map(|y| y.abs() as f64).fold(1e-30, f64::max)
 }
 
 #[test]
@@ -212,17 +215,20 @@ fn two_ranks_on_half_batches_match_one_process_on_full_batches() {
         assert!(max_rel(&want[0].1, &weights(&model(8))[0].1) > 1e-3);
         for (r, res) in fit_on_threads(&[8, 8], batch).into_iter().enumerate() {
             let (loss, got) = res.unwrap();
+            // Uneven shards also round the weight N·n_r/B (7·2/13) and
+            // its product with every gradient: a few ulp more.
+            let tol = if batch % 2 == 0 { 1e-6 } else { 1e-5 };
             for ((n, w), (_, g)) in want.iter().zip(&got) {
                 let e = max_rel(g, w);
                 assert!(
-                    e <= 1e-6,
+                    e <= tol,
                     "batch {batch}, rank {r}, {n}: relative error {e:e}"
                 );
             }
             // Logged losses are the global batch's (means over both ranks).
             for (a, b) in loss.iter().zip(&want_loss) {
                 assert!(
-                    (a - b).abs() <= 1e-6 * b.abs(),
+                    (a - b).abs() <= tol * b.abs(),
                     "batch {batch}, rank {r}: loss {a} vs {b}"
                 );
             }

@@ -546,6 +546,15 @@ fn fusion_text(g: &Graph) -> Result<String, String> {
                 "  kernel {k}: convolution call {} image={:?}x{} window={:?} strides={:?} dilation={:?} filters={}",
                 c.pass.name(), c.spatial, c.channels, c.window, c.strides, c.dilation, c.filters
             ),
+            KernelBody::AllReduce { out, x, numel } => writeln!(
+                s,
+                "  kernel {k}: all_reduce_mean call numel={numel}{}",
+                if mem.location[out.index()] == mem.location[x.index()] {
+                    " in place"
+                } else {
+                    ""
+                }
+            ),
         };
     }
     for (p, u) in &mem.in_place {

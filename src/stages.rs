@@ -12,9 +12,9 @@
 //! - `clif`: the Cranelift IR of every kernel of the JIT-compiled step.
 
 use crate::{Model, Purpose};
-use lossgraph_compiler::fusion::{self, FusionOptions};
+use lossgraph_compiler::fusion;
 use lossgraph_ir::Graph;
-use lossgraph_runtime::{Engine, Program};
+use lossgraph_runtime::{Engine, JitOptions, Program};
 
 /// A pipeline stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +126,8 @@ pub fn dump(
         }
         Stage::Fused => {
             let g = model.graph(Purpose::Train, batch)?;
-            let plan = fusion::plan(&g, &FusionOptions::default()).map_err(codegen)?;
+            // The plan the JIT compiles (convolution calls where the host has them).
+            let plan = fusion::plan(&g, &JitOptions::default().fusion).map_err(codegen)?;
             Ok(fusion::plan_text(&plan))
         }
         Stage::Clif => {

@@ -672,3 +672,37 @@ fn cases_run_elsewhere_import_and_are_run_there() {
         assert!(src.contains(name), "{file} does not run {name}");
     }
 }
+
+/// p08–p10 run their convolutions as convolution calls (no im2col) on a
+/// host that has them: each convolution reads the model input, so the
+/// training step has its forward and its filter-gradient call (no data
+/// gradient), and the run above went through them.
+#[test]
+fn conv_cases_compile_to_convolution_calls() {
+    let opts = lossgraph_runtime::JitOptions::default();
+    if !opts.fusion.conv_calls {
+        eprintln!("no convolution calls on this host (no AVX-512): im2col only");
+        return;
+    }
+    for case in [
+        "p08_conv2d_maxpool_flatten_sparse_adam",
+        "p09_conv2d_same_stride2_avgpool_gap_mse_momentum",
+        "p10_conv1d_globalmax_bce_rmsprop",
+    ] {
+        let dir = case_dir(case);
+        let spec: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let bs = spec["train"]["batch_size"].as_u64().unwrap() as usize;
+        let mut model = build(case);
+        let copts = compile_options(&spec, &model).engine(Engine::Jit);
+        model.compile(copts).unwrap();
+        let g = model.graph(lossgraph::Purpose::Train, bs).unwrap();
+        let p = lossgraph_runtime::Program::new_jit(g, &opts).unwrap();
+        let convs = p.compile_stats().map(|s| s.convs);
+        assert_eq!(
+            convs,
+            Some(2),
+            "{case}: convolution calls in the train step"
+        );
+    }
+}

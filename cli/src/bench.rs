@@ -567,6 +567,8 @@ pub fn compile_graph_tuned(graph: Graph, opts: &BenchOptions) -> Result<Program>
                 gemm: opts.gemm,
                 ..JitOptions::default()
             };
+            // Off: the convolution patterns stay im2col + GEMM (the A/B baseline).
+            jit.fusion.conv_calls &= opts.conv_calls;
             if opts.threads > 0 {
                 jit.threads = opts.threads;
             }
@@ -859,6 +861,9 @@ pub struct BenchOptions {
     pub split_min_work: usize,
     /// The JIT's GEMM routine for large matmuls.
     pub gemm: GemmImpl,
+    /// Convolutions as implicit-GEMM calls where the host has them (false:
+    /// im2col + GEMM).
+    pub conv_calls: bool,
 }
 
 impl BenchOptions {
@@ -882,6 +887,7 @@ impl Default for BenchOptions {
             warmup: 20,
             split_min_work: 0,
             gemm: GemmImpl::Lossgraph,
+            conv_calls: true,
         }
     }
 }
@@ -1377,6 +1383,10 @@ pub struct BenchArgs {
     /// gemm crate on hosts without AVX-512) or crate (the gemm crate)
     #[arg(long, default_value = "lossgraph")]
     pub gemm_impl: String,
+    /// Convolutions: on (implicit-GEMM calls on the image, where the host
+    /// has AVX-512) or off (im2col + GEMM)
+    #[arg(long, default_value = "on")]
+    pub conv_calls: String,
 }
 
 /// The per-part breakdown of one step of session `s` (see
@@ -1431,6 +1441,15 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
             other => {
                 return Err(BenchError::Invalid(format!(
                     "--gemm-impl: unknown GEMM routine '{other}' (lossgraph or crate)"
+                )))
+            }
+        },
+        conv_calls: match a.conv_calls.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(BenchError::Invalid(format!(
+                    "--conv-calls: '{other}' (on or off)"
                 )))
             }
         },

@@ -448,6 +448,19 @@ pub fn generate(w: &Workload, rng: &mut SplitMix64) -> (Vec<Vec<f32>>, Batches) 
     (kernels, batches)
 }
 
+/// The workload's `compile` settings: its Keras loss and optimiser.
+pub fn compile_options(w: &Workload) -> CompileOptions {
+    let loss = match w.loss {
+        LossKind::Mse => Loss::MeanSquaredError,
+        LossKind::SparseCe => Loss::SparseCategoricalCrossentropy { from_logits: false },
+    };
+    let opt = match w.opt {
+        OptKind::Sgd => Optimizer::sgd(w.lr),
+        OptKind::Adam => Optimizer::adam(w.lr),
+    };
+    CompileOptions::new(opt, loss)
+}
+
 /// Builds and compiles (front-end `compile`) the model of `w` with the given
 /// kernels; biases stay zero. This is the code a user writes.
 pub fn build_model(w: &Workload, kernels: &[Vec<f32>]) -> Result<Model> {
@@ -492,15 +505,7 @@ pub fn build_model(w: &Workload, kernels: &[Vec<f32>]) -> Result<Model> {
         }
     }
     let mut model = seq.build().map_err(fe)?;
-    let loss = match w.loss {
-        LossKind::Mse => Loss::MeanSquaredError,
-        LossKind::SparseCe => Loss::SparseCategoricalCrossentropy { from_logits: false },
-    };
-    let opt = match w.opt {
-        OptKind::Sgd => Optimizer::sgd(w.lr),
-        OptKind::Adam => Optimizer::adam(w.lr),
-    };
-    model.compile(CompileOptions::new(opt, loss)).map_err(fe)?;
+    model.compile(compile_options(w)).map_err(fe)?;
     let kernel_paths: Vec<(String, Vec<usize>)> = model
         .variables()
         .iter()

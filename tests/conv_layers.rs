@@ -142,7 +142,7 @@ fn depthwise_keeps_channels_apart() {
     run(
         m,
         t(&[1, 1, 1, 2], &[10.0, 100.0]),
-        &[("dw/depthwise_kernel", k)],
+        &[("dw/kernel", k)],
         &[10.0, 20.0, 300.0, 400.0],
         &[1, 1, 1, 4],
     );

@@ -331,23 +331,33 @@ pub fn conv_transpose(
     Ok(y)
 }
 
-/// Keras's `Conv*Transpose` geometry for one axis (no `output_padding`):
-/// `(crop, end)` for [`conv_transpose`], from JAX's padding of the
-/// stride-dilated input (`keras.src.backend.common.backend_utils`): `valid`
-/// pads `span-1` before and `span-1 + max(span, s) - span` after; `same`
-/// pads `s + span - 2` in all, `min(⌈·/2⌉, span-1)` before. The output
-/// extent is `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`).
+/// Keras's `Conv*Transpose` geometry for one axis: `(crop, end)` for
+/// [`conv_transpose`], from JAX's padding of the stride-dilated input
+/// (`keras.src.backend.common.backend_utils`,
+/// `_convert_conv_transpose_padding_args_from_keras_to_jax`): `valid` pads
+/// `span-1` before and `span-1 + output_padding` after (`output_padding`
+/// defaulting to `max(span, s) - span`); `same` pads `s + span - 2` in all
+/// (or `span + span%2 - 2 + output_padding` when it is given),
+/// `min(⌈·/2⌉, span-1)` before. Without `output_padding` the output extent
+/// is `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`).
 pub fn keras_transpose_geometry(
     k: usize,
     stride: usize,
     dilation: usize,
     padding: Padding,
+    output_padding: Option<usize>,
 ) -> (usize, isize) {
     let span = (k - 1) * dilation + 1;
     let (left, right) = match padding {
-        Padding::Valid => (span - 1, span - 1 + span.max(stride) - span),
+        Padding::Valid => {
+            let extra = output_padding.unwrap_or(span.max(stride) - span);
+            (span - 1, span - 1 + extra)
+        }
         Padding::Same => {
-            let len = stride + span - 2;
+            let len = match output_padding {
+                None => stride + span - 2,
+                Some(p) => span + span % 2 - 2 + p,
+            };
             let left = (len / 2 + len % 2).min(span - 1);
             (left, len - left)
         }

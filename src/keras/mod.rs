@@ -13,6 +13,7 @@ pub mod compile;
 mod error;
 mod json;
 pub mod registry;
+pub mod reshaping;
 pub mod spatial;
 pub mod spec;
 

@@ -280,11 +280,13 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
 ];
 
 /// Every importable class: [`LAYER_CLASSES`], then the convolution and
-/// pooling classes of [`super::spatial::SPATIAL_CLASSES`].
+/// pooling classes of [`super::spatial::SPATIAL_CLASSES`], then the padding,
+/// cropping and upsampling classes of [`super::reshaping::RESHAPING_CLASSES`].
 pub fn classes() -> impl Iterator<Item = &'static LayerClass> {
     LAYER_CLASSES
         .iter()
         .chain(super::spatial::SPATIAL_CLASSES.iter())
+        .chain(super::reshaping::RESHAPING_CLASSES.iter())
 }
 
 /// The entry of Keras class `class`.

@@ -1,9 +1,10 @@
 //! Registry entries of the convolution and pooling layer classes
-//! (`Conv1D`, `Conv2D`, `MaxPooling1D/2D`, `AveragePooling1D/2D`,
-//! `GlobalAveragePooling1D/2D`, `GlobalMaxPooling1D/2D`): their config
-//! parsing into [`SpatialKind`] and the front-end layers they build.
-//! Only `channels_last` is supported; any other `data_format` is refused
-//! naming the layer and the key.
+//! (`Conv1D`, `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D`,
+//! `Conv1DTranspose`, `Conv2DTranspose`, `MaxPooling1D/2D`,
+//! `AveragePooling1D/2D`, `GlobalAveragePooling1D/2D`,
+//! `GlobalMaxPooling1D/2D`): their config parsing into [`SpatialKind`] and
+//! the front-end layers they build. Only `channels_last` is supported; any
+//! other `data_format` is refused naming the layer and the key.
 
 use super::build::{activation, initializer, regularizer};
 use super::error::Result;
@@ -35,6 +36,38 @@ pub enum SpatialKind {
         bias_regularizer: Option<RegularizerSpec>,
         activity_regularizer: Option<RegularizerSpec>,
     },
+    /// `DepthwiseConv2D` (`pointwise: None`) or `SeparableConv2D`
+    /// (`pointwise: Some(filters)`); the keys are Keras's `depthwise_*`
+    /// and `pointwise_*` ones.
+    Depthwise {
+        pointwise: Option<usize>,
+        kernel_size: Vec<usize>,
+        depth_multiplier: usize,
+        strides: Vec<usize>,
+        padding: Padding,
+        dilation_rate: Vec<usize>,
+        activation: ActivationSpec,
+        use_bias: bool,
+        depthwise_initializer: InitializerSpec,
+        pointwise_initializer: InitializerSpec,
+        bias_initializer: InitializerSpec,
+        depthwise_regularizer: Option<RegularizerSpec>,
+        pointwise_regularizer: Option<RegularizerSpec>,
+        bias_regularizer: Option<RegularizerSpec>,
+        activity_regularizer: Option<RegularizerSpec>,
+    },
+    /// `Conv1DTranspose` (`rank` 1) or `Conv2DTranspose` (`rank` 2).
+    ConvTranspose {
+        rank: usize,
+        filters: usize,
+        kernel_size: Vec<usize>,
+        strides: Vec<usize>,
+        padding: Padding,
+        /// `None` when the JSON has `null` (the padding mode fixes the extent).
+        output_padding: Option<Vec<usize>>,
+        dilation_rate: Vec<usize>,
+        keys: spec::KernelKeys,
+    },
     /// `MaxPooling*` (`max`) or `AveragePooling*`.
     Pool {
         rank: usize,
@@ -63,9 +96,13 @@ macro_rules! entry {
 }
 
 /// The convolution and pooling classes.
-pub const SPATIAL_CLASSES: [LayerClass; 10] = [
+pub const SPATIAL_CLASSES: [LayerClass; 14] = [
     entry!("Conv1D", |c| parse_conv(c, 1)),
     entry!("Conv2D", |c| parse_conv(c, 2)),
+    entry!("DepthwiseConv2D", |c| parse_depthwise(c, false)),
+    entry!("SeparableConv2D", |c| parse_depthwise(c, true)),
+    entry!("Conv1DTranspose", |c| parse_conv_transpose(c, 1)),
+    entry!("Conv2DTranspose", |c| parse_conv_transpose(c, 2)),
     entry!("MaxPooling1D", |c| parse_pool(c, 1, true)),
     entry!("MaxPooling2D", |c| parse_pool(c, 2, true)),
     entry!("AveragePooling1D", |c| parse_pool(c, 1, false)),
@@ -76,12 +113,31 @@ pub const SPATIAL_CLASSES: [LayerClass; 10] = [
     entry!("GlobalAveragePooling2D", |c| parse_global(c, 2, false)),
 ];
 
-fn data_format(cfg: &mut Cfg<'_>) -> Result<()> {
+/// Refuses any `data_format` but `channels_last` (or `null`, Keras's default).
+pub(super) fn data_format(cfg: &mut Cfg<'_>) -> Result<()> {
     cfg.only("data_format", &[json!("channels_last"), Value::Null])
 }
 
 /// An int or a list of `rank` ints, each ≥ 1.
 fn tuple(cfg: &mut Cfg<'_>, key: &str, rank: usize) -> Result<Vec<usize>> {
+    tuple_min(cfg, key, rank, 1)
+}
+
+/// `key` as a `rank`-tuple, or `default` (per axis) when the key is absent.
+fn tuple_or(cfg: &mut Cfg<'_>, key: &str, rank: usize, default: usize) -> Result<Vec<usize>> {
+    match cfg.get(key) {
+        None => Ok(vec![default; rank]),
+        Some(_) => tuple(cfg, key, rank),
+    }
+}
+
+/// An int or a list of `rank` ints, each ≥ `min` (0 or 1).
+pub(super) fn tuple_min(
+    cfg: &mut Cfg<'_>,
+    key: &str,
+    rank: usize,
+    min: usize,
+) -> Result<Vec<usize>> {
     let v = cfg.req(key)?;
     let parsed = match v {
         Value::Number(n) => n.as_u64().map(|x| vec![x as usize; rank]),
@@ -91,12 +147,13 @@ fn tuple(cfg: &mut Cfg<'_>, key: &str, rank: usize) -> Result<Vec<usize>> {
             .collect::<Option<Vec<_>>>(),
         _ => None,
     };
+    let what = if min == 0 { "non-negative" } else { "positive" };
     parsed
-        .filter(|t| t.len() == rank && !t.contains(&0))
+        .filter(|t| t.len() == rank && t.iter().all(|&x| x >= min))
         .ok_or_else(|| {
             cfg.err(
                 key,
-                format!("expected {rank} positive integer(s), got {}", show(v)),
+                format!("expected {rank} {what} integer(s), got {}", show(v)),
             )
         })
 }
@@ -117,15 +174,9 @@ fn parse_conv(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
         return Err(cfg.err("filters", "must be positive"));
     }
     let kernel_size = tuple(cfg, "kernel_size", rank)?;
-    let strides = match cfg.get("strides") {
-        None => vec![1; rank],
-        Some(_) => tuple(cfg, "strides", rank)?,
-    };
+    let strides = tuple_or(cfg, "strides", rank, 1)?;
     let padding = padding(cfg)?;
-    let dilation_rate = match cfg.get("dilation_rate") {
-        None => vec![1; rank],
-        Some(_) => tuple(cfg, "dilation_rate", rank)?,
-    };
+    let dilation_rate = tuple_or(cfg, "dilation_rate", rank, 1)?;
     let groups = match cfg.get("groups") {
         None => 1,
         Some(_) => cfg.usize("groups")?,
@@ -163,6 +214,114 @@ fn parse_conv(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
     }))
 }
 
+fn parse_depthwise(cfg: &mut Cfg<'_>, separable: bool) -> Result<LayerKind> {
+    common(cfg)?;
+    data_format(cfg)?;
+    let pointwise = if separable {
+        let f = cfg.usize("filters")?;
+        if f == 0 {
+            return Err(cfg.err("filters", "must be positive"));
+        }
+        Some(f)
+    } else {
+        None
+    };
+    let kernel_size = tuple(cfg, "kernel_size", 2)?;
+    let depth_multiplier = match cfg.get("depth_multiplier") {
+        None => 1,
+        Some(_) => cfg.usize("depth_multiplier")?,
+    };
+    if depth_multiplier == 0 {
+        return Err(cfg.err("depth_multiplier", "must be positive"));
+    }
+    let strides = tuple_or(cfg, "strides", 2, 1)?;
+    let padding = padding(cfg)?;
+    let dilation_rate = tuple_or(cfg, "dilation_rate", 2, 1)?;
+    let glorot = InitializerSpec::GlorotUniform { seed: None };
+    let activation = spec::activation(cfg, "activation", true)?;
+    let use_bias = cfg.bool_or("use_bias", true)?;
+    let depthwise_initializer = spec::initializer(cfg, "depthwise_initializer", glorot)?;
+    let bias_initializer = spec::initializer(cfg, "bias_initializer", InitializerSpec::Zeros)?;
+    let depthwise_regularizer = spec::regularizer(cfg, "depthwise_regularizer")?;
+    let bias_regularizer = spec::regularizer(cfg, "bias_regularizer")?;
+    let activity_regularizer = spec::regularizer(cfg, "activity_regularizer")?;
+    let (pointwise_initializer, pointwise_regularizer) = if separable {
+        (
+            spec::initializer(cfg, "pointwise_initializer", glorot)?,
+            spec::regularizer(cfg, "pointwise_regularizer")?,
+        )
+    } else {
+        (glorot, None)
+    };
+    let mut constraints = vec!["depthwise_constraint", "bias_constraint"];
+    if separable {
+        constraints.push("pointwise_constraint");
+    }
+    for key in constraints {
+        cfg.only(key, &[Value::Null])?;
+    }
+    Ok(LayerKind::Spatial(SpatialKind::Depthwise {
+        pointwise,
+        kernel_size,
+        depth_multiplier,
+        strides,
+        padding,
+        dilation_rate,
+        activation,
+        use_bias,
+        depthwise_initializer,
+        pointwise_initializer,
+        bias_initializer,
+        depthwise_regularizer,
+        pointwise_regularizer,
+        bias_regularizer,
+        activity_regularizer,
+    }))
+}
+
+fn parse_conv_transpose(cfg: &mut Cfg<'_>, rank: usize) -> Result<LayerKind> {
+    common(cfg)?;
+    data_format(cfg)?;
+    let filters = cfg.usize("filters")?;
+    if filters == 0 {
+        return Err(cfg.err("filters", "must be positive"));
+    }
+    let kernel_size = tuple(cfg, "kernel_size", rank)?;
+    let strides = tuple_or(cfg, "strides", rank, 1)?;
+    let padding = padding(cfg)?;
+    let dilation_rate = tuple_or(cfg, "dilation_rate", rank, 1)?;
+    let output_padding = match cfg.get("output_padding") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let p = tuple_min(cfg, "output_padding", rank, 0)?;
+            if p.iter().zip(&strides).any(|(p, s)| p >= s) {
+                return Err(cfg.err(
+                    "output_padding",
+                    format!("each entry must be less than its stride {strides:?}, got {p:?}"),
+                ));
+            }
+            Some(p)
+        }
+    };
+    if strides.iter().any(|&s| s > 1) && dilation_rate.iter().any(|&d| d > 1) {
+        return Err(cfg.err(
+            "dilation_rate",
+            format!("dilation {dilation_rate:?} > 1 with strides {strides:?} > 1 is not supported (Keras refuses it too)"),
+        ));
+    }
+    let keys = spec::kernel_keys(cfg)?;
+    Ok(LayerKind::Spatial(SpatialKind::ConvTranspose {
+        rank,
+        filters,
+        kernel_size,
+        strides,
+        padding,
+        output_padding,
+        dilation_rate,
+        keys,
+    }))
+}
+
 fn parse_pool(cfg: &mut Cfg<'_>, rank: usize, max: bool) -> Result<LayerKind> {
     common(cfg)?;
     data_format(cfg)?;
@@ -190,6 +349,16 @@ fn parse_global(cfg: &mut Cfg<'_>, rank: usize, max: bool) -> Result<LayerKind> 
         max,
         keepdims,
     }))
+}
+
+/// Applies the regularisers of a layer with a kernel (`Option`s of
+/// [`RegularizerSpec`]) through its builder methods of the same names.
+macro_rules! regularizers {
+    ($layer:ident, $($key:ident),+) => {
+        $(if let Some(r) = $key {
+            $layer = $layer.$key(regularizer(*r));
+        })+
+    };
 }
 
 fn build(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
@@ -231,15 +400,95 @@ fn build(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
                 .kernel_initializer(initializer(*kernel_initializer))
                 .bias_initializer(initializer(*bias_initializer))
                 .name(name);
-            if let Some(r) = kernel_regularizer {
-                c = c.kernel_regularizer(regularizer(*r));
-            }
-            if let Some(r) = bias_regularizer {
-                c = c.bias_regularizer(regularizer(*r));
-            }
-            if let Some(r) = activity_regularizer {
-                c = c.activity_regularizer(regularizer(*r));
-            }
+            regularizers!(
+                c,
+                kernel_regularizer,
+                bias_regularizer,
+                activity_regularizer
+            );
+            Box::new(c)
+        }
+        SpatialKind::Depthwise {
+            pointwise,
+            kernel_size,
+            depth_multiplier,
+            strides,
+            padding,
+            dilation_rate,
+            activation: a,
+            use_bias,
+            depthwise_initializer,
+            pointwise_initializer,
+            bias_initializer,
+            depthwise_regularizer,
+            pointwise_regularizer,
+            bias_regularizer,
+            activity_regularizer,
+        } => {
+            let k = [kernel_size[0], kernel_size[1]];
+            let base = match pointwise {
+                None => layers::DepthwiseConv2D::new(k),
+                Some(f) => layers::SeparableConv2D::new(*f, k),
+            };
+            let mut c = base
+                .depth_multiplier(*depth_multiplier)
+                .strides(strides)
+                .padding(pad(padding))
+                .dilation_rate(dilation_rate)
+                .activation(activation(*a))
+                .use_bias(*use_bias)
+                .depthwise_initializer(initializer(*depthwise_initializer))
+                .pointwise_initializer(initializer(*pointwise_initializer))
+                .bias_initializer(initializer(*bias_initializer))
+                .name(name);
+            regularizers!(
+                c,
+                depthwise_regularizer,
+                pointwise_regularizer,
+                bias_regularizer,
+                activity_regularizer
+            );
+            Box::new(c)
+        }
+        SpatialKind::ConvTranspose {
+            rank,
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            output_padding,
+            dilation_rate,
+            keys:
+                spec::KernelKeys {
+                    activation: a,
+                    use_bias,
+                    kernel_initializer,
+                    bias_initializer,
+                    kernel_regularizer,
+                    bias_regularizer,
+                    activity_regularizer,
+                },
+        } => {
+            let base = match rank {
+                1 => layers::Conv1DTranspose::new(*filters, kernel_size[0]),
+                _ => layers::Conv2DTranspose::new(*filters, [kernel_size[0], kernel_size[1]]),
+            };
+            let mut c = base
+                .strides(strides)
+                .padding(pad(padding))
+                .output_padding(output_padding.as_deref())
+                .dilation_rate(dilation_rate)
+                .activation(activation(*a))
+                .use_bias(*use_bias)
+                .kernel_initializer(initializer(*kernel_initializer))
+                .bias_initializer(initializer(*bias_initializer))
+                .name(name);
+            regularizers!(
+                c,
+                kernel_regularizer,
+                bias_regularizer,
+                activity_regularizer
+            );
             Box::new(c)
         }
         SpatialKind::Pool {

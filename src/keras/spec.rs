@@ -127,6 +127,8 @@ pub enum LayerKind {
     },
     /// A convolution or pooling layer ([`super::spatial`]).
     Spatial(super::spatial::SpatialKind),
+    /// A zero-padding, cropping or upsampling layer ([`super::reshaping`]).
+    Resize(super::reshaping::ResizeKind),
     /// Batch statistics in training, moving statistics at inference.
     BatchNormalization {
         axis: i64,
@@ -705,7 +707,8 @@ pub(super) fn common(cfg: &mut Cfg<'_>) -> Result<()> {
 }
 
 /// The keys Dense and the convolutions share, parsed once.
-pub(super) struct KernelKeys {
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelKeys {
     pub activation: ActivationSpec,
     pub use_bias: bool,
     pub kernel_initializer: InitializerSpec,

@@ -12,7 +12,9 @@ use lossgraph_ir::conv::{self, keras_transpose_geometry, Padding};
 use lossgraph_ir::Tensor;
 
 /// A transposed convolution over `rank` spatial axes: output extent
-/// `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`), no `output_padding`.
+/// `n·s + max(span - s, 0)` (`valid`) or `n·s` (`same`) without
+/// `output_padding`; with it, `(n-1)·s + span + output_padding` (`valid`) or
+/// `(n-1)·s + span % 2 + output_padding` (`same`), as Keras on JAX.
 #[derive(Clone, Debug)]
 pub struct ConvTranspose {
     rank: usize,
@@ -20,6 +22,7 @@ pub struct ConvTranspose {
     kernel_size: Vec<usize>,
     strides: Vec<usize>,
     padding: Padding,
+    output_padding: Option<Vec<usize>>,
     dilation_rate: Vec<usize>,
     activation: Activation,
     use_bias: bool,
@@ -63,6 +66,7 @@ impl ConvTranspose {
             kernel_size: kernel_size.to_vec(),
             strides: vec![1; rank],
             padding: Padding::Valid,
+            output_padding: None,
             dilation_rate: vec![1; rank],
             activation: Activation::Linear,
             use_bias: true,
@@ -75,6 +79,15 @@ impl ConvTranspose {
             config_error: None,
             geometry: (Vec::new(), Vec::new()),
         }
+    }
+}
+
+impl ConvTranspose {
+    /// Extra cells at the end of each spatial axis (each `< strides`);
+    /// `None` (the default) lets the padding mode fix the extent.
+    pub fn output_padding(mut self, p: Option<&[usize]>) -> ConvTranspose {
+        self.output_padding = p.map(<[usize]>::to_vec);
+        self
     }
 }
 
@@ -112,6 +125,26 @@ impl Layer for ConvTranspose {
         if self.filters == 0 {
             return Err(Error::layer(&path, format!("{class} needs filters > 0")));
         }
+        if self.strides.iter().any(|&s| s > 1) && self.dilation_rate.iter().any(|&d| d > 1) {
+            return Err(Error::layer(
+                &path,
+                format!(
+                    "{class} strides {:?} > 1 with dilation_rate {:?} > 1 is not supported (as in Keras)",
+                    self.strides, self.dilation_rate
+                ),
+            ));
+        }
+        if let Some(p) = &self.output_padding {
+            if p.len() != self.rank || p.iter().zip(&self.strides).any(|(p, s)| p >= s) {
+                return Err(Error::layer(
+                    &path,
+                    format!(
+                        "{class} output_padding {p:?} needs {} entries, each less than its stride in {:?}",
+                        self.rank, self.strides
+                    ),
+                ));
+            }
+        }
         let (crop, end): (Vec<usize>, Vec<isize>) = (0..self.rank)
             .map(|i| {
                 keras_transpose_geometry(
@@ -119,6 +152,7 @@ impl Layer for ConvTranspose {
                     self.strides[i],
                     self.dilation_rate[i],
                     self.padding,
+                    self.output_padding.as_ref().map(|p| p[i]),
                 )
             })
             .unzip();
@@ -163,8 +197,12 @@ impl Layer for ConvTranspose {
     }
 
     fn describe(&self) -> String {
+        let extra = match &self.output_padding {
+            Some(p) => format!(", output_padding={p:?}"),
+            None => String::new(),
+        };
         format!(
-            "filters={}, kernel_size={:?}, strides={:?}, padding={}, activation={}",
+            "filters={}, kernel_size={:?}, strides={:?}, padding={}{extra}, activation={}",
             self.filters,
             self.kernel_size,
             self.strides,

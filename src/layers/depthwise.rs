@@ -4,6 +4,9 @@
 //! `groups = C` and kernel `(kh, kw, 1, C·M)` (a reshape: output channel
 //! `c·M + m`, as Keras orders them). `SeparableConv2D` follows it with a
 //! 1×1 `pointwise_kernel` `(1, 1, C·M, filters)` and the bias.
+//!
+//! Variable names are Keras 3's: `DepthwiseConv2D` has `kernel` and `bias`;
+//! `SeparableConv2D` has `depthwise_kernel`, `pointwise_kernel` and `bias`.
 
 use super::conv::{check_tuple, geometry, padding_name};
 use super::{bias_activation, config_check};
@@ -84,6 +87,15 @@ impl DepthwiseConv {
             config_error: None,
             channels: 0,
             pads: (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The depthwise kernel's variable name: `kernel` in `DepthwiseConv2D`,
+    /// `depthwise_kernel` in `SeparableConv2D` (Keras 3's names).
+    fn depthwise_name(&self) -> &'static str {
+        match self.pointwise {
+            None => "kernel",
+            Some(_) => "depthwise_kernel",
         }
     }
 
@@ -170,7 +182,7 @@ impl Layer for DepthwiseConv {
         let m = self.depth_multiplier;
         let (kh, kw) = (self.kernel_size[0], self.kernel_size[1]);
         ctx.add_weight_with(
-            "depthwise_kernel",
+            self.depthwise_name(),
             &[kh, kw, c, m],
             self.depthwise_initializer.clone(),
             true,
@@ -204,7 +216,9 @@ impl Layer for DepthwiseConv {
     fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor> {
         let (c, m) = (self.channels, self.depth_multiplier);
         let (kh, kw) = (self.kernel_size[0], self.kernel_size[1]);
-        let k = ctx.weight("depthwise_kernel").reshape(&[kh, kw, 1, c * m]);
+        let k = ctx
+            .weight(self.depthwise_name())
+            .reshape(&[kh, kw, 1, c * m]);
         let err = |m: String| Error::layer(ctx.path(), m);
         let mut y = conv::conv(
             inputs,

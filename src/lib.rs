@@ -90,6 +90,7 @@ pub mod model;
 pub mod optimizers;
 pub mod regularizers;
 pub mod stages;
+pub mod summary;
 pub mod train;
 pub mod weights;
 

@@ -456,7 +456,7 @@ impl Functional {
             };
             let name = match val.producer {
                 Producer::Call(n) => self.layers[self.nodes[n].layer].name.clone(),
-                Producer::Input(i) => self.inputs[i].name.clone(),
+                Producer::Input(i) => format!("{}[0][0]", self.inputs[i].name),
             };
             if outs.iter().any(|(n, _)| *n == name) {
                 return Err(Error::config(
@@ -929,24 +929,55 @@ impl Model {
             .collect())
     }
 
-    /// A Keras-like summary: layers, output shapes, parameter counts, what
-    /// each layer is connected to, and the added losses each layer contributes.
+    /// Keras's `model.summary()` text at Keras's non-terminal line length
+    /// ([`crate::summary::DEFAULT_LINE_LENGTH`]); see
+    /// [`Model::summary_with_line_length`].
     pub fn summary(&self) -> Result<String> {
+        self.summary_with_line_length(crate::summary::DEFAULT_LINE_LENGTH)
+    }
+
+    /// Keras's `model.summary(line_length=...)`, character for character:
+    /// one row per layer (a `Sequential` lists no input layer) with its
+    /// output shape and parameter count, a "Connected to" column when the
+    /// model branches (several inputs, a layer with several inputs, a value
+    /// used twice or a shared layer), then the total, trainable and
+    /// non-trainable parameter counts with their sizes. Unlike Keras, the
+    /// added losses (activity and weight regularisers, `add_loss`) follow, in
+    /// `model.losses` order, when there are any. No "Optimizer params" line.
+    pub fn summary_with_line_length(&self, line_length: usize) -> Result<String> {
         let losses = self.losses()?;
-        let mut rows: Vec<[String; 5]> = Vec::new();
+        let sequential = self.kind == "Sequential";
+        let mut used = vec![0usize; self.values.len()];
+        let mut calls = vec![0usize; self.layers.len()];
+        for n in &self.nodes {
+            calls[n.layer] += 1;
+            for &v in &n.inputs {
+                used[v] += 1;
+            }
+        }
+        let branching = !sequential
+            && (self.inputs.len() > 1
+                || self.nodes.iter().any(|n| n.inputs.len() != 1)
+                || used.iter().any(|&u| u > 1)
+                || calls.iter().any(|&c| c > 1));
+        let mut rows: Vec<Vec<String>> = Vec::new();
         for (li, slot) in self.layers.iter().enumerate() {
+            if slot.is_input && sequential {
+                continue;
+            }
             let shape = if slot.is_input {
-                let i = self.inputs.iter().find(|i| i.name == slot.name);
-                i.map(|i| fmt_shape(&self.values[i.value].shape))
+                self.inputs
+                    .iter()
+                    .find(|i| i.name == slot.name)
+                    .map(|i| fmt_shape(&self.values[i.value].shape))
                     .unwrap_or_default()
             } else {
-                let shapes: Vec<String> = self
-                    .nodes
+                // Keras shows the output of the layer's last call.
+                self.nodes
                     .iter()
-                    .filter(|n| n.layer == li)
+                    .rfind(|n| n.layer == li)
                     .map(|n| fmt_shape(&self.values[n.output].shape))
-                    .collect();
-                shapes.join(", ")
+                    .unwrap_or_else(|| "?".into())
             };
             let params: usize = self
                 .vars
@@ -954,109 +985,69 @@ impl Model {
                 .filter(|v| v.layer_index == li)
                 .map(|v| v.ty.numel())
                 .sum();
-            let connected: Vec<String> = self
-                .nodes
-                .iter()
-                .filter(|n| n.layer == li)
-                .flat_map(|n| n.inputs.iter().map(|v| self.value_name(*v)))
-                .collect();
-            let added: Vec<String> = losses
-                .iter()
-                .filter(|l| l.owner == slot.name || l.owner.starts_with(&format!("{}/", slot.name)))
-                .map(|l| {
-                    let mut s = l.reason.name().to_string();
-                    if let Some(v) = &l.variable {
-                        let short = v.rsplit('/').next().unwrap_or(v);
-                        let _ = write!(s, "({short})");
-                    } else if l.call > 0 {
-                        let _ = write!(s, "(call {})", l.call);
-                    }
-                    s
-                })
-                .collect();
-            rows.push([
+            let mut row = vec![
                 format!("{} ({})", slot.name, slot.class),
                 shape,
-                params.to_string(),
-                connected.join(", "),
-                added.join(", "),
-            ]);
-        }
-        let headers = [
-            "Layer (type)",
-            "Output Shape",
-            "Param #",
-            "Connected to",
-            "Added losses",
-        ];
-        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r.iter()) {
-                *w = (*w).max(c.chars().count());
+                crate::summary::thousands(params),
+            ];
+            if branching {
+                let connected: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.layer == li)
+                    .flat_map(|n| n.inputs.iter().map(|v| self.value_name(*v)))
+                    .collect();
+                row.push(if connected.is_empty() {
+                    "-".into()
+                } else {
+                    connected.join(", ")
+                });
             }
+            rows.push(row);
         }
-        let line = |c: char| -> String {
-            widths
-                .iter()
-                .map(|w| c.to_string().repeat(w + 2))
-                .collect::<Vec<_>>()
-                .join("+")
+        let columns: &[crate::summary::Column] = if branching {
+            &crate::summary::FUNCTIONAL
+        } else {
+            &crate::summary::SEQUENTIAL
         };
-        let row = |cells: &[String]| -> String {
-            cells
+        let mut out = crate::summary::table(&self.name, columns, &rows, line_length)?;
+        let size = |trainable: bool| -> (usize, usize) {
+            self.vars
                 .iter()
-                .zip(widths.iter())
-                .map(|(c, w)| format!(" {c:<w$} "))
-                .collect::<Vec<_>>()
-                .join("|")
-                .trim_end()
-                .to_string()
+                .filter(|v| v.trainable == trainable)
+                .fold((0, 0), |(n, b), v| {
+                    let k = v.ty.numel();
+                    (n + k, b + k * v.ty.dtype.size_bytes())
+                })
         };
-        let mut out = String::new();
-        let _ = writeln!(out, "Model: \"{}\" ({})", self.name, self.kind);
-        let _ = writeln!(out, "{}", line('='));
-        let hs: Vec<String> = headers.iter().map(|s| s.to_string()).collect();
-        let _ = writeln!(out, "{}", row(&hs));
-        let _ = writeln!(out, "{}", line('='));
-        for r in &rows {
-            let _ = writeln!(out, "{}", row(r));
-        }
-        let _ = writeln!(out, "{}", line('='));
-        let total = self.count_params();
-        let trainable: usize = self
-            .vars
-            .iter()
-            .filter(|v| v.trainable)
-            .map(|v| v.ty.numel())
-            .sum();
-        let _ = writeln!(out, " Total params: {total}");
-        let _ = writeln!(out, " Trainable params: {trainable}");
-        let _ = writeln!(out, " Non-trainable params: {}", total - trainable);
-        let _ = writeln!(
-            out,
-            " Added losses ({}), in model.losses order:",
-            losses.len()
-        );
-        for l in &losses {
-            let what = match &l.variable {
-                Some(v) => format!("{} {}", l.reason.name(), v),
-                None => format!("{} of {} (call {})", l.reason.name(), l.owner, l.call),
-            };
-            let _ = writeln!(out, "   {}: {what}", l.output);
+        out.push_str(&crate::summary::counts(size(true), size(false)));
+        if !losses.is_empty() {
+            let _ = writeln!(
+                out,
+                " Added losses ({}), in model.losses order:",
+                losses.len()
+            );
+            for l in &losses {
+                let what = match &l.variable {
+                    Some(v) => format!("{} {}", l.reason.name(), v),
+                    None => format!("{} of {} (call {})", l.reason.name(), l.owner, l.call),
+                };
+                let _ = writeln!(out, "   {}: {what}", l.output);
+            }
         }
         Ok(out)
     }
 
     fn value_name(&self, v: usize) -> String {
         match self.values[v].producer {
-            Producer::Input(i) => self.inputs[i].name.clone(),
+            Producer::Input(i) => format!("{}[0][0]", self.inputs[i].name),
             Producer::Call(n) => {
                 let node = &self.nodes[n];
                 let idx = self.nodes[..n]
                     .iter()
                     .filter(|m| m.layer == node.layer)
                     .count();
-                format!("{}[{}]", self.layers[node.layer].name, idx)
+                format!("{}[{}][0]", self.layers[node.layer].name, idx)
             }
         }
     }

@@ -14,6 +14,13 @@ pub enum DType {
 }
 
 impl DType {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+        }
+    }
+
     /// The name used by the text format (`f32`, `i32`).
     pub fn name(self) -> &'static str {
         match self {

@@ -10,9 +10,12 @@ use lossgraph_ir::Tensor;
 /// Keras `LayerNormalization` (SEMANTICS.md §6.6): per sample, over the
 /// `axis` list, `y = gamma·(x − mean)/√(var + ε) + beta` with the biased
 /// variance; `gamma`, `beta` have the extents of those axes. With
-/// `rms_scaling`, `y = gamma·x/√(mean(x²) + ε)` (no centering, no beta,
-/// whatever `center` says — Keras ignores `center` and `scale` then and keeps
-/// gamma). No state: training and inference agree.
+/// `rms_scaling`, Keras 3's formula (`keras.ops.nn._layer_normalization`,
+/// which Keras itself warns is a variance, not a root mean square):
+/// `y = gamma·x/√(var + ε)` — `x` is not centred, but `var` is the biased
+/// variance about the mean; no beta whatever `center` says (Keras ignores
+/// `center` and `scale` then and keeps gamma). No state: training and
+/// inference agree.
 #[derive(Clone, Debug)]
 pub struct LayerNormalization {
     axis: Vec<isize>,
@@ -141,14 +144,13 @@ impl Layer for LayerNormalization {
             })
             .collect();
         let along = |t: &Tensor| t.reshape(&bshape);
-        if self.rms_scaling {
-            let ms = (x * x).mean(&axes, true);
-            let y = x * (ms + self.epsilon).sqrt().recip();
-            return Ok(y * along(ctx.weight("gamma")));
-        }
         let mean = x.mean(&axes, true);
         let d = x - &mean;
         let var = (&d * &d).mean(&axes, true);
+        if self.rms_scaling {
+            let y = x * (var + self.epsilon).sqrt().recip();
+            return Ok(y * along(ctx.weight("gamma")));
+        }
         let mut inv = (var + self.epsilon).sqrt().recip();
         if self.has_gamma() {
             inv = inv * along(ctx.weight("gamma"));

@@ -114,7 +114,11 @@ fn seed_example_lists_its_add_loss_and_evaluates_it() {
         logs.get("compiled_loss").unwrap() + 0.01 * k,
     );
     let s = m.summary().unwrap();
-    assert!(s.contains("custom_dense_layer (CustomDenseLayer)"), "{s}");
+    // Keras's table wraps "custom_dense_layer (CustomDenseLayer)" at the space.
+    assert!(
+        s.contains("│ custom_dense_layer ") && s.contains("│ (CustomDenseLayer) "),
+        "{s}"
+    );
     assert!(s.contains("add_loss"), "{s}");
     assert!(s.contains("Total params: 26"), "{s}");
 }

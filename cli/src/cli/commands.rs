@@ -295,19 +295,27 @@ pub fn dump_ir(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lossgraph demo`.
-pub fn demo(out: &Path, epochs: usize, seed: u64) -> Result<ExitCode, CliError> {
-    if epochs == 0 {
-        return fail("--epochs must be at least 1");
+/// `lossgraph demo [mlp|cnn]`: `out` and `epochs` default to the kind's.
+pub fn demo(
+    kind: demo::DemoKind,
+    out: Option<&Path>,
+    epochs: Option<usize>,
+    seed: u64,
+) -> Result<ExitCode, CliError> {
+    let mut opts = demo::DemoOptions::new(kind);
+    if let Some(e) = epochs {
+        if e == 0 {
+            return fail("--epochs must be at least 1");
+        }
+        opts.epochs = e;
     }
-    let opts = demo::DemoOptions {
-        out: out.to_path_buf(),
-        epochs,
-        seed,
-        ..demo::DemoOptions::default()
-    };
+    if let Some(o) = out {
+        opts.out = o.to_path_buf();
+    }
+    opts.seed = seed;
     println!(
-        "lossgraph demo: digits (UCI, CC BY 4.0), MLP with add_loss: L1 via add_loss in a custom layer, L2 kernel and L1 activity regularizers"
+        "lossgraph demo: digits (UCI, CC BY 4.0), {}",
+        kind.description()
     );
     let r = demo::run(&opts)?;
     let last: Vec<String> = r
@@ -316,14 +324,14 @@ pub fn demo(out: &Path, epochs: usize, seed: u64) -> Result<ExitCode, CliError> 
         .filter(|(k, _)| !k.starts_with("val_") || k == "val_loss" || k == "val_accuracy")
         .filter_map(|(k, v)| v.last().map(|x| format!("{k} {x:.4}")))
         .collect();
-    println!("epoch {epochs}: {}", last.join(", "));
+    println!("epoch {}: {}", opts.epochs, last.join(", "));
     println!("test accuracy: {:.1}%", 100.0 * r.test_accuracy);
     println!(
         "compile time: {:.3} s (trace, differentiate, optimise, build, first step)",
         r.compile_seconds
     );
     println!("training speed: {:.0} steps/s", r.steps_per_second);
-    println!("wrote to {}:", out.display());
+    println!("wrote to {}:", opts.out.display());
     for f in &r.files {
         println!("  {}", f.display());
     }

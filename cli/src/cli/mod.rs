@@ -139,14 +139,18 @@ pub enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Train an add_loss MLP on the embedded digits data and write its IR, plot and weights.
+    /// Train a model on the embedded digits data and write its IR, plot and
+    /// weights: the add_loss MLP (default) or the convnet (`demo cnn`).
     Demo {
-        /// Output folder (created if missing).
-        #[arg(long, default_value = "lossgraph-demo")]
-        out: PathBuf,
-        /// Training epochs.
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
+        /// Which model: mlp (the add_loss MLP) or cnn (the keras.io MNIST convnet sized for 8×8).
+        #[arg(value_enum, default_value = "mlp")]
+        model: lossgraph_cli::demo::DemoKind,
+        /// Output folder, created if missing (default: lossgraph-demo, lossgraph-demo-cnn for cnn).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Training epochs (default: 30).
+        #[arg(long)]
+        epochs: Option<usize>,
         /// Seed for the split, the initial weights and the shuffles.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -183,6 +187,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             output.as_deref(),
         ),
         Command::Train(a) => commands::train(&a),
-        Command::Demo { out, epochs, seed } => commands::demo(&out, epochs, seed),
+        Command::Demo {
+            model,
+            out,
+            epochs,
+            seed,
+        } => commands::demo(model, out.as_deref(), epochs, seed),
     }
 }

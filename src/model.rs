@@ -1005,11 +1005,8 @@ impl Model {
             }
             rows.push(row);
         }
-        let columns: &[crate::summary::Column] = if branching {
-            &crate::summary::FUNCTIONAL
-        } else {
-            &crate::summary::SEQUENTIAL
-        };
+        let all = &crate::summary::COLUMNS;
+        let columns = if branching { &all[..] } else { &all[..3] };
         let mut out = crate::summary::table(&self.name, columns, &rows, line_length)?;
         let size = |trainable: bool| -> (usize, usize) {
             self.vars

@@ -152,6 +152,24 @@ fn cosine(fraction: f64, alpha: f64, scale: f64) -> f64 {
 }
 
 impl LearningRate {
+    /// The rate when it is a constant — the one case where the rate is
+    /// state of its own (a checkpoint stores it, as Keras's
+    /// `learning_rate` variable); a schedule is a function of the
+    /// iteration.
+    pub fn constant(&self) -> Option<f32> {
+        match self {
+            LearningRate::Constant(v) => Some(*v),
+            // Listed, not `_`: a new schedule must decide whether it is state.
+            LearningRate::ExponentialDecay { .. }
+            | LearningRate::PiecewiseConstantDecay { .. }
+            | LearningRate::PolynomialDecay { .. }
+            | LearningRate::InverseTimeDecay { .. }
+            | LearningRate::CosineDecay { .. }
+            | LearningRate::CosineDecayRestarts { .. }
+            | LearningRate::Schedule(_) => None,
+        }
+    }
+
     /// The rate used at step `iteration` (0-based).
     pub fn at(&self, iteration: u64) -> f32 {
         let step = iteration as f64;

@@ -24,24 +24,9 @@ pub(crate) struct Column {
     pub right: bool,
 }
 
-/// The columns of a sequential-like model (no "Connected to").
-pub(crate) const SEQUENTIAL: [Column; 3] = [
-    Column {
-        header: "Layer (type)",
-        right: false,
-    },
-    Column {
-        header: "Output Shape",
-        right: false,
-    },
-    Column {
-        header: "Param #",
-        right: true,
-    },
-];
-
-/// The columns of a branching model.
-pub(crate) const FUNCTIONAL: [Column; 4] = [
+/// The columns of a branching model; a sequential-like model shows the
+/// first three (no "Connected to").
+pub(crate) const COLUMNS: [Column; 4] = [
     Column {
         header: "Layer (type)",
         right: false,

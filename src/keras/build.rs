@@ -13,6 +13,33 @@ use crate::{Activation, CompileOptions, Functional, Init, Layer, Loss, Model, Op
 use crate::{Regularizer, Sequential, SymbolicTensor};
 use std::collections::HashMap;
 
+/// Applies the keys Dense and the convolutions share ([`spec::KernelKeys`]'s
+/// fields, as references) and the layer name through the builder methods of
+/// the same names; the layer with them set.
+macro_rules! kernel_keys {
+    ($layer:expr, $name:expr, $activation:expr, $use_bias:expr, $kernel_init:expr,
+     $bias_init:expr, $kernel_reg:expr, $bias_reg:expr, $activity_reg:expr) => {{
+        use $crate::keras::build::{activation, initializer, regularizer};
+        let mut l = $layer
+            .activation(activation(*$activation))
+            .use_bias(*$use_bias)
+            .kernel_initializer(initializer(*$kernel_init))
+            .bias_initializer(initializer(*$bias_init))
+            .name($name);
+        if let Some(r) = $kernel_reg {
+            l = l.kernel_regularizer(regularizer(*r));
+        }
+        if let Some(r) = $bias_reg {
+            l = l.bias_regularizer(regularizer(*r));
+        }
+        if let Some(r) = $activity_reg {
+            l = l.activity_regularizer(regularizer(*r));
+        }
+        l
+    }};
+}
+pub(super) use kernel_keys;
+
 /// The front-end activation for a Keras activation.
 pub fn activation(a: ActivationSpec) -> Activation {
     match a {

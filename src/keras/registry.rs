@@ -8,7 +8,7 @@
 //! Parse functions read every key they understand from the layer's config;
 //! the caller rejects the keys they leave (naming the layer and the key).
 
-use super::build::{activation, initializer, regularizer};
+use super::build::{activation, initializer, kernel_keys, regularizer};
 use super::error::{KerasError, Result};
 use super::json::{show, Cfg};
 use super::spec::{self, check_dtype, common, feature_dims, InitializerSpec, LayerKind};
@@ -39,6 +39,22 @@ pub struct LayerClass {
     /// when `kind` is another class's (an importer bug, reported by
     /// [`build_layer`]).
     pub(crate) build: fn(&LayerKind, &str) -> Option<Box<dyn Layer>>,
+}
+
+impl LayerClass {
+    /// A class whose call takes one tensor.
+    pub(crate) const fn one_input(
+        class: &'static str,
+        parse: fn(&mut Cfg<'_>) -> Result<LayerKind>,
+        build: fn(&LayerKind, &str) -> Option<Box<dyn Layer>>,
+    ) -> LayerClass {
+        LayerClass {
+            class,
+            arity: Arity::One,
+            parse,
+            build,
+        }
+    }
 }
 
 /// Every importable layer class.
@@ -393,22 +409,17 @@ fn build_dense(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
     else {
         return None;
     };
-    let mut d = layers::Dense::new(*units)
-        .activation(activation(*a))
-        .use_bias(*use_bias)
-        .kernel_initializer(initializer(*kernel_initializer))
-        .bias_initializer(initializer(*bias_initializer))
-        .name(name);
-    if let Some(r) = kernel_regularizer {
-        d = d.kernel_regularizer(regularizer(*r));
-    }
-    if let Some(r) = bias_regularizer {
-        d = d.bias_regularizer(regularizer(*r));
-    }
-    if let Some(r) = activity_regularizer {
-        d = d.activity_regularizer(regularizer(*r));
-    }
-    Some(Box::new(d))
+    Some(Box::new(kernel_keys!(
+        layers::Dense::new(*units),
+        name,
+        a,
+        use_bias,
+        kernel_initializer,
+        bias_initializer,
+        kernel_regularizer,
+        bias_regularizer,
+        activity_regularizer
+    )))
 }
 
 fn parse_reshape(cfg: &mut Cfg<'_>) -> Result<LayerKind> {

@@ -6,7 +6,7 @@
 
 use super::error::Result;
 use super::json::{show, Cfg};
-use super::registry::{Arity, LayerClass};
+use super::registry::LayerClass;
 use super::spatial::data_format;
 use super::spec::{common, LayerKind};
 use crate::layers;
@@ -31,25 +31,14 @@ pub enum ResizeKind {
     UpSampling { rank: usize, size: Vec<usize> },
 }
 
-macro_rules! entry {
-    ($class:expr, $parse:expr) => {
-        LayerClass {
-            class: $class,
-            arity: Arity::One,
-            parse: $parse,
-            build,
-        }
-    };
-}
-
 /// The padding, cropping and upsampling classes.
 pub const RESHAPING_CLASSES: [LayerClass; 6] = [
-    entry!("ZeroPadding1D", |c| parse_padding(c, 1)),
-    entry!("ZeroPadding2D", |c| parse_padding(c, 2)),
-    entry!("Cropping1D", |c| parse_cropping(c, 1)),
-    entry!("Cropping2D", |c| parse_cropping(c, 2)),
-    entry!("UpSampling1D", |c| parse_upsampling(c, 1)),
-    entry!("UpSampling2D", |c| parse_upsampling(c, 2)),
+    LayerClass::one_input("ZeroPadding1D", |c| parse_padding(c, 1), build),
+    LayerClass::one_input("ZeroPadding2D", |c| parse_padding(c, 2), build),
+    LayerClass::one_input("Cropping1D", |c| parse_cropping(c, 1), build),
+    LayerClass::one_input("Cropping2D", |c| parse_cropping(c, 2), build),
+    LayerClass::one_input("UpSampling1D", |c| parse_upsampling(c, 1), build),
+    LayerClass::one_input("UpSampling2D", |c| parse_upsampling(c, 2), build),
 ];
 
 /// Keras's `(before, after)` amounts per spatial axis: an int `n` (every

@@ -6,10 +6,10 @@
 //! the front-end layers they build. Only `channels_last` is supported; any
 //! other `data_format` is refused naming the layer and the key.
 
-use super::build::{activation, initializer, regularizer};
+use super::build::{activation, initializer, kernel_keys, regularizer};
 use super::error::Result;
 use super::json::{show, Cfg};
-use super::registry::{Arity, LayerClass};
+use super::registry::LayerClass;
 use super::spec::{self, common, ActivationSpec, InitializerSpec, LayerKind, RegularizerSpec};
 use crate::layers;
 use crate::Layer;
@@ -84,33 +84,30 @@ pub enum SpatialKind {
     },
 }
 
-macro_rules! entry {
-    ($class:expr, $parse:expr) => {
-        LayerClass {
-            class: $class,
-            arity: Arity::One,
-            parse: $parse,
-            build,
-        }
-    };
-}
-
 /// The convolution and pooling classes.
 pub const SPATIAL_CLASSES: [LayerClass; 14] = [
-    entry!("Conv1D", |c| parse_conv(c, 1)),
-    entry!("Conv2D", |c| parse_conv(c, 2)),
-    entry!("DepthwiseConv2D", |c| parse_depthwise(c, false)),
-    entry!("SeparableConv2D", |c| parse_depthwise(c, true)),
-    entry!("Conv1DTranspose", |c| parse_conv_transpose(c, 1)),
-    entry!("Conv2DTranspose", |c| parse_conv_transpose(c, 2)),
-    entry!("MaxPooling1D", |c| parse_pool(c, 1, true)),
-    entry!("MaxPooling2D", |c| parse_pool(c, 2, true)),
-    entry!("AveragePooling1D", |c| parse_pool(c, 1, false)),
-    entry!("AveragePooling2D", |c| parse_pool(c, 2, false)),
-    entry!("GlobalMaxPooling1D", |c| parse_global(c, 1, true)),
-    entry!("GlobalMaxPooling2D", |c| parse_global(c, 2, true)),
-    entry!("GlobalAveragePooling1D", |c| parse_global(c, 1, false)),
-    entry!("GlobalAveragePooling2D", |c| parse_global(c, 2, false)),
+    LayerClass::one_input("Conv1D", |c| parse_conv(c, 1), build),
+    LayerClass::one_input("Conv2D", |c| parse_conv(c, 2), build),
+    LayerClass::one_input("DepthwiseConv2D", |c| parse_depthwise(c, false), build),
+    LayerClass::one_input("SeparableConv2D", |c| parse_depthwise(c, true), build),
+    LayerClass::one_input("Conv1DTranspose", |c| parse_conv_transpose(c, 1), build),
+    LayerClass::one_input("Conv2DTranspose", |c| parse_conv_transpose(c, 2), build),
+    LayerClass::one_input("MaxPooling1D", |c| parse_pool(c, 1, true), build),
+    LayerClass::one_input("MaxPooling2D", |c| parse_pool(c, 2, true), build),
+    LayerClass::one_input("AveragePooling1D", |c| parse_pool(c, 1, false), build),
+    LayerClass::one_input("AveragePooling2D", |c| parse_pool(c, 2, false), build),
+    LayerClass::one_input("GlobalMaxPooling1D", |c| parse_global(c, 1, true), build),
+    LayerClass::one_input("GlobalMaxPooling2D", |c| parse_global(c, 2, true), build),
+    LayerClass::one_input(
+        "GlobalAveragePooling1D",
+        |c| parse_global(c, 1, false),
+        build,
+    ),
+    LayerClass::one_input(
+        "GlobalAveragePooling2D",
+        |c| parse_global(c, 2, false),
+        build,
+    ),
 ];
 
 /// Refuses any `data_format` but `channels_last` (or `null`, Keras's default).
@@ -390,23 +387,22 @@ fn build(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
                 1 => layers::Conv1D::new(*filters, kernel_size[0]),
                 _ => layers::Conv2D::new(*filters, [kernel_size[0], kernel_size[1]]),
             };
-            let mut c = base
+            let c = base
                 .strides(strides)
                 .padding(pad(padding))
                 .dilation_rate(dilation_rate)
-                .groups(*groups)
-                .activation(activation(*a))
-                .use_bias(*use_bias)
-                .kernel_initializer(initializer(*kernel_initializer))
-                .bias_initializer(initializer(*bias_initializer))
-                .name(name);
-            regularizers!(
+                .groups(*groups);
+            Box::new(kernel_keys!(
                 c,
+                name,
+                a,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
                 kernel_regularizer,
                 bias_regularizer,
                 activity_regularizer
-            );
-            Box::new(c)
+            ))
         }
         SpatialKind::Depthwise {
             pointwise,
@@ -473,23 +469,22 @@ fn build(kind: &LayerKind, name: &str) -> Option<Box<dyn Layer>> {
                 1 => layers::Conv1DTranspose::new(*filters, kernel_size[0]),
                 _ => layers::Conv2DTranspose::new(*filters, [kernel_size[0], kernel_size[1]]),
             };
-            let mut c = base
+            let c = base
                 .strides(strides)
                 .padding(pad(padding))
                 .output_padding(output_padding.as_deref())
-                .dilation_rate(dilation_rate)
-                .activation(activation(*a))
-                .use_bias(*use_bias)
-                .kernel_initializer(initializer(*kernel_initializer))
-                .bias_initializer(initializer(*bias_initializer))
-                .name(name);
-            regularizers!(
+                .dilation_rate(dilation_rate);
+            Box::new(kernel_keys!(
                 c,
+                name,
+                a,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
                 kernel_regularizer,
                 bias_regularizer,
                 activity_regularizer
-            );
-            Box::new(c)
+            ))
         }
         SpatialKind::Pool {
             rank,

@@ -114,7 +114,7 @@ impl Model {
             opt.keras_variable("iteration"),
             counter("iteration", self.train.iterations)?,
         ));
-        if let LearningRate::Constant(lr) = opt.learning_rate {
+        if let Some(lr) = opt.learning_rate.constant() {
             tensors.push((opt.keras_variable("learning_rate"), HostTensor::scalar(lr)));
         }
         let slots = slot_entries(opt, &self.vars)?;
@@ -179,12 +179,10 @@ impl Model {
             slots.iter().map(|e| (e, take(&e.keras, &e.ty))).collect();
         let i32_scalar = TensorType::i32([]);
         let iteration = take(&opt.keras_variable("iteration"), &i32_scalar);
-        let lr = match opt.learning_rate {
-            LearningRate::Constant(_) => {
-                take(&opt.keras_variable("learning_rate"), &TensorType::scalar())
-            }
-            _ => None,
-        };
+        let lr = opt
+            .learning_rate
+            .constant()
+            .and_then(|_| take(&opt.keras_variable("learning_rate"), &TensorType::scalar()));
         let rng = take(RNG_STEP_VARIABLE, &i32_scalar);
         let epoch = take(EPOCH_VARIABLE, &i32_scalar);
         let mut unexpected: Vec<String> = tensors

@@ -1340,9 +1340,10 @@ impl KernelRunner {
 pub struct BenchArgs {
     /// Workload: tiny, mnist, wide or cnn (see shared/bench/WORKLOADS.md); or give --model.
     pub workload: Option<String>,
-    /// Time a Keras 3 model (`model.to_json()`) instead of a standard workload;
-    /// its workload name is the file stem (the folder name for `model.json`).
-    #[arg(long, value_name = "MODEL.json")]
+    /// Time a Keras 3 model (MODEL.json from `model.to_json()`, or MODEL.keras)
+    /// instead of a standard workload; its workload name is the file stem
+    /// (the folder name for `model.json`).
+    #[arg(long, value_name = "MODEL.json|MODEL.keras")]
     pub model: Option<PathBuf>,
     /// With --model: loss for every output (mse, mae, huber, binary_crossentropy,
     /// categorical_crossentropy, sparse_categorical_crossentropy; `:logits` suffix

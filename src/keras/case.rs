@@ -50,6 +50,15 @@ pub struct Expected {
     pub tolerance: Tolerance,
 }
 
+/// Which files of a case folder give the model (architecture and initial weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFiles {
+    /// `model.json` + `weights.safetensors`.
+    Json,
+    /// `model.keras`, the same model saved by Keras (`config.json` + `model.weights.h5`).
+    Keras,
+}
+
 /// A loaded case folder.
 pub struct Case {
     pub dir: PathBuf,
@@ -60,7 +69,10 @@ pub struct Case {
     pub batch_size: usize,
     pub steps: usize,
     pub expected: Expected,
-    /// `weights.safetensors`, in file order.
+    /// Where `spec` and `weights` come from.
+    pub files: ModelFiles,
+    /// The initial weights: `weights.safetensors` in file order, or those of
+    /// `model.keras` in model order.
     pub weights: Vec<(String, HostTensor)>,
     /// `data.safetensors`.
     pub data: Vec<(String, HostTensor)>,
@@ -93,6 +105,13 @@ fn read_tensors(path: &Path) -> Result<Vec<(String, HostTensor)>> {
 impl Case {
     /// Reads `model.json`, `case.json` and the three safetensors files of `dir`.
     pub fn load(dir: &Path) -> Result<Case> {
+        Case::load_from(dir, ModelFiles::Json)
+    }
+
+    /// Reads a case with the model taken from `files`: `case.json`,
+    /// `data.safetensors`, `expected.safetensors`, and `model.json` +
+    /// `weights.safetensors` or `model.keras`.
+    pub fn load_from(dir: &Path, files: ModelFiles) -> Result<Case> {
         if !dir.is_dir() {
             return Err(KerasError::Io {
                 path: dir.display().to_string(),
@@ -103,7 +122,16 @@ impl Case {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        let spec = ModelSpec::from_file(&dir.join("model.json"))?;
+        let (spec, weights) = match files {
+            ModelFiles::Json => (
+                ModelSpec::from_file(&dir.join("model.json"))?,
+                read_tensors(&dir.join("weights.safetensors"))?,
+            ),
+            ModelFiles::Keras => {
+                let k = super::archive::load_keras(&dir.join("model.keras"), 0)?;
+                (k.spec, k.model.get_weights())
+            }
+        };
         let case_path = dir.join("case.json");
         let cp = case_path.display().to_string();
         let text = std::fs::read_to_string(&case_path).map_err(|e| KerasError::Io {
@@ -253,7 +281,8 @@ impl Case {
             batch_size,
             steps,
             expected,
-            weights: read_tensors(&dir.join("weights.safetensors"))?,
+            files,
+            weights,
             data: read_tensors(&dir.join("data.safetensors"))?,
             tensors: read_tensors(&dir.join("expected.safetensors"))?,
         })
@@ -278,7 +307,11 @@ impl Case {
     /// Loads the case's initial weights into `m` (built by the importer or
     /// by hand) and compiles it with the case's settings.
     pub fn prepare(&self, mut m: Model) -> Result<Model> {
-        m.load_weights(self.dir.join("weights.safetensors"))?;
+        match self.files {
+            // From the file, so that a mismatch names it.
+            ModelFiles::Json => m.load_weights(self.dir.join("weights.safetensors"))?,
+            ModelFiles::Keras => m.set_weights(&self.weights)?,
+        }
         m.compile(compile_options(&self.compile))?;
         Ok(m)
     }

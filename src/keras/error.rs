@@ -25,6 +25,14 @@ pub enum KerasError {
     /// settings, case files); `context` says where.
     #[error("{context}: {message}")]
     Invalid { context: String, message: String },
+    /// Something inside a file is wrong (a member of a `.keras` archive):
+    /// `file` is the file, `member` the archive member.
+    #[error("{file}: {member}: {source}")]
+    InFile {
+        file: String,
+        member: String,
+        source: Box<KerasError>,
+    },
     /// The front end rejected the imported model (building, weights, training).
     #[error(transparent)]
     Model(#[from] crate::Error),

@@ -265,8 +265,11 @@ impl ModelSpec {
         ModelSpec::from_json_str(&text, &p)
     }
 
-    /// Parses an already-decoded `model.to_json()` value.
+    /// Parses an already-decoded `model.to_json()` value. Nested models are
+    /// inlined first ([`super::nested::flatten`]).
     pub fn from_value(v: &Value) -> Result<ModelSpec> {
+        let flat = super::nested::flatten(v)?;
+        let v = &flat;
         let top_ctx = Ctx::Other("model".into());
         let mut top = Cfg::new(v, &top_ctx, "")?;
         let class = top.str("class_name")?.to_string();

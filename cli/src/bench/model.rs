@@ -1,7 +1,8 @@
 //! `lossgraph bench --model MODEL.json`: the training step of any imported
 //! Keras 3 model, timed exactly like the standard workloads.
 //!
-//! * The model is read with [`ModelSpec::from_file`], built by the importer
+//! * The model is read with [`keras::model_file::load`] (MODEL.json or
+//!   MODEL.keras), built by the importer
 //!   ([`keras::build::build_model`], initialisers seeded with [`SEED`]) and
 //!   compiled by the front end with one loss for every output and the given
 //!   optimiser — the code path of `lossgraph train`.
@@ -15,7 +16,7 @@
 
 use super::SEED;
 use super::{generate_batches, BenchError, BenchOptions, Result, Session, TargetKind};
-use lossgraph::keras::{self, LossKind, LossSpec, ModelSpec, OptimizerSpec};
+use lossgraph::keras::{self, LossKind, LossSpec, OptimizerSpec};
 use lossgraph::Model;
 use lossgraph_ir::rng::SplitMix64;
 use std::path::{Path, PathBuf};
@@ -157,11 +158,12 @@ impl ModelBench {
     }
 
     /// Reads, builds and compiles the model through the front end (weights
-    /// from its initialisers, seeded with [`SEED`]).
+    /// from a `.keras` archive, or for a JSON model from its initialisers,
+    /// seeded with [`SEED`]).
     pub fn build(&self) -> Result<Model> {
-        let spec = ModelSpec::from_file(&self.path).map_err(|e| import_error(&self.path, e))?;
-        let mut model =
-            keras::build::build_model(&spec, SEED).map_err(|e| import_error(&self.path, e))?;
+        let km = keras::model_file::load(&self.path, None, SEED)
+            .map_err(|e| import_error(&self.path, e))?;
+        let (spec, mut model) = (km.spec, km.model);
         let compile = keras::CompileSpec {
             losses: spec
                 .output_names()

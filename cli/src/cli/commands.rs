@@ -1,6 +1,7 @@
 //! The subcommands: each is a few calls into the library.
 
-use super::{fail, CliError, Format, Stage, TrainArgs};
+use super::{fail, CliError, ConvertArgs, Format, Stage, TrainArgs};
+use lossgraph::keras::model_file::{self, FileKind};
 use lossgraph::keras::{self, case, LossSpec, ModelSpec, OptimizerSpec};
 use lossgraph::runtime::{Communicator, SingleProcess};
 use lossgraph::stages;
@@ -11,9 +12,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `lossgraph summary MODEL.json`.
+/// `lossgraph summary MODEL.json|MODEL.keras`.
 pub fn summary(model: &Path) -> Result<ExitCode, CliError> {
-    let m = keras::build::load_model(model, 0)?;
+    let m = model_file::load(model, None, 0)?.model;
     print!("{}", m.summary()?);
     Ok(ExitCode::SUCCESS)
 }
@@ -44,15 +45,20 @@ fn expand_case_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// `lossgraph check CASE_DIR...`: one line per case, then `N passed, M failed`.
-pub fn check(dirs: &[PathBuf], verbose: bool) -> Result<ExitCode, CliError> {
+/// `lossgraph check [--keras] CASE_DIR...`: one line per case, then `N passed, M failed`.
+pub fn check(dirs: &[PathBuf], keras: bool, verbose: bool) -> Result<ExitCode, CliError> {
+    let files = if keras {
+        case::ModelFiles::Keras
+    } else {
+        case::ModelFiles::Json
+    };
     let (mut passed, mut failed) = (0usize, 0usize);
     for dir in &expand_case_dirs(dirs) {
         let label = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        let result = case::Case::load(dir).and_then(|c| case::run_case(&c));
+        let result = case::Case::load_from(dir, files).and_then(|c| case::run_case(&c));
         match result {
             Ok(report) => {
                 let worst = report.worst();
@@ -187,12 +193,17 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
     let lead = comm.rank() == 0;
     // Refuse an unwritable output before any work, not after training.
     if let (Some(out), true) = (&a.save, lead) {
+        if FileKind::of(out)? == FileKind::Json {
+            return fail(format!(
+                "--save {}: a .json holds no weights; save to .keras, .weights.h5 or .safetensors",
+                out.display()
+            ));
+        }
         lossgraph::io::check_writable(out)?;
     }
-    let spec = ModelSpec::from_file(&a.model)?;
+    let mut km = model_file::load(&a.model, a.weights.as_deref(), 0)?;
+    let spec = km.spec.clone();
     let compile = compile_spec(&spec, &a.loss, &a.optimizer)?;
-    let mut model = keras::build::build_model(&spec, 0)?;
-    model.load_weights(&a.weights)?;
     let ranks = comm.size();
     let mut options = keras::build::compile_options(&compile);
     if ranks > 1 {
@@ -200,7 +211,7 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
             .distributed(comm)
             .watchdog(Some(Duration::from_secs_f64(a.watchdog)));
     }
-    model.compile(options)?;
+    km.model.compile(options)?;
     let tensors = lossgraph::read_safetensors(&a.data)?;
     let pick = |prefix: &str, names: &[String]| -> Result<Vec<lossgraph::HostTensor>, CliError> {
         names
@@ -227,7 +238,7 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
     };
     let x = pick("x", &spec.input_names())?;
     let y = pick("y", &spec.output_names())?;
-    let fitted = model.fit(
+    let fitted = km.model.fit(
         &x,
         &y,
         lossgraph::FitOptions::new()
@@ -253,8 +264,44 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
         println!("final loss: {:.6}", last.loss());
     }
     if let Some(out) = &a.save {
-        model.save_weights(out)?;
-        println!("saved weights to {}", out.display());
+        model_file::save(&km, out)?;
+        println!("saved the trained model to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lossgraph convert IN OUT`.
+pub fn convert(a: &ConvertArgs) -> Result<ExitCode, CliError> {
+    let out_kind = FileKind::of(&a.output)?;
+    if a.out_weights.is_some() && out_kind != FileKind::Json {
+        return fail("--out-weights is for a .json output (the other forms hold the weights)");
+    }
+    if FileKind::of(&a.input)? == FileKind::Json
+        && a.weights.is_none()
+        && out_kind != FileKind::Json
+    {
+        return fail(format!(
+            "{} holds no weights: give them with --weights FILE (.safetensors or .weights.h5)",
+            a.input.display()
+        ));
+    }
+    for out in std::iter::once(&a.output).chain(&a.out_weights) {
+        lossgraph::io::check_writable(out)?;
+    }
+    if let Some(w) = &a.out_weights {
+        if !model_file::is_weights_file(w) {
+            return fail(format!(
+                "--out-weights {}: expected a .safetensors or .weights.h5 name",
+                w.display()
+            ));
+        }
+    }
+    let km = model_file::load(&a.input, a.weights.as_deref(), 0)?;
+    model_file::save(&km, &a.output)?;
+    println!("wrote {}", a.output.display());
+    if let Some(w) = &a.out_weights {
+        model_file::save(&km, w)?;
+        println!("wrote {}", w.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -275,9 +322,9 @@ pub fn dump_ir(
     if let Some(out) = output {
         lossgraph::io::check_writable(out)?;
     }
-    let spec = ModelSpec::from_file(model)?;
-    let compile = compile_spec(&spec, loss.unwrap_or("mse"), optimizer)?;
-    let mut m = keras::build::build_model(&spec, 0)?;
+    let km = model_file::load(model, None, 0)?;
+    let compile = compile_spec(&km.spec, loss.unwrap_or("mse"), optimizer)?;
+    let mut m = km.model;
     m.compile(keras::build::compile_options(&compile))?;
     let stage = match stage {
         Stage::Forward => stages::Stage::Forward,

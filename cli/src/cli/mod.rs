@@ -62,11 +62,14 @@ pub enum Format {
 /// Arguments of `lossgraph train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// The architecture, as written by Keras's `model.to_json()`.
+    /// The model: MODEL.keras (architecture and weights, as Keras's
+    /// `model.save`) or MODEL.json (`model.to_json()`).
     pub model: PathBuf,
-    /// Initial weights (safetensors, tensors named `<layer>/<variable>`).
+    /// Initial weights: .safetensors (tensors named `<layer>/<variable>`) or a
+    /// Keras .weights.h5. Default: those of MODEL.keras; for MODEL.json, the
+    /// initialisers.
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// Training data (safetensors: `x` and `y`, or `x/<input>` and `y/<output>`).
     #[arg(long)]
     pub data: PathBuf,
@@ -82,7 +85,8 @@ pub struct TrainArgs {
     /// Passes over the data.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Write the trained weights to this safetensors file (rank 0 only
+    /// Write the trained model: OUT.keras (architecture and weights, loads
+    /// in Keras), OUT.weights.h5 (Keras weights) or OUT.safetensors (rank 0 only
     /// under `mpirun`).
     #[arg(long, value_name = "OUT")]
     pub save: Option<PathBuf>,
@@ -94,17 +98,35 @@ pub struct TrainArgs {
     pub watchdog: f64,
 }
 
+/// Arguments of `lossgraph convert`.
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// The model: IN.keras, or IN.json (with --weights).
+    pub input: PathBuf,
+    /// What to write, by its ending: OUT.keras (architecture and weights),
+    /// OUT.json (architecture; add --out-weights for the weights),
+    /// OUT.safetensors or OUT.weights.h5 (weights).
+    pub output: PathBuf,
+    /// The weights of IN.json (.safetensors or .weights.h5); for IN.keras
+    /// they replace the archive's.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With OUT.json: also write the weights here (.safetensors or .weights.h5).
+    #[arg(long, value_name = "FILE")]
+    pub out_weights: Option<PathBuf>,
+}
+
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print a Keras-style summary of a Keras 3 model (layers, shapes, parameters, added losses).
     Summary {
-        /// The architecture, as written by Keras's `model.to_json()`.
+        /// The model: MODEL.keras or MODEL.json (`model.to_json()`).
         model: PathBuf,
     },
     /// Print the IR of a Keras 3 model at one stage of the pipeline.
     DumpIr {
-        /// The architecture, as written by Keras's `model.to_json()`.
+        /// The model: MODEL.keras or MODEL.json (`model.to_json()`).
         model: PathBuf,
         /// Which stage to print.
         #[arg(long, value_enum, default_value = "forward")]
@@ -129,12 +151,18 @@ pub enum Command {
     },
     /// Train a Keras 3 model on tensors from a safetensors file.
     Train(TrainArgs),
+    /// Convert a model between .keras, JSON + safetensors and .weights.h5.
+    Convert(ConvertArgs),
     /// Run Keras reference cases (folders with model.json, case.json, *.safetensors).
     Check {
         /// Case folders, each checked independently; a folder without case.json
         /// stands for every case folder inside it.
         #[arg(required = true, value_name = "CASE_DIR")]
         dirs: Vec<PathBuf>,
+        /// Take each case's model from its model.keras (saved by Keras)
+        /// instead of model.json + weights.safetensors.
+        #[arg(long)]
+        keras: bool,
         /// Also print every failing comparison.
         #[arg(short, long)]
         verbose: bool,
@@ -168,7 +196,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Summary { model } => commands::summary(&model),
-        Command::Check { dirs, verbose } => commands::check(&dirs, verbose),
+        Command::Check {
+            dirs,
+            keras,
+            verbose,
+        } => commands::check(&dirs, keras, verbose),
         Command::DumpIr {
             model,
             stage,
@@ -193,5 +225,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             epochs,
             seed,
         } => commands::demo(model, out.as_deref(), epochs, seed),
+        Command::Convert(a) => commands::convert(&a),
     }
 }

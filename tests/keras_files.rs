@@ -349,8 +349,7 @@ fn a_truncated_weights_file_is_named() {
     // A truncated archive: the zip directory is at the end.
     let bytes = std::fs::read(data("mlp.keras")).expect("mlp");
     let e = KerasArchive::from_bytes(&bytes[..bytes.len() / 2], "cut.keras")
-        .err()
-        .expect("a truncated archive must fail")
+        .expect_err("a truncated archive must fail")
         .to_string();
     assert!(e.contains("cut.keras"), "{e}");
 }
@@ -391,8 +390,7 @@ fn weights_of_another_model_are_refused() {
     let mut mlp = load_keras(&data("mlp.keras"), 0).expect("mlp").model;
     let before = mlp.get_weights();
     let e = load_weights_h5(&mut mlp, None, &data("conv.weights.h5"))
-        .err()
-        .expect("conv weights must not load into the mlp")
+        .expect_err("conv weights must not load into the mlp")
         .to_string();
     assert!(
         e.contains("conv.weights.h5") && e.contains("layers/"),
@@ -438,8 +436,7 @@ fn a_config_for_another_model_is_refused_on_export() {
     let mlp = load_keras(&data("mlp.keras"), 0).expect("mlp");
     let conv = load_keras(&data("conv.keras"), 0).expect("conv");
     let e = keras_bytes(&mlp.model, &conv.config, None, None)
-        .err()
-        .expect("mismatched config")
+        .expect_err("mismatched config")
         .to_string();
     assert!(e.contains("another model"), "{e}");
 }
@@ -502,7 +499,17 @@ fn keras_loads_what_lossgraph_writes() {
         let mut k = load_keras(&data(&format!("{name}.keras")), 0).expect("load");
         let e = expected(name);
         let x = expected_inputs(&e, &k.model);
-        let y = k.model.predict(&x, 64).expect("predict");
+        // Targets off the model's own predictions, so the step moves every weight.
+        let y: Vec<HostTensor> = k
+            .model
+            .predict(&x, 64)
+            .expect("predict")
+            .into_iter()
+            .map(|t| {
+                let v: Vec<f32> = t.as_f32().expect("f32").iter().map(|v| v + 0.5).collect();
+                HostTensor::f32(t.shape(), v).expect("target")
+            })
+            .collect();
         k.model
             .compile(lossgraph::CompileOptions::new(
                 lossgraph::Optimizer::sgd(0.05),

@@ -557,10 +557,12 @@ impl CallCtx<'_> {
         self.st.b.random_normal(&step, seed, shape)
     }
 
-    /// A 0/1 mask, 1 with probability `p`, fresh on every run.
+    /// A 0/1 mask, 1 with probability `p`, fresh on every run (the
+    /// `random_bernoulli` op: the uniform draw of the same seed below `p`).
     pub fn random_bernoulli(&mut self, seed: u32, p: f32, shape: &[usize]) -> Tensor {
         let step = self.rng_stream();
-        self.st.b.random_bernoulli(&step, seed, p, shape)
+        let p = self.st.b.scalar(p);
+        self.st.b.random_bernoulli(&step, seed, &p, shape)
     }
 
     /// Calls a sub-layer built with [`BuildCtx::build_sublayer`] under the same `name`.

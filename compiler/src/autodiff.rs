@@ -514,7 +514,8 @@ fn vjp(
         | Op::OneHot { .. }
         | Op::StopGradient
         | Op::Random { .. }
-        | Op::RandomNormal { .. } => {}
+        | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. } => {}
     }
     out
 }

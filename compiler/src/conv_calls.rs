@@ -135,6 +135,7 @@ fn window_geometry(
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. }
         | Op::AllReduceMean => return None,
     };
     let r = window.len();
@@ -211,6 +212,7 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<ConvCall> {
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. }
         | Op::AllReduceMean => return None,
     };
     // The image `[N, S.., C]` and the windows `[N, O.., K.., C]`.

@@ -370,6 +370,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::OneHot { .. }
             | Op::Random { .. }
             | Op::RandomNormal { .. }
+            | Op::RandomBernoulli { .. }
             | Op::Gather => KernelKind::Elementwise,
             Op::ScatterAdd { .. } => KernelKind::Scatter,
             Op::AllReduceMean => KernelKind::AllReduce,

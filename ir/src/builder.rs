@@ -227,12 +227,22 @@ impl Builder {
         )
     }
 
-    /// A Bernoulli mask: 1.0 with probability `p`, else 0.0 — the comparison
-    /// `random_uniform < p`, which fuses into the draw's kernel, so it needs
-    /// no op of its own (and inherits the uniform's stream and
-    /// reproducibility). `p` outside `[0, 1]` saturates.
-    pub fn random_bernoulli(&self, step: &Tensor, seed: u32, p: f32, shape: &[usize]) -> Tensor {
-        self.random_uniform(step, seed, shape).lt(p)
+    /// A counter-based Bernoulli mask of the given shape: 1.0 with
+    /// probability `p` (an `f32[]` tensor), else 0.0 (see
+    /// [`Op::RandomBernoulli`]; it thresholds the uniform draw of the same
+    /// seed and stream).
+    pub fn random_bernoulli(
+        &self,
+        step: &Tensor,
+        seed: u32,
+        p: &Tensor,
+        shape: &[usize],
+    ) -> Tensor {
+        self.push(
+            Op::RandomBernoulli { seed },
+            &[step, p],
+            Some(TensorType::f32(shape)),
+        )
     }
 
     /// Joins tensors along `axis` (negative counts from the end).

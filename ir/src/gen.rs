@@ -156,6 +156,7 @@ enum Step {
     Random,
     Gather,
     RandomNormal,
+    RandomBernoulli,
     Leaf,
 }
 
@@ -181,6 +182,7 @@ fn all_steps() -> Vec<Step> {
         Step::Random,
         Step::Gather,
         Step::RandomNormal,
+        Step::RandomBernoulli,
         Step::Leaf,
     ]);
     v
@@ -625,6 +627,21 @@ impl Gen<'_> {
                 let t = self.b.random_normal(&step.t, seed, &s);
                 // |z| ≤ √(−2·ln 2⁻²⁴) < 5.8; not exact (the engines' ln differ by ulps).
                 self.keep(Self::f32_val(t, 5.8, false));
+            }
+            Step::RandomBernoulli => {
+                let step = match self.find(|v| v.dtype() == DType::I32 && v.rank() == 0) {
+                    Some(s) => s,
+                    None => self.fresh(DType::I32, &[]),
+                };
+                // Any f32 scalar is a probability (outside [0, 1] saturates).
+                let p = match self.find(|v| v.dtype() == DType::F32 && v.rank() == 0) {
+                    Some(p) => p,
+                    None => self.fresh(DType::F32, &[]),
+                };
+                let seed = self.rng.next_u64() as u32;
+                let s = self.shape(0, self.cfg.max_rank);
+                let t = self.b.random_bernoulli(&step.t, seed, &p.t, &s);
+                self.keep(Self::f32_val(t, 1.0, true));
             }
             Step::Gather => {
                 // Ids must be in range: an i32 value known to be in [0, cap).
@@ -1093,6 +1110,7 @@ mod tests {
                 | Op::Gather
                 | Op::ScatterAdd { .. }
                 | Op::RandomNormal { .. }
+                | Op::RandomBernoulli { .. }
                 | Op::AllReduceMean => {}
             }
             if matches!(n.op, Op::Unary(_) | Op::Binary(_) | Op::Select) {
@@ -1163,6 +1181,7 @@ mod tests {
             "random",
             "gather",
             "random_normal",
+            "random_bernoulli",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -24,13 +24,16 @@
 //!   yields NaN for finite input.
 //! - `one_hot` gives an all-zero row for labels outside `[0, depth)`.
 //! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`;
-//!   `random_normal` element `i` is `random_normal(seed, step, i)`.
+//!   `random_normal` element `i` is `random_normal(seed, step, i)`;
+//!   `random_bernoulli` element `i` is `random_bernoulli(seed, step, i, p)`.
 //! - `gather` and `scatter_add` refuse an id outside `[0, rows)`, naming its
 //!   position and value.
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::graph::{Graph, NodeId};
-use crate::op::{random_normal, random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp};
+use crate::op::{
+    random_bernoulli, random_normal, random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp,
+};
 use crate::tensor::{Data, HostTensor};
 use crate::types::{strides, DType, TensorType};
 use smallvec::SmallVec;
@@ -151,6 +154,15 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
         Op::RandomNormal { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
             random_normal(*seed, step, i)
         })?),
+        Op::RandomBernoulli { seed } => {
+            let p = f32s(operands[1])?
+                .first()
+                .copied()
+                .ok_or("random_bernoulli: the probability operand must be an f32 scalar")?;
+            Data::F32(draw(op, ty, operands[0], |step, i| {
+                random_bernoulli(*seed, step, i, p)
+            })?)
+        }
         Op::Gather => {
             let table = f32s(operands[0])?;
             let ids = operands[1].as_i32().ok_or("gather: ids must be i32")?;
@@ -315,6 +327,7 @@ pub fn interpret_with(
             | Op::Gather
             | Op::ScatterAdd { .. }
             | Op::RandomNormal { .. }
+            | Op::RandomBernoulli { .. }
             | Op::AllReduceMean) => {
                 let ops = g.operands(id);
                 let args: Vec<&HostTensor> = ops

@@ -241,6 +241,15 @@ pub enum Op {
     RandomNormal {
         seed: u32,
     },
+    /// `random_bernoulli step, p`: a counter-based 0/1 mask, 1.0 where the
+    /// uniform draw of the same `(seed, step, index)` is below the `f32[]`
+    /// probability `p` (see [`random_bernoulli`]): Dropout's keep mask. `p`
+    /// outside `[0, 1]` saturates (`p ≤ 0`: all zeros, `p ≥ 1`: all ones; a
+    /// NaN `p` gives zeros). Not differentiable: the mask is piecewise
+    /// constant in `p`, so neither operand gets a gradient.
+    RandomBernoulli {
+        seed: u32,
+    },
     /// `all_reduce_mean x`: the elementwise mean of `x` over every process
     /// (rank) of the program's communicator; every rank gets the same
     /// result, of `x`'s type (`f32`, any shape; the gradient hook feeds it
@@ -289,7 +298,7 @@ pub enum OpKind {
     /// Several operands laid side by side: `concat`.
     Join,
     /// Counter-based noise (a function of the element index): `random`,
-    /// `random_normal`.
+    /// `random_normal`, `random_bernoulli`.
     Random,
     /// Result elements are read from, or accumulated into, rows of a stored
     /// table at positions read from an index operand (a data-dependent
@@ -915,7 +924,7 @@ macro_rules! attr_list {
             ],
             Op::OneHot { depth } => smallvec![("depth", $A::Usize(depth))],
             Op::ScatterAdd { rows } => smallvec![("rows", $A::Usize(rows))],
-            Op::Random { seed } | Op::RandomNormal { seed } => {
+            Op::Random { seed } | Op::RandomNormal { seed } | Op::RandomBernoulli { seed } => {
                 smallvec![("seed", $A::U32(seed))]
             }
             Op::Unary(_)
@@ -978,6 +987,7 @@ impl Op {
             Op::RandomNormal { .. } => {
                 (OpKind::Random, Exactly(1), Grad::None, Cost::Transcendental)
             }
+            Op::RandomBernoulli { .. } => (OpKind::Random, Exactly(2), Grad::None, Cost::Slow),
             Op::AllReduceMean => (OpKind::Collective, Exactly(1), Grad::All, Cost::Cheap),
         };
         OpRow {
@@ -1056,6 +1066,7 @@ impl Op {
             Op::Gather,
             Op::ScatterAdd { rows: 0 },
             Op::RandomNormal { seed: 0 },
+            Op::RandomBernoulli { seed: 0 },
             Op::AllReduceMean,
         ]);
         v
@@ -1092,6 +1103,7 @@ impl Op {
             Op::Gather => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
             Op::RandomNormal { .. } => "random_normal",
+            Op::RandomBernoulli { .. } => "random_bernoulli",
             Op::AllReduceMean => "all_reduce_mean",
         }
     }
@@ -1446,6 +1458,24 @@ pub fn infer_type(
             }
             ty
         }
+        Op::RandomBernoulli { .. } => {
+            let (step, p) = (operands[0], operands[1]);
+            if step.dtype != DType::I32 || step.rank() != 0 {
+                return Err(format!(
+                    "random_bernoulli needs an i32[] stream operand, got {step}"
+                ));
+            }
+            if p.dtype != DType::F32 || p.rank() != 0 {
+                return Err(format!(
+                    "random_bernoulli needs an f32[] probability operand, got {p}"
+                ));
+            }
+            let ty = need_declared()?;
+            if ty.dtype != DType::F32 {
+                return Err(format!("random_bernoulli produces f32, declared {ty}"));
+            }
+            ty
+        }
         Op::AllReduceMean => {
             f32_only(operands[0])?;
             operands[0].clone()
@@ -1566,6 +1596,19 @@ pub fn random_uniform(seed: u32, step: i32, index: u32) -> f32 {
     h = h.wrapping_mul(0x846C_A68B);
     h ^= h >> 16;
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// The mask behind [`Op::RandomBernoulli`]: 1.0 when
+/// [`random_uniform`]`(seed, step, index) < p`, else 0.0 (an exact
+/// comparison, so both engines agree bit for bit). It consumes the same
+/// stream as a uniform draw of the same seed: a mask of keep probability
+/// `p` is the uniform noise thresholded at `p`.
+pub fn random_bernoulli(seed: u32, step: i32, index: u32, p: f32) -> f32 {
+    if random_uniform(seed, step, index) < p {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// The second uniform stream of [`random_normal`]: `seed` with these bits flipped.

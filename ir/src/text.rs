@@ -74,6 +74,7 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. }
         | Op::AllReduceMean => Role::Forward,
     }
 }

@@ -608,3 +608,73 @@ fn threaded_results_are_deterministic() {
         assert_eq!(two, run(5, inline_max), "two threads vs five");
     }
 }
+
+/// `random_bernoulli` masks are bit-identical between the interpreter and
+/// every JIT configuration, over several stream values and probabilities,
+/// fused into a dropout-like consumer and read transposed; each step draws
+/// a fresh mask, and the kept fraction is near `p`.
+#[test]
+fn random_bernoulli_masks_are_bit_identical() {
+    let b = Builder::new("bern");
+    let step = b.input("step", TensorType::i32([]));
+    let p = b.input("p", TensorType::scalar());
+    let x = b.input("x", f32t(&[16, 33]));
+    let mask = b.random_bernoulli(&step, 5, &p, &[16, 33]);
+    b.output("mask", &mask);
+    b.output("masked", &(x * &mask));
+    b.output(
+        "maskt",
+        &b.random_bernoulli(&step, 9, &p, &[33, 16])
+            .transpose(&[1, 0]),
+    );
+    let g = b.finish().unwrap();
+    let xs = HostTensor::f32(&[16, 33], (0..16 * 33).map(|i| i as f32 - 100.0).collect()).unwrap();
+    let mut reference = Program::new(g.clone(), Engine::Interpreter).unwrap();
+    let mut progs: Vec<(&str, Program)> = configs()
+        .into_iter()
+        .map(|(name, opts)| (name, Program::new_jit(g.clone(), &opts).unwrap()))
+        .collect();
+    let bits =
+        |t: HostTensor| -> Vec<u32> { t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect() };
+    for pv in [0.3f32, 0.5, 0.9] {
+        let mut previous: Option<Vec<u32>> = None;
+        for s in 0..4i32 {
+            let (st, pt) = (
+                HostTensor::i32(&[], vec![s]).unwrap(),
+                HostTensor::f32(&[], vec![pv]).unwrap(),
+            );
+            let feeds = [
+                ("step", Feed::of(&st)),
+                ("p", Feed::of(&pt)),
+                ("x", Feed::of(&xs)),
+            ];
+            reference.run(&feeds).unwrap();
+            let want: Vec<Vec<u32>> = ["mask", "masked", "maskt"]
+                .iter()
+                .map(|o| bits(reference.output(o).unwrap().to_host()))
+                .collect();
+            let kept = want[0].iter().filter(|&&v| v == 1f32.to_bits()).count();
+            let frac = kept as f64 / want[0].len() as f64;
+            assert!(
+                (frac - pv as f64).abs() < 0.08,
+                "p {pv} step {s}: kept {frac}"
+            );
+            assert_ne!(
+                previous.as_ref(),
+                Some(&want[0]),
+                "p {pv}: step {s} repeats the mask"
+            );
+            previous = Some(want[0].clone());
+            for (name, prog) in &mut progs {
+                prog.run(&feeds).unwrap();
+                for (o, w) in ["mask", "masked", "maskt"].iter().zip(&want) {
+                    let got = bits(prog.output(o).unwrap().to_host());
+                    assert!(
+                        got == *w,
+                        "{name}: output {o} at p {pv} step {s} differs from the interpreter"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -484,6 +484,26 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
             let want = vec![3.0, 4.0, 7.0, 8.0, 6.0, 8.0];
             one(b.case(name.into(), y, want))
         }
+        Op::RandomBernoulli { .. } => {
+            // `p` is an input, so the gradient check sees that it gets none.
+            // Expected: the uniform draws of the same seed and stream
+            // thresholded at p = 0.5 (the definition), and a mix of 0 and 1.
+            let mut b = G::new();
+            let step = b.i32("step", &[], &[3.0]);
+            let p = b.f32("p", &[], &[0.5]);
+            let y = b.node(Op::RandomBernoulli { seed: 7 }, f(&[TILE]), &[step, p]);
+            let want: Vec<f64> = (0..TILE as u32)
+                .map(|e| f64::from(u8::from(random_uniform(7, 3, e) < 0.5)))
+                .collect();
+            let mut c = b.case(name.into(), y, want);
+            c.check = Some(|v| {
+                if !(v.contains(&0.0) && v.contains(&1.0)) {
+                    return Err(format!("a p = 0.5 mask of {TILE} is all one value: {v:?}"));
+                }
+                Ok(())
+            });
+            one(c)
+        }
         Op::RandomNormal { .. } => {
             let mut b = G::new();
             let step = b.i32("step", &[], &[3.0]);

@@ -422,6 +422,19 @@ impl<'p> Builder<'p> {
                         index,
                     })
                 }
+                Op::RandomBernoulli { seed } => {
+                    // The uniform draw of the same seed and stream compared
+                    // with the scalar `p`: exactly `op::random_bernoulli`.
+                    let step = self.expr(ops[0], &Vec::new())?;
+                    let p = self.expr(ops[1], &Vec::new())?;
+                    let index = self.affine(None, &node.ty.shape, map);
+                    let u = self.push(Expr::Random {
+                        seed: *seed,
+                        step,
+                        index,
+                    });
+                    self.push(Expr::Binary(BinaryOp::Lt, DType::F32, u, p))
+                }
                 Op::Gather => {
                     // Fusion stores both operands (gather is no fusable consumer).
                     let table = ops[0];

@@ -40,9 +40,11 @@ enum OpKey {
 fn key(g: &Graph, id: NodeId) -> Option<Key> {
     let n = g.node(id);
     let op = match &n.op {
-        Op::Input { .. } | Op::Param { .. } | Op::Random { .. } | Op::RandomNormal { .. } => {
-            return None
-        }
+        Op::Input { .. }
+        | Op::Param { .. }
+        | Op::Random { .. }
+        | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. } => return None,
         Op::Const(lit) => OpKey::Const(lit.dtype(), lit.bits()),
         other => OpKey::Other(format!("{other:?}")),
     };

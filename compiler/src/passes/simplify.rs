@@ -117,7 +117,10 @@ fn finite(g: &Graph, id: NodeId, depth: usize) -> bool {
         Op::Const(Literal::F32(v)) => v.iter().all(|x| x.is_finite()),
         Op::Const(Literal::I32(_)) => true,
         Op::Binary(b) if b.is_comparison() => true,
-        Op::OneHot { .. } | Op::Random { .. } | Op::RandomNormal { .. } => true,
+        Op::OneHot { .. }
+        | Op::Random { .. }
+        | Op::RandomNormal { .. }
+        | Op::RandomBernoulli { .. } => true,
         Op::Cast => ops.iter().all(|&o| g.node(o).ty.dtype == DType::I32) || all(&ops),
         Op::Unary(
             UnaryOp::Neg

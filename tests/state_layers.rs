@@ -238,6 +238,80 @@ fn normalization_layers_match_hand_values() {
     close(&un, &[0.6, 0.8, 0.0, 0.0], 1e-6);
 }
 
+/// Ids the graph computes (here cast from a float input, as Keras's
+/// Embedding casts) are not checked before the run: an id outside the table
+/// is refused at run time by both engines with the same error — the JIT's
+/// kernel records it in the program's fault slot — naming the layer's
+/// gather node, the batch row and the value, never clamped to a valid row.
+/// A refused training step changes no weight; the next runs work.
+#[test]
+fn embedding_refuses_computed_ids_outside_the_table_at_run_time() {
+    let mut errors = Vec::new();
+    let mut outputs = Vec::new();
+    for engine in [lossgraph::Engine::Interpreter, lossgraph::Engine::Jit] {
+        let mut m = Sequential::new("computed")
+            .seed(3)
+            .add(Input::new(&[2]))
+            .add(Embedding::new(5, 2).name("emb"))
+            .add(Flatten::new())
+            .add(Dense::new(1).name("out"))
+            .build()
+            .unwrap();
+        m.compile(CompileOptions::new(Optimizer::sgd(0.1), Loss::MeanSquaredError).engine(engine))
+            .unwrap();
+        let ok = m.predict(&[t(&[1, 2], &[4.0, 0.0])], 1).unwrap();
+        assert_eq!(ok[0].shape(), &[1, 1]);
+        let err = m
+            .predict(&[t(&[2, 2], &[1.0, 0.0, 7.0, 2.0])], 2)
+            .expect_err("id 7 of a 5-row table")
+            .to_string();
+        assert!(
+            err.contains("(gather) in scope 'emb'")
+                && err.contains(
+                    "row 1 (element 0 of its row) of ids i32[2,2] holds id 7 outside [0, 5)"
+                ),
+            "{engine:?}: {err}"
+        );
+        // A refused training step leaves every weight as it was.
+        let before = (vals(&m, "emb/embeddings"), vals(&m, "out/kernel"));
+        let (bad, y) = (t(&[2, 2], &[1.0, -3.0, 0.0, 2.0]), t(&[2, 1], &[1.0, 0.0]));
+        let e = m
+            .train_on_batch(&[bad], &[y.clone()])
+            .expect_err("id -3")
+            .to_string();
+        assert!(
+            e.contains("row 0 (element 1 of its row)") && e.contains("holds id -3"),
+            "{e}"
+        );
+        assert_eq!(
+            (vals(&m, "emb/embeddings"), vals(&m, "out/kernel")),
+            before,
+            "{engine:?}"
+        );
+        errors.push((err, e));
+        // The model still runs, and trains, on good ids afterwards.
+        let good = t(&[2, 2], &[3.0, 1.0, 4.9, 0.0]);
+        m.train_on_batch(&[good.clone()], &[y])
+            .unwrap_or_else(|e| panic!("{engine:?} after a refused run: {e}"));
+        let p = m.predict(&[good], 2).unwrap()[0].as_f32().unwrap().to_vec();
+        outputs.push((p, vals(&m, "emb/embeddings")));
+    }
+    assert_eq!(
+        errors[0], errors[1],
+        "the engines word the fault differently"
+    );
+    close(
+        &outputs[1].0,
+        &outputs[0].0.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        1e-6,
+    );
+    close(
+        &outputs[1].1,
+        &outputs[0].1.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        1e-6,
+    );
+}
+
 #[test]
 fn shared_embedding_is_one_variable_with_summed_gradients() {
     let mut f = Functional::new("shared");

@@ -13,6 +13,12 @@
 //! Variable updates: an `update/<var>` output is computed *in place* into the
 //! variable's store slot when that is provably safe (see [`MemoryPlan::in_place`]);
 //! otherwise the runtime copies it into the variable after the run.
+//!
+//! Id faults: every `gather`/`scatter_add` a kernel evaluates owns an
+//! 8-byte fault slot after the scratch region ([`MemoryPlan::faults`]). The
+//! runtime stops a run after the first kernel that recorded a fault, so no
+//! update is computed in place by a kernel at or before the last kernel
+//! that checks ids: a faulted step leaves every variable as it was.
 
 use crate::fusion::{CodegenError, KernelKind, NodeClass, Plan};
 use crate::lower_clif::nest::{Counter, KernelBody};
@@ -58,7 +64,13 @@ pub struct MemoryPlan {
     pub in_place: Vec<(NodeId, NodeId)>,
     /// `(var param node, stored node)`: copy after the run (`update/<var>` not in place).
     pub copies: Vec<(NodeId, NodeId)>,
+    /// `(node, arena offset)`: the 8-byte fault slot of every node whose ids
+    /// a kernel checks (see `lower_clif::nest::IdFault`), in kernel order.
+    pub faults: Vec<(NodeId, usize)>,
 }
+
+/// Bytes of one id-fault slot (a `u64`).
+pub const FAULT_SLOT_BYTES: usize = 8;
 
 fn padded(bytes: usize) -> usize {
     bytes.max(1).div_ceil(ALIGN) * ALIGN
@@ -116,6 +128,8 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     // In-place variable updates.
     let mut in_place = Vec::new();
     let mut copies = Vec::new();
+    // Kernels up to this one may stop the run with an id fault.
+    let last_check = bodies.iter().rposition(|b| !b.id_checks().is_empty());
     let mut claimed_update = vec![false; n];
     // Variables by name, built once (a lookup per update output by scanning
     // the graph was quadratic in the model's size).
@@ -140,6 +154,7 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         let safe = match plan.class_of(*u) {
             NodeClass::Root(k) if !claimed_update[u.index()] => {
                 plan.kernels[k].kind == KernelKind::Elementwise
+                    && last_check.is_none_or(|c| k > c)
                     && in_place_safe(plan, bodies, &var_reads[p.index()], k, *u)
                     && !in_place.iter().any(|&(q, _)| q == p)
             }
@@ -222,13 +237,24 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
             }
         }
     }
+    let mut faults: Vec<(NodeId, usize)> = Vec::new();
+    let mut fault_top = scratch_base + high;
+    for b in bodies {
+        for n in b.id_checks() {
+            if faults.iter().all(|f| f.0 != n) {
+                faults.push((n, fault_top));
+                fault_top += FAULT_SLOT_BYTES;
+            }
+        }
+    }
     Ok(MemoryPlan {
         location,
         region,
-        size: scratch_base + high,
+        size: fault_top.div_ceil(ALIGN) * ALIGN,
         scratch: high,
         in_place,
         copies,
+        faults,
     })
 }
 

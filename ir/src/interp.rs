@@ -27,10 +27,10 @@
 //!   `random_normal` element `i` is `random_normal(seed, step, i)`;
 //!   `random_bernoulli` element `i` is `random_bernoulli(seed, step, i, p)`.
 //! - `gather` and `scatter_add` refuse an id outside `[0, rows)`, naming its
-//!   position and value.
+//!   row, the element in the row and the value ([`id_out_of_range`]).
 #![deny(clippy::wildcard_enum_match_arm)]
 
-use crate::graph::{Graph, NodeId};
+use crate::graph::{Graph, Node, NodeId};
 use crate::op::{
     random_bernoulli, random_normal, random_uniform, BinaryOp, Literal, Op, ReduceOp, UnaryOp,
 };
@@ -170,10 +170,7 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             let mut out = Vec::with_capacity(ids.len() * width);
             for (pos, &id) in ids.iter().enumerate() {
                 if id < 0 || id as usize >= rows {
-                    return Err(format!(
-                        "gather: id {id} at position {pos} (row-major in {}) is outside [0, {rows})",
-                        operands[1].ty
-                    ));
+                    return Err(id_out_of_range(op, &operands[1].ty, pos, id, rows));
                 }
                 let r = id as usize * width;
                 out.extend_from_slice(&table[r..r + width]);
@@ -187,10 +184,7 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             let mut out = vec![0.0f32; rows * width];
             for (pos, &id) in ids.iter().enumerate() {
                 if id < 0 || id as usize >= *rows {
-                    return Err(format!(
-                        "scatter_add: id {id} at position {pos} (row-major in {}) is outside [0, {rows})",
-                        operands[0].ty
-                    ));
+                    return Err(id_out_of_range(op, &operands[0].ty, pos, id, *rows));
                 }
                 let dst = &mut out[id as usize * width..(id as usize + 1) * width];
                 for (o, v) in dst.iter_mut().zip(&values[pos * width..(pos + 1) * width]) {
@@ -204,6 +198,32 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
         ty: ty.clone(),
         data,
     })
+}
+
+/// How an engine names node `node` in an error: `node %N (op) in scope
+/// '…'`, `N` its number in the text format ([`crate::text::print`]: the
+/// position in [`Graph::topo_order`], which is also its id in
+/// [`Graph::compacted`], the graph the JIT compiles).
+pub fn node_at(num: usize, node: &Node) -> String {
+    format!("node %{num} ({}) in scope '{}'", node.op.name(), node.scope)
+}
+
+/// The error for an id outside `[0, rows)` at row-major position `pos` of
+/// the `ids` operand of `op` (`gather`, `scatter_add`), naming the row (the
+/// leading axis, the batch row of an Embedding's ids), the element in it
+/// and the value. The interpreter and the JIT's fault check (after
+/// [`node_at`]) both report with these words.
+pub fn id_out_of_range(op: &Op, ids: &TensorType, pos: usize, id: i32, rows: usize) -> String {
+    let per = ids.shape[1..].iter().product::<usize>().max(1);
+    let at = if ids.rank() == 0 {
+        "the only id".to_string()
+    } else {
+        format!("row {} (element {} of its row)", pos / per, pos % per)
+    };
+    format!(
+        "{}: {at} of ids {ids} holds id {id} outside [0, {rows})",
+        op.name()
+    )
 }
 
 /// Evaluates a verified graph. `feeds` supplies every `input` and `param` by
@@ -264,19 +284,13 @@ pub fn interpret_with(
         }
     }
     let mut values: HashMap<NodeId, HostTensor> = HashMap::with_capacity(needed.len());
-    for id in order {
+    // `num` is the node's number in the text format (its topological position).
+    for (num, id) in order.into_iter().enumerate() {
         if !needed.contains(&id) {
             continue;
         }
         let node = g.node(id);
-        let at = || {
-            format!(
-                "node %{} ({}) in scope '{}'",
-                id.index(),
-                node.op.name(),
-                node.scope
-            )
-        };
+        let at = || node_at(num, node);
         let value = match &node.op {
             Op::Input { name } | Op::Param { name } => {
                 let v = feeds.get(name).ok_or_else(|| {
@@ -1610,8 +1624,18 @@ mod tests {
         for bad in [3, -1] {
             let ids = HostTensor::i32(&[2], vec![0, bad]).unwrap();
             let e = eval_op(&Op::Gather, &TensorType::f32([2, 2]), &[&table, &ids]).unwrap_err();
-            assert!(e.contains(&format!("id {bad} at position 1")), "{e}");
+            let want = format!(
+                "gather: row 1 (element 0 of its row) of ids i32[2] holds id {bad} outside [0, 3)"
+            );
+            assert_eq!(e, want);
         }
+        // (N, T) ids: the row is the leading index, the element the rest.
+        let ids = HostTensor::i32(&[2, 3], vec![0, 1, 2, 1, 9, 0]).unwrap();
+        let e = eval_op(&Op::Gather, &TensorType::f32([2, 3, 2]), &[&table, &ids]).unwrap_err();
+        assert!(
+            e.contains("row 1 (element 1 of its row)") && e.contains("id 9"),
+            "{e}"
+        );
     }
 
     #[test]

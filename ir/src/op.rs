@@ -222,17 +222,20 @@ pub enum Op {
     /// `gather table, ids`: `f32[V, D]`, `i32[S..]` → `f32[S.., D]`, row
     /// `ids[s]` of the table at every position `s` (Keras's `take(table,
     /// ids, axis=0)`, the Embedding lookup). Every id must be in `[0, V)`:
-    /// the interpreter refuses an id outside, naming its position and value;
-    /// the JIT clamps ids into range (so it never reads outside the table)
-    /// and relies on its caller to have checked the fed ids (the front end
-    /// does, see `lossgraph::Model`). Gradient: operand 0 only, the dense
-    /// `f32[V, D]` [`Op::ScatterAdd`] of the cotangent.
+    /// an id outside is a run-time error naming the node, the id's row
+    /// (leading index), its element in the row and its value
+    /// ([`crate::interp::id_out_of_range`]), on both engines: the
+    /// interpreter refuses it, and the JIT's kernel reads nothing for it,
+    /// records it in the program's fault slot, and the run stops with the
+    /// same error. Gradient: operand 0 only, the dense `f32[V, D]`
+    /// [`Op::ScatterAdd`] of the cotangent.
     Gather,
     /// `scatter_add ids, values`: `i32[S..]`, `f32[S.., D]` → `f32[rows, D]`,
     /// zeros plus `values[s, :]` added into row `ids[s]` for every `s` (a
     /// repeated id accumulates, in position order): `gather`'s VJP. Ids
-    /// follow [`Op::Gather`]'s rule (refused by the interpreter, clamped by
-    /// the JIT). Gradient: operand 1, the `gather` of the cotangent.
+    /// follow [`Op::Gather`]'s rule (an id outside `[0, rows)` is refused by
+    /// both engines; the JIT writes nothing for it). Gradient: operand 1,
+    /// the `gather` of the cotangent.
     ScatterAdd {
         rows: usize,
     },

@@ -12,8 +12,8 @@
 use crate::collective::Communicator;
 use crate::error::RuntimeError;
 use crate::jit::{
-    all_reduce_step, conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, GemmImpl,
-    JitCode, Step, UpdateCopy,
+    all_reduce_step, conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, FaultSlot,
+    GemmImpl, JitCode, Step, UpdateCopy,
 };
 use crate::program::Feed;
 use crate::sgemm;
@@ -262,11 +262,30 @@ impl JitProgram {
             addr_of(&mem, &var_off, &plan, n)
                 .map_err(|e| lossgraph_compiler::fusion::CodegenError(e.to_string()))
         };
+        let fault = |n: NodeId| {
+            mem.faults
+                .iter()
+                .find(|f| f.0 == n)
+                .map(|f| BufAddr {
+                    base: Base::Arena,
+                    offset: f.1,
+                })
+                .ok_or_else(|| {
+                    lossgraph_compiler::fusion::CodegenError(format!(
+                        "node %{} has no fault slot",
+                        n.index()
+                    ))
+                })
+        };
         let mut lopts = LowerOptions::host().map_err(cerr)?;
         lopts.simd = opts.simd;
         let mut funcs = Vec::new();
         enum Pending {
-            Kernel { outer: usize, threads: usize },
+            Kernel {
+                outer: usize,
+                threads: usize,
+                checks_ids: bool,
+            },
             Call(Step),
         }
         let mut pending = Vec::new();
@@ -292,7 +311,9 @@ impl JitProgram {
             match body {
                 KernelBody::Nests(nests) => {
                     for n in nests {
-                        let l = lower_nest(n, &addr, &lopts).map_err(cerr)?;
+                        let l = lower_nest(n, &addr, &fault, &lopts).map_err(cerr)?;
+                        let mut checked = Vec::new();
+                        n.id_checks(&mut checked);
                         let t = if threads > 1
                             && l.splittable
                             && l.work >= opts.split_min_work
@@ -308,6 +329,7 @@ impl JitProgram {
                         pending.push(Pending::Kernel {
                             outer: l.outer,
                             threads: t,
+                            checks_ids: !checked.is_empty(),
                         });
                         funcs.push(l.func);
                     }
@@ -337,6 +359,7 @@ impl JitProgram {
                     pending.push(Pending::Kernel {
                         outer: l.outer,
                         threads: t,
+                        checks_ids: false,
                     });
                     funcs.push(l.func);
                 }
@@ -410,12 +433,17 @@ impl JitProgram {
         let mut steps = Vec::with_capacity(pending.len());
         for p in pending {
             steps.push(match p {
-                Pending::Kernel { outer, threads } => Step::Kernel {
+                Pending::Kernel {
+                    outer,
+                    threads,
+                    checks_ids,
+                } => Step::Kernel {
                     f: fns
                         .next()
                         .ok_or_else(|| cerr("fewer compiled functions than kernels"))?,
                     outer,
                     threads,
+                    checks_ids,
                 },
                 Pending::Call(s) => s,
             });
@@ -483,7 +511,33 @@ impl JitProgram {
         stats.plan_ms = (t1 - t0).as_secs_f64() * 1e3;
         stats.codegen_ms = (t2 - t1).as_secs_f64() * 1e3;
         stats.jit_ms = (t3 - t2).as_secs_f64() * 1e3;
-        let step = CompiledStep::new(arena, code, steps, copies, store.bytes(), threads, comm);
+        // The fault slots, named as the text format numbers the program's
+        // graph (the compacted plan graph keeps those numbers).
+        let mut faults = Vec::with_capacity(mem.faults.len());
+        for &(n, off) in &mem.faults {
+            let ops = g.operands(n);
+            let (ids, rows) = match g.node(n).op {
+                Op::Gather => (ops[1], g.node(ops[0]).ty.shape[0]),
+                Op::ScatterAdd { rows } => (ops[0], rows),
+                ref other => {
+                    return Err(cerr(format!(
+                        "node %{} ({}) has an id-fault slot but checks no ids",
+                        n.index(),
+                        other.name()
+                    )))
+                }
+            };
+            faults.push(FaultSlot {
+                off,
+                num: n.index(),
+                node: g.node(n).clone(),
+                ids: g.node(ids).ty.clone(),
+                rows,
+            });
+        }
+        let step = CompiledStep::new(arena, code, steps, copies, store.bytes(), threads, comm)
+            .with_fault_slots(faults)
+            .map_err(RuntimeError::Compile)?;
         Ok(JitProgram {
             step,
             store_id: store.id(),

@@ -191,6 +191,27 @@ impl Arena {
         true
     }
 
+    /// The `u64` (native byte order) at byte offset `off`, or `None` if out
+    /// of range.
+    pub(crate) fn u64_at(&self, off: usize) -> Option<u64> {
+        let w = self.i32s(off, 2)?;
+        let (lo, hi) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+        Some(u64::from_ne_bytes([
+            lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3],
+        ]))
+    }
+
+    /// Writes the `u64` `v` (native byte order) at byte offset `off`; false
+    /// if out of range.
+    pub(crate) fn set_u64(&mut self, off: usize, v: u64) -> bool {
+        let b = v.to_ne_bytes();
+        let w = [
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        ];
+        self.write(off, &w)
+    }
+
     /// Copies `bytes` bytes inside the arena; false if out of range.
     pub(crate) fn copy_within(&mut self, src: usize, dst: usize, bytes: usize) -> bool {
         if !self.check_range(src, bytes) || !self.check_range(dst, bytes) {
@@ -798,6 +819,9 @@ pub(crate) enum Step {
         outer: usize,
         /// Threads to split the outer loop across (1 = run on the caller).
         threads: usize,
+        /// The kernel checks ids and may record a fault: the run looks at
+        /// the fault slots after it.
+        checks_ids: bool,
     },
     /// An external call: a registered host function on resolved buffers.
     Call {
@@ -1183,6 +1207,24 @@ pub(crate) struct UpdateCopy {
     pub bytes: usize,
 }
 
+/// The fault slot of a node whose ids compiled kernels check (see
+/// `lossgraph_compiler::lower_clif::nest::IdFault`): `u64::MAX` while no
+/// fault is recorded, else `position << 32 | id as u32` of the first bad id.
+pub(crate) struct FaultSlot {
+    /// Arena byte offset of the slot.
+    pub off: usize,
+    /// The node's number in the text format of the program's graph.
+    pub num: usize,
+    /// The checked node (its op and scope name it in the error).
+    pub node: lossgraph_ir::Node,
+    /// The type of its ids operand, and the rows of its table.
+    pub ids: lossgraph_ir::TensorType,
+    pub rows: usize,
+}
+
+/// Slot value while no fault is recorded.
+pub(crate) const NO_FAULT: u64 = u64::MAX;
+
 /// A compiled program: arena, code, steps, post-run copies.
 pub(crate) struct CompiledStep {
     // Field order matters for drop: the pool (which may hold kernel pointers)
@@ -1197,6 +1239,8 @@ pub(crate) struct CompiledStep {
     store_min: usize,
     /// The ranks the `all_reduce_mean` steps reduce across.
     comm: Arc<dyn Communicator>,
+    /// Id-fault slots, by node number (the interpreter's evaluation order).
+    faults: Vec<FaultSlot>,
 }
 
 impl CompiledStep {
@@ -1218,7 +1262,21 @@ impl CompiledStep {
             copies,
             store_min,
             comm,
+            faults: Vec::new(),
         }
+    }
+
+    /// Installs the id-fault slots the kernels write (each set to "no
+    /// fault"); the run reports them in node order.
+    pub(crate) fn with_fault_slots(mut self, mut faults: Vec<FaultSlot>) -> Result<Self, String> {
+        faults.sort_by_key(|f| f.num);
+        for f in &faults {
+            if !self.arena.set_u64(f.off, NO_FAULT) {
+                return Err(format!("fault slot at {} outside the arena", f.off));
+            }
+        }
+        self.faults = faults;
+        Ok(self)
     }
 
     /// Runs every step in order against `store` (the variable store's
@@ -1248,7 +1306,9 @@ impl CompiledStep {
         let mut t = times.as_ref().map(|_| std::time::Instant::now());
         for (i, s) in self.steps.iter().enumerate() {
             match s {
-                Step::Kernel { f, outer, threads } => match &self.pool {
+                Step::Kernel {
+                    f, outer, threads, ..
+                } => match &self.pool {
                     Some(p) if *threads > 1 => {
                         // SAFETY: (C) the compiler marked this kernel splittable
                         // (threads > 1 only then); both arenas (B: the store is
@@ -1287,6 +1347,13 @@ impl CompiledStep {
                     comm: &*self.comm,
                 })?,
             }
+            if let Step::Kernel {
+                checks_ids: true, ..
+            } = s
+            {
+                // Between kernels, on this thread: no kernel runs (E).
+                take_fault(&mut self.arena, &self.faults)?;
+            }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t.as_mut()) {
                 let now = std::time::Instant::now();
                 if let Some(slot) = ts.get_mut(i) {
@@ -1314,6 +1381,35 @@ impl CompiledStep {
         }
         Ok(())
     }
+}
+
+/// After a kernel that checks ids: the error of the first recorded fault in
+/// `faults` (lowest node number, then lowest position), with every slot
+/// reset for the next run; `Ok` when none is recorded. No allocation unless
+/// a fault is found.
+fn take_fault(arena: &mut Arena, faults: &[FaultSlot]) -> Result<(), String> {
+    let mut first: Option<(usize, u64)> = None;
+    for (i, f) in faults.iter().enumerate() {
+        let v = arena
+            .u64_at(f.off)
+            .ok_or_else(|| format!("fault slot at {} outside the arena", f.off))?;
+        if v != NO_FAULT && first.is_none() {
+            first = Some((i, v));
+        }
+    }
+    let Some((i, v)) = first else {
+        return Ok(());
+    };
+    for f in faults {
+        arena.set_u64(f.off, NO_FAULT);
+    }
+    let f = &faults[i];
+    let (pos, id) = ((v >> 32) as usize, v as u32 as i32);
+    Err(format!(
+        "{}: {}",
+        lossgraph_ir::interp::node_at(f.num, &f.node),
+        lossgraph_ir::interp::id_out_of_range(&f.node.op, &f.ids, pos, id, f.rows)
+    ))
 }
 
 #[cfg(test)]

@@ -678,3 +678,133 @@ fn random_bernoulli_masks_are_bit_identical() {
         }
     }
 }
+
+/// Ids computed in the graph (a cast of a scaled float input) cannot be
+/// checked before the run: the JIT's gather and scatter_add check each id
+/// in their kernels and record the first one outside the table in the
+/// program's fault slot; the run then fails with the interpreter's error
+/// (node, row, element and value), leaves the variables untouched, and the
+/// next run works. Every JIT configuration (threads, unfused, scalar).
+#[test]
+fn computed_ids_outside_the_table_fault_like_the_interpreter() {
+    let b = Builder::new("ids");
+    b.set_scope("emb");
+    let x = b.input("x", f32t(&[3, 2]));
+    let table = b.param("table", f32t(&[5, 2]));
+    let ids = (x * 2.0).cast(DType::I32);
+    let rows = table.gather(&ids);
+    b.output("rows", &rows);
+    // A step that writes the table: table - 0.5 · scatter_add(ids, rows).
+    let grad = rows.scatter_add(&ids, 5);
+    b.output(&lossgraph_ir::names::update("table"), &(table - grad * 0.5));
+    let g = b.finish().unwrap();
+    let tv = HostTensor::f32(&[5, 2], (0..10).map(|i| i as f32).collect()).unwrap();
+    let good = HostTensor::f32(&[3, 2], vec![0.0, 1.0, 2.0, 0.5, 1.5, 2.4]).unwrap();
+    // Row 1, element 1: 2·3.1 = 6.2 → id 6; row 2 holds -1 → id -2 later.
+    let bad = HostTensor::f32(&[3, 2], vec![0.0, 1.0, 2.0, 3.1, 1.5, -1.0]).unwrap();
+    let want_err = "gather: row 1 (element 1 of its row) of ids i32[3,2] holds id 6 outside [0, 5)";
+    let mut progs = vec![(
+        "interpreter",
+        Program::new(g.clone(), Engine::Interpreter).unwrap(),
+    )];
+    for (name, opts) in configs() {
+        progs.push((name, Program::new_jit(g.clone(), &opts).unwrap()));
+    }
+    let mut errors = Vec::new();
+    let mut after_good = Vec::new();
+    for (name, p) in &mut progs {
+        p.set_var("table", &tv).unwrap();
+        let e = p
+            .run(&[("x", Feed::of(&bad))])
+            .expect_err("id 6 of a 5-row table")
+            .to_string();
+        assert!(
+            e.contains(want_err) && e.contains("in scope 'emb'"),
+            "{name}: {e}"
+        );
+        assert_eq!(
+            p.var("table").unwrap().as_f32().unwrap(),
+            tv.as_f32().unwrap(),
+            "{name}: a faulted run wrote the variable"
+        );
+        errors.push(e);
+        // The slot was reset: good ids run, twice.
+        for _ in 0..2 {
+            p.run(&[("x", Feed::of(&good))])
+                .unwrap_or_else(|e| panic!("{name} after a fault: {e}"));
+        }
+        after_good.push((
+            p.output("rows").unwrap().to_host().to_f64(),
+            p.var("table").unwrap().to_host().to_f64(),
+        ));
+        // A fault again, then good ids again.
+        assert!(p.run(&[("x", Feed::of(&bad))]).is_err(), "{name}");
+    }
+    for (e, (name, _)) in errors.iter().zip(&progs) {
+        assert_eq!(
+            e, &errors[0],
+            "{name} words the fault unlike the interpreter"
+        );
+    }
+    for ((rows, table), (name, _)) in after_good.iter().zip(&progs) {
+        close(&format!("{name} rows"), rows, &after_good[0].0, EXACT).unwrap();
+        close(&format!("{name} table"), table, &after_good[0].1, EXACT).unwrap();
+    }
+    // By hand: ids [[0, 2], [4, 1], [3, 4]]; the first run's rows.
+    let ids = [0usize, 2, 4, 1, 3, 4];
+    let mut t: Vec<f64> = (0..10).map(f64::from).collect();
+    for _ in 0..2 {
+        let r: Vec<f64> = ids.iter().flat_map(|&i| [t[2 * i], t[2 * i + 1]]).collect();
+        let mut g = [0.0; 10];
+        for (s, &i) in ids.iter().enumerate() {
+            g[2 * i] += r[2 * s];
+            g[2 * i + 1] += r[2 * s + 1];
+        }
+        for (tv, gv) in t.iter_mut().zip(g) {
+            *tv -= 0.5 * gv;
+        }
+    }
+    close("table by hand", &after_good[0].1, &t, EXACT).unwrap();
+    // A negative id and the scatter_add's own check (ids fed past the gather
+    // are the same ids: the gather, first in the graph, reports).
+    let neg = HostTensor::f32(&[3, 2], vec![0.0, 1.0, 2.0, 0.0, 1.5, -1.0]).unwrap();
+    for (name, p) in &mut progs {
+        let e = p.run(&[("x", Feed::of(&neg))]).unwrap_err().to_string();
+        assert!(
+            e.contains("row 2 (element 1 of its row) of ids i32[3,2] holds id -2 outside [0, 5)"),
+            "{name}: {e}"
+        );
+    }
+    // scatter_add alone on computed ids: it skips the bad row and faults.
+    let b = Builder::new("scatter");
+    b.set_scope("sc");
+    let x = b.input("x", f32t(&[3, 2]));
+    let v = b.input("v", f32t(&[3, 2, 2]));
+    b.output("t", &v.scatter_add(&(x * 2.0).cast(DType::I32), 5));
+    let g = b.finish().unwrap();
+    let vs = HostTensor::f32(&[3, 2, 2], vec![1.0; 12]).unwrap();
+    let mut progs = vec![(
+        "interpreter",
+        Program::new(g.clone(), Engine::Interpreter).unwrap(),
+    )];
+    for (name, opts) in configs() {
+        progs.push((name, Program::new_jit(g.clone(), &opts).unwrap()));
+    }
+    for (name, p) in &mut progs {
+        let e = p
+            .run(&[("x", Feed::of(&bad)), ("v", Feed::of(&vs))])
+            .unwrap_err()
+            .to_string();
+        let want =
+            "scatter_add: row 1 (element 1 of its row) of ids i32[3,2] holds id 6 outside [0, 5)";
+        assert!(
+            e.contains(want) && e.contains("in scope 'sc'"),
+            "{name}: {e}"
+        );
+        p.run(&[("x", Feed::of(&good)), ("v", Feed::of(&vs))])
+            .unwrap();
+        // Rows 0..5 collect 1, 1, 1, 1, 2 ids.
+        let want = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0];
+        assert_eq!(p.output("t").unwrap().to_host().to_f64(), want, "{name}");
+    }
+}

@@ -150,3 +150,38 @@ fn switching_programs_on_a_shared_store_does_not_allocate() {
         assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     }
 }
+
+/// A step whose gather and scatter_add check computed ids (the fault slots
+/// are looked at after each such kernel) allocates nothing either.
+#[test]
+fn id_checking_steps_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = lossgraph_ir::Builder::new("emb");
+    let x = b.input("x", lossgraph_ir::TensorType::f32([16, 4]));
+    let table = b.param("table", lossgraph_ir::TensorType::f32([10, 8]));
+    let ids = (x * 9.0).cast(lossgraph_ir::DType::I32);
+    let rows = table.gather(&ids);
+    let grad = rows.scatter_add(&ids, 10);
+    b.output(
+        &lossgraph_ir::names::update("table"),
+        &(table - grad * 0.01),
+    );
+    let g = b.finish().unwrap();
+    for (threads, inline_max) in configs() {
+        let mut p = Program::new_jit(g.clone(), &options(threads, inline_max)).unwrap();
+        let mut rng = Rng::new(3);
+        let x: Vec<f32> = (0..64).map(|_| rng.uniform(0.0, 1.0)).collect();
+        let feeds = [("x", Feed::F32(&x))];
+        p.run(&feeds).unwrap();
+        let before = ALLOCS.load(Ordering::SeqCst);
+        for _ in 0..200 {
+            p.run(&feeds).unwrap();
+        }
+        let after = ALLOCS.load(Ordering::SeqCst);
+        assert_eq!(
+            after - before,
+            0,
+            "threads={threads}: allocations during 200 steps"
+        );
+    }
+}

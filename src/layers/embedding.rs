@@ -16,7 +16,10 @@ use lossgraph_ir::{DType, Tensor};
 ///
 /// Ids outside `[0, input_dim)` are refused: the data of a model input read
 /// directly by an Embedding is checked before every run (an error naming
-/// the sample and the value), where Keras on JAX returns NaN rows.
+/// the sample and the value); ids computed in the graph are checked as the
+/// run looks them up, by both engines (an error naming the gather node,
+/// the batch row and the value; a refused training step changes no
+/// weight). Keras on JAX returns NaN rows (or wraps negative ids) instead.
 #[derive(Clone, Debug)]
 pub struct Embedding {
     input_dim: usize,

@@ -30,6 +30,7 @@ pub mod nest;
 use crate::fusion::CodegenError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
+use cranelift_codegen::ir::AtomicRmwOp;
 use cranelift_codegen::ir::{
     types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type,
     UserFuncName, Value,
@@ -37,7 +38,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use lossgraph_ir::{BinaryOp, DType, NodeId, Op, UnaryOp};
-use nest::{Counter, Expr, Mode, Nest, NestRoot};
+use nest::{Counter, Expr, IdFault, Mode, Nest, NestRoot};
 
 /// The base pointer a buffer address is relative to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,10 +177,13 @@ pub struct LoweredNest {
     pub vectorized: bool,
 }
 
-/// Lowers one nest. `addr(node)` is the address of a stored node's buffer.
+/// Lowers one nest. `addr(node)` is the address of a stored node's buffer,
+/// `fault(node)` that of the id-fault slot of a node whose ids the nest
+/// checks (see [`nest::IdFault`]).
 pub fn lower_nest(
     nest: &Nest,
     addr: &dyn Fn(NodeId) -> Result<BufAddr, CodegenError>,
+    fault: &dyn Fn(NodeId) -> Result<BufAddr, CodegenError>,
     opts: &LowerOptions,
 ) -> Result<LoweredNest, CodegenError> {
     let canon = canonicalize(nest);
@@ -220,12 +224,20 @@ pub fn lower_nest(
             };
             start.push(v);
         }
+        // Fault slot addresses, computed once in the entry block.
+        let mut checked = Vec::new();
+        nest.id_checks(&mut checked);
+        let mut fault_slots = Vec::with_capacity(checked.len());
+        for n in checked {
+            fault_slots.push((n, buf_addr(&mut b, &params, fault(n)?, 0)));
+        }
         let mut em = Emitter {
             nest,
             canon: &canon,
             opts,
             vectorized,
             uses: use_counts(nest),
+            fault_slots,
         };
         em.level(&mut b, 0, lo, hi, &start, inner)
             .map_err(|e| nest_error(nest, &e.0))?;
@@ -348,6 +360,8 @@ struct Emitter<'a> {
     opts: &'a LowerOptions,
     vectorized: bool,
     uses: Vec<usize>,
+    /// The fault slot address of every node whose ids the nest checks.
+    fault_slots: Vec<(NodeId, Value)>,
 }
 
 pub(crate) fn flags() -> MemFlagsData {
@@ -527,7 +541,7 @@ impl Emitter<'_> {
                         let n = self.accumulate(b, r, a, &vals);
                         b.def_var(vv, n);
                     } else {
-                        self.store_root(b, r, ptrs[r.dst], &vals);
+                        self.store_root(b, r, &ptrs, &vals)?;
                     }
                 }
                 advance(b, vars, incs, 4);
@@ -581,7 +595,7 @@ impl Emitter<'_> {
                         b.def_var(acc.var, n);
                     }
                 } else {
-                    self.store_root(b, r, ptrs[r.dst], &vals);
+                    self.store_root(b, r, &ptrs, &vals)?;
                 }
             }
             advance(b, vars, incs, 1);
@@ -620,19 +634,86 @@ impl Emitter<'_> {
         combine(b, r.mode, r.dtype, acc, vals[r.value])
     }
 
-    fn store_root(&self, b: &mut FunctionBuilder, r: &NestRoot, p: Value, vals: &[Value]) {
+    /// The address of `fault`'s slot (computed in the entry block).
+    fn fault_slot(&self, fault: IdFault) -> Result<Value, CodegenError> {
+        self.fault_slots
+            .iter()
+            .find(|s| s.0 == fault.node)
+            .map(|s| s.1)
+            .ok_or_else(|| {
+                CodegenError(format!(
+                    "no fault slot for node %{} (lowering bug)",
+                    fault.node.index()
+                ))
+            })
+    }
+
+    /// `id` (i32) is in `[0, rows)`: the unsigned comparison also refuses
+    /// negative ids.
+    fn id_in_range(b: &mut FunctionBuilder, id: Value, rows: u32) -> Value {
+        let rows = b.ins().iconst(types::I32, i64::from(rows));
+        b.ins().icmp(IntCC::UnsignedLessThan, id, rows)
+    }
+
+    /// Branches on `ok`: the main path continues in a new block, where the
+    /// caller emits the work the fault path skips, then calls
+    /// [`Self::join`] with the returned block; the fault path records `id`
+    /// at `fault`'s position in its slot (an atomic unsigned min of
+    /// `position << 32 | id as u32`, see [`IdFault`]) and jumps there.
+    fn record_fault(
+        &self,
+        b: &mut FunctionBuilder,
+        ok: Value,
+        id: Value,
+        fault: IdFault,
+        ptrs: &[Value],
+    ) -> Result<cranelift_codegen::ir::Block, CodegenError> {
+        let slot = self.fault_slot(fault)?;
+        let work = b.create_block();
+        let bad = b.create_block();
+        let join = b.create_block();
+        b.ins().brif(ok, work, &[], bad, &[]);
+        b.switch_to_block(bad);
+        let pos = b.ins().ishl_imm_u(ptrs[fault.pos], 32);
+        let id64 = b.ins().uextend(types::I64, id);
+        let packed = b.ins().bor(pos, id64);
+        b.ins().atomic_rmw(
+            types::I64,
+            MemFlagsData::trusted(),
+            AtomicRmwOp::Umin,
+            slot,
+            packed,
+        );
+        b.ins().jump(join, &[]);
+        b.switch_to_block(work);
+        Ok(join)
+    }
+
+    /// Ends the guarded block of [`Self::record_fault`] and continues at `join`.
+    fn join(b: &mut FunctionBuilder, join: cranelift_codegen::ir::Block) {
+        b.ins().jump(join, &[]);
+        b.switch_to_block(join);
+    }
+
+    fn store_root(
+        &self,
+        b: &mut FunctionBuilder,
+        r: &NestRoot,
+        ptrs: &[Value],
+        vals: &[Value],
+    ) -> Result<(), CodegenError> {
         let v = vals[r.value];
-        let p = match r.row {
-            None => p,
+        let p = ptrs[r.dst];
+        let (p, guard) = match r.row {
+            None => (p, None),
             Some(row) => {
-                // Clamp into [0, rows) (memory safety; callers check ids).
-                let zero = b.ins().iconst(types::I32, 0);
-                let last = b.ins().iconst(types::I32, i64::from(row.rows) - 1);
-                let lo = b.ins().smax(vals[row.id], zero);
-                let id = b.ins().smin(lo, last);
+                // An id outside the table writes nothing and records the fault.
+                let id = vals[row.id];
+                let ok = Self::id_in_range(b, id, row.rows);
+                let join = self.record_fault(b, ok, id, row.fault, ptrs)?;
                 let id = b.ins().uextend(types::I64, id);
                 let off = b.ins().imul_imm_s(id, i64::from(row.width) * 4);
-                b.ins().iadd(p, off)
+                (b.ins().iadd(p, off), Some(join))
             }
         };
         match r.mode {
@@ -645,8 +726,16 @@ impl Emitter<'_> {
                 let n = self.accumulate(b, r, old, vals);
                 b.ins().store(flags(), n, p, 0);
             }
-            Mode::ArgMax => unreachable!("argmax roots always use register accumulators"),
+            Mode::ArgMax => {
+                return Err(CodegenError(
+                    "argmax roots always use register accumulators (lowering bug)".into(),
+                ))
+            }
         }
+        if let Some(join) = guard {
+            Self::join(b, join);
+        }
+        Ok(())
     }
 
     /// Emits every expression once for one element (or one vector of 4).
@@ -744,16 +833,23 @@ impl Emitter<'_> {
                     table,
                     rows,
                     width,
+                    fault,
                 } => {
-                    // Clamp into [0, rows) (memory safety; callers check ids).
+                    // An id outside the table reads row 0 (never outside),
+                    // yields 0.0 and records the fault.
+                    let id = vals[id];
+                    let ok = Self::id_in_range(b, id, rows);
                     let zero = b.ins().iconst(types::I32, 0);
-                    let last = b.ins().iconst(types::I32, i64::from(rows) - 1);
-                    let lo = b.ins().smax(vals[id], zero);
-                    let row = b.ins().smin(lo, last);
+                    let row = b.ins().select(ok, id, zero);
                     let row = b.ins().uextend(types::I64, row);
                     let off = b.ins().imul_imm_s(row, i64::from(width) * 4);
                     let p = b.ins().iadd(ptrs[table], off);
-                    b.ins().load(types::F32, flags(), p, 0)
+                    let v = b.ins().load(types::F32, flags(), p, 0);
+                    let zf = b.ins().f32const(0.0);
+                    let v = b.ins().select(ok, v, zf);
+                    let join = self.record_fault(b, ok, id, fault, ptrs)?;
+                    Self::join(b, join);
+                    v
                 }
             };
             vals.push(v);
@@ -1015,6 +1111,16 @@ pub fn clif_text(
             .max(1)
             * crate::memplan::ALIGN;
     }
+    let fault = |n: NodeId| {
+        mem.faults
+            .iter()
+            .find(|f| f.0 == n)
+            .map(|f| BufAddr {
+                base: Base::Arena,
+                offset: f.1,
+            })
+            .ok_or_else(|| CodegenError(format!("node %{} has no fault slot", n.index())))
+    };
     let addr = |n: NodeId| match mem.location[n.index()] {
         Some(crate::memplan::Location::Arena(offset)) => Ok(BufAddr {
             base: Base::Arena,
@@ -1032,7 +1138,7 @@ pub fn clif_text(
         match body {
             nest::KernelBody::Nests(ns) => {
                 for n in ns {
-                    let l = lower_nest(n, &addr, &opts)?;
+                    let l = lower_nest(n, &addr, &fault, &opts)?;
                     let _ = writeln!(
                         s,
                         "; kernel {k} ({}), loops {:?}, vectorized {}, splittable {}",

@@ -56,14 +56,16 @@ pub enum Expr {
         index: usize,
     },
     /// Element `table + id·width` of a stored `f32[rows, width]` table: the
-    /// counter `table` addresses column `j` of row 0, `id` is the i32 row,
-    /// clamped into `[0, rows)` so the load never leaves the table (the
-    /// front end checks fed ids; see `Op::Gather`).
+    /// counter `table` addresses column `j` of row 0, `id` is the i32 row.
+    /// An id outside `[0, rows)` reads nothing: the value is 0.0 and the
+    /// kernel records the fault of gather node `node` (see [`IdFault`]),
+    /// `pos` being the index counter of the id's row-major position.
     Gather {
         id: E,
         table: usize,
         rows: u32,
         width: u32,
+        fault: IdFault,
     },
 }
 
@@ -104,13 +106,27 @@ pub struct NestRoot {
 }
 
 /// The data-dependent row of a [`NestRoot`]: the i32 expression `id`,
-/// clamped into `[0, rows)` (memory safety; callers check ids), scaled by
-/// `width` elements.
+/// scaled by `width` elements. An id outside `[0, rows)` writes nothing and
+/// records the fault of the `scatter_add` node (see [`IdFault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DynRow {
     pub id: E,
     pub rows: u32,
     pub width: u32,
+    pub fault: IdFault,
+}
+
+/// Where an out-of-range id is reported: the node whose ids are checked
+/// (`gather`, `scatter_add`) owns a fault slot (`memplan::MemoryPlan::faults`),
+/// a u64 that is `u64::MAX` until a kernel finds an id outside the table and
+/// lowers it (an atomic unsigned min) to `position << 32 | id as u32`, so the
+/// slot ends with the first bad position in row-major order, whichever
+/// thread finds it. `pos` is the index counter of the id's row-major
+/// position in the ids operand (below 2³², checked when the nest is built).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdFault {
+    pub node: NodeId,
+    pub pos: usize,
 }
 
 /// A loop nest (see the module docs).
@@ -128,6 +144,34 @@ pub struct Nest {
     pub serial: bool,
     /// For dumps: which kernel and what part.
     pub label: String,
+}
+
+impl Nest {
+    /// Adds the nodes whose ids this nest checks to `out` (once each).
+    pub fn id_checks(&self, out: &mut Vec<NodeId>) {
+        let gathers = self.exprs.iter().filter_map(|e| match e {
+            Expr::Gather { fault, .. } => Some(fault.node),
+            Expr::Load { .. }
+            | Expr::ImmF(_)
+            | Expr::ImmI(_)
+            | Expr::Unary(..)
+            | Expr::Binary(..)
+            | Expr::Select(..)
+            | Expr::Cast { .. }
+            | Expr::OneHot { .. }
+            | Expr::Random { .. }
+            | Expr::RandomNormal { .. } => None,
+        });
+        let rows = self
+            .roots
+            .iter()
+            .filter_map(|r| r.row.map(|d| d.fault.node));
+        for n in gathers.chain(rows) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
 }
 
 /// A GEMM call: `out = op(a) × op(b)` over `batch` matrices, all row-major stored nodes.
@@ -195,6 +239,18 @@ impl KernelBody {
             KernelBody::Conv(c) => c.operands.iter().map(|&o| (o, None)).collect(),
             KernelBody::AllReduce { x, .. } => vec![(*x, None)],
         }
+    }
+
+    /// The nodes whose ids this kernel checks (each may record a fault), in
+    /// order of appearance, without repeats.
+    pub fn id_checks(&self) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        if let KernelBody::Nests(ns) = self {
+            for n in ns {
+                n.id_checks(&mut out);
+            }
+        }
+        out
     }
 }
 
@@ -448,7 +504,9 @@ impl<'p> Builder<'p> {
                         return Err(self.err(n, "gather table extents must be in [1, 2³²)"));
                     }
                     let r = node.ty.rank();
-                    let id = self.expr(ops[1], &map[..r - 1].to_vec())?;
+                    let ids_map = map[..r - 1].to_vec();
+                    let id = self.expr(ops[1], &ids_map)?;
+                    let fault = self.id_fault(n, ops[1], &ids_map)?;
                     let s = self.plan.storage_of(table);
                     let col = vec![(vec![0; self.rank], 0), map[r - 1].clone()];
                     let table = self.affine(Some(s), tshape, &col);
@@ -457,6 +515,7 @@ impl<'p> Builder<'p> {
                         table,
                         rows: rows as u32,
                         width: width as u32,
+                        fault,
                     })
                 }
                 Op::Input { .. }
@@ -476,6 +535,16 @@ impl<'p> Builder<'p> {
         };
         self.memo.insert(key, e);
         Ok(e)
+    }
+
+    /// The fault record of node `n` checking the ids `ids`, read at `map`.
+    fn id_fault(&mut self, n: NodeId, ids: NodeId, map: &Map) -> Result<IdFault, CodegenError> {
+        let shape = self.plan.graph.node(ids).ty.shape.to_vec();
+        if u32::try_from(shape.iter().product::<usize>()).is_err() {
+            return Err(self.err(n, "more than 2³² ids"));
+        }
+        let pos = self.affine(None, &shape, map);
+        Ok(IdFault { node: n, pos })
     }
 
     fn store_counter(&mut self, n: NodeId, shape: &[usize], map: &Map) -> usize {
@@ -718,7 +787,9 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
             let ident = identity(rank);
             let mut b = Builder::new(plan, rank, vec![]);
             let value = b.expr(values, &ident)?;
-            let id = b.expr(ids, &ident[..rank - 1].to_vec())?;
+            let ids_map = ident[..rank - 1].to_vec();
+            let id = b.expr(ids, &ids_map)?;
+            let fault = b.id_fault(root0, ids, &ids_map)?;
             let col: Map = vec![(vec![0; rank], 0), ident[rank - 1].clone()];
             let dst = b.store_counter(root0, &out_shape, &col);
             let root = NestRoot {
@@ -730,6 +801,7 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
                     id,
                     rows: rows as u32,
                     width: out_shape[1] as u32,
+                    fault,
                 }),
             };
             nests.push(b.finish(vshape, vec![root], false, format!("k{k}")));

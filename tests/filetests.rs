@@ -546,6 +546,11 @@ fn fusion_text(g: &Graph) -> Result<String, String> {
                 "  kernel {k}: convolution call {} image={:?}x{} window={:?} strides={:?} dilation={:?} filters={}",
                 c.pass.name(), c.spatial, c.channels, c.window, c.strides, c.dilation, c.filters
             ),
+            KernelBody::Pool(c) => writeln!(
+                s,
+                "  kernel {k}: pooling call {} image={:?}x{} window={:?} strides={:?}",
+                c.pass.name(), c.spatial, c.channels, c.window, c.strides
+            ),
             KernelBody::AllReduce { out, x, numel } => writeln!(
                 s,
                 "  kernel {k}: all_reduce_mean call numel={numel}{}",

@@ -676,18 +676,17 @@ fn cases_run_elsewhere_import_and_are_run_there() {
 /// p08–p10 run their convolutions as convolution calls (no im2col) on a
 /// host that has them: each convolution reads the model input, so the
 /// training step has its forward and its filter-gradient call (no data
-/// gradient), and the run above went through them.
+/// gradient), and the run above went through them. Their windowed
+/// poolings run as pooling calls, forward and gradient: p08's
+/// MaxPooling2D, p09's `same` AveragePooling2D (its window sums; the
+/// global average is a mean, p10's global max a `reduce_max`).
 #[test]
-fn conv_cases_compile_to_convolution_calls() {
+fn conv_cases_compile_to_convolution_and_pooling_calls() {
     let opts = lossgraph_runtime::JitOptions::default();
-    if !opts.fusion.conv_calls {
-        eprintln!("no convolution calls on this host (no AVX-512): im2col only");
-        return;
-    }
-    for case in [
-        "p08_conv2d_maxpool_flatten_sparse_adam",
-        "p09_conv2d_same_stride2_avgpool_gap_mse_momentum",
-        "p10_conv1d_globalmax_bce_rmsprop",
+    for (case, want_pools) in [
+        ("p08_conv2d_maxpool_flatten_sparse_adam", 2),
+        ("p09_conv2d_same_stride2_avgpool_gap_mse_momentum", 2),
+        ("p10_conv1d_globalmax_bce_rmsprop", 0),
     ] {
         let dir = case_dir(case);
         let spec: Value =
@@ -698,11 +697,20 @@ fn conv_cases_compile_to_convolution_calls() {
         model.compile(copts).unwrap();
         let g = model.graph(lossgraph::Purpose::Train, bs).unwrap();
         let p = lossgraph_runtime::Program::new_jit(g, &opts).unwrap();
-        let convs = p.compile_stats().map(|s| s.convs);
-        assert_eq!(
-            convs,
-            Some(2),
-            "{case}: convolution calls in the train step"
-        );
+        let stats = p.compile_stats().unwrap();
+        if opts.fusion.pool_calls {
+            assert_eq!(
+                stats.pools, want_pools,
+                "{case}: pooling calls in the train step"
+            );
+        }
+        if opts.fusion.conv_calls {
+            assert_eq!(
+                stats.convs, 2,
+                "{case}: convolution calls in the train step"
+            );
+        } else {
+            eprintln!("no convolution calls on this host (no AVX-512): im2col only");
+        }
     }
 }

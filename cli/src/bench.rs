@@ -574,6 +574,8 @@ pub fn compile_graph_tuned(graph: Graph, opts: &BenchOptions) -> Result<Program>
             };
             // Off: the convolution patterns stay im2col + GEMM (the A/B baseline).
             jit.fusion.conv_calls &= opts.conv_calls;
+            // Off: the pooling patterns stay unfold + argmax/one_hot (the A/B baseline).
+            jit.fusion.pool_calls &= opts.pool_calls;
             if opts.threads > 0 {
                 jit.threads = opts.threads;
             }
@@ -869,6 +871,9 @@ pub struct BenchOptions {
     /// Convolutions as implicit-GEMM calls where the host has them (false:
     /// im2col + GEMM).
     pub conv_calls: bool,
+    /// Poolings as calls on the image where the host has them (false: the
+    /// unfold + argmax/one_hot composite).
+    pub pool_calls: bool,
 }
 
 impl BenchOptions {
@@ -893,6 +898,7 @@ impl Default for BenchOptions {
             split_min_work: 0,
             gemm: GemmImpl::Lossgraph,
             conv_calls: true,
+            pool_calls: true,
         }
     }
 }
@@ -1393,6 +1399,10 @@ pub struct BenchArgs {
     /// has AVX-512) or off (im2col + GEMM)
     #[arg(long, default_value = "on")]
     pub conv_calls: String,
+    /// Poolings: on (max and window-sum calls on the image) or off (the
+    /// unfold + argmax/one_hot composite)
+    #[arg(long, default_value = "on")]
+    pub pool_calls: String,
 }
 
 /// The per-part breakdown of one step of session `s` (see
@@ -1456,6 +1466,15 @@ pub fn run_cli(a: &BenchArgs) -> Result<String> {
             other => {
                 return Err(BenchError::Invalid(format!(
                     "--conv-calls: '{other}' (on or off)"
+                )))
+            }
+        },
+        pool_calls: match a.pool_calls.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(BenchError::Invalid(format!(
+                    "--pool-calls: '{other}' (on or off)"
                 )))
             }
         },

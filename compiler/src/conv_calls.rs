@@ -93,7 +93,7 @@ fn single_view_operand(g: &Graph, n: NodeId) -> Option<NodeId> {
 /// (`[N, S.., C]`) and windows `cols` (`[N, O.., K.., C]`), when it is a
 /// 1-d or 2-d window the runtime handles.
 #[allow(clippy::type_complexity)]
-fn window_geometry(
+pub(crate) fn window_geometry(
     g: &Graph,
     w: NodeId,
     image: &[usize],
@@ -277,19 +277,17 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<ConvCall> {
 }
 
 /// Finds every convolution pass among the plan's would-be roots (`class`
-/// as fusion computed it, roots marked `Root(_)`) and rewrites `class` so
-/// no im2col is computed for them: a data gradient's matmul and its view
-/// become `Dead` (the call computes the fold directly), an inlined unfold
-/// operand becomes a root (the call reads the image from memory), and an
-/// unfold whose every use is a recognised forward or filter-gradient
-/// matmul becomes `Dead` with its views. Returns the pass of each call's
-/// root.
+/// as fusion computed it, roots marked `Root(_)`): a data gradient only
+/// when its matmul and view exist for it alone (the call replaces them),
+/// and an inlined unfold operand becomes a root (the call reads the image
+/// from memory). Returns each call by its root; fusion then drops what
+/// only the calls read (the im2col, a data gradient's matmul).
 pub fn recognise(
     g: &Graph,
     class: &mut [NodeClass],
     live: &[bool],
     is_output: &[bool],
-) -> HashMap<NodeId, ConvPass> {
+) -> HashMap<NodeId, ConvCall> {
     let mut found = HashMap::new();
     let root = |c: NodeClass| matches!(c, NodeClass::Root(_));
     let live_users = |n: NodeId| -> SmallVec<[NodeId; 4]> {
@@ -315,38 +313,11 @@ pub fn recognise(
             if !only(view, id) || !only(mm, view) || !root(class[mm.index()]) {
                 continue;
             }
-            class[mm.index()] = NodeClass::Dead;
-            class[view.index()] = NodeClass::Dead;
         } else if class[call.operands[0].index()] == NodeClass::Inlined {
             // The call reads the image from memory.
             class[call.operands[0].index()] = NodeClass::Root(usize::MAX);
         }
-        found.insert(id, call.pass);
-    }
-    // Unfolds read only by calls are never computed.
-    for i in 0..g.len() {
-        let id = NodeId::new(i);
-        if !live[i] || !matches!(g.node(id).op, Op::Unfold { .. }) || is_output[i] {
-            continue;
-        }
-        let views = live_users(id);
-        let all_calls = views.iter().all(|&v| {
-            g.node(v).op == Op::Reshape
-                && !is_output[v.index()]
-                && live_users(v).iter().all(|u| {
-                    matches!(
-                        found.get(u),
-                        Some(ConvPass::Forward) | Some(ConvPass::FilterGrad)
-                    ) && g.operands(*u)[0] == v
-                })
-        });
-        if !all_calls {
-            continue;
-        }
-        for v in views {
-            class[v.index()] = NodeClass::Dead;
-        }
-        class[i] = NodeClass::Dead;
+        found.insert(id, call);
     }
     found
 }

@@ -16,7 +16,10 @@
 //! a matmul's consumers (bias add, activation) form the elementwise kernel run
 //! right after its GEMM call. With [`FusionOptions::conv_calls`], the
 //! convolution patterns become [`KernelKind::Conv`] calls and their im2col
-//! nodes are not computed ([`crate::conv_calls`]).
+//! nodes are not computed ([`crate::conv_calls`]); with
+//! [`FusionOptions::pool_calls`] the pooling patterns become
+//! [`KernelKind::Pool`] calls and their window buffers and argmax masks are
+//! not computed ([`crate::pool_calls`]).
 //!
 //! Which class an op falls in is read from the op table
 //! ([`lossgraph_ir::op::OpKind`], [`Cost`]); the one per-op `match` here (the
@@ -25,8 +28,11 @@
 #![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::conv_calls::{self, ConvPass};
+use crate::pool_calls::{self, PoolPass};
 use lossgraph_ir::op::{Cost, OpKind};
 use lossgraph_ir::{Graph, NodeId, Op, ReduceOp};
+use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Errors from fusion, memory planning or lowering; the message names the node and op.
@@ -51,6 +57,10 @@ pub struct FusionOptions {
     /// an im2col buffer ([`crate::conv_calls`]); only for an engine that has
     /// the convolution routines (off by default).
     pub conv_calls: bool,
+    /// Run the pooling patterns as [`KernelKind::Pool`] calls on the image
+    /// ([`crate::pool_calls`]); only for an engine that has the pooling
+    /// routines (off by default).
+    pub pool_calls: bool,
 }
 
 impl Default for FusionOptions {
@@ -58,6 +68,7 @@ impl Default for FusionOptions {
         FusionOptions {
             fuse: true,
             conv_calls: false,
+            pool_calls: false,
         }
     }
 }
@@ -99,6 +110,9 @@ pub enum KernelKind {
     /// A convolution pass run as one call on the image (a matmul or fold
     /// root of a [`crate::conv_calls`] pattern).
     Conv(ConvPass),
+    /// A pooling pass run as one call on the image (a reduce or fold root
+    /// of a [`crate::pool_calls`] pattern).
+    Pool(PoolPass),
     /// An `all_reduce_mean` of one stored buffer: an external call to the
     /// program's communicator (nothing inlined: collectives fuse with nothing).
     AllReduce,
@@ -116,6 +130,7 @@ impl KernelKind {
             KernelKind::Fold => "fold",
             KernelKind::Scatter => "scatter",
             KernelKind::Conv(p) => p.name(),
+            KernelKind::Pool(p) => p.name(),
             KernelKind::AllReduce => "all_reduce",
         }
     }
@@ -339,10 +354,24 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
     let convs = if opts.conv_calls {
         conv_calls::recognise(&g, &mut class, &live, &is_output)
     } else {
-        std::collections::HashMap::new()
+        HashMap::new()
     };
-    let conv_or =
-        |id: NodeId, kind: KernelKind| convs.get(&id).map_or(kind, |&p| KernelKind::Conv(p));
+    let pools = if opts.pool_calls {
+        pool_calls::recognise(&g, &mut class)
+    } else {
+        HashMap::new()
+    };
+    let reads: HashMap<NodeId, SmallVec<[NodeId; 2]>> = convs
+        .iter()
+        .map(|(&id, c)| (id, c.operands.iter().copied().collect()))
+        .chain(pools.iter().map(|(&id, c)| (id, c.operands.clone())))
+        .collect();
+    drop_unread(&g, &mut class, &live, &is_output, &reads);
+    let call_or = |id: NodeId, kind: KernelKind| match (convs.get(&id), pools.get(&id)) {
+        (Some(c), _) => KernelKind::Conv(c.pass),
+        (None, Some(p)) => KernelKind::Pool(p.pass),
+        (None, None) => kind,
+    };
     // Reshape operands that are inlined must be stored instead: the alias needs storage.
     // (An inlined node has one use; if that use is a reshape it is not inlined, since
     // reshape is not a pointwise consumer, so nothing to fix here.)
@@ -353,11 +382,11 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
         }
         let id = nid(i);
         let kind = match g.node(id).op {
-            Op::MatMul { .. } => conv_or(id, KernelKind::MatMul),
-            Op::Reduce { .. } => KernelKind::Reduce,
+            Op::MatMul { .. } => call_or(id, KernelKind::MatMul),
+            Op::Reduce { .. } => call_or(id, KernelKind::Reduce),
             Op::ArgMax { .. } => KernelKind::ArgMax,
             Op::Concat { .. } => KernelKind::Concat,
-            Op::Fold { .. } => conv_or(id, KernelKind::Fold),
+            Op::Fold { .. } => call_or(id, KernelKind::Fold),
             Op::Unary(_)
             | Op::Binary(_)
             | Op::Select
@@ -443,6 +472,40 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
         class,
         kernels,
     })
+}
+
+/// Marks `Dead` every live computed node (root, inlined or alias) that no
+/// output needs once each external call reads only the nodes `reads` lists
+/// for its root (the im2col or window buffer, a mask, a data gradient's
+/// matmul): a backward sweep over the topologically ordered graph.
+fn drop_unread(
+    g: &Graph,
+    class: &mut [NodeClass],
+    live: &[bool],
+    is_output: &[bool],
+    reads: &HashMap<NodeId, SmallVec<[NodeId; 2]>>,
+) {
+    let mut needed = is_output.to_vec();
+    for i in (0..g.len()).rev() {
+        if !live[i] || !needed[i] {
+            continue;
+        }
+        let id = nid(i);
+        match reads.get(&id) {
+            Some(ops) => ops.iter().for_each(|o| needed[o.index()] = true),
+            None => g.operands(id).iter().for_each(|o| needed[o.index()] = true),
+        }
+    }
+    for (i, c) in class.iter_mut().enumerate() {
+        if live[i] && !needed[i] {
+            *c = match *c {
+                NodeClass::Leaf => NodeClass::Leaf,
+                NodeClass::Alias(_) | NodeClass::Inlined | NodeClass::Root(_) | NodeClass::Dead => {
+                    NodeClass::Dead
+                }
+            };
+        }
+    }
 }
 
 fn storage(class: &[NodeClass], n: NodeId) -> NodeId {

@@ -12,6 +12,7 @@ pub mod lower_clif;
 pub mod memplan;
 pub mod objective;
 pub mod passes;
+pub mod pool_calls;
 
 pub use autodiff::{append_gradients, grad};
 pub use error::{CompileError, Result};

@@ -12,8 +12,8 @@
 use crate::collective::Communicator;
 use crate::error::RuntimeError;
 use crate::jit::{
-    all_reduce_step, conv_step, conv_workspace, gemm_step, Arena, CallBuf, CompiledStep, FaultSlot,
-    GemmImpl, JitCode, Step, UpdateCopy,
+    all_reduce_step, conv_step, conv_workspace, gemm_step, pool_step, Arena, CallBuf, CompiledStep,
+    FaultSlot, GemmImpl, JitCode, Step, UpdateCopy,
 };
 use crate::program::Feed;
 use crate::sgemm;
@@ -62,6 +62,9 @@ impl Default for JitOptions {
         JitOptions {
             fusion: FusionOptions {
                 conv_calls: cfg!(target_arch = "x86_64") && sgemm::available(),
+                // Measured on `lossgraph bench cnn` (release, same binary,
+                // `--pool-calls on|off` alternated): see benches/README.md.
+                pool_calls: cfg!(target_arch = "x86_64"),
                 ..FusionOptions::default()
             },
             body: BodyOptions {
@@ -90,6 +93,8 @@ pub struct CompileStats {
     pub gemms: usize,
     /// Convolution calls (passes run without an im2col buffer).
     pub convs: usize,
+    /// Pooling calls (passes run on the image, without window buffers).
+    pub pools: usize,
     pub arena_bytes: usize,
     pub scratch_bytes: usize,
     pub in_place_updates: usize,
@@ -209,6 +214,8 @@ impl JitProgram {
             conv_calls: opts.fusion.conv_calls
                 && cfg!(target_arch = "x86_64")
                 && sgemm::available(),
+            // The pooling routines are x86-64 builds only (with the convolution's).
+            pool_calls: opts.fusion.pool_calls && cfg!(target_arch = "x86_64"),
             ..opts.fusion
         };
         let plan = fusion::plan(graph, &fusion_opts).map_err(cerr)?;
@@ -246,6 +253,7 @@ impl JitProgram {
                 KernelBody::Gemm(_)
                 | KernelBody::SmallMatmul(_)
                 | KernelBody::Nests(_)
+                | KernelBody::Pool(_)
                 | KernelBody::AllReduce { .. } => (0, 0),
             };
             ws_stride = ws_stride.max(part.div_ceil(16) * 16);
@@ -422,6 +430,21 @@ impl JitProgram {
                     pending.push(Pending::Call(
                         conv_step(cc, bufs, ws_stride, t).map_err(cerr)?,
                     ));
+                }
+                KernelBody::Pool(pc) => {
+                    stats.pools += 1;
+                    // Split like a loop nest: by the elements touched.
+                    let t = if pc.image_len() >= opts.split_min_work {
+                        threads
+                    } else {
+                        1
+                    };
+                    labels.push(label(k, t));
+                    let mut bufs = vec![call_buf(&mem, &var_off, &plan, pc.out)?];
+                    for &o in &pc.operands {
+                        bufs.push(call_buf(&mem, &var_off, &plan, o)?);
+                    }
+                    pending.push(Pending::Call(pool_step(pc, bufs, t).map_err(cerr)?));
                 }
             }
         }

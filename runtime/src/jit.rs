@@ -2,8 +2,8 @@
 //! SIMD GEMM on raw pointers): the arenas, the JIT module, the thread pool,
 //! calls into compiled code and the registered host functions that
 //! external-call steps run on raw buffer pointers (the GEMMs, the
-//! convolutions, the all-reduce of a gradient buffer through the
-//! program's communicator).
+//! convolutions, the poolings, the all-reduce of a gradient buffer through
+//! the program's communicator).
 //!
 //! A compiled step works on two [`Arena`]s: its own (inputs, constants,
 //! scratch, GEMM workspace) and the variable store's (every variable of the
@@ -44,9 +44,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::collective::Communicator;
 #[cfg(target_arch = "x86_64")]
 use crate::conv;
+#[cfg(target_arch = "x86_64")]
+use crate::pool;
 use crate::sgemm;
 use lossgraph_compiler::conv_calls::{ConvCall, ConvPass};
 use lossgraph_compiler::lower_clif::Base;
+use lossgraph_compiler::pool_calls::{PoolCall, PoolPass};
 
 /// A zeroed, 64-byte aligned byte arena with a fixed address.
 pub(crate) struct Arena {
@@ -438,10 +441,11 @@ pub(crate) type HostFn = fn(&CallArgs<'_>) -> Result<(), String>;
 
 /// The registered host functions, by name. An external-call step names one
 /// of these; a new kind of call plugs in as one more entry.
-const HOST_FUNCTIONS: [(&str, HostFn); 4] = [
+const HOST_FUNCTIONS: [(&str, HostFn); 5] = [
     ("gemm", |a| gemm(a, GemmImpl::Lossgraph)),
     ("gemm_crate", |a| gemm(a, GemmImpl::Crate)),
     ("conv", conv),
+    ("pool", pool_call),
     ("all_reduce_mean", all_reduce_mean),
 ];
 
@@ -812,6 +816,120 @@ fn conv(args: &CallArgs<'_>) -> Result<(), String> {
     }
 }
 
+/// The pooling pass codes of a `pool` call's first parameter.
+const POOL_PASSES: [PoolPass; 4] = [
+    PoolPass::MaxForward,
+    PoolPass::MaxGrad,
+    PoolPass::SumForward,
+    PoolPass::SumGrad,
+];
+
+/// The external-call step of one pooling pass: buffers `[out, x]`
+/// (forward passes), `[out, x, dy]` (max gradient) or `[out, dy]` (sum
+/// gradient), parameters `[pass, batch, H, W, C, pool_h, pool_w,
+/// stride_h, stride_w]` (a 1-d call as `H = pool_h = stride_h = 1`; the
+/// image is the stored, already padded operand, so there is no padding).
+pub(crate) fn pool_step(
+    call: &PoolCall,
+    bufs: Vec<CallBuf>,
+    threads: usize,
+) -> Result<Step, String> {
+    let two = |v: &[usize]| match *v {
+        [w] => Ok([1, w]),
+        [h, w] => Ok([h, w]),
+        _ => Err(format!(
+            "{}: {} spatial axes (1 or 2 supported)",
+            call.pass.name(),
+            v.len()
+        )),
+    };
+    let ([h, w], [ph, pw], [sh, sw]) =
+        (two(&call.spatial)?, two(&call.window)?, two(&call.strides)?);
+    let code = POOL_PASSES
+        .iter()
+        .position(|&p| p == call.pass)
+        .ok_or_else(|| format!("{}: no pass code", call.pass.name()))?;
+    let params = [code, call.batch, h, w, call.channels, ph, pw, sh, sw]
+        .iter()
+        .map(|&x| i64::try_from(x).map_err(|_| format!("pool parameter {x} too large")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Step::call("pool", bufs, params, threads)
+}
+
+/// The pooling host function: decodes [`pool_step`]'s arguments, checks
+/// every buffer against the dimensions and runs the pass's parts on the
+/// step's pool (forward parts own output rows, gradient parts image rows,
+/// so the result does not depend on the thread count).
+fn pool_call(args: &CallArgs<'_>) -> Result<(), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = |i| args.param(i);
+        let pass = *POOL_PASSES
+            .get(p(0)?)
+            .ok_or_else(|| format!("pool: unknown pass {}", p(0).unwrap_or(0)))?;
+        let d = pool::PoolDims::new(pool::PoolSpec {
+            batch: p(1)?,
+            height: p(2)?,
+            width: p(3)?,
+            channels: p(4)?,
+            pool_h: p(5)?,
+            pool_w: p(6)?,
+            stride_h: p(7)?,
+            stride_w: p(8)?,
+            pad_top: 0,
+            pad_bottom: 0,
+            pad_left: 0,
+            pad_right: 0,
+        })
+        .map_err(|e| format!("{}: {e}", pass.name()))?;
+        let (image, windows) = (d.input_len(), d.output_len());
+        // Each buffer with the floats it must hold: out, then x and/or dy.
+        let (out_n, x_at, dy_at) = match pass {
+            PoolPass::MaxForward | PoolPass::SumForward => (windows, Some(1), None),
+            PoolPass::MaxGrad => (image, Some(1), Some(2)),
+            PoolPass::SumGrad => (image, None, Some(1)),
+        };
+        let out = args.buf(0)?;
+        let x = x_at.map(|i| args.buf(i)).transpose()?;
+        let dy = dy_at.map(|i| args.buf(i)).transpose()?;
+        if out.1 < out_n * 4
+            || x.is_some_and(|b| b.1 < image * 4)
+            || dy.is_some_and(|b| b.1 < windows * 4)
+        {
+            return Err(format!(
+                "{}: a buffer shorter than its {image}-float image or {windows} windows",
+                pass.name()
+            ));
+        }
+        let task = Task::Pool(PoolTask {
+            kind: if pass.is_max() {
+                pool::PoolKind::Max
+            } else {
+                pool::PoolKind::Sum
+            },
+            grad: pass.is_grad(),
+            avx512: sgemm::available(),
+            d,
+            out: out.0 as *mut f32,
+            x: x.map_or(std::ptr::null(), |b| b.0 as *const f32),
+            dy: dy.map_or(std::ptr::null(), |b| b.0 as *const f32),
+        });
+        let parts = args.threads.max(1);
+        // SAFETY: (F) every buffer was checked above to hold what `d` needs;
+        // the output is a planned buffer distinct from the operands (live
+        // at the same time); parts write disjoint rows of it.
+        match args.pool {
+            Some(pl) if parts > 1 => unsafe { pl.run(task, parts) },
+            _ => unsafe { task.run_part(0, 1) },
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err("pool: pooling calls need x86-64".into())
+    }
+}
+
 /// One step of a compiled program.
 pub(crate) enum Step {
     Kernel {
@@ -873,7 +991,31 @@ pub(crate) enum Task {
     /// One phase of a convolution call step on [`crate::conv`].
     #[cfg(target_arch = "x86_64")]
     Conv(ConvTask),
+    /// One pooling call step on [`crate::pool`].
+    #[cfg(target_arch = "x86_64")]
+    Pool(PoolTask),
 }
+
+/// Raw operands of one pooling pass (see [`pool_step`]): `x` is null for
+/// the sum gradient, `dy` for the forward passes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct PoolTask {
+    kind: pool::PoolKind,
+    /// The gradient (`out` is the image's) rather than the forward.
+    grad: bool,
+    /// Run the AVX-512 build of the loops (the host has AVX-512F).
+    avx512: bool,
+    d: pool::PoolDims,
+    out: *mut f32,
+    x: *const f32,
+    dy: *const f32,
+}
+
+// SAFETY: as for `GemmTask`: the arenas outlive every job; parts write
+// disjoint rows of the output.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for PoolTask {}
 
 /// What a [`ConvTask`] computes.
 #[cfg(target_arch = "x86_64")]
@@ -978,6 +1120,53 @@ impl Task {
                         ConvPhase::FilterReduce => {
                             conv::filter_grad_reduce_part(&t.d, t.out, t.ws, i, parts)
                         }
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Task::Pool(t) => {
+                let s = t.d.spec();
+                // SAFETY: (F) the `pool` host function checked that `x` holds
+                // the image and `dy` the windows (when not null) and that
+                // `out` holds the output; part i's rows are its own (the
+                // forward's output rows, the gradient's image rows), so no
+                // two parts build overlapping mutable slices; `avx512` only
+                // when the host has AVX-512F.
+                let input = |p: *const f32, n: usize| -> &[f32] {
+                    if p.is_null() {
+                        &[]
+                    } else {
+                        unsafe { std::slice::from_raw_parts(p, n) }
+                    }
+                };
+                let (x, dy) = (input(t.x, t.d.input_len()), input(t.dy, t.d.output_len()));
+                if t.grad {
+                    let rows = t.d.backward_rows(i, parts);
+                    let row = s.width * s.channels;
+                    let dx = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            t.out.add(rows.start * row),
+                            rows.len() * row,
+                        )
+                    };
+                    if t.avx512 {
+                        unsafe { pool::backward_rows_avx512(&t.d, t.kind, x, dy, rows, dx) }
+                    } else {
+                        pool::backward_rows(&t.d, t.kind, x, dy, rows, dx)
+                    }
+                } else {
+                    let rows = t.d.forward_rows(i, parts);
+                    let row = t.d.out_w() * s.channels;
+                    let y = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            t.out.add(rows.start * row),
+                            rows.len() * row,
+                        )
+                    };
+                    if t.avx512 {
+                        unsafe { pool::forward_rows_avx512(&t.d, t.kind, x, rows, y) }
+                    } else {
+                        pool::forward_rows(&t.d, t.kind, x, rows, y)
                     }
                 }
             }

@@ -20,7 +20,6 @@ mod jit;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 #[cfg(target_arch = "x86_64")]
-#[allow(dead_code)] // registered as external calls once the executor has them
 mod pool;
 mod program;
 mod sgemm;

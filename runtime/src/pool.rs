@@ -1,16 +1,19 @@
-//! Max and average pooling on NHWC f32 slices, forward and backward, in
-//! row ranges so the step's pool can split them (plain loops over
+//! Max and sum pooling on NHWC f32 slices, forward and backward, in row
+//! ranges so the step's pool can split them (plain loops over blocks of
 //! channels that autovectorise; no `unsafe`: the caller hands each part
-//! its own output rows).
+//! its own output rows). The JIT runs them for the pooling patterns of the
+//! IR (`lossgraph_compiler::pool_calls`, the `pool` host function).
 //!
-//! Semantics (Keras/TF): windows of `pool_h × pool_w` cells at strides
-//! `stride_h, stride_w` over the input with explicit padding per side
-//! (Keras `same` is [`crate::conv::same_padding`] with dilation 1). Padded
-//! cells are not real: max ignores them (as if −∞), average divides by the
-//! number of real cells. The max gradient goes to the *first* maximum of
-//! the window in row-major order (ties included), recomputed from `x`
-//! rather than stored, so the forward writes nothing extra. Global pooling
-//! is a window of the whole image (`pool = stride = (H, W)`, no padding).
+//! Semantics: windows of `pool_h × pool_w` cells at strides `stride_h,
+//! stride_w` over the input with explicit padding per side (Keras `same`
+//! is [`crate::conv::same_padding`] with dilation 1). Padded cells are not
+//! real: max ignores them (as if −∞), the sum skips them (so an average is
+//! the sum divided by the real cells). Max takes the window's *first*
+//! maximum in row-major order as the IR's `argmax` does: the first NaN if
+//! there is one, else the first cell no later cell exceeds (ties go to the
+//! first); its gradient goes to that cell, recomputed from `x` rather than
+//! stored, so the forward writes nothing extra. Global pooling is a window
+//! of the whole image (`pool = stride = (H, W)`, no padding).
 //!
 //! Parts: the forward splits output rows (`n·OH + oh`), the backward input
 //! rows (`n·H + ih`, gathering from every window that covers the row in
@@ -20,11 +23,11 @@
 use crate::conv::{checked_len, dims_error, out_len, share, DimsError};
 use std::ops::Range;
 
-/// Max or average.
+/// Max or sum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PoolKind {
     Max,
-    Average,
+    Sum,
 }
 
 /// A pooling as the IR states it.
@@ -53,6 +56,7 @@ pub(crate) struct PoolDims {
 }
 
 /// One axis of a window: its first input index and its real cells.
+#[inline(always)]
 fn window(o: usize, stride: usize, pad: usize, pool: usize, size: usize) -> Range<usize> {
     let start = (o * stride) as isize - pad as isize;
     let lo = start.max(0) as usize;
@@ -119,6 +123,7 @@ impl PoolDims {
         &self.s
     }
 
+    #[cfg(test)]
     pub(crate) fn out_h(&self) -> usize {
         self.out_h
     }
@@ -149,6 +154,7 @@ impl PoolDims {
     }
 
     /// The real cells of window `(oh, ow)`.
+    #[inline(always)]
     fn window(&self, oh: usize, ow: usize) -> (Range<usize>, Range<usize>) {
         let s = &self.s;
         (
@@ -158,6 +164,7 @@ impl PoolDims {
     }
 
     /// Output rows `oh` whose windows cover input row `ih`.
+    #[inline(always)]
     fn covering(&self, ih: usize) -> Range<usize> {
         let s = &self.s;
         let top = ih + s.pad_top; // window oh covers rows oh·sh .. oh·sh + pool (padded)
@@ -167,10 +174,20 @@ impl PoolDims {
     }
 }
 
+/// Whether `v` replaces `best` as the first maximum so far: a NaN stays, a
+/// NaN or a strictly greater value takes over (the IR's `argmax`). Bitwise
+/// `|`/`&`, not `||`/`&&`: no branch, so the block loops stay vector
+/// compare-and-blends (a branch per lane mispredicts on real activations).
+#[inline(always)]
+fn takes_over(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 /// The first maximum of channels `c0..c0 + nb` of window `(n, oh, ow)`:
 /// its row in `arg_h`, its column in `arg_w` (fixed-size blocks, so the
 /// compare-and-select loop vectorises).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn argmax(
     d: &PoolDims,
     x: &[f32],
@@ -192,7 +209,7 @@ fn argmax(
         for iw in cols.clone() {
             let v = block(x, at(ih, iw), nb);
             for l in 0..BLOCK {
-                let better = v[l] > best[l];
+                let better = takes_over(v[l], best[l]);
                 best[l] = if better { v[l] } else { best[l] };
                 arg_h[l] = if better { ih as u32 } else { arg_h[l] };
                 arg_w[l] = if better { iw as u32 } else { arg_w[l] };
@@ -232,6 +249,38 @@ pub(crate) fn forward_rows(
     rows: Range<usize>,
     y: &mut [f32],
 ) {
+    forward_rows_in(d, kind, x, rows, y)
+}
+
+/// [`forward_rows`] compiled for AVX-512 (a block is one register; the
+/// caller checks the host has AVX-512F).
+#[target_feature(enable = "avx512f")]
+pub(crate) fn forward_rows_avx512(
+    d: &PoolDims,
+    kind: PoolKind,
+    x: &[f32],
+    rows: Range<usize>,
+    y: &mut [f32],
+) {
+    forward_rows_in(d, kind, x, rows, y)
+}
+
+/// [`backward_rows`] compiled for AVX-512 (the caller checks the host has
+/// AVX-512F).
+#[target_feature(enable = "avx512f")]
+pub(crate) fn backward_rows_avx512(
+    d: &PoolDims,
+    kind: PoolKind,
+    x: &[f32],
+    dy: &[f32],
+    rows: Range<usize>,
+    dx: &mut [f32],
+) {
+    backward_rows_in(d, kind, x, dy, rows, dx)
+}
+
+#[inline(always)]
+fn forward_rows_in(d: &PoolDims, kind: PoolKind, x: &[f32], rows: Range<usize>, y: &mut [f32]) {
     let s = &d.s;
     let c = s.channels;
     let mut o = 0;
@@ -247,23 +296,23 @@ pub(crate) fn forward_rows(
                 let nb = BLOCK.min(c - c0);
                 let mut acc = match kind {
                     PoolKind::Max => block(x, at(wr.start, wc.start) + c0, nb),
-                    PoolKind::Average => [0.0; BLOCK],
+                    PoolKind::Sum => [0.0; BLOCK],
                 };
                 for ih in wr.clone() {
                     for iw in wc.clone() {
                         let v = block(x, at(ih, iw) + c0, nb);
                         for l in 0..BLOCK {
                             acc[l] = match kind {
-                                PoolKind::Max => acc[l].max(v[l]),
-                                PoolKind::Average => acc[l] + v[l],
+                                PoolKind::Max => {
+                                    if takes_over(v[l], acc[l]) {
+                                        v[l]
+                                    } else {
+                                        acc[l]
+                                    }
+                                }
+                                PoolKind::Sum => acc[l] + v[l],
                             };
                         }
-                    }
-                }
-                if kind == PoolKind::Average {
-                    let count = (wr.len() * wc.len()) as f32;
-                    for a in acc.iter_mut() {
-                        *a /= count;
                     }
                 }
                 for (o, a) in out[c0..c0 + nb].iter_mut().zip(&acc) {
@@ -278,6 +327,18 @@ pub(crate) fn forward_rows(
 /// `dx` rows `rows` (`n·H + ih`) of the gradient of the pooling of `x`
 /// given `dy`; `dx` is their slice (overwritten).
 pub(crate) fn backward_rows(
+    d: &PoolDims,
+    kind: PoolKind,
+    x: &[f32],
+    dy: &[f32],
+    rows: Range<usize>,
+    dx: &mut [f32],
+) {
+    backward_rows_in(d, kind, x, dy, rows, dx)
+}
+
+#[inline(always)]
+fn backward_rows_in(
     d: &PoolDims,
     kind: PoolKind,
     x: &[f32],
@@ -307,20 +368,30 @@ pub(crate) fn backward_rows(
                         while c0 < c {
                             let nb = BLOCK.min(c - c0);
                             argmax(d, x, n, oh, ow, c0, nb, &mut arg_h, &mut arg_w);
-                            for l in 0..nb {
-                                if arg_h[l] as usize == ih {
-                                    dx[local + arg_w[l] as usize * c + c0 + l] += dy[g + c0 + l];
+                            let grad = block(dy, g + c0, nb);
+                            // Each cell of the row adds the gradient of the
+                            // lanes whose maximum it is (a masked add, no
+                            // per-lane branch).
+                            for iw in wc.clone() {
+                                let mut add = [0.0f32; BLOCK];
+                                for l in 0..BLOCK {
+                                    let mine =
+                                        (arg_h[l] as usize == ih) & (arg_w[l] as usize == iw);
+                                    add[l] = if mine { grad[l] } else { 0.0 };
+                                }
+                                let o = local + iw * c + c0;
+                                for (d, a) in dx[o..o + nb].iter_mut().zip(&add) {
+                                    *d += *a;
                                 }
                             }
                             c0 += nb;
                         }
                     }
-                    PoolKind::Average => {
-                        let count = (wr.len() * wc.len()) as f32;
+                    PoolKind::Sum => {
                         for iw in wc {
                             let out = &mut dx[local + iw * c..local + (iw + 1) * c];
                             for (o, &v) in out.iter_mut().zip(&dy[g..g + c]) {
-                                *o += v / count;
+                                *o += v;
                             }
                         }
                     }
@@ -336,7 +407,7 @@ mod tests {
     use crate::conv::same_padding;
     use proptest::prelude::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {
@@ -393,20 +464,27 @@ mod tests {
         for (o, cells) in windows(d) {
             match kind {
                 PoolKind::Max => {
-                    let mut arg = cells[0];
-                    for &i in &cells {
-                        if x[i] > x[arg] {
-                            arg = i;
-                        }
-                    }
+                    // The first NaN, else the first cell none exceeds.
+                    let arg = cells
+                        .iter()
+                        .copied()
+                        .find(|&i| x[i].is_nan())
+                        .unwrap_or_else(|| {
+                            let mut arg = cells[0];
+                            for &i in &cells {
+                                if x[i] > x[arg] {
+                                    arg = i;
+                                }
+                            }
+                            arg
+                        });
                     y[o] = x[arg];
                     dx[arg] += dy[o] as f64;
                 }
-                PoolKind::Average => {
-                    let sum: f64 = cells.iter().map(|&i| x[i] as f64).sum();
-                    y[o] = (sum / cells.len() as f64) as f32;
+                PoolKind::Sum => {
+                    y[o] = cells.iter().map(|&i| x[i] as f64).sum::<f64>() as f32;
                     for &i in &cells {
-                        dx[i] += dy[o] as f64 / cells.len() as f64;
+                        dx[i] += dy[o] as f64;
                     }
                 }
             }
@@ -421,15 +499,40 @@ mod tests {
         dy: &[f32],
         parts: usize,
     ) -> (Vec<f32>, Vec<f32>) {
+        run_with(d, kind, x, dy, parts, false)
+    }
+
+    /// `run` on the portable build or (`wide`) the AVX-512 one.
+    fn run_with(
+        d: &PoolDims,
+        kind: PoolKind,
+        x: &[f32],
+        dy: &[f32],
+        parts: usize,
+        wide: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        assert!(!wide || std::arch::is_x86_feature_detected!("avx512f"));
         let s = d.spec();
         let mut y = vec![f32::NAN; d.output_len()];
         let mut dx = vec![f32::NAN; d.input_len()];
         let (yr, xr) = (d.out_w() * s.channels, s.width * s.channels);
         for part in 0..parts {
             let r = d.forward_rows(part, parts);
-            forward_rows(d, kind, x, r.clone(), &mut y[r.start * yr..r.end * yr]);
+            let y = &mut y[r.start * yr..r.end * yr];
+            if wide {
+                // SAFETY: AVX-512F is present (asserted above).
+                unsafe { forward_rows_avx512(d, kind, x, r, y) }
+            } else {
+                forward_rows(d, kind, x, r, y)
+            }
             let r = d.backward_rows(part, parts);
-            backward_rows(d, kind, x, dy, r.clone(), &mut dx[r.start * xr..r.end * xr]);
+            let dx = &mut dx[r.start * xr..r.end * xr];
+            if wide {
+                // SAFETY: as above.
+                unsafe { backward_rows_avx512(d, kind, x, dy, r, dx) }
+            } else {
+                backward_rows(d, kind, x, dy, r, dx)
+            }
         }
         (y, dx)
     }
@@ -460,8 +563,8 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
-        /// Forward and backward against the reference; parts 1–3 give
-        /// bit-identical results.
+        /// Forward and backward against the reference; parts 1–3 and the
+        /// AVX-512 build give bit-identical results.
         #[test]
         fn matches_reference(n in 1usize..3, h in 1usize..9, w in 1usize..9, c in 1usize..20,
                              ph in 1usize..4, pw in 1usize..4, sh in 1usize..4, sw in 1usize..4,
@@ -476,20 +579,25 @@ mod tests {
                 prop_assume!(!same);
                 return Ok(());
             };
-            let kind = if max { PoolKind::Max } else { PoolKind::Average };
-            // Few distinct values, so max windows have ties.
-            let x: Vec<f32> = random(d.input_len(), seed).iter().map(|v| (v * 3.0).round()).collect();
+            let kind = if max { PoolKind::Max } else { PoolKind::Sum };
+            // Few distinct values, so max windows have ties, and a few NaNs.
+            let x: Vec<f32> = random(d.input_len(), seed)
+                .iter()
+                .map(|v| if *v > 0.97 { f32::NAN } else { (v * 3.0).round() })
+                .collect();
             let dy = random(d.output_len(), seed ^ 1);
             let (wy, wdx) = reference(&d, kind, &x, &dy);
             let (y, dx) = run(&d, kind, &x, &dy, 1);
             for (i, (g, w)) in y.iter().zip(&wy).enumerate() {
-                prop_assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{s:?}: y[{i}] = {g}, want {w}");
+                prop_assert!((g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{s:?}: y[{i}] = {g}, want {w}");
             }
             for (i, (g, w)) in dx.iter().zip(&wdx).enumerate() {
                 prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{s:?}: dx[{i}] = {g}, want {w}");
             }
-            for parts in [2, 3] {
-                let (y2, dx2) = run(&d, kind, &x, &dy, parts);
+            // Bit-identical over part counts, and for the AVX-512 build.
+            let wide = std::arch::is_x86_feature_detected!("avx512f");
+            for (parts, wide) in [(2, false), (3, false), (1, wide), (2, wide)] {
+                let (y2, dx2) = run_with(&d, kind, &x, &dy, parts, wide);
                 prop_assert!(y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()));
                 prop_assert!(dx.iter().zip(&dx2).all(|(a, b)| a.to_bits() == b.to_bits()));
             }
@@ -512,9 +620,15 @@ mod tests {
         let (y, dx) = run(&d, PoolKind::Max, &x, &dy, 1);
         assert_eq!(y, [5.0, 7.0, 3.0, -1.0]);
         assert_eq!(dx, [0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 4.0]);
-        let (y, dx) = run(&d, PoolKind::Average, &x, &dy, 1);
-        assert_eq!(y, [11.0 / 4.0, 4.5, 3.0, -1.0]);
-        assert_eq!(dx, [0.25, 0.25, 1.0, 0.25, 0.25, 1.0, 1.5, 1.5, 4.0]);
+        let (y, dx) = run(&d, PoolKind::Sum, &x, &dy, 1);
+        assert_eq!(y, [11.0, 9.0, 6.0, -1.0]);
+        assert_eq!(dx, [1.0, 1.0, 2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 4.0]);
+        // A NaN is the maximum wherever it is (the first one, if several).
+        let x = [1.0, f32::NAN, 2.0, f32::NAN, 9.0, 7.0, 3.0, 3.0, -1.0];
+        let (y, dx) = run(&d, PoolKind::Max, &x, &dy, 1);
+        assert!(y[0].is_nan());
+        assert_eq!(y[1..], [7.0, 3.0, -1.0]);
+        assert_eq!(dx, [0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 4.0]);
     }
 
     /// Central differences of `Σ r·pool(x)` against the backward pass
@@ -535,7 +649,7 @@ mod tests {
                 .map(|i| ((i * 37) % 101) as f32 * 0.1)
                 .collect();
             let r = random(d.output_len(), 5);
-            for kind in [PoolKind::Max, PoolKind::Average] {
+            for kind in [PoolKind::Max, PoolKind::Sum] {
                 let loss = |x: &[f32]| -> f64 {
                     run(&d, kind, x, &r, 1)
                         .0
@@ -566,9 +680,9 @@ mod tests {
         let d = PoolDims::new(spec(2, 3, 4, 2, (3, 4), (3, 4))).unwrap();
         assert_eq!((d.out_h(), d.out_w()), (1, 1));
         let x: Vec<f32> = (0..48).map(|i| i as f32).collect();
-        let (y, _) = run(&d, PoolKind::Average, &x, &[0.0; 4], 1);
-        // Channel 0 of image 0: the even numbers 0..22, mean 11.
-        assert_eq!(y, [11.0, 12.0, 35.0, 36.0]);
+        let (y, _) = run(&d, PoolKind::Sum, &x, &[0.0; 4], 1);
+        // Channel 0 of image 0: the even numbers 0..22, sum 132.
+        assert_eq!(y, [132.0, 144.0, 420.0, 432.0]);
         let field = |s: PoolSpec| PoolDims::new(s).unwrap_err().field;
         let ok = spec(1, 4, 4, 1, (2, 2), (2, 2));
         assert_eq!(field(PoolSpec { pool_w: 0, ..ok }), "pool_w");
@@ -585,11 +699,12 @@ mod tests {
 }
 
 /// `cargo test --release -p lossgraph-runtime --lib pool::speed -- --ignored
-/// --nocapture`: the `cnn` workload's two max poolings at batch 128, median
-/// of 7 rounds, one part.
+/// --nocapture`: the `cnn` workload's two max poolings at batch 128 on
+/// relu-like data, median of 7 rounds, one part.
 #[cfg(test)]
 mod speed {
     use super::*;
+    use crate::pool::tests;
     use std::time::Instant;
 
     #[test]
@@ -611,8 +726,10 @@ mod speed {
                 pad_right: 0,
             })
             .unwrap();
-            let x: Vec<f32> = (0..d.input_len())
-                .map(|i| ((i * 37) % 101) as f32)
+            // Like a relu's output: random, half of it zeros.
+            let x: Vec<f32> = tests::random(d.input_len(), 3)
+                .iter()
+                .map(|v| v.max(0.0))
                 .collect();
             let dy = vec![1.0f32; d.output_len()];
             let mut y = vec![0.0f32; d.output_len()];
@@ -631,19 +748,38 @@ mod speed {
                 t.sort_by(f64::total_cmp);
                 t[3]
             };
-            let fwd =
-                time(&mut || forward_rows(&d, PoolKind::Max, &x, d.forward_rows(0, 1), &mut y));
-            let bwd = time(&mut || {
-                backward_rows(&d, PoolKind::Max, &x, &dy, d.backward_rows(0, 1), &mut dx)
-            });
-            let avg =
-                time(&mut || forward_rows(&d, PoolKind::Average, &x, d.forward_rows(0, 1), &mut y));
-            println!(
-                "max pool 2x2 of 128x{h}x{h}x{c}: forward {:.0} us, backward {:.0} us; average forward {:.0} us",
-                fwd * 1e6,
-                bwd * 1e6,
-                avg * 1e6
-            );
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            for wide in [false, true] {
+                if wide && !avx512 {
+                    continue;
+                }
+                let fwd_of = |kind, y: &mut [f32]| {
+                    if wide {
+                        // SAFETY: AVX-512F was detected above.
+                        unsafe { forward_rows_avx512(&d, kind, &x, d.forward_rows(0, 1), y) }
+                    } else {
+                        forward_rows(&d, kind, &x, d.forward_rows(0, 1), y)
+                    }
+                };
+                let fwd = time(&mut || fwd_of(PoolKind::Max, &mut y));
+                let bwd = time(&mut || {
+                    let rows = d.backward_rows(0, 1);
+                    if wide {
+                        // SAFETY: AVX-512F was detected above.
+                        unsafe { backward_rows_avx512(&d, PoolKind::Max, &x, &dy, rows, &mut dx) }
+                    } else {
+                        backward_rows(&d, PoolKind::Max, &x, &dy, rows, &mut dx)
+                    }
+                });
+                let sum = time(&mut || fwd_of(PoolKind::Sum, &mut y));
+                println!(
+                    "{} max pool 2x2 of 128x{h}x{h}x{c}: forward {:.0} us, backward {:.0} us; sum forward {:.0} us",
+                    if wide { "avx512  " } else { "portable" },
+                    fwd * 1e6,
+                    bwd * 1e6,
+                    sum * 1e6
+                );
+            }
         }
     }
 }

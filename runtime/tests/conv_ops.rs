@@ -1,10 +1,12 @@
 //! Convolution and pooling composites (`lossgraph_ir::conv`) on random
 //! geometries: the interpreter against a naive f64 reference written here,
 //! the gradients against finite differences, and the JIT against the
-//! interpreter (forward value and both gradients). Geometries cover odd
-//! sizes, strides that do not divide, 1×1 kernels, kernels as large as the
-//! (padded) input, dilation, `same` padding, groups and depthwise kernels,
-//! in 1-d and 2-d.
+//! interpreter (forward value and both gradients), with the convolution
+//! and pooling calls on and off. Geometries cover odd sizes, strides that
+//! do not divide, 1×1 kernels, kernels as large as the (padded) input,
+//! dilation, `same` padding, groups and depthwise kernels, in 1-d and 2-d;
+//! pooling graphs also after the default pass pipeline (as the front end
+//! compiles them), and max pooling with tied windows.
 
 mod common;
 
@@ -12,6 +14,7 @@ use common::Rng;
 use lossgraph_compiler::autodiff::append_gradients;
 use lossgraph_compiler::fusion::FusionOptions;
 use lossgraph_compiler::gradcheck::{check_gradients, GradCheckOptions};
+use lossgraph_compiler::passes::default_pipeline;
 use lossgraph_ir::conv::{avg_pool, conv, keras_padding, max_pool, Padding};
 use lossgraph_ir::{interp, Builder, Graph, HostTensor, Literal, Tensor, TensorType};
 use lossgraph_runtime::{Engine, JitOptions, Program};
@@ -145,7 +148,9 @@ fn distinct(rng: &mut Rng, n: usize) -> Vec<f32> {
     v
 }
 
-/// Builds `y = op(params)`, `loss = Σ y·proj`, and the gradients of `loss`.
+/// Builds `y = op(params)`, `loss = Σ y²·proj`, and the gradients of
+/// `loss` (`dy = 2·y·proj` depends on the input, so that constant folding
+/// cannot turn the backward pass into constants).
 fn graph(
     params: &[(&str, Vec<usize>)],
     rng: &mut Rng,
@@ -161,7 +166,7 @@ fn graph(
         Literal::F32(random(rng, numel(y.shape()))),
         TensorType::f32(y.shape()),
     );
-    let loss = (&y * &proj).sum_all();
+    let loss = (&(&y * &y) * &proj).sum_all();
     b.output("y", &y);
     b.output("loss", &loss);
     let mut g = b.finish().unwrap();
@@ -191,8 +196,9 @@ fn close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<
 }
 
 /// Interpreter vs `want`, gradients vs finite differences, JIT vs
-/// interpreter; `expect_convs`: the convolution calls the graph must
-/// compile to when they are on.
+/// interpreter; `expect_calls`: the convolution and pooling calls the
+/// graph must compile to when they are on (pooling: `None` when not
+/// checked).
 /// `step` is the relative finite-difference step: pooling cases use a
 /// small one so that no difference crosses between the distinct values
 /// (0.1 apart) of a window.
@@ -202,7 +208,7 @@ fn check(
     feeds: &HashMap<String, HostTensor>,
     want: &[f64],
     step: f32,
-    expect_convs: usize,
+    expect_calls: (usize, Option<usize>),
 ) -> Result<(), String> {
     let outs: HashMap<String, HostTensor> = interp::interpret(g, feeds)
         .map_err(|e| format!("{label}: interpreter: {e}"))?
@@ -225,9 +231,10 @@ fn check(
     if !rep.passed(1e-2) {
         return Err(format!("{label}: VJP vs finite differences:\n{rep}"));
     }
-    // The JIT with the convolution calls forced on (both threads, every
-    // call split) and off (im2col): each against the interpreter, and the
-    // calls bit-identical on one and two threads.
+    // The JIT with the convolution and pooling calls forced on (both
+    // threads, every call split) and off (im2col, the pooling composite):
+    // each against the interpreter, and the calls bit-identical on one and
+    // two threads.
     let base = JitOptions::default();
     let configs = [
         ("calls x2", true, 2),
@@ -239,6 +246,7 @@ fn check(
         let opts = JitOptions {
             fusion: FusionOptions {
                 conv_calls: calls,
+                pool_calls: calls,
                 ..base.fusion
             },
             threads,
@@ -248,15 +256,26 @@ fn check(
         };
         let label = format!("{label} [{config}]");
         let mut p = Program::new_jit(g.clone(), &opts).map_err(|e| format!("{label}: JIT: {e}"))?;
-        let convs = p.compile_stats().map_or(0, |s| s.convs);
+        let stats = p.compile_stats();
+        let (convs, pools) = stats.map_or((0, 0), |s| (s.convs, s.pools));
         let want_convs = if calls && conv_calls_available() {
-            expect_convs
+            expect_calls.0
         } else {
             0
         };
         if convs != want_convs {
             return Err(format!(
                 "{label}: {convs} convolution calls, expected {want_convs}"
+            ));
+        }
+        let want_pools = if calls && pool_calls_available() {
+            expect_calls.1
+        } else {
+            Some(0)
+        };
+        if want_pools.is_some_and(|w| w != pools) {
+            return Err(format!(
+                "{label}: {pools} pooling calls, expected {want_pools:?}"
             ));
         }
         for (name, t) in feeds {
@@ -296,6 +315,11 @@ fn check(
 /// turn them on exactly then.
 fn conv_calls_available() -> bool {
     JitOptions::default().fusion.conv_calls
+}
+
+/// Whether this host runs pooling calls (x86-64).
+fn pool_calls_available() -> bool {
+    JitOptions::default().fusion.pool_calls
 }
 
 fn random_geo(rng: &mut Rng, case: usize) -> Geo {
@@ -363,7 +387,7 @@ fn conv_random_geometries() {
         let label = format!("conv case {case} {geo:?} groups {groups} filters {f}");
         // Ungrouped: forward, data and filter gradient as calls.
         let expect = if groups == 1 { 3 } else { 0 };
-        if let Err(e) = check(&label, &g, &feeds, &want, 1.0 / 32.0, expect) {
+        if let Err(e) = check(&label, &g, &feeds, &want, 1.0 / 32.0, (expect, Some(0))) {
             failures.push(e);
         }
     }
@@ -395,15 +419,22 @@ fn pooling_random_geometries() {
             });
             let feeds = HashMap::from([("x".to_string(), HostTensor::f32(&xs, xv).unwrap())]);
             let kind = if max { "max" } else { "avg" };
-            if let Err(e) = check(
-                &format!("{kind} pool case {case} {geo:?}"),
-                &g,
-                &feeds,
-                &want,
-                1e-3,
-                0,
-            ) {
-                failures.push(e);
+            // Forward and gradient as calls; a one-cell window is no pooling
+            // once simplified (its sum over one tap is a reshape).
+            let calls = (numel(&geo.window) > 1).then_some(2);
+            let mut optimized = g.clone();
+            default_pipeline().run(&mut optimized).unwrap();
+            for (graph, version) in [(&g, "as built"), (&optimized, "optimized")] {
+                if let Err(e) = check(
+                    &format!("{kind} pool case {case} {geo:?} ({version})"),
+                    graph,
+                    &feeds,
+                    &want,
+                    1e-3,
+                    (0, calls),
+                ) {
+                    failures.push(e);
+                }
             }
         }
     }
@@ -436,6 +467,78 @@ fn max_pool_ties_route_to_first_maximum() {
         p.output("grad/x").unwrap().to_host().to_f64(),
         vec![1.0, 0.0, 0.0, 0.0]
     );
+}
+
+/// Max pooling with many tied windows (values from {-1, 0, 1}, some
+/// windows all padding but one cell): the JIT with the pooling calls on
+/// one and two threads gives the interpreter's value exactly and its
+/// gradient (the first maximum wins, as `argmax` picks it), as built and
+/// optimized.
+#[test]
+fn max_pool_calls_match_interpreter_on_ties() {
+    let mut rng = Rng::new(56);
+    let mut failures = Vec::new();
+    for case in 0..16 {
+        let geo = random_geo(&mut rng, case);
+        let geo = Geo {
+            dilation: vec![1; geo.spatial.len()],
+            ..geo
+        };
+        if numel(&geo.window) == 1 {
+            continue;
+        }
+        let (_, lo, hi) = geo.pads();
+        let xs: Vec<usize> = [vec![geo.n], geo.spatial.clone(), vec![geo.c]].concat();
+        let xv: Vec<f32> = (0..numel(&xs))
+            .map(|_| (rng.next_u64() % 3) as f32 - 1.0)
+            .collect();
+        let (w, st) = (geo.window.clone(), geo.strides.clone());
+        let g = graph(&[("x", xs.clone())], &mut rng, |p| {
+            max_pool(&p[0], &w, &st, &lo, &hi).unwrap()
+        });
+        let feeds = HashMap::from([("x".to_string(), HostTensor::f32(&xs, xv).unwrap())]);
+        let mut optimized = g.clone();
+        default_pipeline().run(&mut optimized).unwrap();
+        for (graph, version) in [(&g, "as built"), (&optimized, "optimized")] {
+            let label = format!("ties case {case} {geo:?} ({version})");
+            let want: HashMap<String, HostTensor> = interp::interpret(graph, &feeds)
+                .unwrap()
+                .into_iter()
+                .collect();
+            for threads in [1, 2] {
+                let base = JitOptions::default();
+                let opts = JitOptions {
+                    threads,
+                    split_min_work: 1,
+                    ..base
+                };
+                let mut p = Program::new_jit(graph.clone(), &opts).unwrap();
+                let pools = p.compile_stats().map_or(0, |s| s.pools);
+                if pool_calls_available() && pools != 2 {
+                    failures.push(format!("{label}: {pools} pooling calls, expected 2"));
+                }
+                p.set_var("x", &feeds["x"]).unwrap();
+                p.run(&[]).unwrap();
+                // `y` is a window's cell, exactly; `grad/x` sums the
+                // gradients routed to each cell (in another order where
+                // windows overlap: rounding only, while a gradient routed
+                // to another tied cell would be off by a whole `dy`).
+                for (out, tol) in [("y", 0.0), ("grad/x", 1e-5)] {
+                    let got = p.output(out).unwrap().to_host().to_f64();
+                    if let Err(e) = close(
+                        &format!("{label} x{threads}: {out}"),
+                        &got,
+                        &want[out].to_f64(),
+                        tol,
+                        tol,
+                    ) {
+                        failures.push(e);
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Same padding splits an odd total with the extra cell at the end

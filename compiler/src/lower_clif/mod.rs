@@ -1175,6 +1175,24 @@ pub fn clif_text(
                     c.operands[1].index()
                 );
             }
+            nest::KernelBody::Pool(c) => {
+                let ops: Vec<String> = c
+                    .operands
+                    .iter()
+                    .map(|o| format!("%{}", o.index()))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "; kernel {k}: pooling call {}, image {:?}x{} window {:?} strides {:?} (out %{}, operands {})\n",
+                    c.pass.name(),
+                    c.spatial,
+                    c.channels,
+                    c.window,
+                    c.strides,
+                    c.out.index(),
+                    ops.join(" ")
+                );
+            }
             nest::KernelBody::AllReduce { out, x, numel } => {
                 let _ = writeln!(
                     s,

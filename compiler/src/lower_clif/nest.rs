@@ -9,6 +9,7 @@
 
 use crate::conv_calls::ConvCall;
 use crate::fusion::{node_error, CodegenError, KernelKind, NodeClass, Plan};
+use crate::pool_calls::PoolCall;
 use lossgraph_ir::types::strides as row_strides;
 use lossgraph_ir::{BinaryOp, DType, Literal, NodeId, Op, ReduceOp, UnaryOp};
 use std::collections::HashMap;
@@ -199,6 +200,9 @@ pub enum KernelBody {
     /// A convolution pass run by the runtime's convolution routines; its
     /// `out` and `operands` are storage nodes.
     Conv(ConvCall),
+    /// A pooling pass run by the runtime's pooling routines; its `out` and
+    /// `operands` are storage nodes.
+    Pool(PoolCall),
     /// An `all_reduce_mean` of the stored `f32` buffer `x` into `out`
     /// (`numel` elements each; the same buffer when the memory plan lets
     /// the reduction run in place), run by the communicator.
@@ -237,6 +241,7 @@ impl KernelBody {
                 .collect(),
             KernelBody::Gemm(g) | KernelBody::SmallMatmul(g) => vec![(g.a, None), (g.b, None)],
             KernelBody::Conv(c) => c.operands.iter().map(|&o| (o, None)).collect(),
+            KernelBody::Pool(c) => c.operands.iter().map(|&o| (o, None)).collect(),
             KernelBody::AllReduce { x, .. } => vec![(*x, None)],
         }
     }
@@ -651,6 +656,25 @@ pub fn kernel_body(plan: &Plan, k: usize, opts: &BodyOptions) -> Result<KernelBo
             call.out = plan.storage_of(call.out);
             call.operands = call.operands.map(|o| plan.storage_of(o));
             Ok(KernelBody::Conv(call))
+        }
+        KernelKind::Pool(pass) => {
+            let mut call = crate::pool_calls::match_root(g, root0)
+                .filter(|c| c.pass == pass)
+                .ok_or_else(|| {
+                    node_error(
+                        g,
+                        root0,
+                        &format!(
+                            "kernel {k}: not the {} pattern it was planned as",
+                            pass.name()
+                        ),
+                    )
+                })?;
+            call.out = plan.storage_of(call.out);
+            for o in call.operands.iter_mut() {
+                *o = plan.storage_of(*o);
+            }
+            Ok(KernelBody::Pool(call))
         }
         KernelKind::Elementwise => {
             let shape = node0.ty.shape.to_vec();

@@ -22,6 +22,7 @@
 use crate::error::{Error, Result};
 use crate::initializers::{Init, Rng};
 use crate::regularizers::Regularizer;
+use crate::sublayer::Sublayer;
 use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
 use lossgraph_runtime::VariableStore;
 use std::collections::{HashMap, HashSet};
@@ -54,20 +55,28 @@ pub trait Layer {
     }
 
     /// Emits the layer's computation on a batch `inputs` (batch axis first).
-    fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor>;
+    /// A layer implements this, [`call_multi`](Self::call_multi) (several
+    /// inputs) or [`call_outputs`](Self::call_outputs) (several outputs);
+    /// the default is an error naming the layer.
+    fn call(&self, ctx: &mut CallCtx<'_>, inputs: &Tensor) -> Result<Tensor> {
+        let _ = inputs;
+        Err(Error::layer(
+            ctx.path(),
+            format!(
+                "{} implements none of call, call_multi and call_outputs",
+                self.class_name()
+            ),
+        ))
+    }
 
-    /// `build` for layers taking several inputs; the default accepts exactly one.
+    /// `build` for layers taking several inputs: the default builds with
+    /// [`build`](Self::build) for one input and does nothing for several (a
+    /// layer without weights, such as an endpoint computing a loss from
+    /// targets and logits; a single-input layer is refused when called).
     fn build_multi(&mut self, ctx: &mut BuildCtx<'_>, input_shapes: &[Vec<usize>]) -> Result<()> {
         match input_shapes {
             [one] => self.build(ctx, one),
-            _ => Err(Error::layer(
-                ctx.path(),
-                format!(
-                    "{} takes one input, got {}",
-                    self.class_name(),
-                    input_shapes.len()
-                ),
-            )),
+            _ => Ok(()),
         }
     }
 
@@ -86,8 +95,15 @@ pub trait Layer {
         }
     }
 
-    /// The activity regulariser applied (by the framework, after `call`) to the
-    /// layer's output, divided by the batch size as in Keras 3.
+    /// `call` for layers returning several tensors (Keras's tuple-returning
+    /// layers: an encoder's `z_mean, z_log_var, z`); the framework always
+    /// calls this. The default returns `call_multi`'s one tensor.
+    fn call_outputs(&self, ctx: &mut CallCtx<'_>, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        Ok(vec![self.call_multi(ctx, inputs)?])
+    }
+
+    /// The activity regulariser applied (by the framework, after `call`) to
+    /// each of the layer's outputs, divided by the batch size as in Keras 3.
     fn activity_regularizer(&self) -> Option<&Regularizer> {
         None
     }
@@ -316,7 +332,47 @@ impl BuildCtx<'_> {
         });
     }
 
-    /// Builds a sub-layer under `<path>/<name>`; its weights and losses are collected with this layer's.
+    /// Takes over a variable of a model nested in this layer (a model used as
+    /// a layer): `<path>/<v.path>`, with `value` as its initial value, the
+    /// same kind and regulariser, trainable while both are.
+    pub(crate) fn adopt(&mut self, v: &Variable, value: &HostTensor) -> Result<()> {
+        let path = format!("{}/{}", self.path, v.path);
+        if self.vars.iter().any(|w| w.path == path) {
+            return Err(Error::layer(
+                &self.path,
+                format!("weight '{}' is created twice", v.path),
+            ));
+        }
+        self.store
+            .register(&path, &v.ty)
+            .and_then(|_| self.store.set(&path, value))
+            .map_err(|e| Error::layer(&self.path, format!("weight '{}': {e}", v.path)))?;
+        self.vars.push(Variable {
+            path,
+            layer: format!("{}/{}", self.path, v.layer),
+            name: v.name.clone(),
+            ty: v.ty.clone(),
+            kind: v.kind,
+            trainable: v.trainable && self.trainable,
+            regularizer: v.regularizer.clone(),
+            layer_index: self.layer_index,
+        });
+        Ok(())
+    }
+
+    /// Takes over a build-time loss of a model nested in this layer, owned by `<path>/<owner>`.
+    pub(crate) fn adopt_loss(&mut self, owner: &str, f: Rc<dyn Fn(&CallCtx<'_>) -> Tensor>) {
+        self.build_losses.push(BuildLoss {
+            owner: format!("{}/{owner}", self.path),
+            layer_index: self.layer_index,
+            f,
+        });
+    }
+
+    /// Builds a sub-layer under `<path>/<name>` with hand-passed input shapes;
+    /// its weights and losses are collected with this layer's. A
+    /// [`Sublayer`] called with [`CallCtx::call`] needs no such step: it is
+    /// built on its first call.
     pub fn build_sublayer(
         &mut self,
         name: &str,
@@ -333,6 +389,44 @@ impl BuildCtx<'_> {
             rng: self.rng,
         };
         layer.build_multi(&mut sub, input_shapes)
+    }
+}
+
+/// What building layers needs: the model's variables (with their initial
+/// values), its build-time losses and the initialisers' generator. A model
+/// under construction owns one; while it infers a layer's output shape the
+/// trace holds it, so that sub-layers are built on their first call.
+pub(crate) struct BuildResources {
+    pub vars: Vec<Variable>,
+    pub store: VariableStore,
+    pub build_losses: Vec<BuildLoss>,
+    pub rng: Rng,
+    /// Names of the sub-layers built so far, per parent path (for automatic names).
+    pub children: HashMap<String, HashSet<String>>,
+}
+
+impl BuildResources {
+    pub(crate) fn new(seed: u64) -> BuildResources {
+        BuildResources {
+            vars: Vec::new(),
+            store: VariableStore::new(),
+            build_losses: Vec::new(),
+            rng: Rng::new(seed),
+            children: HashMap::new(),
+        }
+    }
+
+    /// A build context for the layer at `path` (top-level layer `layer_index`).
+    pub(crate) fn ctx(&mut self, path: &str, layer_index: usize, trainable: bool) -> BuildCtx<'_> {
+        BuildCtx {
+            path: path.to_string(),
+            layer_index,
+            trainable,
+            vars: &mut self.vars,
+            store: &mut self.store,
+            build_losses: &mut self.build_losses,
+            rng: &mut self.rng,
+        }
     }
 }
 
@@ -365,6 +459,32 @@ pub(crate) struct TraceState {
     /// `(state variable, new value)` assigned in this trace, in first-assign
     /// order; a later assign of the same variable replaces the value.
     pub updates: Vec<(String, Tensor)>,
+    /// Present while a model is being built: sub-layers called for the first
+    /// time are built with it.
+    pub build: Option<BuildResources>,
+}
+
+/// Binds each variable to a fresh `param` node in its layer's scope and
+/// returns them as (full name, tensor), in the given order.
+pub(crate) fn bind_variables<'v>(
+    st: &mut TraceState,
+    vars: impl IntoIterator<Item = &'v Variable>,
+) -> Vec<(String, Tensor)> {
+    let mut bound = Vec::new();
+    for v in vars {
+        let prev = st.b.set_scope(v.layer.as_str());
+        let t = st.b.param(&v.path, v.ty.clone());
+        st.b.set_scope(prev);
+        st.params.insert(v.path.clone(), t.clone());
+        if v.kind == VariableKind::State {
+            st.state.insert(v.path.clone());
+        }
+        if v.trainable {
+            st.trainable.insert(v.path.clone());
+        }
+        bound.push((v.path.clone(), t));
+    }
+    bound
 }
 
 /// Name of the `i32[]` input that advances random ops (dropout) each step.
@@ -573,7 +693,100 @@ impl CallCtx<'_> {
         inputs: &[Tensor],
     ) -> Result<Tensor> {
         let path = format!("{}/{}", self.path, name);
-        invoke(self.st, &path, self.layer_index, layer, inputs)
+        let outs = invoke(self.st, &path, self.layer_index, layer, inputs)?;
+        single(outs, &path, layer)
+    }
+
+    /// Calls sub-layer `sub` (a [`Sublayer`] field of this layer: any layer,
+    /// or a built model) on one input and returns its one output. On its
+    /// first call the sub-layer is named (its own name, else Keras's
+    /// automatic name among this layer's sub-layers: `dense`, `dense_1`) and
+    /// built with the per-sample shape it is called on; its weights are
+    /// `<path>/<sub-layer>/<weight>` and its losses count with this layer's.
+    pub fn call<L: Layer>(&mut self, sub: &Sublayer<L>, input: &Tensor) -> Result<Tensor> {
+        self.call_multi(sub, std::slice::from_ref(input))
+    }
+
+    /// [`call`](Self::call) on several inputs (a merge layer, a model with several inputs).
+    pub fn call_multi<L: Layer>(&mut self, sub: &Sublayer<L>, inputs: &[Tensor]) -> Result<Tensor> {
+        let outs = self.call_outputs(sub, inputs)?;
+        let layer = sub.try_get().map_err(|e| Error::layer(&self.path, e))?;
+        single(
+            outs,
+            &format!("{}/{}", self.path, sub.name().unwrap_or("?")),
+            &*layer,
+        )
+    }
+
+    /// [`call_multi`](Self::call_multi) for a sub-layer returning several tensors.
+    pub fn call_outputs<L: Layer>(
+        &mut self,
+        sub: &Sublayer<L>,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let seg = match sub.name() {
+            Some(n) => n.to_string(),
+            None => self.build_child(sub, inputs)?,
+        };
+        let path = format!("{}/{seg}", self.path);
+        let layer = sub.try_get().map_err(|e| Error::layer(&path, e))?;
+        invoke(self.st, &path, self.layer_index, &*layer, inputs)
+    }
+
+    /// Names and builds a sub-layer on its first call (model construction only).
+    fn build_child<L: Layer>(&mut self, sub: &Sublayer<L>, inputs: &[Tensor]) -> Result<String> {
+        let mut layer = sub.try_get_mut().map_err(|e| Error::layer(&self.path, e))?;
+        let Some(res) = self.st.build.as_mut() else {
+            return Err(Error::layer(
+                &self.path,
+                format!(
+                    "sub-layer {} was not built: sub-layers are built on their first call, while the model is built",
+                    layer.class_name()
+                ),
+            ));
+        };
+        let taken = res.children.entry(self.path.clone()).or_default();
+        let seg = match layer.name() {
+            Some(n) if n.is_empty() || n.contains('/') => {
+                return Err(Error::layer(
+                    &self.path,
+                    format!("invalid sub-layer name '{n}' (must be non-empty, without '/')"),
+                ))
+            }
+            Some(n) if taken.contains(n) => {
+                return Err(Error::layer(
+                    &self.path,
+                    format!("two sub-layers are named '{n}'"),
+                ))
+            }
+            Some(n) => n.to_string(),
+            None => crate::model::auto_name(&layer.class_name(), taken),
+        };
+        taken.insert(seg.clone());
+        let path = format!("{}/{seg}", self.path);
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape()[1..].to_vec()).collect();
+        let first = res.vars.len();
+        layer.build_multi(&mut res.ctx(&path, self.layer_index, true), &shapes)?;
+        let new: Vec<Variable> = res.vars[first..].to_vec();
+        bind_variables(self.st, &new);
+        sub.set_name(seg.clone());
+        Ok(seg)
+    }
+}
+
+/// The one output of a layer call, or an error naming the layer when it returned several.
+pub(crate) fn single(outs: Vec<Tensor>, path: &str, layer: &dyn Layer) -> Result<Tensor> {
+    let n = outs.len();
+    let mut it = outs.into_iter();
+    match (it.next(), n) {
+        (Some(t), 1) => Ok(t),
+        _ => Err(Error::layer(
+            path,
+            format!(
+                "{} returns {n} tensors where one is expected (use call_outputs)",
+                layer.class_name()
+            ),
+        )),
     }
 }
 
@@ -586,7 +799,7 @@ pub(crate) fn invoke(
     layer_index: usize,
     layer: &dyn Layer,
     inputs: &[Tensor],
-) -> Result<Tensor> {
+) -> Result<Vec<Tensor>> {
     let counter = st.calls.entry(path.to_string()).or_insert(0);
     let call = *counter;
     *counter += 1;
@@ -599,14 +812,15 @@ pub(crate) fn invoke(
             layer_index,
             call,
         };
-        layer.call_multi(&mut ctx, inputs)
+        layer.call_outputs(&mut ctx, inputs)
     };
-    let result = out.and_then(|out| {
+    let result = out.and_then(|outs| {
         st.b.check().map_err(|e| Error::Ir {
             layer: path.to_string(),
             source: e,
         })?;
-        if let Some(reg) = layer.activity_regularizer() {
+        let reg = layer.activity_regularizer();
+        for (out, reg) in outs.iter().filter_map(|o| reg.map(|r| (o, r))) {
             let mut ctx = CallCtx {
                 st: &mut *st,
                 path: path.to_string(),
@@ -618,7 +832,7 @@ pub(crate) fn invoke(
                 call,
             };
             let v = ctx.st.b.with_role(role, || {
-                let l = reg.apply(&out);
+                let l = reg.apply(out);
                 match out.shape().first() {
                     Some(&n) if n > 0 => l / n as f32,
                     _ => l,
@@ -630,7 +844,7 @@ pub(crate) fn invoke(
                 source: e,
             })?;
         }
-        Ok(out)
+        Ok(outs)
     });
     st.b.set_scope(prev_scope);
     st.b.set_role(prev_role);

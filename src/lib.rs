@@ -91,6 +91,7 @@ pub mod optimizers;
 pub mod regularizers;
 pub mod stages;
 pub mod summary;
+pub mod sublayer;
 pub mod train;
 pub mod weights;
 
@@ -106,6 +107,7 @@ pub use metrics::Metric;
 pub use model::{AddedLoss, Functional, LayerId, Model, Sequential, SymbolicTensor, Trace};
 pub use optimizers::{LearningRate, Optimizer};
 pub use regularizers::Regularizer;
+pub use sublayer::Sublayer;
 pub use train::{
     CheckpointInfo, CompileOptions, Distributed, Engine, FitOptions, Gradients, History,
     InterpreterFallback, Logs, Purpose, StepStage, Validation, DEFAULT_WATCHDOG,

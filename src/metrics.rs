@@ -3,11 +3,13 @@
 //! weighted by batch size, as Keras's `Mean` metrics do.
 
 use crate::error::{Error, Result};
-use crate::losses::Loss;
+use crate::losses::{Loss, LossFn};
 use lossgraph_ir::{DType, Tensor};
+use std::fmt;
+use std::rc::Rc;
 
 /// A metric on one model output.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub enum Metric {
     /// Keras's `"accuracy"`: resolved from the shapes like Keras — sparse
     /// categorical for integer labels, binary for one-unit outputs, else categorical.
@@ -22,6 +24,40 @@ pub enum Metric {
     MeanAbsoluteError,
     /// `mean((y - ŷ)²)`.
     MeanSquaredError,
+    /// A closure `f(y_true, y_pred)` (Keras's custom metric function),
+    /// logged under `name`; a non-scalar result is averaged.
+    Custom { name: String, f: LossFn },
+}
+
+impl fmt::Debug for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Metric::BinaryAccuracy { threshold } => {
+                write!(f, "BinaryAccuracy {{ threshold: {threshold} }}")
+            }
+            Metric::Custom { name, .. } => write!(f, "Custom({name})"),
+            Metric::Accuracy
+            | Metric::CategoricalAccuracy
+            | Metric::SparseCategoricalAccuracy
+            | Metric::MeanAbsoluteError
+            | Metric::MeanSquaredError => f.write_str(self.name()),
+        }
+    }
+}
+
+/// Built-in metrics compare by kind; custom ones by name and closure identity.
+impl PartialEq for Metric {
+    fn eq(&self, other: &Metric) -> bool {
+        match (self, other) {
+            (Metric::Custom { name: a, f: fa }, Metric::Custom { name: b, f: fb }) => {
+                a == b && Rc::ptr_eq(fa, fb)
+            }
+            (Metric::BinaryAccuracy { threshold: a }, Metric::BinaryAccuracy { threshold: b }) => {
+                a == b
+            }
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
 }
 
 impl Metric {
@@ -39,8 +75,20 @@ impl Metric {
         })
     }
 
+    /// A custom metric: `f(y_true, y_pred)`, logged as `name` (Keras's
+    /// `metrics=[my_metric_fn]`).
+    pub fn custom(
+        name: impl Into<String>,
+        f: impl Fn(&Tensor, &Tensor) -> Tensor + 'static,
+    ) -> Metric {
+        Metric::Custom {
+            name: name.into(),
+            f: Rc::new(f),
+        }
+    }
+
     /// The Keras name (as shown in logs).
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Metric::Accuracy => "accuracy",
             Metric::BinaryAccuracy { .. } => "binary_accuracy",
@@ -48,12 +96,13 @@ impl Metric {
             Metric::SparseCategoricalAccuracy => "sparse_categorical_accuracy",
             Metric::MeanAbsoluteError => "mae",
             Metric::MeanSquaredError => "mse",
+            Metric::Custom { name, .. } => name,
         }
     }
 
     /// Resolves `Accuracy` for this loss and these types, as Keras's `get_metric` does.
     pub fn resolve(&self, loss: &Loss, y_true: &Tensor, y_pred: &Tensor) -> Metric {
-        if *self != Metric::Accuracy {
+        if !matches!(self, Metric::Accuracy) {
             return self.clone();
         }
         let last = y_pred.shape().last().copied().unwrap_or(1);
@@ -90,6 +139,14 @@ impl Metric {
             Metric::MeanSquaredError => {
                 let e = y_true - y_pred;
                 (&e * &e).mean_all()
+            }
+            Metric::Custom { f, .. } => {
+                let v = f(y_true, y_pred);
+                if v.rank() == 0 {
+                    v
+                } else {
+                    v.mean_all()
+                }
             }
         }
     }

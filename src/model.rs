@@ -11,10 +11,9 @@
 //! state updates layers assign (`update/<state variable>`).
 
 use crate::error::{Error, Result};
-use crate::initializers::Rng;
 use crate::layer::{
-    eval_build_loss, invoke, BuildCtx, BuildLoss, Layer, PendingLoss, TraceState, Variable,
-    VariableKind,
+    bind_variables, eval_build_loss, invoke, BuildCtx, BuildLoss, BuildResources, CallCtx, Layer,
+    PendingLoss, TraceState, Variable, VariableKind,
 };
 use crate::train::session::TrainState;
 use lossgraph_ir::{
@@ -23,6 +22,7 @@ use lossgraph_ir::{
 use lossgraph_runtime::{CopyCount, VariableStore};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 /// A symbolic tensor of a [`Functional`] model under construction: an input or a layer call's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +43,8 @@ pub(crate) struct LayerSlot {
 #[derive(Clone, Debug)]
 pub(crate) enum Producer {
     Input(usize),
-    Call(usize),
+    /// Output `.1` of call node `.0`.
+    Call(usize, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -56,7 +57,16 @@ pub(crate) struct Value {
 pub(crate) struct CallNode {
     pub layer: usize,
     pub inputs: Vec<usize>,
-    pub output: usize,
+    /// The values the call produces, one per tensor the layer returns.
+    pub outputs: Vec<usize>,
+}
+
+/// A model-level added loss ([`Functional::add_loss`]): a closure over the
+/// traced values of some symbolic tensors, re-evaluated in every trace.
+#[derive(Clone)]
+pub(crate) struct ModelLoss {
+    pub inputs: Vec<usize>,
+    pub f: Rc<dyn Fn(&[Tensor]) -> Tensor>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,7 +216,7 @@ pub(crate) fn snake_case(class: &str) -> String {
 }
 
 /// Keras-style automatic name: `snake_case(class)`, then `_1`, `_2`, … if taken.
-fn auto_name(class: &str, taken: &HashSet<String>) -> String {
+pub(crate) fn auto_name(class: &str, taken: &HashSet<String>) -> String {
     let mut base = snake_case(class);
     if base == "input_layer" || base.is_empty() {
         base = "input_layer".into();
@@ -240,15 +250,13 @@ fn auto_name(class: &str, taken: &HashSet<String>) -> String {
 /// ```
 pub struct Functional {
     name: String,
-    rng: Rng,
     layers: Vec<LayerSlot>,
     values: Vec<Value>,
     inputs: Vec<ModelInput>,
     nodes: Vec<CallNode>,
-    vars: Vec<Variable>,
-    /// The initial values of `vars`: becomes the model's store.
-    store: VariableStore,
-    build_losses: Vec<BuildLoss>,
+    /// Variables, their initial values (the future model's store), build-time losses.
+    res: BuildResources,
+    model_losses: Vec<ModelLoss>,
     names: HashSet<String>,
 }
 
@@ -260,21 +268,19 @@ impl Functional {
     pub fn new(name: impl Into<String>) -> Functional {
         Functional {
             name: name.into(),
-            rng: Rng::new(DEFAULT_SEED),
             layers: Vec::new(),
             values: Vec::new(),
             inputs: Vec::new(),
             nodes: Vec::new(),
-            vars: Vec::new(),
-            store: VariableStore::new(),
-            build_losses: Vec::new(),
+            res: BuildResources::new(DEFAULT_SEED),
+            model_losses: Vec::new(),
             names: HashSet::new(),
         }
     }
 
     /// Seeds the weight initialisers of layers built from now on.
     pub fn seed(mut self, seed: u64) -> Functional {
-        self.rng = Rng::new(seed);
+        self.res.rng = crate::initializers::Rng::new(seed);
         self
     }
 
@@ -355,12 +361,50 @@ impl Functional {
         self.call(id, inputs)
     }
 
+    /// Registers `layer` and calls it on `inputs`; returns every tensor it
+    /// returns (Keras's `z_mean, z_log_var, z = encoder(x)`).
+    pub fn apply_outputs(
+        &mut self,
+        layer: impl Layer + 'static,
+        inputs: &[SymbolicTensor],
+    ) -> Result<Vec<SymbolicTensor>> {
+        let id = self.add_layer(layer)?;
+        self.call_outputs(id, inputs)
+    }
+
     /// Calls a registered layer on `inputs` (building it on its first call) and
-    /// returns its output. Errors name the layer and the shapes involved.
+    /// returns its output; a layer returning several tensors is an error
+    /// pointing to [`call_outputs`](Self::call_outputs). Errors name the
+    /// layer and the shapes involved.
     pub fn call(&mut self, id: LayerId, inputs: &[SymbolicTensor]) -> Result<SymbolicTensor> {
+        let outs = self.call_outputs(id, inputs)?;
+        match outs.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(Error::layer(
+                &self.layers[id.0].name,
+                format!(
+                    "returns {} tensors; call it with call_outputs (or apply_outputs)",
+                    outs.len()
+                ),
+            )),
+        }
+    }
+
+    /// [`call`](Self::call) returning every tensor the layer returns, in order.
+    pub fn call_outputs(
+        &mut self,
+        id: LayerId,
+        inputs: &[SymbolicTensor],
+    ) -> Result<Vec<SymbolicTensor>> {
         let li = id.0;
-        let name = self.layers[li].name.clone();
-        if self.layers[li].is_input {
+        let Some(slot) = self.layers.get(li) else {
+            return Err(Error::config(
+                "layer",
+                format!("layer id of another model (model '{}')", self.name),
+            ));
+        };
+        let name = slot.name.clone();
+        if slot.is_input {
             return Err(Error::layer(&name, "an Input cannot be called"));
         }
         if inputs.iter().any(|t| t.0 >= self.values.len()) {
@@ -371,47 +415,62 @@ impl Functional {
             .map(|t| self.values[t.0].shape.clone())
             .collect();
         if !self.layers[li].built {
-            let mut ctx = BuildCtx {
-                path: name.clone(),
-                layer_index: li,
-                trainable: true,
-                vars: &mut self.vars,
-                store: &mut self.store,
-                build_losses: &mut self.build_losses,
-                rng: &mut self.rng,
-            };
+            let mut ctx = self.res.ctx(&name, li, true);
             self.layers[li].layer.build_multi(&mut ctx, &shapes)?;
             self.layers[li].built = true;
         }
-        let out_shape = self.infer_output_shape(li, &shapes)?;
-        let v = self.values.len();
-        self.values.push(Value {
-            shape: out_shape,
-            producer: Producer::Call(self.nodes.len()),
-        });
+        let out_shapes = self.infer_output_shapes(li, &shapes)?;
+        let node = self.nodes.len();
+        let first = self.values.len();
+        for (k, shape) in out_shapes.into_iter().enumerate() {
+            self.values.push(Value {
+                shape,
+                producer: Producer::Call(node, k),
+            });
+        }
+        let outputs: Vec<usize> = (first..self.values.len()).collect();
         self.nodes.push(CallNode {
             layer: li,
             inputs: inputs.iter().map(|t| t.0).collect(),
-            output: v,
+            outputs: outputs.clone(),
         });
-        Ok(SymbolicTensor(v))
+        Ok(outputs.into_iter().map(SymbolicTensor).collect())
     }
 
-    /// Traces one call of layer `li` on a scratch graph (batch 2) to learn its output shape.
-    fn infer_output_shape(&self, li: usize, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
-        let slot = &self.layers[li];
+    /// Adds a model-level loss on symbolic tensors (Keras 2's
+    /// `model.add_loss(tf.reduce_mean(h))` on a functional model; Keras 3
+    /// dropped it, lossgraph keeps it): `f` maps the traced values of
+    /// `inputs` to a loss (summed when not scalar), re-evaluated in every
+    /// trace. It is owned by the model (its name is the owner in
+    /// [`Model::losses`], after every layer's losses) and is not weighted.
+    pub fn add_loss(
+        &mut self,
+        inputs: &[SymbolicTensor],
+        f: impl Fn(&[Tensor]) -> Tensor + 'static,
+    ) -> Result<()> {
+        if inputs.iter().any(|t| t.0 >= self.values.len()) {
+            return Err(Error::config(
+                "add_loss",
+                format!("a tensor of another model (model '{}')", self.name),
+            ));
+        }
+        self.model_losses.push(ModelLoss {
+            inputs: inputs.iter().map(|t| t.0).collect(),
+            f: Rc::new(f),
+        });
+        Ok(())
+    }
+
+    /// Traces one call of layer `li` on a scratch graph (batch 2) to learn
+    /// its output shapes. The trace holds the build resources meanwhile, so
+    /// sub-layers called for the first time are built.
+    fn infer_output_shapes(&mut self, li: usize, shapes: &[Vec<usize>]) -> Result<Vec<Vec<usize>>> {
         let b = Builder::new("shape_inference");
         let mut st = new_trace_state(&b, true, 2);
-        for v in self.vars.iter().filter(|v| v.layer_index == li) {
-            let t = b.param(&v.path, v.ty.clone());
-            st.params.insert(v.path.clone(), t);
-            if v.kind == VariableKind::State {
-                st.state.insert(v.path.clone());
-            }
-            if v.trainable {
-                st.trainable.insert(v.path.clone());
-            }
-        }
+        bind_variables(
+            &mut st,
+            self.res.vars.iter().filter(|v| v.layer_index == li),
+        );
         let ins: Vec<Tensor> = shapes
             .iter()
             .enumerate()
@@ -421,18 +480,32 @@ impl Functional {
                 b.input(&format!("in{i}"), TensorType::f32(&full))
             })
             .collect();
-        let out = invoke(&mut st, &slot.name, li, slot.layer.as_ref(), &ins)?;
-        match out.shape().split_first() {
-            Some((2, rest)) => Ok(rest.to_vec()),
-            _ => Err(Error::layer(
-                &slot.name,
-                format!(
-                    "output {} does not keep the batch axis of inputs {:?}",
-                    out.ty(),
-                    shapes
-                ),
-            )),
+        st.build = Some(std::mem::replace(
+            &mut self.res,
+            BuildResources::new(DEFAULT_SEED),
+        ));
+        let slot = &self.layers[li];
+        let outs = invoke(&mut st, &slot.name, li, slot.layer.as_ref(), &ins);
+        if let Some(res) = st.build.take() {
+            self.res = res;
         }
+        let outs = outs?;
+        if outs.is_empty() {
+            return Err(Error::layer(&slot.name, "returns no tensor"));
+        }
+        outs.iter()
+            .map(|out| match out.shape().split_first() {
+                Some((2, rest)) => Ok(rest.to_vec()),
+                _ => Err(Error::layer(
+                    &slot.name,
+                    format!(
+                        "output {} does not keep the batch axis of inputs {:?}",
+                        out.ty(),
+                        shapes
+                    ),
+                )),
+            })
+            .collect()
     }
 
     /// Finishes the model with the given outputs (all declared inputs are model inputs, in order).
@@ -455,8 +528,16 @@ impl Functional {
                 return Err(Error::config("model", "output tensor of another model"));
             };
             let name = match val.producer {
-                Producer::Call(n) => self.layers[self.nodes[n].layer].name.clone(),
-                Producer::Input(i) => format!("{}[0][0]", self.inputs[i].name),
+                Producer::Call(n, k) => {
+                    let node = &self.nodes[n];
+                    let layer = &self.layers[node.layer].name;
+                    if node.outputs.len() == 1 {
+                        layer.clone()
+                    } else {
+                        format!("{layer}_{k}")
+                    }
+                }
+                Producer::Input(i) => self.inputs[i].name.clone(),
             };
             if outs.iter().any(|(n, _)| *n == name) {
                 return Err(Error::config(
@@ -466,7 +547,7 @@ impl Functional {
             }
             outs.push((name, o.0));
         }
-        let mut vars = self.vars;
+        let mut vars = self.res.vars;
         vars.sort_by_key(|v| v.layer_index);
         Ok(Model {
             name: self.name,
@@ -477,8 +558,9 @@ impl Functional {
             nodes: self.nodes,
             outputs: outs,
             vars,
-            store: self.store,
-            build_losses: self.build_losses,
+            store: self.res.store,
+            build_losses: self.res.build_losses,
+            model_losses: self.model_losses,
             train: TrainState::default(),
         })
     }
@@ -616,6 +698,7 @@ pub struct Model {
     pub(crate) vars: Vec<Variable>,
     pub(crate) store: VariableStore,
     pub(crate) build_losses: Vec<BuildLoss>,
+    pub(crate) model_losses: Vec<ModelLoss>,
     pub(crate) train: TrainState,
 }
 
@@ -635,6 +718,7 @@ pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> Trac
         state: HashSet::new(),
         trainable: HashSet::new(),
         updates: Vec::new(),
+        build: None,
     }
 }
 
@@ -786,59 +870,22 @@ impl Model {
             if training { "train" } else { "infer" }
         ));
         let mut st = new_trace_state(&b, training, batch);
-        let mut params = Vec::new();
-        for v in &self.vars {
-            b.set_scope(v.layer.as_str());
-            let t = b.param(&v.path, v.ty.clone());
-            st.params.insert(v.path.clone(), t.clone());
-            if v.kind == VariableKind::State {
-                st.state.insert(v.path.clone());
-            }
-            if v.trainable {
-                st.trainable.insert(v.path.clone());
-            }
-            params.push((v.path.clone(), t));
-        }
+        let params = bind_variables(&mut st, &self.vars);
         b.set_scope("");
-        let mut env: HashMap<usize, Tensor> = HashMap::new();
         let mut inputs = Vec::new();
         for (i, inp) in self.inputs.iter().enumerate() {
             let mut shape = vec![batch];
             shape.extend_from_slice(&self.values[inp.value].shape);
             let name = self.input_feed_name(i);
             let t = b.input(&name, TensorType::new(inp.dtype, &shape));
-            env.insert(inp.value, t.clone());
             inputs.push((name, t));
         }
         b.check().map_err(|e| Error::Ir {
             layer: "<inputs>".into(),
             source: e,
         })?;
-        for node in &self.nodes {
-            let slot = &self.layers[node.layer];
-            let ins: Vec<Tensor> = node
-                .inputs
-                .iter()
-                .map(|v| {
-                    env.get(v).cloned().ok_or_else(|| {
-                        Error::layer(&slot.name, "input is not computed before the call")
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let out = invoke(&mut st, &slot.name, node.layer, slot.layer.as_ref(), &ins)?;
-            let want = &self.values[node.output].shape;
-            if out.shape().first() != Some(&batch) || &out.shape()[1..] != want.as_slice() {
-                return Err(Error::layer(
-                    &slot.name,
-                    format!(
-                        "output {} differs from the shape [{batch}, {:?}] recorded at build time",
-                        out.ty(),
-                        want
-                    ),
-                ));
-            }
-            env.insert(node.output, out);
-        }
+        let ins: Vec<Tensor> = inputs.iter().map(|i| i.1.clone()).collect();
+        let outs = self.run_graph(&mut st, None, &ins)?;
         for bl in &self.build_losses {
             eval_build_loss(&mut st, bl)?;
         }
@@ -889,8 +936,7 @@ impl Model {
             ));
         }
         let mut preds = Vec::new();
-        for (name, v) in &self.outputs {
-            let t = env[v].clone();
+        for ((name, _), t) in self.outputs.iter().zip(outs) {
             b.output(&lossgraph_ir::names::pred(name), &t);
             preds.push((name.clone(), t));
         }
@@ -911,6 +957,101 @@ impl Model {
             updates,
             batch,
         })
+    }
+
+    /// Emits the model's layer calls on `inputs` into `st` and returns its
+    /// outputs. `nested` is `(path, layer index, call)` when the model is a
+    /// layer of another model: its layers are then `<path>/<layer>`, their
+    /// losses count as the outer layer's, and its model-level losses are
+    /// owned by `path`; at top level the model's name owns them, after
+    /// every layer.
+    pub(crate) fn run_graph(
+        &self,
+        st: &mut TraceState,
+        nested: Option<(&str, usize, u32)>,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let batch = st.batch;
+        let mut env: HashMap<usize, Tensor> = HashMap::new();
+        for (inp, t) in self.inputs.iter().zip(inputs) {
+            env.insert(inp.value, t.clone());
+        }
+        for node in &self.nodes {
+            let slot = &self.layers[node.layer];
+            let (path, layer_index) = match nested {
+                Some((p, li, _)) => (format!("{p}/{}", slot.name), li),
+                None => (slot.name.clone(), node.layer),
+            };
+            let ins: Vec<Tensor> = node
+                .inputs
+                .iter()
+                .map(|v| {
+                    env.get(v)
+                        .cloned()
+                        .ok_or_else(|| Error::layer(&path, "input is not computed before the call"))
+                })
+                .collect::<Result<_>>()?;
+            let outs = invoke(st, &path, layer_index, slot.layer.as_ref(), &ins)?;
+            if outs.len() != node.outputs.len() {
+                return Err(Error::layer(
+                    &path,
+                    format!(
+                        "returns {} tensors, {} at build time",
+                        outs.len(),
+                        node.outputs.len()
+                    ),
+                ));
+            }
+            for (v, out) in node.outputs.iter().zip(outs) {
+                let want = &self.values[*v].shape;
+                if out.shape().first() != Some(&batch) || &out.shape()[1..] != want.as_slice() {
+                    return Err(Error::layer(
+                        &path,
+                        format!(
+                            "output {} differs from the shape [{batch}, {:?}] recorded at build time",
+                            out.ty(),
+                            want
+                        ),
+                    ));
+                }
+                env.insert(*v, out);
+            }
+        }
+        let (owner, layer_index, call) = match nested {
+            Some((p, li, call)) => (p.to_string(), li, call),
+            None => (self.name.clone(), self.layers.len(), 0),
+        };
+        for ml in &self.model_losses {
+            let ins: Vec<Tensor> = ml.inputs.iter().map(|v| env[v].clone()).collect();
+            let role = Role::AddedLoss {
+                reason: LossReason::AddLoss,
+                call,
+            };
+            let prev = st.b.set_scope(owner.as_str());
+            let value = st.b.with_role(role, || {
+                let v = (ml.f)(&ins);
+                if v.rank() > 0 {
+                    v.sum_all()
+                } else {
+                    v
+                }
+            });
+            st.b.set_scope(prev);
+            st.b.check().map_err(|e| Error::Ir {
+                layer: owner.clone(),
+                source: e,
+            })?;
+            st.losses.push(PendingLoss {
+                layer_index,
+                phase: 0,
+                owner: owner.clone(),
+                reason: LossReason::AddLoss,
+                call,
+                variable: None,
+                value,
+            });
+        }
+        Ok(self.outputs.iter().map(|(_, v)| env[v].clone()).collect())
     }
 
     /// The model's added losses in Keras's `model.losses` order: activity and
@@ -976,7 +1117,14 @@ impl Model {
                 self.nodes
                     .iter()
                     .rfind(|n| n.layer == li)
-                    .map(|n| fmt_shape(&self.values[n.output].shape))
+                    .map(|n| match n.outputs.as_slice() {
+                        [v] => fmt_shape(&self.values[*v].shape),
+                        vs => {
+                            let shapes: Vec<String> =
+                                vs.iter().map(|v| fmt_shape(&self.values[*v].shape)).collect();
+                            format!("[{}]", shapes.join(", "))
+                        }
+                    })
                     .unwrap_or_else(|| "?".into())
             };
             let params: usize = self
@@ -1038,13 +1186,13 @@ impl Model {
     fn value_name(&self, v: usize) -> String {
         match self.values[v].producer {
             Producer::Input(i) => format!("{}[0][0]", self.inputs[i].name),
-            Producer::Call(n) => {
+            Producer::Call(n, k) => {
                 let node = &self.nodes[n];
                 let idx = self.nodes[..n]
                     .iter()
                     .filter(|m| m.layer == node.layer)
                     .count();
-                format!("{}[{}][0]", self.layers[node.layer].name, idx)
+                format!("{}[{idx}][{k}]", self.layers[node.layer].name)
             }
         }
     }
@@ -1057,5 +1205,59 @@ fn fmt_shape(s: &[usize]) -> String {
         "(None,)".into()
     } else {
         format!("({})", parts.join(", "))
+    }
+}
+
+/// A built model is a layer (Keras's nested models): building it inside
+/// another model takes over its variables (current values), build-time
+/// losses and regularisers under the path it is called at
+/// (`vae/encoder/dense/kernel`); calling it runs its layers there, with
+/// their added losses and state updates, and its model-level losses.
+impl Layer for Model {
+    fn class_name(&self) -> String {
+        self.kind.to_string()
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn build_multi(&mut self, ctx: &mut BuildCtx<'_>, input_shapes: &[Vec<usize>]) -> Result<()> {
+        let want = self.input_shapes();
+        if input_shapes != want.as_slice() {
+            return Err(Error::layer(
+                ctx.path(),
+                format!(
+                    "model '{}' takes inputs of per-sample shapes {want:?}, called on {input_shapes:?}",
+                    self.name
+                ),
+            ));
+        }
+        for v in &self.vars {
+            let value = self.store.read(&v.path).ok_or_else(|| {
+                Error::layer(ctx.path(), format!("variable '{}' has no value", v.path))
+            })?;
+            ctx.adopt(v, &value)?;
+        }
+        for bl in &self.build_losses {
+            ctx.adopt_loss(&bl.owner, bl.f.clone());
+        }
+        Ok(())
+    }
+
+    fn call_outputs(&self, ctx: &mut CallCtx<'_>, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::layer(
+                ctx.path(),
+                format!(
+                    "model '{}' has {} input(s), called on {}",
+                    self.name,
+                    self.inputs.len(),
+                    inputs.len()
+                ),
+            ));
+        }
+        let path = ctx.path.clone();
+        self.run_graph(ctx.st, Some((&path, ctx.layer_index, ctx.call)), inputs)
     }
 }

@@ -12,7 +12,7 @@
 //! training history and the trained weights to an output folder ([`run`]).
 
 use crate::digits::{self, Dataset, CLASSES, FEATURES};
-use crate::plot::{history_svg, Series};
+use crate::plot::{history_svg, image_grid_svg, panels_svg, Panel, Series};
 use lossgraph::layers::{Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D};
 use lossgraph::stages::{self, Stage};
 use lossgraph::{
@@ -345,27 +345,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     )
     .map_err(|m| lossgraph::Error::config("plot", m))?;
     write(dir, "history.svg", &svg, &mut files)?;
-    for stage in Stage::ALL {
-        let name = stage.name();
-        match stages::dump(&model, stage, stages::Format::Text, opts.batch_size) {
-            Ok(text) => write(
-                dir,
-                &format!("{name}.{}", stage.text_extension()),
-                &text,
-                &mut files,
-            )?,
-            Err(stages::StageError::Unavailable(_)) => continue,
-            Err(stages::StageError::Model(e)) => return Err(e),
-        }
-        if stage.has_dot() {
-            if let Ok(dot) = stages::dump(&model, stage, stages::Format::Dot, opts.batch_size) {
-                write(dir, &format!("{name}.dot"), &dot, &mut files)?;
-            }
-        }
-    }
-    let wpath = dir.join("weights.safetensors");
-    model.save_weights(&wpath)?;
-    files.push(PathBuf::from("weights.safetensors"));
+    write_model_artefacts(&model, dir, opts.batch_size, &mut files)?;
 
     Ok(DemoReport {
         test_accuracy,
@@ -374,6 +354,178 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         history: series,
         files,
     })
+}
+
+/// Writes the artefacts every demo leaves of its trained `model` in `dir`:
+/// the IR at each stage (text, and DOT where the stage has it) for batch
+/// size `batch_size`, and the weights (`weights.safetensors`).
+pub fn write_model_artefacts(
+    model: &Model,
+    dir: &Path,
+    batch_size: usize,
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
+    for stage in Stage::ALL {
+        let name = stage.name();
+        match stages::dump(model, stage, stages::Format::Text, batch_size) {
+            Ok(text) => write(
+                dir,
+                &format!("{name}.{}", stage.text_extension()),
+                &text,
+                files,
+            )?,
+            Err(stages::StageError::Unavailable(_)) => continue,
+            Err(stages::StageError::Model(e)) => return Err(e),
+        }
+        if stage.has_dot() {
+            if let Ok(dot) = stages::dump(model, stage, stages::Format::Dot, batch_size) {
+                write(dir, &format!("{name}.dot"), &dot, files)?;
+            }
+        }
+    }
+    let wpath = dir.join("weights.safetensors");
+    model.save_weights(&wpath)?;
+    files.push(PathBuf::from("weights.safetensors"));
+    Ok(())
+}
+
+/// What the VAE demo measured.
+#[derive(Clone, Debug)]
+pub struct VaeReport {
+    /// Per-epoch history: loss, the reconstruction (compiled) loss, the KL
+    /// term (`variational_auto_encoder/add_loss`) and their `val_` twins.
+    pub history: Vec<(String, Vec<f64>)>,
+    /// Files written, relative to the output folder.
+    pub files: Vec<PathBuf>,
+}
+
+/// Latent size of the VAE demo: 2, so that decoded samples can be laid out
+/// on a grid over the latent plane.
+pub const VAE_LATENT: usize = 2;
+/// Hidden size of the VAE demo (the guide's `intermediate_dim`).
+pub const VAE_INTERMEDIATE: usize = 64;
+/// Label of the KL term in the VAE's logs.
+pub const VAE_KL: &str = "variational_auto_encoder/add_loss";
+
+/// `lossgraph demo vae`: trains the Keras guide's VAE ([`crate::vae`]) on the
+/// digits with MSE reconstruction plus the KL `add_loss`, the progress bar
+/// showing both terms; writes the loss-per-term curves (`vae_history.svg`),
+/// decoded samples from a grid over the latent plane (`vae_samples.svg`)
+/// and the MLP demo's artefacts.
+pub fn run_vae(opts: &DemoOptions) -> Result<VaeReport> {
+    let data = digits::load().map_err(|m| lossgraph::Error::data("digits", m))?;
+    let (train, test) = data.split(0.8, opts.seed);
+    let (xtr, _) = tensors(&train, &[FEATURES]);
+    let (xte, _) = tensors(&test, &[FEATURES]);
+    let mut model = crate::vae::vae(FEATURES, VAE_INTERMEDIATE, VAE_LATENT, opts.seed)?;
+    let c = CompileOptions::new(Optimizer::adam(opts.learning_rate), Loss::MeanSquaredError);
+    model.compile(match opts.engine {
+        Some(e) => c.engine(e),
+        None => c,
+    })?;
+    let history = model.fit(
+        &xtr,
+        &xtr,
+        FitOptions::new()
+            .epochs(opts.epochs)
+            .batch_size(opts.batch_size)
+            .shuffle(true, opts.seed)
+            .validation(Validation::Data(xte.clone(), xte))
+            .verbose(opts.verbose),
+    )?;
+    let val_kl = format!("val_{VAE_KL}");
+    let names = [
+        "loss",
+        "compiled_loss",
+        VAE_KL,
+        "val_loss",
+        "val_compiled_loss",
+        &val_kl,
+    ];
+    let series: Vec<(String, Vec<f64>)> = names
+        .iter()
+        .map(|n| (n.to_string(), history.series(n)))
+        .collect();
+    let dir = &opts.out;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut files = Vec::new();
+    let get = |n: &str| history.series(n);
+    let (loss, val_loss, recon, kl) = (
+        get("loss"),
+        get("val_loss"),
+        get("compiled_loss"),
+        get(VAE_KL),
+    );
+    let svg = panels_svg(&[
+        Panel {
+            title: "total loss",
+            series: &[
+                Series {
+                    label: "training",
+                    values: &loss,
+                },
+                Series {
+                    label: "validation",
+                    values: &val_loss,
+                },
+            ],
+            unit_range: false,
+        },
+        Panel {
+            title: "loss per term (training)",
+            series: &[
+                Series {
+                    label: "reconstruction (mse)",
+                    values: &recon,
+                },
+                Series {
+                    label: "KL divergence (add_loss)",
+                    values: &kl,
+                },
+            ],
+            unit_range: false,
+        },
+    ])
+    .map_err(|m| lossgraph::Error::config("plot", m))?;
+    write(dir, "vae_history.svg", &svg, &mut files)?;
+    let samples = decode_latent_grid(&model, 8)?;
+    write(
+        dir,
+        "vae_samples.svg",
+        &image_grid_svg(&samples, 8, 8),
+        &mut files,
+    )?;
+    write_model_artefacts(&model, dir, opts.batch_size, &mut files)?;
+    Ok(VaeReport {
+        history: series,
+        files,
+    })
+}
+
+/// Decodes a `k × k` grid of latent points over `[-1.5, 1.5]²` with the
+/// trained VAE's decoder: a fresh decoder model takes the weights the VAE
+/// holds for it (`variational_auto_encoder/decoder/<w>` → `<w>`).
+pub fn decode_latent_grid(vae: &Model, k: usize) -> Result<Vec<Vec<f32>>> {
+    let mut dec = crate::vae::decoder(FEATURES, VAE_INTERMEDIATE, VAE_LATENT, 0)?;
+    let names: Vec<String> = dec.variables().iter().map(|v| v.path.clone()).collect();
+    for name in names {
+        let from = format!("variational_auto_encoder/{name}");
+        let value = vae.get_weight(&from).ok_or_else(|| {
+            lossgraph::Error::config("vae", format!("the VAE has no weight '{from}'"))
+        })?;
+        dec.set_weight(&name, value)?;
+    }
+    let step = |i: usize| -1.5 + 3.0 * i as f32 / (k.max(2) - 1) as f32;
+    let z: Vec<f32> = (0..k * k)
+        .flat_map(|i| [step(i % k), step(i / k)])
+        .collect();
+    let z = HostTensor::f32(&[k * k, VAE_LATENT], z)
+        .ok_or_else(|| lossgraph::Error::config("vae", "latent grid"))?;
+    let out = dec.predict(&[z], k * k)?;
+    let pixels = out[0]
+        .as_f32()
+        .ok_or_else(|| lossgraph::Error::config("vae", "decoder output is not f32"))?;
+    Ok(pixels.chunks(FEATURES).map(|c| c.to_vec()).collect())
 }
 
 /// Fraction of rows of `probs` (`[n, classes]`) whose argmax equals the label.

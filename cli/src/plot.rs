@@ -8,20 +8,75 @@ pub struct Series<'a> {
     pub values: &'a [f64],
 }
 
+/// One panel: a title (also the y-axis label), its curves, and whether
+/// its values are fractions (the axis then ends at 1).
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub series: &'a [Series<'a>],
+    pub unit_range: bool,
+}
+
 /// Renders two panels, loss (top) and accuracy (bottom), each with its
 /// curves against the epoch number, and returns the SVG document.
 /// Non-finite values are skipped. Fails only if plotters reports an error.
 pub fn history_svg(loss: &[Series<'_>], accuracy: &[Series<'_>]) -> Result<String, String> {
+    panels_svg(&[
+        Panel {
+            title: "loss",
+            series: loss,
+            unit_range: false,
+        },
+        Panel {
+            title: "accuracy",
+            series: accuracy,
+            unit_range: true,
+        },
+    ])
+}
+
+/// Renders `panels` stacked top to bottom (360 px each), each with its
+/// curves against the epoch number. Non-finite values are skipped.
+pub fn panels_svg(panels: &[Panel<'_>]) -> Result<String, String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (800, 720)).into_drawing_area();
+        let height = 360 * panels.len().max(1) as u32;
+        let root = SVGBackend::with_string(&mut svg, (800, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let panels = root.split_evenly((2, 1));
-        panel(&panels[0], "loss", loss, false)?;
-        panel(&panels[1], "accuracy", accuracy, true)?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        for (p, area) in panels.iter().zip(&areas) {
+            panel(area, p.title, p.series, p.unit_range)?;
+        }
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// A grid of grey-scale images (`side × side` values in `[0, 1]` each,
+/// row-major; 1 is black ink), `cols` images per row, as an SVG document.
+pub fn image_grid_svg(images: &[Vec<f32>], side: usize, cols: usize) -> String {
+    let cell = 6usize;
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols);
+    let (w, h) = (cols * (side + 1) * cell, rows.max(1) * (side + 1) * cell);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n"
+    );
+    for (k, img) in images.iter().enumerate() {
+        let (x0, y0) = (
+            (k % cols) * (side + 1) * cell,
+            (k / cols) * (side + 1) * cell,
+        );
+        for (i, v) in img.iter().enumerate().take(side * side) {
+            let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+            s.push_str(&format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({g},{g},{g})\"/>\n",
+                x0 + (i % side) * cell,
+                y0 + (i / side) * cell
+            ));
+        }
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -159,6 +214,17 @@ mod tests {
         }
         // Three train-loss points + two finite val-loss points + three accuracy points.
         assert_eq!(svg.matches("<circle").count(), 8);
+    }
+
+    #[test]
+    fn image_grid_has_one_rect_per_pixel_and_maps_ink_to_black() {
+        let imgs = vec![vec![0.0, 1.0, 0.5, 0.0], vec![1.0; 4], vec![0.0; 4]];
+        let svg = image_grid_svg(&imgs, 2, 2);
+        // Background plus 3 images × 4 pixels.
+        assert_eq!(svg.matches("<rect").count(), 1 + 12);
+        assert!(svg.contains("rgb(0,0,0)") && svg.contains("rgb(128,128,128)"));
+        // Two columns of (2 + 1)·6 px, two rows.
+        assert!(svg.contains("width=\"36\" height=\"36\""), "{svg}");
     }
 
     #[test]

@@ -166,22 +166,37 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
         return freeze(spec, s.build()?);
     }
     let mut f = Functional::new(spec.name.clone()).seed(seed);
-    let mut values: HashMap<(String, usize), SymbolicTensor> = HashMap::new();
+    // Every tensor a call returns, by (layer, call): `keras_history`'s
+    // `[layer, node_index, tensor_index]` picks one.
+    let mut values: HashMap<(String, usize), Vec<SymbolicTensor>> = HashMap::new();
     // References were validated by the parser and `call_order` only yields
-    // calls whose inputs exist, so a failed lookup is an importer bug.
-    let get = |values: &HashMap<(String, usize), SymbolicTensor>, r: &super::spec::TensorRef| {
-        values
-            .get(&(r.layer.clone(), r.node))
-            .copied()
-            .ok_or_else(|| {
-                KerasError::invalid(
-                    format!("model '{}'", spec.name),
-                    format!(
-                        "tensor {}[{}] is used before it is computed",
-                        r.layer, r.node
-                    ),
-                )
-            })
+    // calls whose inputs exist, so a missing call is an importer bug; a
+    // tensor index past the layer's outputs is an error in the file.
+    let get = |values: &HashMap<(String, usize), Vec<SymbolicTensor>>,
+               r: &super::spec::TensorRef| {
+        let ctx = format!("model '{}'", spec.name);
+        let outs = values.get(&(r.layer.clone(), r.node)).ok_or_else(|| {
+            KerasError::invalid(
+                &ctx,
+                format!(
+                    "tensor {}[{}] is used before it is computed",
+                    r.layer, r.node
+                ),
+            )
+        })?;
+        outs.get(r.tensor).copied().ok_or_else(|| {
+            KerasError::invalid(
+                &ctx,
+                format!(
+                    "keras_history [{}, {}, {}] refers to output {} of a call that returns {} tensor(s)",
+                    r.layer,
+                    r.node,
+                    r.tensor,
+                    r.tensor,
+                    outs.len()
+                ),
+            )
+        })
     };
     for r in &spec.inputs {
         let Some(LayerSpec {
@@ -199,7 +214,7 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
                 .dtype(*dtype)
                 .name(r.layer.as_str()),
         )?;
-        values.insert((r.layer.clone(), 0), t);
+        values.insert((r.layer.clone(), 0), vec![t]);
     }
     let mut ids = HashMap::new();
     for l in &spec.layers {
@@ -213,8 +228,8 @@ pub fn build_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
             .iter()
             .map(|r| get(&values, r))
             .collect::<Result<_>>()?;
-        let t = f.call(ids[&l.name], &args)?;
-        values.insert((l.name.clone(), ci), t);
+        let ts = f.call_outputs(ids[&l.name], &args)?;
+        values.insert((l.name.clone(), ci), ts);
     }
     let outs: Vec<SymbolicTensor> = spec
         .outputs

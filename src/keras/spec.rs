@@ -327,13 +327,6 @@ impl ModelSpec {
                         r.node, r.layer
                     ),
                 )),
-                Some(_) if r.tensor != 0 => Err(KerasError::invalid(
-                    &ctx,
-                    format!(
-                        "{what} refers to output {} of layer '{}'; every supported layer has one output",
-                        r.tensor, r.layer
-                    ),
-                )),
                 Some(_) => Ok(()),
             }
         };

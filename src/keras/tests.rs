@@ -326,3 +326,25 @@ fn channels_first_and_bad_conv_configs_name_layer_and_key() {
     let e = ModelSpec::from_value(&pool).unwrap_err().to_string();
     assert!(e.contains("'p'") && e.contains("data_format"), "{e}");
 }
+
+#[test]
+fn a_tensor_index_past_the_outputs_of_a_call_is_an_error() {
+    // keras_history [layer, node, tensor]: tensor indices > 0 are followed;
+    // Dense returns one tensor, so index 1 names nothing.
+    let v = json!({"class_name": "Functional", "config": {"name": "f",
+        "layers": [
+            {"class_name": "InputLayer", "name": "x", "config": {"batch_shape": [null, 2], "name": "x"}, "inbound_nodes": []},
+            {"class_name": "Dense", "name": "d", "config": {"name": "d", "units": 1},
+             "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": ["x", 0, 0]}}], "kwargs": {}}]}
+        ],
+        "input_layers": ["x", 0, 0], "output_layers": ["d", 0, 1]}});
+    let spec = ModelSpec::from_value(&v).unwrap();
+    let e = build::build_model(&spec, 0)
+        .err()
+        .expect("index 1 of Dense")
+        .to_string();
+    assert!(
+        e.contains("keras_history [d, 0, 1] refers to output 1 of a call that returns 1 tensor(s)"),
+        "{e}"
+    );
+}

@@ -165,6 +165,7 @@ mod gaussian_noise;
 mod global_pooling;
 mod group_normalization;
 mod input;
+mod lambda;
 mod layer_normalization;
 mod merge;
 mod pooling;
@@ -192,8 +193,9 @@ pub use global_pooling::{
 };
 pub use group_normalization::GroupNormalization;
 pub use input::Input;
+pub use lambda::Lambda;
 pub use layer_normalization::LayerNormalization;
-pub use merge::{Add, Concatenate};
+pub use merge::{Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract};
 pub use pooling::{AveragePooling1D, AveragePooling2D, MaxPooling1D, MaxPooling2D, Pooling};
 pub use regularization::ActivityRegularization;
 pub use reshape::{Flatten, Reshape};

@@ -19,10 +19,22 @@ use std::borrow::Cow;
 type ValData = (Vec<HostTensor>, Vec<HostTensor>);
 
 impl Model {
-    /// Configures training: optimiser, losses per output, loss weights,
-    /// metrics and engine. Drops previously compiled programs and optimiser state.
+    /// Configures training: optimiser, losses per output (any subset, or
+    /// none when added losses make the objective), loss weights, metrics and
+    /// engine. Drops previously compiled programs and optimiser state. An
+    /// objective with no term (no compiled loss and no added loss) is an error.
     pub fn compile(&mut self, opts: CompileOptions) -> Result<()> {
         let compiled = opts.resolve(&self.name, &self.output_names())?;
+        if compiled.targeted().is_empty() && self.losses()?.is_empty() {
+            return Err(Error::config(
+                "compile",
+                format!(
+                    "model '{}' would train on an empty objective: no output has a loss \
+                     (CompileOptions::new or loss_for) and no layer adds one (add_loss, regularizers)",
+                    self.name
+                ),
+            ));
+        }
         self.train.recompile(compiled, &mut self.store, &self.vars)
     }
 

@@ -50,6 +50,7 @@ pub struct CompileOptions {
     losses: Vec<(String, Loss)>,
     loss_weights: Vec<(String, f32)>,
     metrics: Vec<Metric>,
+    output_metrics: Vec<(String, Metric)>,
     engine: EnginePolicy,
     distributed: Distributed,
 }
@@ -90,7 +91,11 @@ impl CompileOptions {
         }
     }
 
-    /// Compile with `optimizer` and losses given per output ([`loss_for`](Self::loss_for)).
+    /// Compile with `optimizer` alone: outputs get a compiled loss only
+    /// through [`loss_for`](Self::loss_for); the others are predictions only
+    /// (take no targets). The objective may come entirely from added losses
+    /// (Keras's `compile(optimizer)` for an endpoint layer that calls
+    /// `add_loss`); one with no term at all is a compile error.
     pub fn with_optimizer(optimizer: Optimizer) -> CompileOptions {
         CompileOptions {
             optimizer,
@@ -98,6 +103,7 @@ impl CompileOptions {
             losses: Vec::new(),
             loss_weights: Vec::new(),
             metrics: Vec::new(),
+            output_metrics: Vec::new(),
             engine: EnginePolicy::default(),
             distributed: Distributed::default(),
         }
@@ -137,9 +143,19 @@ impl CompileOptions {
         self
     }
 
-    /// A metric computed on every output.
+    /// A metric computed on every output that has a loss (Keras's
+    /// `metrics=["accuracy"]`).
     pub fn metric(mut self, metric: Metric) -> CompileOptions {
         self.metrics.push(metric);
+        self
+    }
+
+    /// A metric computed on output `output` only (Keras's
+    /// `metrics={"digits": ["accuracy"], "ink": ["mae"]}`), after the
+    /// metrics of [`metric`](Self::metric). The output needs a loss (its
+    /// targets are what the metric compares with).
+    pub fn metric_for(mut self, output: &str, metric: Metric) -> CompileOptions {
+        self.output_metrics.push((output.to_string(), metric));
         self
     }
 
@@ -160,13 +176,14 @@ impl CompileOptions {
     }
 
     /// Checks the options against the outputs of model `model` and resolves
-    /// a loss and a weight for every output, in output order.
+    /// a loss (if any) and a weight for every output, in output order.
     pub(crate) fn resolve(self, model: &str, names: &[String]) -> Result<Compiled> {
         for n in self
             .losses
             .iter()
             .map(|(n, _)| n)
             .chain(self.loss_weights.iter().map(|(n, _)| n))
+            .chain(self.output_metrics.iter().map(|(n, _)| n))
         {
             if !names.contains(n) {
                 return Err(Error::config(
@@ -183,10 +200,7 @@ impl CompileOptions {
                 .rev()
                 .find(|(n, _)| n == name)
                 .map(|(_, l)| l.clone())
-                .or_else(|| self.default_loss.clone())
-                .ok_or_else(|| {
-                    Error::config("compile", format!("no loss given for output '{name}'"))
-                })?;
+                .or_else(|| self.default_loss.clone());
             let weight = self
                 .loss_weights
                 .iter()
@@ -194,10 +208,24 @@ impl CompileOptions {
                 .find(|(n, _)| n == name)
                 .map(|(_, w)| *w)
                 .unwrap_or(1.0);
+            let mut metrics: Vec<Metric> = self.metrics.clone();
+            metrics.extend(
+                self.output_metrics
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, m)| m.clone()),
+            );
+            if loss.is_none() && metrics.len() > self.metrics.len() {
+                return Err(Error::config(
+                    "compile",
+                    format!("metrics for output '{name}', which has no loss (so no targets to compare with)"),
+                ));
+            }
             outputs.push(OutputConfig {
                 name: name.clone(),
                 loss,
                 weight,
+                metrics,
             });
         }
         self.optimizer.learning_rate.validate()?;
@@ -217,7 +245,6 @@ impl CompileOptions {
         Ok(Compiled {
             optimizer: self.optimizer,
             outputs,
-            metrics: self.metrics,
             engine: self.engine,
             gradient_hook,
             distributed: self.distributed,
@@ -225,12 +252,23 @@ impl CompileOptions {
     }
 }
 
-/// The compiled loss of one output.
+/// The compiled loss of one output (`None`: a prediction only, fed no target).
 #[derive(Clone, Debug)]
 pub(crate) struct OutputConfig {
     pub name: String,
-    pub loss: Loss,
+    pub loss: Option<Loss>,
     pub weight: f32,
+    /// Its metrics: the ones for every output, then its own.
+    pub metrics: Vec<Metric>,
+}
+
+impl Compiled {
+    /// Indices of the outputs with a compiled loss (the ones fed targets), in output order.
+    pub(crate) fn targeted(&self) -> Vec<usize> {
+        (0..self.outputs.len())
+            .filter(|&i| self.outputs[i].loss.is_some())
+            .collect()
+    }
 }
 
 /// Resolved `compile` settings. Invariant: `outputs` has one entry per model
@@ -239,7 +277,6 @@ pub(crate) struct OutputConfig {
 pub(crate) struct Compiled {
     pub optimizer: Optimizer,
     pub outputs: Vec<OutputConfig>,
-    pub metrics: Vec<Metric>,
     pub engine: EnginePolicy,
     /// Rewrites the gradients between differentiation and the updates.
     pub gradient_hook: GradientHook,

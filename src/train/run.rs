@@ -10,7 +10,8 @@ use lossgraph_ir::{DType, Data, HostTensor, TensorType};
 use lossgraph_runtime::Feed;
 use std::borrow::Cow;
 
-/// Checked, dtype-converted data: per input and per output, `n` samples.
+/// Checked, dtype-converted data: per input and per output with a compiled
+/// loss (in output order), `n` samples.
 pub(super) struct Prepared<'a> {
     pub x: Vec<Cow<'a, HostTensor>>,
     pub y: Vec<Cow<'a, HostTensor>>,
@@ -164,22 +165,29 @@ impl Model {
         let mut ys = Vec::new();
         if let Some(y) = y {
             let cfg = self.compiled("using targets")?;
-            if y.len() != self.outputs.len() {
+            let targeted = cfg.targeted();
+            if y.len() != targeted.len() {
+                let names: Vec<&str> = targeted
+                    .iter()
+                    .map(|&i| self.outputs[i].0.as_str())
+                    .collect();
                 return Err(Error::data(
                     "y",
                     format!(
-                        "model '{}' has {} output(s) {:?}, got {} target array(s)",
+                        "model '{}' takes {} target array(s), one per output with a compiled loss {names:?}, got {}",
                         self.name,
-                        self.outputs.len(),
-                        self.output_names(),
+                        targeted.len(),
                         y.len()
                     ),
                 ));
             }
-            for (i, t) in y.iter().enumerate() {
+            for (&i, t) in targeted.iter().zip(y) {
+                let Some(loss) = &cfg.outputs[i].loss else {
+                    continue;
+                };
                 let mut pshape = vec![1];
                 pshape.extend_from_slice(&self.values[self.outputs[i].1].shape);
-                let tty = cfg.outputs[i].loss.target_type(&TensorType::f32(&pshape));
+                let tty = loss.target_type(&TensorType::f32(&pshape));
                 let want = tty.numel();
                 if t.shape().first() != Some(&n) || per_sample(t) != want {
                     return Err(Error::data(
@@ -188,7 +196,7 @@ impl Model {
                             "expected {n} targets of {} element(s) each for output '{}' ({}), got an array of shape {:?}",
                             want,
                             self.outputs[i].0,
-                            cfg.outputs[i].loss.name(),
+                            loss.name(),
                             t.shape()
                         ),
                     ));
@@ -247,7 +255,13 @@ impl Model {
         for (i, t) in data.x.iter().enumerate() {
             f.push((self.input_feed_name(i), rows(t, start, end)));
         }
-        for (i, t) in data.y.iter().enumerate() {
+        let targeted = self
+            .train
+            .compiled
+            .as_ref()
+            .map(|c| c.targeted())
+            .unwrap_or_default();
+        for (&i, t) in targeted.iter().zip(&data.y) {
             f.push((self.target_feed_name(i), rows(t, start, end)));
         }
         f

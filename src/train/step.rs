@@ -406,26 +406,29 @@ impl Model {
                 });
                 continue;
             };
+            let Some(loss) = &oc.loss else {
+                continue;
+            };
             b.set_scope("");
-            let y = b.input(&self.target_feed_name(i), oc.loss.target_type(pred.ty()));
+            let y = b.input(&self.target_feed_name(i), loss.target_type(pred.ty()));
             b.set_scope(name.as_str());
             let role = Role::CompiledLoss {
                 output: name.clone(),
                 weight: oc.weight,
             };
-            let l = b.with_role(role, || oc.loss.emit(&y, pred));
+            let l = b.with_role(role, || loss.emit(&y, pred));
             let out = names::loss(name);
             b.output(&out, &l);
             if multi {
                 info.logs.push((format!("{name}_loss"), out));
             }
-            for m in &cfg.metrics {
+            for m in &oc.metrics {
                 let label = if multi {
                     format!("{name}_{}", m.name())
                 } else {
                     m.name().to_string()
                 };
-                let resolved = m.resolve(&oc.loss, &y, pred);
+                let resolved = m.resolve(loss, &y, pred);
                 let v = b.with_role(
                     Role::Metric {
                         name: label.clone(),

@@ -385,6 +385,44 @@ pub fn demo(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `lossgraph demo vae`: `out` defaults to `lossgraph-demo-vae`, `epochs` to 30.
+pub fn demo_vae(
+    out: Option<&Path>,
+    epochs: Option<usize>,
+    seed: u64,
+) -> Result<ExitCode, CliError> {
+    let epochs = epochs.unwrap_or(30);
+    if epochs == 0 {
+        return fail("--epochs must be at least 1");
+    }
+    let out = out.unwrap_or(Path::new("lossgraph-demo-vae"));
+    let opts = demo::DemoOptions {
+        out: out.to_path_buf(),
+        epochs,
+        seed,
+        batch_size: 64,
+        learning_rate: 0.003,
+        ..demo::DemoOptions::default()
+    };
+    println!(
+        "lossgraph demo vae: digits (UCI, CC BY 4.0), the Keras guide's variational autoencoder \
+         (64 → 64 → latent {} → 64 → 64); loss = reconstruction mse + KL via add_loss",
+        demo::VAE_LATENT
+    );
+    let r = demo::run_vae(&opts)?;
+    let last: Vec<String> = r
+        .history
+        .iter()
+        .filter_map(|(k, v)| v.last().map(|x| format!("{k} {x:.4}")))
+        .collect();
+    println!("epoch {epochs}: {}", last.join(", "));
+    println!("wrote to {}:", out.display());
+    for f in &r.files {
+        println!("  {}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn write_out(path: Option<&Path>, text: &str) -> Result<(), CliError> {
     match path {
         Some(p) => Ok(lossgraph::io::write_atomic(p, text.as_bytes())?),

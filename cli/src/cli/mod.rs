@@ -35,6 +35,18 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which demo `lossgraph demo` runs: the two that share
+/// [`lossgraph_cli::demo::run`] and the VAE.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoChoice {
+    /// The MLP with three kinds of added loss.
+    Mlp,
+    /// The convnet for 8×8 images.
+    Cnn,
+    /// The Keras guide's variational autoencoder.
+    Vae,
+}
+
 /// A pipeline stage to print with `dump-ir`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
@@ -167,13 +179,17 @@ pub enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Train a model on the embedded digits data and write its IR, plot and
-    /// weights: the add_loss MLP (default) or the convnet (`demo cnn`).
+    /// Train a model on the embedded digits data and write its IR, plots and
+    /// weights: the add_loss MLP (default), the convnet (`demo cnn`) or the
+    /// Keras guide's VAE with its KL term via add_loss (`demo vae`).
     Demo {
-        /// Which model: mlp (the add_loss MLP) or cnn (the keras.io MNIST convnet sized for 8×8).
-        #[arg(value_enum, default_value = "mlp")]
-        model: lossgraph_cli::demo::DemoKind,
-        /// Output folder, created if missing (default: lossgraph-demo, lossgraph-demo-cnn for cnn).
+        /// Which demo: mlp (an MLP with three kinds of added loss), cnn (the
+        /// keras.io MNIST convnet sized for 8×8) or vae (the Keras guide's
+        /// variational autoencoder).
+        #[arg(value_enum, default_value_t = DemoChoice::Mlp)]
+        which: DemoChoice,
+        /// Output folder, created if missing (default: lossgraph-demo, with
+        /// -cnn or -vae appended for those demos).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Training epochs (default: 30).
@@ -220,11 +236,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         ),
         Command::Train(a) => commands::train(&a),
         Command::Demo {
-            model,
+            which,
             out,
             epochs,
             seed,
-        } => commands::demo(model, out.as_deref(), epochs, seed),
+        } => match which {
+            DemoChoice::Mlp => commands::demo(lossgraph_cli::demo::DemoKind::Mlp, out.as_deref(), epochs, seed),
+            DemoChoice::Cnn => commands::demo(lossgraph_cli::demo::DemoKind::Cnn, out.as_deref(), epochs, seed),
+            DemoChoice::Vae => commands::demo_vae(out.as_deref(), epochs, seed),
+        },
         Command::Convert(a) => commands::convert(&a),
     }
 }

@@ -40,7 +40,7 @@ fn endpoint_model() -> Result<Model> {
 
 /// Deterministic stand-ins for Keras's `np.random.random` data.
 fn data(n: usize) -> [lossgraph::HostTensor; 2] {
-    let u = |k: usize, salt: usize| (0..n * k).map(|i| ((i * 37 + salt) % 101) as f32 / 101.0);
+    let u = |k: usize, salt: usize| (0..n * k).map(move |i| ((i * 37 + salt) % 101) as f32 / 101.0);
     [
         lossgraph::HostTensor::f32(&[n, 3], u(3, 0).collect()).expect("n·3 values"),
         lossgraph::HostTensor::f32(&[n, 10], u(10, 7).collect()).expect("n·10 values"),

@@ -90,8 +90,8 @@ pub mod model;
 pub mod optimizers;
 pub mod regularizers;
 pub mod stages;
-pub mod summary;
 pub mod sublayer;
+pub mod summary;
 pub mod train;
 pub mod weights;
 

@@ -1120,8 +1120,10 @@ impl Model {
                     .map(|n| match n.outputs.as_slice() {
                         [v] => fmt_shape(&self.values[*v].shape),
                         vs => {
-                            let shapes: Vec<String> =
-                                vs.iter().map(|v| fmt_shape(&self.values[*v].shape)).collect();
+                            let shapes: Vec<String> = vs
+                                .iter()
+                                .map(|v| fmt_shape(&self.values[*v].shape))
+                                .collect();
                             format!("[{}]", shapes.join(", "))
                         }
                     })

@@ -241,8 +241,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             epochs,
             seed,
         } => match which {
-            DemoChoice::Mlp => commands::demo(lossgraph_cli::demo::DemoKind::Mlp, out.as_deref(), epochs, seed),
-            DemoChoice::Cnn => commands::demo(lossgraph_cli::demo::DemoKind::Cnn, out.as_deref(), epochs, seed),
+            DemoChoice::Mlp => commands::demo(
+                lossgraph_cli::demo::DemoKind::Mlp,
+                out.as_deref(),
+                epochs,
+                seed,
+            ),
+            DemoChoice::Cnn => commands::demo(
+                lossgraph_cli::demo::DemoKind::Cnn,
+                out.as_deref(),
+                epochs,
+                seed,
+            ),
             DemoChoice::Vae => commands::demo_vae(out.as_deref(), epochs, seed),
         },
         Command::Convert(a) => commands::convert(&a),

@@ -66,7 +66,7 @@ pub(crate) struct CallNode {
 #[derive(Clone)]
 pub(crate) struct ModelLoss {
     pub inputs: Vec<usize>,
-    pub f: Rc<dyn Fn(&[Tensor]) -> Tensor>,
+    pub f: crate::layers::lambda::TensorsFn,
 }
 
 #[derive(Clone, Debug)]

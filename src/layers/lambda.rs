@@ -21,9 +21,13 @@ use std::rc::Rc;
 /// assert_eq!(model.output_shapes(), vec![vec![3]]);
 /// # Ok(()) }
 /// ```
+/// A function of traced tensors, shared by the clones of a [`Lambda`] or of
+/// a model-level added loss.
+pub(crate) type TensorsFn = Rc<dyn Fn(&[Tensor]) -> Tensor>;
+
 #[derive(Clone)]
 pub struct Lambda {
-    f: Rc<dyn Fn(&[Tensor]) -> Tensor>,
+    f: TensorsFn,
     name: Option<String>,
 }
 

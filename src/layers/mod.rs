@@ -165,7 +165,7 @@ mod gaussian_noise;
 mod global_pooling;
 mod group_normalization;
 mod input;
-mod lambda;
+pub(crate) mod lambda;
 mod layer_normalization;
 mod merge;
 mod pooling;

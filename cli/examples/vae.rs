@@ -26,8 +26,8 @@ fn main() -> Result<()> {
     ))?;
     let x = digits_tensor(None)?;
     let history = model.fit(
-        &[x.clone()],
-        &[x],
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&x),
         FitOptions::new().epochs(20).batch_size(64),
     )?;
     for (k, name) in [

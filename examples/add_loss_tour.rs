@@ -194,7 +194,7 @@ mod tests {
             )
             .unwrap();
             let y = HostTensor::f32(&[5, 3], vec![0.0; 15]).unwrap();
-            let logs = m.evaluate(&[x.clone()], &[y], 5).unwrap();
+            let logs = m.evaluate(std::slice::from_ref(&x), &[y], 5).unwrap();
             let h = dense(&x.to_f64(), &w(&m, "dense/kernel"), &w(&m, "dense/bias"));
             close(
                 logs.get("outer_layer/activity_regularization_layer/add_loss"),
@@ -220,7 +220,7 @@ mod tests {
         ))
         .unwrap();
         let (x, labels, _) = data(6, 3);
-        let logs = m.evaluate(&[x.clone()], &[labels], 6).unwrap();
+        let logs = m.evaluate(std::slice::from_ref(&x), &[labels], 6).unwrap();
         let x1 = relu(dense(
             &x.to_f64(),
             &w(&m, "dense_1/kernel"),
@@ -238,7 +238,7 @@ mod tests {
         let mut m = multi_task().unwrap();
         let (x, labels, ink) = data(12, 5);
         let logs = m
-            .evaluate(&[x.clone()], &[labels.clone(), ink.clone()], 12)
+            .evaluate(std::slice::from_ref(&x), &[labels.clone(), ink.clone()], 12)
             .unwrap();
         let h = relu(dense(
             &x.to_f64(),
@@ -283,7 +283,7 @@ mod tests {
         );
         let before = logs.loss();
         m.fit(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[labels.clone(), ink.clone()],
             FitOptions::new().epochs(10).batch_size(12).verbose(false),
         )

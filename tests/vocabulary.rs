@@ -83,7 +83,7 @@ impl Layer for Split {
 fn a_layer_returns_several_tensors_and_the_functional_api_indexes_them() {
     let mut f = Functional::new("split_model");
     let x = f.input(Input::new(&[5])).unwrap();
-    let err = f.apply(Split, &[x]).err().expect("two outputs").to_string();
+    let err = f.apply(Split, &[x]).expect_err("two outputs").to_string();
     assert!(
         err.contains("returns 2 tensors") && err.contains("call_outputs"),
         "{err}"

@@ -101,7 +101,9 @@ mod tests {
         let n = 32;
         let x = digits_tensor(Some(n)).unwrap();
         for _ in 0..2 {
-            let logs = m.evaluate(&[x.clone()], &[x.clone()], n).unwrap();
+            let logs = m
+                .evaluate(std::slice::from_ref(&x), std::slice::from_ref(&x), n)
+                .unwrap();
             let h: Vec<f64> = dense(&x.to_f64(), &w(&m, "dense/kernel"), &w(&m, "dense/bias"), n)
                 .into_iter()
                 .map(|v| v.max(0.0))
@@ -122,8 +124,8 @@ mod tests {
                 "loss = reconstruction + KL"
             );
             m.fit(
-                &[x.clone()],
-                &[x.clone()],
+                std::slice::from_ref(&x),
+                std::slice::from_ref(&x),
                 FitOptions::new().epochs(3).batch_size(16).verbose(false),
             )
             .unwrap();

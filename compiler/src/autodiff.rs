@@ -10,7 +10,7 @@
 //! Which paths carry gradient:
 //! - only `f32` values: integer tensors never get a gradient;
 //! - not through `stop_gradient`, `argmax`, comparisons, `one_hot`, `cast`,
-//!   `random`, `sign`, nor into the mask operand of `select` (their
+//!   `random_uniform`, `sign`, nor into the mask operand of `select` (their
 //!   derivatives are zero almost everywhere, and treated as exactly zero).
 //!
 //! Conventions at non-differentiable points:
@@ -513,7 +513,7 @@ fn vjp(
         | Op::ArgMax { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::RandomNormal { .. }
         | Op::RandomBernoulli { .. } => {}
     }

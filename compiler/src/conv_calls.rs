@@ -131,7 +131,7 @@ pub(crate) fn window_geometry(
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }
@@ -208,7 +208,7 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<ConvCall> {
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }

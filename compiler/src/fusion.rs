@@ -4,7 +4,7 @@
 //! - leaves (`input`, `param`, `const`) live in persistent arena regions;
 //! - `reshape` is an alias of its operand's storage (row-major data is unchanged);
 //! - a *pointwise* node (elementwise ops, `broadcast`, `transpose`, `slice`,
-//!   `one_hot`, `random`, `cast`, `select`, `stop_gradient`) with exactly one
+//!   `one_hot`, `random_uniform`, `cast`, `select`, `stop_gradient`) with exactly one
 //!   use is *inlined* into its consumer's loop, evaluated at an affine index map;
 //! - every other node is a kernel *root*: its value is stored in the arena.
 //!
@@ -397,7 +397,7 @@ pub fn plan(graph: &Graph, opts: &FusionOptions) -> Result<Plan, CodegenError> {
             | Op::Slice { .. }
             | Op::Unfold { .. }
             | Op::OneHot { .. }
-            | Op::Random { .. }
+            | Op::RandomUniform { .. }
             | Op::RandomNormal { .. }
             | Op::RandomBernoulli { .. }
             | Op::Gather => KernelKind::Elementwise,

@@ -213,9 +213,13 @@ impl Builder {
         self.constant(Literal::F32(vec![v]), TensorType::f32(shape))
     }
 
-    /// Counter-based uniform noise in `[0, 1)` of the given shape (see [`Op::Random`]).
+    /// Counter-based uniform noise in `[0, 1)` of the given shape (see [`Op::RandomUniform`]).
     pub fn random_uniform(&self, step: &Tensor, seed: u32, shape: &[usize]) -> Tensor {
-        self.push(Op::Random { seed }, &[step], Some(TensorType::f32(shape)))
+        self.push(
+            Op::RandomUniform { seed },
+            &[step],
+            Some(TensorType::f32(shape)),
+        )
     }
 
     /// Counter-based standard normal noise of the given shape (see [`Op::RandomNormal`]).

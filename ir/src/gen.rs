@@ -7,7 +7,7 @@
 //! `reduce_max` over random axis subsets (including all axes and none),
 //! `argmax`, rank-2 and rank-3 `matmul` with every `trans_a`/`trans_b`
 //! combination, `concat` (one to three operands), `slice`, `one_hot`,
-//! `stop_gradient`, `random`, f32 and i32 inputs, params and optimiser-state
+//! `stop_gradient`, `random_uniform`, f32 and i32 inputs, params and optimiser-state
 //! params, splat and dense constants, every role, scopes that need quoting, and
 //! several named outputs.
 //!
@@ -23,7 +23,7 @@
 //!   `select` masks — only see *exact* values: values computed from leaves by
 //!   ops whose result every correct evaluator reproduces bit for bit (data
 //!   movement, `neg`, `abs`, `sign`, `max`, `min`, `reduce_max`, `select`,
-//!   casts, comparisons, `one_hot`, `random`, `stop_gradient`, i32
+//!   casts, comparisons, `one_hot`, `random_uniform`, `stop_gradient`, i32
 //!   arithmetic). Evaluators that differ only by rounding in arithmetic or
 //!   transcendentals therefore agree exactly on these ops' results;
 //! - `one_hot` applied to a `labels{n}_{k}` input gets labels in `[0, n)` with
@@ -1106,7 +1106,7 @@ mod tests {
                 | Op::Slice { .. }
                 | Op::OneHot { .. }
                 | Op::StopGradient
-                | Op::Random { .. }
+                | Op::RandomUniform { .. }
                 | Op::Gather
                 | Op::ScatterAdd { .. }
                 | Op::RandomNormal { .. }
@@ -1178,7 +1178,7 @@ mod tests {
             "slice",
             "one_hot",
             "stop_gradient",
-            "random",
+            "random_uniform",
             "gather",
             "random_normal",
             "random_bernoulli",

@@ -118,7 +118,7 @@ impl fmt::Display for Role {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub op: Op,
-    /// The result type; authoritative for leaves, `broadcast`, `reshape`, `cast`, `random`.
+    /// The result type; authoritative for leaves, `broadcast`, `reshape`, `cast`, `random_uniform`.
     pub ty: TensorType,
     pub role: Role,
     /// The layer path that emitted the node (`encoder/dense_1`), or empty.

@@ -23,7 +23,7 @@
 //! - `sigmoid` is evaluated stably (`e^x/(1+e^x)` for `x < 0`), so it never
 //!   yields NaN for finite input.
 //! - `one_hot` gives an all-zero row for labels outside `[0, depth)`.
-//! - `random` element `i` (row-major) is `random_uniform(seed, step, i)`;
+//! - `random_uniform` element `i` (row-major) is `random_uniform(seed, step, i)`;
 //!   `random_normal` element `i` is `random_normal(seed, step, i)`;
 //!   `random_bernoulli` element `i` is `random_bernoulli(seed, step, i, p)`.
 //! - `gather` and `scatter_add` refuse an id outside `[0, rows)`, naming its
@@ -148,7 +148,7 @@ pub fn eval_op(op: &Op, ty: &TensorType, operands: &[&HostTensor]) -> Result<Hos
             }
             Data::F32(out)
         }
-        Op::Random { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
+        Op::RandomUniform { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
             random_uniform(*seed, step, i)
         })?),
         Op::RandomNormal { seed } => Data::F32(draw(op, ty, operands[0], |step, i| {
@@ -337,7 +337,7 @@ pub fn interpret_with(
             | Op::Slice { .. }
             | Op::OneHot { .. }
             | Op::StopGradient
-            | Op::Random { .. }
+            | Op::RandomUniform { .. }
             | Op::Gather
             | Op::ScatterAdd { .. }
             | Op::RandomNormal { .. }
@@ -1599,20 +1599,29 @@ mod tests {
         let x = f(&[2], &[1.0, -1.0]);
         assert_eq!(vf(&ev(Op::StopGradient, x.ty.clone(), &[&x])), vf(&x));
         let step = i(&[], &[3]);
-        let r = ev(Op::Random { seed: 7 }, TensorType::f32([2, 3]), &[&step]);
+        let r = ev(
+            Op::RandomUniform { seed: 7 },
+            TensorType::f32([2, 3]),
+            &[&step],
+        );
         let v = vf(&r);
         // Element index is row-major: element [1,2] is index 5.
         assert_eq!(v[5], random_uniform(7, 3, 5));
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
         let r2 = ev(
-            Op::Random { seed: 7 },
+            Op::RandomUniform { seed: 7 },
             TensorType::f32([2, 3]),
             &[&i(&[], &[4])],
         );
         assert_ne!(vf(&r2), v);
         // An f32 step is rejected.
         let fs = f(&[], &[3.0]);
-        assert!(eval_op(&Op::Random { seed: 7 }, &TensorType::f32([2]), &[&fs]).is_err());
+        assert!(eval_op(
+            &Op::RandomUniform { seed: 7 },
+            &TensorType::f32([2]),
+            &[&fs]
+        )
+        .is_err());
     }
 
     #[test]

@@ -216,7 +216,7 @@ pub enum Op {
     StopGradient,
     /// Counter-based uniform noise in `[0, 1)`: a pure function of `seed`,
     /// the `i32[]` step operand and the element index (see [`random_uniform`]).
-    Random {
+    RandomUniform {
         seed: u32,
     },
     /// `gather table, ids`: `f32[V, D]`, `i32[S..]` → `f32[S.., D]`, row
@@ -300,7 +300,7 @@ pub enum OpKind {
     Scatter,
     /// Several operands laid side by side: `concat`.
     Join,
-    /// Counter-based noise (a function of the element index): `random`,
+    /// Counter-based noise (a function of the element index): `random_uniform`,
     /// `random_normal`, `random_bernoulli`.
     Random,
     /// Result elements are read from, or accumulated into, rows of a stored
@@ -927,7 +927,9 @@ macro_rules! attr_list {
             ],
             Op::OneHot { depth } => smallvec![("depth", $A::Usize(depth))],
             Op::ScatterAdd { rows } => smallvec![("rows", $A::Usize(rows))],
-            Op::Random { seed } | Op::RandomNormal { seed } | Op::RandomBernoulli { seed } => {
+            Op::RandomUniform { seed }
+            | Op::RandomNormal { seed }
+            | Op::RandomBernoulli { seed } => {
                 smallvec![("seed", $A::U32(seed))]
             }
             Op::Unary(_)
@@ -984,7 +986,7 @@ impl Op {
             Op::Unfold { .. } => (OpKind::Movement, Exactly(1), Grad::All, Cost::Cheap),
             Op::Fold { .. } => (OpKind::Scatter, Exactly(1), Grad::All, Cost::Cheap),
             Op::Concat { .. } => (OpKind::Join, AtLeastOne, Grad::All, Cost::Cheap),
-            Op::Random { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
+            Op::RandomUniform { .. } => (OpKind::Random, Exactly(1), Grad::None, Cost::Slow),
             Op::Gather => (OpKind::Gather, Exactly(2), Grad::OnlyFirst, Cost::Cheap),
             Op::ScatterAdd { .. } => (OpKind::Gather, Exactly(2), Grad::AllButFirst, Cost::Cheap),
             Op::RandomNormal { .. } => {
@@ -1065,7 +1067,7 @@ impl Op {
             },
             Op::OneHot { depth: 0 },
             Op::StopGradient,
-            Op::Random { seed: 0 },
+            Op::RandomUniform { seed: 0 },
             Op::Gather,
             Op::ScatterAdd { rows: 0 },
             Op::RandomNormal { seed: 0 },
@@ -1102,7 +1104,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::OneHot { .. } => "one_hot",
             Op::StopGradient => "stop_gradient",
-            Op::Random { .. } => "random",
+            Op::RandomUniform { .. } => "random_uniform",
             Op::Gather => "gather",
             Op::ScatterAdd { .. } => "scatter_add",
             Op::RandomNormal { .. } => "random_normal",
@@ -1447,7 +1449,7 @@ pub fn infer_type(
                 shape,
             }
         }
-        Op::Random { .. } | Op::RandomNormal { .. } => {
+        Op::RandomUniform { .. } | Op::RandomNormal { .. } => {
             let t = operands[0];
             if t.dtype != DType::I32 || t.rank() != 0 {
                 return Err(format!(
@@ -1588,7 +1590,7 @@ pub fn window_outputs(
         .collect()
 }
 
-/// The noise generator behind [`Op::Random`]: a 32-bit integer hash of
+/// The noise generator behind [`Op::RandomUniform`]: a 32-bit integer hash of
 /// `(seed, step, index)` mapped to `[0, 1)` with 24 bits of precision.
 /// Interpreter and codegen must both follow this definition exactly.
 pub fn random_uniform(seed: u32, step: i32, index: u32) -> f32 {

@@ -70,7 +70,7 @@ pub fn default_role(op: &Op) -> Role {
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }
@@ -1199,7 +1199,7 @@ graph "my graph" {   ; trailing comment
   %29 = reduce_sum %10 axes=[] : f32[2,3]
   %30 = gt %10, %9 : f32[2,3]
   %31 = select %30, %10, %9 : f32[2,3]
-  %32 = random %21 seed=4294967295 : f32[4,1]
+  %32 = random_uniform %21 seed=4294967295 : f32[4,1]
   %33 = broadcast %25 : f32[3,2]
   %34 = reshape %33 : f32[6]
   %35 = stop_gradient %34 : f32[6] @x added_loss(kernel_regularizer)
@@ -1305,7 +1305,7 @@ graph "my graph" {   ; trailing comment
         assert_eq!(n(25).ty, TensorType::i32([2, 3]));
         assert_eq!(n(25).role, Role::Forward);
         assert_eq!(n(25).scope, "x");
-        assert_eq!(n(21).op, Op::Random { seed: u32::MAX });
+        assert_eq!(n(21).op, Op::RandomUniform { seed: u32::MAX });
         assert_eq!(
             g.outputs()
                 .iter()
@@ -1336,7 +1336,7 @@ graph "my graph" {   ; trailing comment
   %18 = reduce_sum %0 axes=[] : f32[2,3]
   %19 = gt %0, %8 : f32[2,3]
   %20 = select %19, %0, %8 : f32[2,3]
-  %21 = random %10 seed=4294967295 : f32[4,1]
+  %21 = random_uniform %10 seed=4294967295 : f32[4,1]
   %22 = broadcast %14 : f32[3,2]
   %23 = reshape %22 : f32[6]
   %24 = stop_gradient %23 : f32[6]  @x added_loss(kernel_regularizer)

@@ -47,7 +47,7 @@ struct Case {
     feeds: HashMap<String, HostTensor>,
     /// The independent expected value of `y` (`None`: checked by `check`).
     expected: Option<Vec<f64>>,
-    /// An extra check of the interpreter's `y` (for `random`).
+    /// An extra check of the interpreter's `y` (for `random_uniform`).
     check: Option<ValueCheck>,
 }
 
@@ -441,10 +441,10 @@ fn cases(op: &Op) -> Vec<Result<Case, String>> {
             let y = b.node(Op::AllReduceMean, f(&[3]), &[x]);
             one(b.case(name.into(), y, vec![1.5, -2.0, 0.25]))
         }
-        Op::Random { .. } => {
+        Op::RandomUniform { .. } => {
             let mut b = G::new();
             let step = b.i32("step", &[], &[3.0]);
-            let y = b.node(Op::Random { seed: 7 }, f(&[TILE]), &[step]);
+            let y = b.node(Op::RandomUniform { seed: 7 }, f(&[TILE]), &[step]);
             let mut c = b.case(name.into(), y, Vec::new());
             // The value is defined by `random_uniform` (which both engines
             // must follow); independently of it, the draws are in [0, 1)

@@ -285,7 +285,7 @@ pub fn element_cost(nest: &Nest) -> usize {
             Expr::Select(..) => Op::Select.cost().weight(),
             Expr::Cast { .. } => Op::Cast.cost().weight(),
             Expr::OneHot { .. } => Op::OneHot { depth: 0 }.cost().weight(),
-            Expr::Random { seed, .. } => Op::Random { seed }.cost().weight(),
+            Expr::Random { seed, .. } => Op::RandomUniform { seed }.cost().weight(),
             Expr::RandomNormal { seed, .. } => Op::RandomNormal { seed }.cost().weight(),
             Expr::Gather { .. } => Op::Gather.cost().weight(),
             Expr::Load { .. } | Expr::ImmF(_) | Expr::ImmI(_) => 0,

@@ -465,7 +465,7 @@ impl<'p> Builder<'p> {
                     });
                     self.push(Expr::OneHot { label, coord })
                 }
-                Op::Random { seed } => {
+                Op::RandomUniform { seed } => {
                     let step = self.expr(ops[0], &Vec::new())?;
                     let index = self.affine(None, &node.ty.shape, map);
                     self.push(Expr::Random {

@@ -7,7 +7,7 @@
 //! order first, since IEEE addition and multiplication are exactly commutative.
 //! `max`/`min` are *not* normalised: which operand wins a tie (`max(-0.0, 0.0)`)
 //! or a NaN depends on the order, so `max(a, b)` and `max(b, a)` can differ.
-//! `random` nodes are never merged (each draws its own noise stream by
+//! `random_uniform` nodes are never merged (each draws its own noise stream by
 //! design), nor are `input`/`param` leaves (their names are unique anyway).
 //!
 //! The surviving node is the earliest in topological order and keeps its own
@@ -42,7 +42,7 @@ fn key(g: &Graph, id: NodeId) -> Option<Key> {
     let op = match &n.op {
         Op::Input { .. }
         | Op::Param { .. }
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::RandomNormal { .. }
         | Op::RandomBernoulli { .. } => return None,
         Op::Const(lit) => OpKey::Const(lit.dtype(), lit.bits()),
@@ -195,7 +195,7 @@ mod tests {
         b.output("d", &(&r1 - &r2));
         let mut g = b.finish().unwrap();
         assert!(!run(&mut g).unwrap());
-        assert_eq!(count(&g, |o| matches!(o, Op::Random { .. })), 2);
+        assert_eq!(count(&g, |o| matches!(o, Op::RandomUniform { .. })), 2);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! evaluated only when operands and result have at most [`MAX_EVAL`] elements.
 //! A dense constant whose values are all equal is turned into a splat.
 //!
-//! `input`, `param` and `random` with a non-constant step are never folded.
+//! `input`, `param` and `random_uniform` with a non-constant step are never folded.
 //! When the kernel reports an error, the node is left as it is: the runtime
 //! reports the failure with its context when the node actually runs.
 //! The folded constant takes the role and scope of the node it replaces.

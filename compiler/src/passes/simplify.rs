@@ -24,7 +24,7 @@
 //! **Finite-preserving rule for `x*0`.** `inf*0` and `NaN*0` are NaN, so
 //! `x*0 → 0` is applied only when `x` is provably finite: a constant whose
 //! values are all finite; any `i32` value; a comparison mask, `one_hot` or
-//! `random` result; or `neg`/`abs`/`sign`/`tanh`/`sigmoid`/`erf`,
+//! `random_uniform` result; or `neg`/`abs`/`sign`/`tanh`/`sigmoid`/`erf`,
 //! `max`/`min`/`select` (value operands), `broadcast`/`reshape`/`transpose`/
 //! `slice`/`concat`/`stop_gradient`/`cast` of provably finite operands.
 //! `input`s and `param`s may hold inf/NaN, and any arithmetic (`add`, `exp`,
@@ -118,7 +118,7 @@ fn finite(g: &Graph, id: NodeId, depth: usize) -> bool {
         Op::Const(Literal::I32(_)) => true,
         Op::Binary(b) if b.is_comparison() => true,
         Op::OneHot { .. }
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::RandomNormal { .. }
         | Op::RandomBernoulli { .. } => true,
         Op::Cast => ops.iter().all(|&o| g.node(o).ty.dtype == DType::I32) || all(&ops),

@@ -221,7 +221,7 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<PoolCall> {
                 | Op::Slice { .. }
                 | Op::OneHot { .. }
                 | Op::StopGradient
-                | Op::Random { .. }
+                | Op::RandomUniform { .. }
                 | Op::Gather
                 | Op::ScatterAdd { .. }
                 | Op::RandomNormal { .. }
@@ -305,7 +305,7 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<PoolCall> {
                 | Op::Slice { .. }
                 | Op::OneHot { .. }
                 | Op::StopGradient
-                | Op::Random { .. }
+                | Op::RandomUniform { .. }
                 | Op::Gather
                 | Op::ScatterAdd { .. }
                 | Op::RandomNormal { .. }
@@ -331,7 +331,7 @@ pub fn match_root(g: &Graph, root: NodeId) -> Option<PoolCall> {
         | Op::Slice { .. }
         | Op::OneHot { .. }
         | Op::StopGradient
-        | Op::Random { .. }
+        | Op::RandomUniform { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
         | Op::RandomNormal { .. }

@@ -613,3 +613,48 @@ fn keras_import_shared_embedding_sequence_norms_and_frozen_batch_norm() {
     assert_eq!(vals(&m, "bn_frozen/moving_mean"), vec![0.0, 0.0]);
     assert_eq!(vals(&m, "bn_frozen/moving_variance"), vec![1.0, 1.0]);
 }
+
+/// A custom layer that reads Keras's `training` argument: identity in
+/// training, ×3 at inference.
+struct TripleAtInference;
+
+impl lossgraph::Layer for TripleAtInference {
+    fn call(
+        &self,
+        ctx: &mut lossgraph::CallCtx,
+        x: &lossgraph::Tensor,
+    ) -> lossgraph::Result<lossgraph::Tensor> {
+        Ok(if ctx.training() { x.clone() } else { x * 3.0 })
+    }
+}
+
+#[test]
+fn the_training_flag_reaches_custom_layers_in_every_entry_point() {
+    // x·kernel = 1·0.5 + 2·0.25 = 1; the target is 0, so mse = (value)².
+    let mut m = Sequential::new("flag")
+        .add(Input::new(&[2]))
+        .add(TripleAtInference)
+        .add(Dense::new(1).use_bias(false).name("d"))
+        .build()
+        .expect("build");
+    m.set_weight("d/kernel", t(&[2, 1], &[0.5, 0.25]))
+        .expect("kernel");
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::MeanSquaredError,
+    ))
+    .expect("compile");
+    let (x, y) = (t(&[1, 2], &[1., 2.]), t(&[1, 1], &[0.]));
+    // Inference: predict and evaluate see 3·x.
+    let p = m.predict(&[x.clone()], 1).expect("predict");
+    close(p[0].as_f32().unwrap(), &[3.0], 1e-6);
+    let e = m.evaluate(&[x.clone()], &[y.clone()], 1).expect("evaluate");
+    assert!((e.loss() - 9.0).abs() < 1e-5, "evaluate {e:?}");
+    // Training: train_on_batch and the custom loop see x itself.
+    let l = m.train_on_batch(&[x.clone()], &[y.clone()]).expect("train");
+    assert!((l.loss() - 1.0).abs() < 1e-6, "train_on_batch {l:?}");
+    let g = m.compute_gradients(&[x.clone()], &[y.clone()]).expect("grads");
+    // d/dk (x·k)² = 2·(x·k)·x = [2, 4] in training mode ([18, 36] at inference).
+    let (_, dk) = g.grads.iter().find(|(p, _)| p == "d/kernel").expect("grad");
+    close(dk.as_f32().unwrap(), &[2.0, 4.0], 1e-5);
+}

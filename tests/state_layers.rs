@@ -658,3 +658,50 @@ fn the_training_flag_reaches_custom_layers_in_every_entry_point() {
     let (_, dk) = g.grads.iter().find(|(p, _)| p == "d/kernel").expect("grad");
     close(dk.as_f32().unwrap(), &[2.0, 4.0], 1e-5);
 }
+
+/// Adds standard normal noise in every mode, as a VAE's sampling layer does
+/// in `predict`, with a seed taken from the model's seed in `build`.
+#[derive(Default)]
+struct AlwaysNoisy {
+    seed: u32,
+}
+
+impl lossgraph::Layer for AlwaysNoisy {
+    fn build(&mut self, ctx: &mut lossgraph::BuildCtx, _: &[usize]) -> lossgraph::Result<()> {
+        self.seed = ctx.seed();
+        Ok(())
+    }
+
+    fn call(
+        &self,
+        ctx: &mut lossgraph::CallCtx,
+        x: &lossgraph::Tensor,
+    ) -> lossgraph::Result<lossgraph::Tensor> {
+        let shape = x.shape().to_vec();
+        Ok(x + ctx.random_normal(self.seed, &shape))
+    }
+}
+
+#[test]
+fn noise_drawn_at_inference_is_fresh_per_predict_and_reproducible_per_seed() {
+    let run = |seed: u64| {
+        let mut m = Sequential::new("sampler")
+            .seed(seed)
+            .add(Input::new(&[64]))
+            .add(AlwaysNoisy::default())
+            .build()
+            .expect("build");
+        let x = t(&[2, 64], &[0.0; 128]);
+        let a = m.predict(&[x.clone()], 2).expect("predict")[0].clone();
+        let b = m.predict(&[x], 2).expect("predict")[0].clone();
+        (a.as_f32().unwrap().to_vec(), b.as_f32().unwrap().to_vec())
+    };
+    let (a, b) = run(1);
+    assert_ne!(a, b, "two predict calls drew the same noise");
+    // Standard normal: 128 draws have a mean near 0 and a variance near 1.
+    let mean = a.iter().map(|&v| v as f64).sum::<f64>() / 128.0;
+    let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 128.0;
+    assert!(mean.abs() < 0.3 && (0.6..1.5).contains(&var), "mean {mean} var {var}");
+    assert_eq!(run(1), (a.clone(), b), "the same seed gave other draws");
+    assert_ne!(run(2).0, a, "another seed gave the same draws");
+}

@@ -110,7 +110,7 @@ pub use regularizers::Regularizer;
 pub use sublayer::Sublayer;
 pub use train::{
     CheckpointInfo, CompileOptions, Distributed, Engine, FitOptions, Gradients, History,
-    InterpreterFallback, Logs, Purpose, StepStage, Validation, DEFAULT_WATCHDOG,
+    InterpreterFallback, Logs, Purpose, SampleWeights, StepStage, Validation, DEFAULT_WATCHDOG,
 };
 pub use weights::{read_safetensors, write_safetensors};
 

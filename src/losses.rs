@@ -149,6 +149,23 @@ impl Loss {
             v.mean_all()
         }
     }
+
+    /// The sample-weighted reduced loss, as Keras's `reduce_weighted_values`
+    /// under `sum_over_batch_size`: `Σ wᵢ·vᵢ / count(v)` — divided by the
+    /// number of values, not by `Σ w`. `w` is `f32[N]`, one weight per
+    /// sample, broadcast over the trailing axes of the per-sample values
+    /// (Keras's `squeeze_or_expand_to_same_rank`); a custom loss that
+    /// returns a scalar is scaled by the mean weight.
+    pub fn emit_weighted(&self, y_true: &Tensor, y_pred: &Tensor, w: &Tensor) -> Tensor {
+        let v = self.per_sample(y_true, y_pred);
+        if v.rank() == 0 {
+            return v * w.mean_all();
+        }
+        let mut shape = vec![1usize; v.rank()];
+        shape[0] = v.shape()[0];
+        let wb = w.reshape(&shape).broadcast_to(v.shape());
+        (v * wb).mean_all()
+    }
 }
 
 fn categorical(target: &Tensor, output: &Tensor, from_logits: bool) -> Tensor {

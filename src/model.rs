@@ -782,6 +782,16 @@ impl Model {
         }
     }
 
+    /// Sample-weight feed name of output `i` in a weighted program:
+    /// `sample_weight` for a single-output model, else `sample_weight/<name>`.
+    pub fn sample_weight_feed_name(&self, i: usize) -> String {
+        if self.outputs.len() == 1 {
+            "sample_weight".into()
+        } else {
+            format!("sample_weight/{}", self.outputs[i].0)
+        }
+    }
+
     /// All variables (weights), in trainable-weight order; their values are
     /// read with [`Model::get_weight`].
     pub fn variables(&self) -> &[Variable] {

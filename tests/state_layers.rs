@@ -653,7 +653,9 @@ fn the_training_flag_reaches_custom_layers_in_every_entry_point() {
     // Training: train_on_batch and the custom loop see x itself.
     let l = m.train_on_batch(&[x.clone()], &[y.clone()]).expect("train");
     assert!((l.loss() - 1.0).abs() < 1e-6, "train_on_batch {l:?}");
-    let g = m.compute_gradients(&[x.clone()], &[y.clone()]).expect("grads");
+    let g = m
+        .compute_gradients(&[x.clone()], &[y.clone()])
+        .expect("grads");
     // d/dk (x·k)² = 2·(x·k)·x = [2, 4] in training mode ([18, 36] at inference).
     let (_, dk) = g.grads.iter().find(|(p, _)| p == "d/kernel").expect("grad");
     close(dk.as_f32().unwrap(), &[2.0, 4.0], 1e-5);
@@ -701,7 +703,10 @@ fn noise_drawn_at_inference_is_fresh_per_predict_and_reproducible_per_seed() {
     // Standard normal: 128 draws have a mean near 0 and a variance near 1.
     let mean = a.iter().map(|&v| v as f64).sum::<f64>() / 128.0;
     let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 128.0;
-    assert!(mean.abs() < 0.3 && (0.6..1.5).contains(&var), "mean {mean} var {var}");
+    assert!(
+        mean.abs() < 0.3 && (0.6..1.5).contains(&var),
+        "mean {mean} var {var}"
+    );
     assert_eq!(run(1), (a.clone(), b), "the same seed gave other draws");
     assert_ne!(run(2).0, a, "another seed gave the same draws");
 }

@@ -7,7 +7,7 @@
 use lossgraph::layers::{Dense, Input};
 use lossgraph::{
     CallCtx, CompileOptions, FitOptions, Functional, HostTensor, Layer, Loss, LossReason, Model,
-    Optimizer, Regularizer, Result, Sequential, Sublayer, Tensor,
+    Optimizer, Regularizer, Result, SampleWeights, Sequential, Sublayer, Tensor,
 };
 
 /// Deterministic inputs in [-1, 1).
@@ -553,4 +553,285 @@ fn a_lambda_layer_applies_its_closure() {
     for i in 0..6 {
         close(got[i], a[i] * a[i] - 0.5 * b[i], "lambda");
     }
+}
+
+/// Input(1) → Dense(1, no bias) with kernel `k`, MSE, SGD(`lr`): the
+/// prediction is `k·x`, each sample's loss `(k·x − t)²`.
+fn scalar_model(k: f32, lr: f32) -> Model {
+    let mut m = Sequential::new("scalar")
+        .add(Input::new(&[1]))
+        .add(Dense::new(1).use_bias(false).name("d"))
+        .build()
+        .unwrap();
+    m.set_weight("d/kernel", host(&[1, 1], &[k as f64]))
+        .unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(lr),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
+    m
+}
+
+#[test]
+fn sample_weights_scale_each_samples_loss_and_divide_by_the_batch_size() {
+    // Keras's sum_over_batch_size: Σ wᵢ·xᵢ² / 4 with k = 1 and targets 0,
+    // = (1·1 + 0·4 + 2·9 + 0.5·16) / 4 = 27/4 (not divided by Σw = 3.5).
+    let x = host(&[4, 1], &[1., 2., 3., 4.]);
+    let t = host(&[4, 1], &[0.; 4]);
+    let w = SampleWeights::PerSample(vec![host(&[4], &[1., 0., 2., 0.5])]);
+    let mut m = scalar_model(1.0, 0.1);
+    let e = m
+        .evaluate_weighted(&[x.clone()], &[t.clone()], &w, 2)
+        .unwrap();
+    close(e.loss(), 6.75, "evaluate over two batches of 2");
+    close(
+        m.evaluate(&[x.clone()], &[t.clone()], 4).unwrap().loss(),
+        7.5,
+        "unweighted mean of 1, 4, 9, 16",
+    );
+    let l = m
+        .train_on_batch_weighted(&[x.clone()], &[t.clone()], &w)
+        .unwrap();
+    close(l.loss(), 6.75, "train_on_batch, weights before the step");
+    // d/dk Σ wᵢ(k·xᵢ)²/4 = 2k·27/4 = 13.5; SGD 0.1 → k = 1 − 1.35.
+    close(
+        weight(&m, "d/kernel")[0],
+        -0.35,
+        "kernel after the weighted step",
+    );
+    // [n, 1] weights are accepted as well.
+    let w1 = SampleWeights::PerSample(vec![host(&[4, 1], &[1., 0., 2., 0.5])]);
+    let mut m = scalar_model(1.0, 0.1);
+    close(
+        m.evaluate_weighted(&[x], &[t], &w1, 4).unwrap().loss(),
+        6.75,
+        "weights of shape [n, 1]",
+    );
+}
+
+#[test]
+fn fit_with_sample_weights_matches_the_equivalent_unweighted_runs() {
+    let n = 8;
+    let xv = data(n, 1, 3);
+    let tv = data(n, 1, 4);
+    let (x, t) = (host(&[n, 1], &xv), host(&[n, 1], &tv));
+    let opts = || {
+        FitOptions::new()
+            .epochs(3)
+            .batch_size(4)
+            .verbose(false)
+            .shuffle(true, 5)
+    };
+    // Weight 2 everywhere doubles every gradient exactly: the same run as
+    // lr·2 without weights, bit for bit.
+    let mut a = scalar_model(0.7, 0.05);
+    a.fit(
+        &[x.clone()],
+        &[t.clone()],
+        opts().sample_weight(vec![host(&[n], &[2.0; 8])]),
+    )
+    .unwrap();
+    let mut b = scalar_model(0.7, 0.1);
+    b.fit(&[x.clone()], &[t.clone()], opts()).unwrap();
+    assert_eq!(weight(&a, "d/kernel"), weight(&b, "d/kernel"));
+    // Zero weights on the last half of each batch: each step is the step of
+    // the first half alone at half the learning rate (the sum is divided by
+    // the batch of 4, not by the 2 weighted samples).
+    let mut c = scalar_model(0.7, 0.1);
+    let w: Vec<f64> = (0..n).map(|i| if i % 4 < 2 { 1.0 } else { 0.0 }).collect();
+    c.fit(
+        &[x.clone()],
+        &[t.clone()],
+        FitOptions::new()
+            .epochs(2)
+            .batch_size(4)
+            .verbose(false)
+            .shuffle(false, 0)
+            .sample_weight(vec![host(&[n], &w)]),
+    )
+    .unwrap();
+    let keep: Vec<usize> = (0..n).filter(|i| i % 4 < 2).collect();
+    let xk: Vec<f64> = keep.iter().map(|&i| xv[i]).collect();
+    let tk: Vec<f64> = keep.iter().map(|&i| tv[i]).collect();
+    let mut d = scalar_model(0.7, 0.05);
+    d.fit(
+        &[host(&[4, 1], &xk)],
+        &[host(&[4, 1], &tk)],
+        FitOptions::new()
+            .epochs(2)
+            .batch_size(2)
+            .verbose(false)
+            .shuffle(false, 0),
+    )
+    .unwrap();
+    close(
+        weight(&c, "d/kernel")[0],
+        weight(&d, "d/kernel")[0],
+        "zero-weighted samples only shrink the step",
+    );
+}
+
+/// Input(2) → Dense(2, no bias) logits, sparse or one-hot crossentropy from logits.
+fn two_class_model(loss: Loss) -> Model {
+    let mut m = Sequential::new("classes")
+        .add(Input::new(&[2]))
+        .add(Dense::new(2).use_bias(false).name("d"))
+        .build()
+        .unwrap();
+    m.compile(CompileOptions::new(Optimizer::sgd(0.0), loss))
+        .unwrap();
+    m
+}
+
+#[test]
+fn class_weights_weight_each_sample_by_its_label() {
+    // All-zero inputs give logits (0, 0): every sample's loss is ln 2, so
+    // with class 1 weighted 3 the mean over labels [0, 1, 1] is 7/3·ln 2.
+    let x = host(&[3, 2], &[0.; 6]);
+    let want = 7.0 / 3.0 * std::f64::consts::LN_2;
+    let cw = SampleWeights::PerClass(vec![(1, 3.0)]);
+    let mut sparse = two_class_model(Loss::SparseCategoricalCrossentropy { from_logits: true });
+    let labels = HostTensor::i32(&[3], vec![0, 1, 1]).unwrap();
+    let e = sparse
+        .evaluate_weighted(&[x.clone()], &[labels], &cw, 3)
+        .unwrap();
+    close(e.loss(), want, "sparse labels");
+    // One-hot targets take the class of their argmax.
+    let mut onehot = two_class_model(Loss::CategoricalCrossentropy { from_logits: true });
+    let y = host(&[3, 2], &[1., 0., 0., 1., 0., 1.]);
+    let e = onehot
+        .evaluate_weighted(&[x.clone()], &[y.clone()], &cw, 3)
+        .unwrap();
+    close(e.loss(), want, "one-hot targets");
+    // fit refuses sample and class weights together, as Keras does.
+    let err = onehot
+        .fit(
+            &[x.clone()],
+            &[y.clone()],
+            FitOptions::new()
+                .verbose(false)
+                .class_weight([(1, 3.0)])
+                .sample_weight(vec![host(&[3], &[1.0; 3])]),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sample_weight and class_weight"), "{err}");
+    let err = onehot
+        .evaluate_weighted(
+            &[x],
+            &[y],
+            &SampleWeights::PerClass(vec![(1, 3.0), (1, 2.0)]),
+            3,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("class 1 is listed twice"), "{err}");
+}
+
+#[test]
+fn bad_sample_weights_are_refused_naming_the_array_and_row() {
+    let mut m = scalar_model(1.0, 0.1);
+    let (x, t) = (host(&[3, 1], &[1., 2., 3.]), host(&[3, 1], &[0.; 3]));
+    let refuse = |m: &mut Model, w: Vec<HostTensor>| {
+        m.evaluate_weighted(&[x.clone()], &[t.clone()], &SampleWeights::PerSample(w), 3)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refuse(&mut m, vec![host(&[3], &[1., f64::NAN, 1.])]);
+    assert!(
+        e.contains("sample_weight") && e.contains("row 1") && e.contains("NaN"),
+        "{e}"
+    );
+    let e = refuse(&mut m, vec![host(&[2], &[1., 1.])]);
+    assert!(
+        e.contains("expected 3 sample weights") && e.contains("[2]"),
+        "{e}"
+    );
+    let e = refuse(&mut m, vec![host(&[3], &[1.; 3]), host(&[3], &[1.; 3])]);
+    assert!(e.contains("one sample-weight array per output"), "{e}");
+}
+
+/// Two inputs `a` (2 features) and `b` (3), two outputs `sum_a` and `sum_b`:
+/// Dense(1) of each input.
+fn two_io_model() -> Model {
+    let mut f = Functional::new("two_io").seed(2);
+    let a = f.input(Input::new(&[2]).name("a")).unwrap();
+    let b = f.input(Input::new(&[3]).name("b")).unwrap();
+    let oa = f.apply(Dense::new(1).name("sum_a"), &[a]).unwrap();
+    let ob = f.apply(Dense::new(1).name("sum_b"), &[b]).unwrap();
+    let mut m = f.build(&[oa, ob]).unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::MeanSquaredError,
+    ))
+    .unwrap();
+    m
+}
+
+#[test]
+fn inputs_targets_and_sample_weights_by_name() {
+    let mut m = two_io_model();
+    let n = 3;
+    let (av, bv) = (data(n, 2, 1), data(n, 3, 2));
+    let (ta, tb) = (data(n, 1, 3), data(n, 1, 4));
+    // Given in the other order, by name.
+    let x = m
+        .inputs_by_name([("b", host(&[n, 3], &bv)), ("a", host(&[n, 2], &av))])
+        .unwrap();
+    let y = m
+        .targets_by_name([("sum_b", host(&[n, 1], &tb)), ("sum_a", host(&[n, 1], &ta))])
+        .unwrap();
+    let w = m
+        .sample_weights_by_name([
+            ("sum_a", host(&[n], &[1., 2., 3.])),
+            ("sum_b", host(&[n], &[0., 1., 0.])),
+        ])
+        .unwrap();
+    let logs = m
+        .evaluate_weighted(&x, &y, &SampleWeights::PerSample(w), n)
+        .unwrap();
+    let pa = dense(
+        &av,
+        &weight(&m, "sum_a/kernel"),
+        &weight(&m, "sum_a/bias"),
+        n,
+        2,
+    );
+    let pb = dense(
+        &bv,
+        &weight(&m, "sum_b/kernel"),
+        &weight(&m, "sum_b/bias"),
+        n,
+        3,
+    );
+    let wsq = |p: &[f64], t: &[f64], w: &[f64]| {
+        (0..n).map(|i| w[i] * (p[i] - t[i]).powi(2)).sum::<f64>() / n as f64
+    };
+    let (la, lb) = (wsq(&pa, &ta, &[1., 2., 3.]), wsq(&pb, &tb, &[0., 1., 0.]));
+    close(logs.get("sum_a_loss").unwrap(), la, "weighted sum_a_loss");
+    close(logs.get("sum_b_loss").unwrap(), lb, "weighted sum_b_loss");
+    close(logs.loss(), la + lb, "total");
+    // Unknown, repeated and missing names are refused, naming them.
+    let e = m
+        .inputs_by_name([("c", host(&[n, 2], &av))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no input is named 'c'") && e.contains("[\"a\", \"b\"]"),
+        "{e}"
+    );
+    let e = m
+        .inputs_by_name([("a", host(&[n, 2], &av)), ("a", host(&[n, 2], &av))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'a' is given twice"), "{e}");
+    let e = m
+        .targets_by_name([("sum_a", host(&[n, 1], &ta))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no array for the output with a compiled loss 'sum_b'"),
+        "{e}"
+    );
 }

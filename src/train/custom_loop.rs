@@ -3,7 +3,7 @@
 //! the compiled optimiser.
 
 use super::logs::Logs;
-use super::options::Purpose;
+use super::options::{ProgramKey, Purpose};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use lossgraph_ir::{names, HostTensor};
@@ -29,23 +29,18 @@ impl Model {
         self.compiled("compute_gradients")?;
         let data = self.prepare_data(x, Some(y))?;
         let n = data.n;
-        self.prepare(Purpose::Gradients, n)?;
+        let key = data.key(Purpose::Gradients, n);
+        self.prepare(key)?;
         let feeds = self.feeds(&data, 0, n);
-        let logs = self.run_prepared(Purpose::Gradients, n, &feeds)?;
+        let logs = self.run_prepared(key, &feeds)?;
         let mut grads = Vec::new();
         for v in self.vars.iter().filter(|v| v.trainable) {
-            let t =
-                self.train
-                    .output((Purpose::Gradients, n), &self.store, &names::grad(&v.path))?;
+            let t = self.train.output(key, &self.store, &names::grad(&v.path))?;
             grads.push((v.path.clone(), t));
         }
         let mut outputs = Vec::new();
         for (o, _) in &self.outputs {
-            outputs.push(self.train.output(
-                (Purpose::Gradients, n),
-                &self.store,
-                &names::pred(o),
-            )?);
+            outputs.push(self.train.output(key, &self.store, &names::pred(o))?);
         }
         Ok(Gradients {
             logs,
@@ -76,8 +71,9 @@ impl Model {
             }
             feeds.push((names::grad(&v.path), Feed::of(g)));
         }
-        self.prepare(Purpose::Apply, 0)?;
-        self.run_prepared(Purpose::Apply, 0, &feeds)?;
+        let key = ProgramKey::new(Purpose::Apply, 0);
+        self.prepare(key)?;
+        self.run_prepared(key, &feeds)?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use super::distributed::{check_ranks_agree, checksum, global_logs, shard, Watchdog};
 use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
-use super::options::{CompileOptions, FitOptions, Purpose, Validation};
+use super::options::{CompileOptions, FitOptions, Purpose, SampleWeights, Validation};
 use super::run::{gather, slice_samples, Prepared};
 use crate::callbacks::Control;
 use crate::error::{Error, Result};
@@ -53,12 +53,26 @@ impl Model {
     /// One optimiser step on one batch (all samples of `x`/`y`). Returns the
     /// batch's losses at the weights *before* the update (Keras's `train_on_batch`).
     pub fn train_on_batch(&mut self, x: &[HostTensor], y: &[HostTensor]) -> Result<Logs> {
+        self.train_on_batch_weighted(x, y, &SampleWeights::None)
+    }
+
+    /// [`train_on_batch`](Self::train_on_batch) with sample or class
+    /// weights (Keras's `train_on_batch(x, y, sample_weight, class_weight)`):
+    /// each compiled loss is `Σ wᵢ·lossᵢ / N` ([`crate::Loss::emit_weighted`]);
+    /// added losses and metrics are unweighted, as in Keras.
+    pub fn train_on_batch_weighted(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        weights: &SampleWeights,
+    ) -> Result<Logs> {
         self.compiled("train_on_batch")?;
-        let data = self.prepare_data(x, Some(y))?;
-        let n = data.n;
-        self.prepare(Purpose::Train, n)?;
-        let feeds = self.feeds(&data, 0, n);
-        let logs = self.run_prepared(Purpose::Train, n, &feeds);
+        let mut data = self.prepare_data(x, Some(y))?;
+        self.attach_sample_weights(&mut data, weights)?;
+        let key = data.key(Purpose::Train, data.n);
+        self.prepare(key)?;
+        let feeds = self.feeds(&data, 0, data.n);
+        let logs = self.run_prepared(key, &feeds);
         drop(feeds);
         logs
     }
@@ -70,8 +84,21 @@ impl Model {
         y: &[HostTensor],
         batch_size: usize,
     ) -> Result<Logs> {
+        self.evaluate_weighted(x, y, &SampleWeights::None, batch_size)
+    }
+
+    /// [`evaluate`](Self::evaluate) with sample or class weights on the
+    /// compiled losses (Keras's `evaluate(..., sample_weight=...)`).
+    pub fn evaluate_weighted(
+        &mut self,
+        x: &[HostTensor],
+        y: &[HostTensor],
+        weights: &SampleWeights,
+        batch_size: usize,
+    ) -> Result<Logs> {
         self.compiled("evaluate")?;
-        let data = self.prepare_data(x, Some(y))?;
+        let mut data = self.prepare_data(x, Some(y))?;
+        self.attach_sample_weights(&mut data, weights)?;
         self.evaluate_prepared(&data, batch_size)
     }
 
@@ -81,9 +108,10 @@ impl Model {
         let mut start = 0;
         while start < data.n {
             let end = (start + bs).min(data.n);
-            self.prepare(Purpose::Evaluate, end - start)?;
+            let key = data.key(Purpose::Evaluate, end - start);
+            self.prepare(key)?;
             let feeds = self.feeds(data, start, end);
-            let logs = self.run_prepared(Purpose::Evaluate, end - start, &feeds)?;
+            let logs = self.run_prepared(key, &feeds)?;
             acc.add(&logs, end - start);
             start = end;
         }
@@ -98,15 +126,12 @@ impl Model {
         let mut start = 0;
         while start < data.n {
             let end = (start + bs).min(data.n);
-            self.prepare(Purpose::Predict, end - start)?;
+            let key = data.key(Purpose::Predict, end - start);
+            self.prepare(key)?;
             let feeds = self.feeds(&data, start, end);
-            self.run_prepared(Purpose::Predict, end - start, &feeds)?;
+            self.run_prepared(key, &feeds)?;
             for (i, (name, _)) in self.outputs.iter().enumerate() {
-                let t = self.train.output(
-                    (Purpose::Predict, end - start),
-                    &self.store,
-                    &names::pred(name),
-                )?;
+                let t = self.train.output(key, &self.store, &names::pred(name))?;
                 outs[i].extend_from_slice(t.as_f32().unwrap_or(&[]));
             }
             start = end;
@@ -178,14 +203,15 @@ impl Model {
         watchdog: Option<&Watchdog>,
     ) -> Result<History> {
         let (rank, ranks) = (comm.rank(), comm.size());
-        let all = self.prepare_data(x, Some(y))?;
+        let weights = opts.weights()?;
+        let mut all = self.prepare_data(x, Some(y))?;
+        self.attach_sample_weights(&mut all, &weights)?;
+        let owned = |ts: &[Cow<'_, HostTensor>]| -> Vec<HostTensor> {
+            ts.iter().map(|c| c.clone().into_owned()).collect()
+        };
         let (train_x, train_y, val): (Vec<HostTensor>, Vec<HostTensor>, Option<ValData>) =
             match &opts.validation {
-                Validation::None => (
-                    all.x.iter().map(|c| c.clone().into_owned()).collect(),
-                    all.y.iter().map(|c| c.clone().into_owned()).collect(),
-                    None,
-                ),
+                Validation::None => (owned(&all.x), owned(&all.y), None),
                 Validation::Split(f) => {
                     if !(0.0..1.0).contains(f) {
                         return Err(Error::config(
@@ -204,12 +230,19 @@ impl Model {
                             .then(|| (cut(&all.x, split, all.n), cut(&all.y, split, all.n))),
                     )
                 }
-                Validation::Data(vx, vy) => (
-                    all.x.iter().map(|c| c.clone().into_owned()).collect(),
-                    all.y.iter().map(|c| c.clone().into_owned()).collect(),
-                    Some((vx.clone(), vy.clone())),
-                ),
+                Validation::Data(vx, vy) => {
+                    (owned(&all.x), owned(&all.y), Some((vx.clone(), vy.clone())))
+                }
             };
+        // Sample weights follow the training samples (a validation split
+        // leaves the validation samples unweighted).
+        let train_w: Vec<HostTensor> = match &opts.validation {
+            Validation::Split(f) => {
+                let split = (all.n as f64 * (1.0 - *f as f64)) as usize;
+                all.w.iter().map(|t| slice_samples(t, 0, split)).collect()
+            }
+            Validation::None | Validation::Data(..) => owned(&all.w),
+        };
         drop(all);
         let n = train_x
             .first()
@@ -248,18 +281,19 @@ impl Model {
             }
         }
         for epoch in opts.initial_epoch..opts.epochs {
-            let (ex, ey) = if opts.shuffle {
+            let (ex, ey, ew) = if opts.shuffle {
                 let perm = rng.permutation(n);
-                (
-                    train_x.iter().map(|t| gather(t, &perm)).collect::<Vec<_>>(),
-                    train_y.iter().map(|t| gather(t, &perm)).collect::<Vec<_>>(),
-                )
+                let order = |ts: &[HostTensor]| -> Vec<HostTensor> {
+                    ts.iter().map(|t| gather(t, &perm)).collect()
+                };
+                (order(&train_x), order(&train_y), order(&train_w))
             } else {
-                (train_x.clone(), train_y.clone())
+                (train_x.clone(), train_y.clone(), train_w.clone())
             };
             let data = Prepared {
                 x: ex.iter().map(Cow::Borrowed).collect(),
                 y: ey.iter().map(Cow::Borrowed).collect(),
+                w: ew.iter().map(Cow::Borrowed).collect(),
                 n,
             };
             let pb = if opts.verbose && rank == 0 {
@@ -280,22 +314,24 @@ impl Model {
                 let logs = if ranks > 1 {
                     let part = shard(start, end, rank, ranks);
                     let local = part.end - part.start;
-                    self.prepare(Purpose::Train, local)?;
+                    let key = data.key(Purpose::Train, local);
+                    self.prepare(key)?;
                     self.train.shard_weight = Some(part.weight);
                     let feeds = self.feeds(&data, part.start, part.end);
                     if let Some(w) = watchdog {
                         w.arm(step_count);
                     }
-                    let logs = self.run_prepared(Purpose::Train, local, &feeds)?;
+                    let logs = self.run_prepared(key, &feeds)?;
                     let logs = global_logs(comm, &logs, part.counted)?;
                     if let Some(w) = watchdog {
                         w.disarm();
                     }
                     logs
                 } else {
-                    self.prepare(Purpose::Train, end - start)?;
+                    let key = data.key(Purpose::Train, end - start);
+                    self.prepare(key)?;
                     let feeds = self.feeds(&data, start, end);
-                    self.run_prepared(Purpose::Train, end - start, &feeds)?
+                    self.run_prepared(key, &feeds)?
                 };
                 step_count += 1;
                 acc.add(&logs, end - start);
@@ -325,6 +361,7 @@ impl Model {
                         .into_iter()
                         .map(|c| Cow::Owned(c.into_owned()))
                         .collect(),
+                    w: Vec::new(),
                     n: vdata.n,
                 };
                 let vlogs = self.evaluate_prepared(&vdata, bs)?;

@@ -41,6 +41,7 @@ pub use custom_loop::Gradients;
 pub use engine::InterpreterFallback;
 pub use logs::{History, Logs};
 pub use options::{
-    CompileOptions, Distributed, Engine, FitOptions, Purpose, Validation, DEFAULT_WATCHDOG,
+    CompileOptions, Distributed, Engine, FitOptions, Purpose, SampleWeights, Validation,
+    DEFAULT_WATCHDOG,
 };
 pub use step::StepStage;

@@ -42,6 +42,28 @@ impl Purpose {
     }
 }
 
+/// What identifies a compiled program in a model's cache: its purpose, its
+/// batch size and whether its compiled losses are sample-weighted (a
+/// program with `sample_weight` inputs, made when `fit`, `evaluate` or
+/// `train_on_batch` is given sample or class weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ProgramKey {
+    pub purpose: Purpose,
+    pub batch: usize,
+    pub weighted: bool,
+}
+
+impl ProgramKey {
+    /// The unweighted program of `purpose` at `batch`.
+    pub fn new(purpose: Purpose, batch: usize) -> ProgramKey {
+        ProgramKey {
+            purpose,
+            batch,
+            weighted: false,
+        }
+    }
+}
+
 /// `compile` settings: optimiser, a loss per output, loss weights, metrics, engine.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -308,6 +330,22 @@ pub enum Validation {
     Data(Vec<HostTensor>, Vec<HostTensor>),
 }
 
+/// How `fit`, `evaluate` and `train_on_batch` weight samples (Keras's
+/// `sample_weight` and `class_weight` arguments).
+#[derive(Clone, Debug, Default)]
+pub enum SampleWeights {
+    /// Every sample counts once.
+    #[default]
+    None,
+    /// `f32[N]` (or `[N, 1]`) weights: one array per output with a compiled
+    /// loss, in output order, or a single array used for all of them.
+    PerSample(Vec<HostTensor>),
+    /// `(class, weight)` pairs: each sample is weighted by its label's class
+    /// (the argmax of a one-hot target, the rounded value of a scalar one);
+    /// classes not listed weigh 1. Single-output models only.
+    PerClass(Vec<(usize, f32)>),
+}
+
 /// `fit` settings. Defaults: 1 epoch, batch 32, shuffle with seed 0, progress bar on.
 pub struct FitOptions {
     /// Index of the last epoch + 1 (Keras's `epochs`: with `initial_epoch`
@@ -326,6 +364,12 @@ pub struct FitOptions {
     pub shuffle: bool,
     /// Seed of the shuffling.
     pub seed: u64,
+    /// Per-sample weights of the training data (Keras's `sample_weight`;
+    /// validation data is unweighted).
+    pub sample_weight: Option<Vec<HostTensor>>,
+    /// Per-class weights of the training data (Keras's `class_weight`; not
+    /// together with `sample_weight`).
+    pub class_weight: Option<Vec<(usize, f32)>>,
     /// Show the progress bar.
     pub verbose: bool,
     /// Callbacks (early stopping, NaN termination, …).
@@ -341,6 +385,8 @@ impl Default for FitOptions {
             validation: Validation::None,
             shuffle: true,
             seed: 0,
+            sample_weight: None,
+            class_weight: None,
             verbose: true,
             callbacks: Vec::new(),
         }
@@ -377,6 +423,32 @@ impl FitOptions {
         self.shuffle = yes;
         self.seed = seed;
         self
+    }
+    /// Weights each training sample's compiled losses (Keras's
+    /// `sample_weight`): one `f32[N]` array per output with a compiled
+    /// loss, or one for all of them. See [`SampleWeights::PerSample`].
+    pub fn sample_weight(mut self, weights: Vec<HostTensor>) -> FitOptions {
+        self.sample_weight = Some(weights);
+        self
+    }
+    /// Weights each training sample by its class (Keras's `class_weight`;
+    /// `fit` refuses it together with `sample_weight`, as Keras does). See
+    /// [`SampleWeights::PerClass`].
+    pub fn class_weight(mut self, classes: impl IntoIterator<Item = (usize, f32)>) -> FitOptions {
+        self.class_weight = Some(classes.into_iter().collect());
+        self
+    }
+    /// The training data's weighting: sample or class weights (an error when both are set).
+    pub(super) fn weights(&self) -> Result<SampleWeights> {
+        match (&self.sample_weight, &self.class_weight) {
+            (Some(_), Some(_)) => Err(Error::config(
+                "fit",
+                "sample_weight and class_weight cannot be used together (as in Keras)",
+            )),
+            (Some(w), None) => Ok(SampleWeights::PerSample(w.clone())),
+            (None, Some(c)) => Ok(SampleWeights::PerClass(c.clone())),
+            (None, None) => Ok(SampleWeights::None),
+        }
     }
     /// Shows or hides the progress bar.
     pub fn verbose(mut self, yes: bool) -> FitOptions {

@@ -3,7 +3,7 @@
 //! cache ([`TrainState`](super::session::TrainState)).
 
 use super::logs::Logs;
-use super::options::{Compiled, Purpose};
+use super::options::{Compiled, ProgramKey, Purpose, SampleWeights};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use lossgraph_ir::{DType, Data, HostTensor, TensorType};
@@ -15,7 +15,21 @@ use std::borrow::Cow;
 pub(super) struct Prepared<'a> {
     pub x: Vec<Cow<'a, HostTensor>>,
     pub y: Vec<Cow<'a, HostTensor>>,
+    /// Sample weights, `f32[n]`, one per entry of `y`; empty when unweighted.
+    pub w: Vec<Cow<'a, HostTensor>>,
     pub n: usize,
+}
+
+impl Prepared<'_> {
+    /// The key of the program that runs this data for `purpose` at `batch`:
+    /// the sample-weighted program when the data carries weights.
+    pub fn key(&self, purpose: Purpose, batch: usize) -> ProgramKey {
+        ProgramKey {
+            purpose,
+            batch,
+            weighted: !self.w.is_empty(),
+        }
+    }
 }
 
 fn per_sample(t: &HostTensor) -> usize {
@@ -64,6 +78,129 @@ pub(super) fn gather(t: &HostTensor, idx: &[usize]) -> HostTensor {
     }
 }
 
+/// Orders `named` arrays by `names` (the `what` of a model, for errors): an
+/// unknown, repeated or missing name is an error naming it and the names
+/// the model has.
+fn order_by_name<S: AsRef<str>>(
+    feed: &str,
+    what: &str,
+    names: &[String],
+    named: impl IntoIterator<Item = (S, HostTensor)>,
+) -> Result<Vec<HostTensor>> {
+    let mut slots: Vec<Option<HostTensor>> = vec![None; names.len()];
+    for (name, t) in named {
+        let name = name.as_ref();
+        let Some(i) = names.iter().position(|n| n == name) else {
+            return Err(Error::data(
+                feed,
+                format!("no {what} is named '{name}'; the model's are {names:?}"),
+            ));
+        };
+        if slots[i].replace(t).is_some() {
+            return Err(Error::data(feed, format!("'{name}' is given twice")));
+        }
+    }
+    slots
+        .into_iter()
+        .zip(names)
+        .map(|(t, n)| {
+            t.ok_or_else(|| {
+                Error::data(
+                    feed,
+                    format!("no array for the {what} '{n}' (the model's are {names:?})"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Checks one sample-weight array (`name` for errors): `n` finite values as
+/// `[n]` or `[n, 1]`, returned as `f32[n]`.
+fn sample_weight_column(name: &str, w: &HostTensor, n: usize) -> Result<HostTensor> {
+    let shape = w.shape();
+    if !(shape == [n] || shape == [n, 1]) {
+        return Err(Error::data(
+            name,
+            format!(
+                "expected {n} sample weights as [{n}] or [{n}, 1], got an array of shape {shape:?}"
+            ),
+        ));
+    }
+    let values: Vec<f32> = match &w.data {
+        Data::F32(v) => v.clone(),
+        Data::I32(v) => v.iter().map(|&x| x as f32).collect(),
+    };
+    if let Some(r) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::data(
+            name,
+            format!(
+                "row {r} holds the weight {}: sample weights must be finite",
+                values[r]
+            ),
+        ));
+    }
+    Ok(HostTensor {
+        ty: TensorType::f32([n]),
+        data: Data::F32(values),
+    })
+}
+
+/// Keras's `class_weight_to_sample_weights`: the class of each sample is its
+/// `i32` label, the argmax of a one-hot `f32[n, c > 1]` target, or the
+/// rounded value of an `f32[n]`/`[n, 1]` one; the weight is that class's
+/// entry of `classes`, 1 when absent. A repeated class or a non-finite
+/// weight is an error.
+fn class_sample_weights(y: &HostTensor, classes: &[(usize, f32)]) -> Result<HostTensor> {
+    let mut table = std::collections::BTreeMap::new();
+    for &(c, w) in classes {
+        if !w.is_finite() {
+            return Err(Error::data(
+                "class_weight",
+                format!("class {c} has the weight {w}: class weights must be finite"),
+            ));
+        }
+        if table.insert(c, w).is_some() {
+            return Err(Error::data(
+                "class_weight",
+                format!("class {c} is listed twice"),
+            ));
+        }
+    }
+    let n = y.shape().first().copied().unwrap_or(0);
+    let per = per_sample(y);
+    let class_of = |r: usize| -> Option<usize> {
+        match &y.data {
+            Data::I32(v) => usize::try_from(v[r * per]).ok(),
+            Data::F32(v) => {
+                let row = &v[r * per..(r + 1) * per];
+                if per > 1 {
+                    let mut best = 0;
+                    for (k, x) in row.iter().enumerate() {
+                        if *x > row[best] {
+                            best = k;
+                        }
+                    }
+                    Some(best)
+                } else {
+                    let x = row[0].round();
+                    (x >= 0.0 && x.is_finite()).then_some(x as usize)
+                }
+            }
+        }
+    };
+    let w = (0..n)
+        .map(|r| {
+            class_of(r)
+                .and_then(|c| table.get(&c).copied())
+                .unwrap_or(1.0)
+        })
+        .collect();
+    Ok(HostTensor {
+        ty: TensorType::f32([n]),
+        data: Data::F32(w),
+    })
+}
+
 /// The samples `start..end` of `t`.
 pub(super) fn slice_samples(t: &HostTensor, start: usize, end: usize) -> HostTensor {
     gather(t, &(start..end).collect::<Vec<_>>())
@@ -97,11 +234,10 @@ impl Model {
             .map_or(0, |c| c.distributed.comm.rank())
     }
 
-    /// Makes sure a program exists for (purpose, batch).
-    pub(super) fn prepare(&mut self, purpose: Purpose, batch: usize) -> Result<()> {
-        let key = (purpose, batch);
+    /// Makes sure a program exists for `key`.
+    pub(super) fn prepare(&mut self, key: ProgramKey) -> Result<()> {
         if !self.train.has_program(key) {
-            let (g, info) = self.build_graph(purpose, batch)?;
+            let (g, info) = self.build_graph(key)?;
             self.train.insert_program(key, g, info, &mut self.store)?;
         }
         Ok(())
@@ -110,11 +246,108 @@ impl Model {
     /// Runs a prepared program.
     pub(super) fn run_prepared(
         &mut self,
-        purpose: Purpose,
-        batch: usize,
+        key: ProgramKey,
         feeds: &[(String, Feed<'_>)],
     ) -> Result<Logs> {
-        self.train.run((purpose, batch), &mut self.store, feeds)
+        self.train.run(key, &mut self.store, feeds)
+    }
+
+    /// Orders named input arrays by the model's inputs, as Keras's
+    /// `fit(x={"features": f, "targets": t})`: every input exactly once, by
+    /// the name of its input layer. The result is what `fit`, `evaluate`,
+    /// `predict` and `train_on_batch` take as `x`.
+    pub fn inputs_by_name<S: AsRef<str>>(
+        &self,
+        named: impl IntoIterator<Item = (S, HostTensor)>,
+    ) -> Result<Vec<HostTensor>> {
+        order_by_name("x", "input", &self.input_names(), named)
+    }
+
+    /// Orders named target arrays by the outputs with a compiled loss (the
+    /// `y` of `fit` and `evaluate`), as Keras's `y={"digits": y1, "ink":
+    /// y2}`: every output that has a loss exactly once, by output name.
+    pub fn targets_by_name<S: AsRef<str>>(
+        &self,
+        named: impl IntoIterator<Item = (S, HostTensor)>,
+    ) -> Result<Vec<HostTensor>> {
+        order_by_name(
+            "y",
+            "output with a compiled loss",
+            &self.targeted_names()?,
+            named,
+        )
+    }
+
+    /// Orders named sample-weight arrays like [`targets_by_name`](Self::targets_by_name)
+    /// (Keras's `sample_weight={"digits": w1, "ink": w2}`), for
+    /// [`SampleWeights::PerSample`] and [`FitOptions::sample_weight`](super::FitOptions::sample_weight).
+    pub fn sample_weights_by_name<S: AsRef<str>>(
+        &self,
+        named: impl IntoIterator<Item = (S, HostTensor)>,
+    ) -> Result<Vec<HostTensor>> {
+        order_by_name(
+            "sample_weight",
+            "output with a compiled loss",
+            &self.targeted_names()?,
+            named,
+        )
+    }
+
+    fn targeted_names(&self) -> Result<Vec<String>> {
+        let cfg = self.compiled("naming targets")?;
+        Ok(cfg
+            .targeted()
+            .into_iter()
+            .map(|i| self.outputs[i].0.clone())
+            .collect())
+    }
+
+    /// Attaches `weights` to checked data ([`SampleWeights`]): per-sample
+    /// arrays are checked (one per target or one for all; `n` finite values
+    /// each, as `[n]` or `[n, 1]`; an error names the array, the row and the
+    /// value), class weights become per-sample weights from the targets.
+    pub(super) fn attach_sample_weights<'a>(
+        &self,
+        data: &mut Prepared<'a>,
+        weights: &'a SampleWeights,
+    ) -> Result<()> {
+        let targets = data.y.len();
+        match weights {
+            SampleWeights::None => {}
+            SampleWeights::PerSample(ws) => {
+                if ws.len() != 1 && ws.len() != targets {
+                    return Err(Error::data(
+                        "sample_weight",
+                        format!(
+                            "model '{}' takes one sample-weight array per output with a compiled loss ({targets}) or one for all, got {}",
+                            self.name,
+                            ws.len()
+                        ),
+                    ));
+                }
+                let targeted = self.compiled("sample weights")?.targeted();
+                for (k, &i) in targeted.iter().enumerate() {
+                    let w = &ws[if ws.len() == 1 { 0 } else { k }];
+                    let name = self.sample_weight_feed_name(i);
+                    data.w
+                        .push(Cow::Owned(sample_weight_column(&name, w, data.n)?));
+                }
+            }
+            SampleWeights::PerClass(classes) => {
+                if targets != 1 {
+                    return Err(Error::data(
+                        "class_weight",
+                        format!(
+                            "class weights need a model with exactly one output with a compiled loss; model '{}' has {targets}",
+                            self.name
+                        ),
+                    ));
+                }
+                data.w
+                    .push(Cow::Owned(class_sample_weights(&data.y[0], classes)?));
+            }
+        }
+        Ok(())
     }
 
     /// Checks data against the model and converts target dtypes.
@@ -211,7 +444,12 @@ impl Model {
         if n == 0 {
             return Err(Error::data("x", "no samples"));
         }
-        Ok(Prepared { x: xs, y: ys, n })
+        Ok(Prepared {
+            x: xs,
+            y: ys,
+            w: Vec::new(),
+            n,
+        })
     }
 
     /// Checks the ids of `i32` input `i` against every layer that indexes
@@ -263,6 +501,9 @@ impl Model {
             .unwrap_or_default();
         for (&i, t) in targeted.iter().zip(&data.y) {
             f.push((self.target_feed_name(i), rows(t, start, end)));
+        }
+        for (&i, t) in targeted.iter().zip(&data.w) {
+            f.push((self.sample_weight_feed_name(i), rows(t, start, end)));
         }
         f
     }

@@ -1,4 +1,5 @@
-//! The program cache: a compiled [`Program`] per (purpose, batch size),
+//! The program cache: a compiled [`Program`] per [`ProgramKey`] (purpose,
+//! batch size, sample-weighted or not),
 //! every one of them on the model's one [`VariableStore`].
 //!
 //! Invariant: every cached program was made with the model's store
@@ -11,7 +12,7 @@
 
 use super::engine::{compile_program, InterpreterFallback};
 use super::logs::Logs;
-use super::options::{Compiled, Purpose};
+use super::options::{Compiled, ProgramKey, Purpose};
 use crate::error::{Error, Result};
 use crate::layer::Variable;
 use lossgraph_ir::names::{ITERATION_INPUT, LR_INPUT, RNG_STEP_INPUT, SHARD_WEIGHT_INPUT};
@@ -43,7 +44,7 @@ struct Cached {
 #[derive(Default)]
 pub(crate) struct TrainState {
     pub(super) compiled: Option<Compiled>,
-    programs: HashMap<(Purpose, usize), Cached>,
+    programs: HashMap<ProgramKey, Cached>,
     pub(super) iterations: u64,
     /// Runs that read the `rng_step` stream so far: the value fed next, so
     /// every train step, evaluate and predict draws fresh noise. Not reset
@@ -84,7 +85,7 @@ impl TrainState {
     }
 
     /// True when a program for `key` is cached.
-    pub(super) fn has_program(&self, key: (Purpose, usize)) -> bool {
+    pub(super) fn has_program(&self, key: ProgramKey) -> bool {
         self.programs.contains_key(&key)
     }
 
@@ -93,7 +94,7 @@ impl TrainState {
     /// fallback.
     pub(super) fn insert_program(
         &mut self,
-        key: (Purpose, usize),
+        key: ProgramKey,
         g: Graph,
         info: ProgramInfo,
         store: &mut VariableStore,
@@ -105,7 +106,7 @@ impl TrainState {
             .map(|c| c.distributed.comm.clone())
             .unwrap_or_else(|| std::sync::Arc::new(lossgraph_runtime::SingleProcess));
         let opts = JitOptions::default();
-        let (program, fallback) = compile_program(g, key.0, key.1, policy, |g, e| {
+        let (program, fallback) = compile_program(g, key.purpose, key.batch, policy, |g, e| {
             Program::with_store_on(g, e, &opts, store, comm.clone())
         })?;
         self.fallbacks.extend(fallback);
@@ -123,11 +124,11 @@ impl TrainState {
     /// Returns the logged scalars.
     pub(super) fn run(
         &mut self,
-        key: (Purpose, usize),
+        key: ProgramKey,
         store: &mut VariableStore,
         feeds: &[(String, Feed<'_>)],
     ) -> Result<Logs> {
-        let purpose = key.0;
+        let purpose = key.purpose;
         let optimizer_step = matches!(purpose, Purpose::Train | Purpose::Apply);
         let lr = self
             .compiled
@@ -174,7 +175,7 @@ impl TrainState {
     /// The output `name` of the cached program for `key` (after a run on `store`).
     pub(super) fn output(
         &self,
-        key: (Purpose, usize),
+        key: ProgramKey,
         store: &VariableStore,
         name: &str,
     ) -> Result<HostTensor> {
@@ -183,7 +184,7 @@ impl TrainState {
             .and_then(|c| c.program.output_with(store, name))
             .map(|t| t.to_host())
             .ok_or_else(|| Error::Compile {
-                purpose: key.0.name().into(),
+                purpose: key.purpose.name().into(),
                 message: format!("missing output {name}"),
             })
     }

@@ -28,7 +28,7 @@
 //! gradients in its place, so a custom loop applies the hook exactly once per
 //! optimiser step, as `train_on_batch` does.
 
-use super::options::{Compiled, GradientHook, Purpose};
+use super::options::{Compiled, GradientHook, ProgramKey, Purpose};
 use super::session::ProgramInfo;
 use crate::backend;
 use crate::error::{Error, Result};
@@ -258,35 +258,33 @@ impl Step {
 impl Model {
     /// Builds the graph for `purpose` and batch size `batch` (for dumps and custom engines).
     pub fn graph(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
-        Ok(self.build_graph(purpose, batch)?.0)
+        Ok(self.build_graph(ProgramKey::new(purpose, batch))?.0)
     }
 
     /// [`graph`](Self::graph) before the optimisation passes (for IR dumps).
     pub fn graph_unoptimized(&self, purpose: Purpose, batch: usize) -> Result<Graph> {
-        Ok(self.build_graph_with(purpose, batch, false)?.0)
+        Ok(self
+            .build_graph_with(ProgramKey::new(purpose, batch), false)?
+            .0)
     }
 
-    pub(super) fn build_graph(
-        &self,
-        purpose: Purpose,
-        batch: usize,
-    ) -> Result<(Graph, ProgramInfo)> {
-        self.build_graph_with(purpose, batch, true)
+    pub(super) fn build_graph(&self, key: ProgramKey) -> Result<(Graph, ProgramInfo)> {
+        self.build_graph_with(key, true)
     }
 
-    /// Runs the stages of `purpose` in order ([`Purpose::stages`]).
-    fn build_graph_with(
-        &self,
-        purpose: Purpose,
-        batch: usize,
-        optimize: bool,
-    ) -> Result<(Graph, ProgramInfo)> {
+    /// Runs the stages of `key.purpose` in order ([`Purpose::stages`]).
+    fn build_graph_with(&self, key: ProgramKey, optimize: bool) -> Result<(Graph, ProgramInfo)> {
+        let ProgramKey {
+            purpose,
+            batch,
+            weighted,
+        } = key;
         let (first, _) = purpose.stages();
         let mut step = match first {
             StepStage::Forward => {
                 let tr = self.trace(purpose.training(), batch)?;
                 if purpose.runs(StepStage::Losses) {
-                    self.losses_stage(tr, purpose)?
+                    self.losses_stage(tr, purpose, weighted)?
                 } else {
                     self.forward_only(tr, purpose)?
                 }
@@ -335,11 +333,13 @@ impl Model {
     }
 
     /// Stage 2 on a forward trace: compiled losses, metrics, `loss` and `compiled_loss`.
-    fn losses_stage(&self, tr: Trace, purpose: Purpose) -> Result<Step> {
+    /// `weighted`: each compiled loss is sample-weighted by a fed
+    /// `sample_weight` input ([`Loss::emit_weighted`](crate::Loss::emit_weighted)).
+    fn losses_stage(&self, tr: Trace, purpose: Purpose, weighted: bool) -> Result<Step> {
         let p = purpose.name();
         let cfg = self.compiled(p)?;
         let mut info = ProgramInfo::default();
-        self.add_objective(&tr, cfg, &mut info);
+        self.add_objective(&tr, cfg, weighted, &mut info);
         let trainable: Vec<(String, NodeId)> = tr
             .params
             .iter()
@@ -392,8 +392,10 @@ impl Model {
         })
     }
 
-    /// Appends target inputs, compiled losses (`loss/<o>`) and metrics to a trace.
-    fn add_objective(&self, tr: &Trace, cfg: &Compiled, info: &mut ProgramInfo) {
+    /// Appends target inputs (and, when `weighted`, sample-weight inputs
+    /// `f32[batch]`), compiled losses (`loss/<o>`) and metrics to a trace.
+    /// Metrics are unweighted, as Keras's `metrics` are.
+    fn add_objective(&self, tr: &Trace, cfg: &Compiled, weighted: bool, info: &mut ProgramInfo) {
         let b = &tr.builder;
         let multi = tr.preds.len() > 1;
         let mut metric_logs = Vec::new();
@@ -411,12 +413,19 @@ impl Model {
             };
             b.set_scope("");
             let y = b.input(&self.target_feed_name(i), loss.target_type(pred.ty()));
+            let w = weighted.then(|| {
+                let batch = pred.shape().first().copied().unwrap_or(1);
+                b.input(&self.sample_weight_feed_name(i), TensorType::f32(&[batch]))
+            });
             b.set_scope(name.as_str());
             let role = Role::CompiledLoss {
                 output: name.clone(),
                 weight: oc.weight,
             };
-            let l = b.with_role(role, || loss.emit(&y, pred));
+            let l = b.with_role(role, || match &w {
+                Some(w) => loss.emit_weighted(&y, pred, w),
+                None => loss.emit(&y, pred),
+            });
             let out = names::loss(name);
             b.output(&out, &l);
             if multi {

@@ -4,6 +4,9 @@
 //! `add_loss`. Every expected number is recomputed here in f64 from the
 //! model's weights, independently of the traced graph.
 
+// `&[x.clone()]` reads like Keras's `[x]`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 use lossgraph::layers::{Dense, Input};
 use lossgraph::{
     CallCtx, CompileOptions, FitOptions, Functional, HostTensor, Layer, Loss, LossReason, Model,

@@ -415,7 +415,7 @@ impl Model {
             let y = b.input(&self.target_feed_name(i), loss.target_type(pred.ty()));
             let w = weighted.then(|| {
                 let batch = pred.shape().first().copied().unwrap_or(1);
-                b.input(&self.sample_weight_feed_name(i), TensorType::f32(&[batch]))
+                b.input(&self.sample_weight_feed_name(i), TensorType::f32([batch]))
             });
             b.set_scope(name.as_str());
             let role = Role::CompiledLoss {

@@ -18,10 +18,12 @@
 //!   `model.losses` order) and [`Model::summary`];
 //! - [`losses`], [`metrics`], [`optimizers`] (Keras 3 formulas and defaults,
 //!   emitted as IR with `lr`/`iteration` runtime inputs);
-//! - [`train`]: `compile`, `fit` (progress bar with the loss breakdown),
+//! - [`train`]: `compile`, `fit` (progress bar with the loss breakdown, or
+//!   one line per epoch without a terminal),
 //!   `evaluate`, `predict`, `train_on_batch`, `compute_gradients` /
 //!   `apply_gradients`, built through one staged step builder
-//!   ([`StepStage`], see [`architecture`]); [`callbacks`]; [`weights`] (safetensors).
+//!   ([`StepStage`], see [`architecture`]); [`callbacks`] (Keras's
+//!   `ModelCheckpoint`, `EarlyStopping`, `ReduceLROnPlateau`, …); [`weights`] (safetensors).
 //!
 //! The seed example, Keras's `CustomDenseLayer` with an L1 penalty added in
 //! `build`:
@@ -96,7 +98,10 @@ pub mod train;
 pub mod weights;
 
 pub use activations::Activation;
-pub use callbacks::{Callback, Control, EarlyStopping, TerminateOnNaN};
+pub use callbacks::{
+    CSVLogger, Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint, ModelHandle,
+    ProgbarLogger, ReduceLROnPlateau, TerminateOnNaN, Verbosity,
+};
 pub use error::{Error, Result};
 pub use initializers::Init;
 pub use layer::{BuildCtx, CallCtx, Layer, Variable, VariableKind, Weight};

@@ -1,6 +1,6 @@
 //! The loop around `fit` (issue 16): gradient clipping in the gradient hook,
-//! learning-rate schedules, callbacks with access to the model, logging
-//! without a terminal, and checkpoints that resume bit-identically.
+//! learning-rate schedules and checkpoints that resume bit-identically
+//! (the callbacks are tested end to end in `tests/callbacks.rs`).
 //! Expected values are hand-computed from Keras 3's formulas.
 
 // `&[x.clone()]` reads like Keras's `[x]`.

@@ -363,6 +363,188 @@ fn train_runs_and_saves_weights() {
     assert_ne!(k0.1, k1.1);
 }
 
+/// `train` with stderr piped (not a terminal) prints what Keras's
+/// `verbose=2` prints: `Epoch k/N`, then one `steps/steps - Ts - Xms/step -
+/// loss: …` line per epoch; `--verbose 0` prints nothing.
+#[test]
+fn train_without_a_terminal_prints_one_line_per_epoch() {
+    let c = cases();
+    let case = c.join("p01_relu_l2_l1_huber_sgd");
+    let args = |verbose: Option<&str>| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            case.join("model.json").to_str().unwrap(),
+            "--weights",
+            case.join("weights.safetensors").to_str().unwrap(),
+            "--data",
+            case.join("data.safetensors").to_str().unwrap(),
+            "--loss",
+            "huber",
+            "--optimizer",
+            "sgd:0.1",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(v) = verbose {
+            a.extend(["--verbose".to_string(), v.to_string()]);
+        }
+        a
+    };
+    let a = args(None);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 6, "{err}");
+    let n = lossgraph::read_safetensors(case.join("data.safetensors"))
+        .unwrap()
+        .into_iter()
+        .find(|t| t.0 == "x")
+        .map(|t| t.1.shape()[0])
+        .unwrap();
+    let steps = n.div_ceil(8);
+    for e in 0..3 {
+        assert_eq!(lines[2 * e], format!("Epoch {}/3", e + 1), "{err}");
+        let l = lines[2 * e + 1];
+        let parts: Vec<&str> = l.split(" - ").collect();
+        assert_eq!(parts[0], format!("{steps}/{steps}"), "{l}");
+        assert!(
+            parts[1].ends_with('s') && parts[1][..parts[1].len() - 1].parse::<u64>().is_ok(),
+            "{l}"
+        );
+        assert!(parts[2].ends_with("/step"), "{l}");
+        assert!(parts[3].starts_with("loss: "), "{l}");
+        assert!(
+            parts[3]["loss: ".len()..].parse::<f64>().unwrap() > 0.0,
+            "{l}"
+        );
+        // Every logged term follows, as Keras prints every log entry.
+        assert!(
+            parts[4..].iter().any(|p| p.starts_with("compiled_loss: ")),
+            "{l}"
+        );
+    }
+    // The final loss printed on stdout is the last epoch line's loss (4 decimals).
+    let last: f64 = lines[5].split(" - ").nth(3).unwrap()["loss: ".len()..]
+        .parse()
+        .unwrap();
+    let fin: f64 = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("final loss: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((last - fin).abs() <= 5e-5, "{last} vs {fin}");
+    let a = args(Some("0"));
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+/// The callback flags of `train`: a best-only weights checkpoint, early
+/// stopping, learning-rate reduction and a CSV log, on a validation split.
+#[test]
+fn train_callback_flags() {
+    let c = cases();
+    let case = c.join("p01_relu_l2_l1_huber_sgd");
+    let d = temp_dir("train-callbacks");
+    let best = d.join("best.safetensors");
+    let csv = d.join("log.csv");
+    let o = run(&[
+        "train",
+        case.join("model.json").to_str().unwrap(),
+        "--weights",
+        case.join("weights.safetensors").to_str().unwrap(),
+        "--data",
+        case.join("data.safetensors").to_str().unwrap(),
+        "--loss",
+        "huber",
+        "--optimizer",
+        "sgd:0.1",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "4",
+        "--validation-split",
+        "0.25",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--save-best-only",
+        "--save-weights-only",
+        "--early-stopping",
+        "3",
+        "--reduce-lr-on-plateau",
+        "1",
+        "--lr-factor",
+        "0.5",
+        "--csv-log",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let epochs = err.lines().filter(|l| l.starts_with("Epoch ")).count();
+    assert!((1..=4).contains(&epochs), "{err}");
+    // Every epoch line carries validation values and the logged rate.
+    for l in err.lines().filter(|l| l.contains("/step")) {
+        assert!(
+            l.contains(" - val_loss: ") && l.contains(" - learning_rate: "),
+            "{l}"
+        );
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 1 + epochs, "{text}");
+    let lr = rows[0]
+        .iter()
+        .position(|h| *h == "learning_rate")
+        .expect("learning_rate column");
+    let vl = rows[0]
+        .iter()
+        .position(|h| *h == "val_loss")
+        .expect("val_loss column");
+    assert_eq!(rows[1][lr].parse::<f64>().unwrap() as f32, 0.1);
+    // Each rate is the previous one, or half of it after an epoch that did
+    // not improve val_loss by 1e-4 (ReduceLROnPlateau, patience 1).
+    for e in 2..rows.len() {
+        let (prev, cur) = (
+            rows[e - 1][lr].parse::<f64>().unwrap(),
+            rows[e][lr].parse::<f64>().unwrap(),
+        );
+        let val = |r: usize| rows[r][vl].parse::<f64>().unwrap();
+        let best_before = (1..e - 1).map(val).fold(f64::INFINITY, f64::min);
+        let improved = e == 2 || val(e - 1) < best_before - 1e-4;
+        let want = if improved {
+            prev
+        } else {
+            (prev * 0.5) as f32 as f64
+        };
+        assert_eq!(cur as f32, want as f32, "epoch {}: {text}", e - 1);
+    }
+    // The best-only checkpoint holds every weight of the model.
+    let saved = lossgraph::read_safetensors(&best).unwrap();
+    let initial = lossgraph::read_safetensors(case.join("weights.safetensors")).unwrap();
+    assert_eq!(saved.len(), initial.len());
+    // Bad values are one-line errors.
+    let o = run(&[
+        "train",
+        "m.json",
+        "--data",
+        "d",
+        "--loss",
+        "mse",
+        "--optimizer",
+        "sgd",
+        "--verbose",
+        "3",
+    ]);
+    assert_user_error(&o, &["'3'", "0, 1, 2, auto"]);
+}
+
 /// The percentage of the demo's `test accuracy: P%` line.
 fn demo_test_accuracy(out: &str) -> f64 {
     let line = out

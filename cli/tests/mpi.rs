@@ -15,8 +15,7 @@
 
 use lossgraph::layers::{Dense, Input};
 use lossgraph::{
-    Communicator, CompileOptions, Control, FitOptions, HostTensor, Logs, Loss, Optimizer,
-    Sequential,
+    Communicator, CompileOptions, FitOptions, HostTensor, Logs, Loss, Optimizer, Sequential,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -245,7 +244,12 @@ struct Fault {
 }
 
 impl lossgraph::Callback for Fault {
-    fn on_batch_end(&mut self, batch: usize, _logs: &Logs) -> Control {
+    fn on_train_batch_end(
+        &mut self,
+        _model: &mut dyn lossgraph::ModelHandle,
+        batch: usize,
+        _logs: &Logs,
+    ) -> lossgraph::Result<()> {
         if batch == 2 && self.rank == 1 {
             eprintln!("fault at ms {}", now_ms());
             match self.scenario.as_str() {
@@ -254,7 +258,7 @@ impl lossgraph::Callback for Fault {
                 other => panic!("unknown scenario {other}"),
             }
         }
-        Control::Continue
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use lossgraph::optimizers::Optimizer;
 use lossgraph::{
-    Callback, CompileOptions, Control, FitOptions, HostTensor, Logs, Loss, Metric, Validation,
+    Callback, CompileOptions, FitOptions, HostTensor, Logs, Loss, Metric, ModelHandle, Validation,
 };
 use lossgraph_cli::demo::demo_model;
 use lossgraph_cli::digits;
@@ -22,9 +22,14 @@ fn tensors(d: &digits::Dataset) -> (Vec<HostTensor>, Vec<HostTensor>) {
 struct Record(Rc<RefCell<Vec<Logs>>>);
 
 impl Callback for Record {
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs) -> Control {
+    fn on_epoch_end(
+        &mut self,
+        _model: &mut dyn ModelHandle,
+        _epoch: usize,
+        logs: &mut Logs,
+    ) -> lossgraph::Result<()> {
         self.0.borrow_mut().push(logs.clone());
-        Control::Continue
+        Ok(())
     }
 }
 

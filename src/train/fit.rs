@@ -6,14 +6,15 @@ use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
 use super::options::{CompileOptions, FitOptions, Purpose, SampleWeights, Validation};
 use super::run::{gather, slice_samples, Prepared};
-use crate::callbacks::Control;
+use crate::callbacks::{Callback, FitParams, ModelHandle, ProgbarLogger, Verbosity};
 use crate::error::{Error, Result};
 use crate::initializers::Rng;
 use crate::model::Model;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::optimizers::LearningRate;
 use lossgraph_ir::{names, Data, HostTensor, TensorType};
 use lossgraph_runtime::Communicator;
 use std::borrow::Cow;
+use std::path::Path;
 
 /// Validation inputs and targets.
 type ValData = (Vec<HostTensor>, Vec<HostTensor>);
@@ -152,9 +153,15 @@ impl Model {
             .collect())
     }
 
-    /// Trains for `opts.epochs` epochs with a progress bar showing the running
-    /// loss and its breakdown (compiled loss and each added loss). Returns the
-    /// per-epoch history (validation values prefixed `val_`).
+    /// Trains for `opts.epochs` epochs and returns the per-epoch history
+    /// (validation values prefixed `val_`). Prints as
+    /// [`FitOptions::verbose`] says: by default a progress bar with the
+    /// running loss and its breakdown (compiled loss and each added loss) on
+    /// a terminal, one Keras `verbose=2` line per epoch otherwise. Calls the
+    /// [`callbacks`](crate::callbacks) at every boundary; one asking to stop
+    /// ends training after the current batch (that epoch still ends: its
+    /// means, validation and `on_epoch_end`), and one failing ends `fit`
+    /// with its error.
     ///
     /// Compiled [`distributed`](super::CompileOptions::distributed) over
     /// `N > 1` ranks, every rank passes the same data and options:
@@ -270,17 +277,30 @@ impl Model {
         }
         let mut rng = Rng::new(opts.seed);
         let mut step_count = 0u64;
-        let mut history = History::default();
-        for cb in opts.callbacks.iter_mut() {
-            cb.on_train_begin();
-        }
+        let verbose = opts.verbose.resolve_for_stderr();
+        let params = FitParams {
+            epochs: opts.epochs,
+            steps,
+            verbose,
+            rank,
+        };
+        let mut list = CallbackList {
+            user: std::mem::take(&mut opts.callbacks),
+            history: History::default(),
+            progbar: (verbose != Verbosity::Silent && rank == 0).then(ProgbarLogger::new),
+        };
         let mut stop = false;
+        self.each_callback(&mut list, params, &mut stop, |cb, m| cb.on_train_begin(m))?;
         if opts.shuffle {
             for _ in 0..opts.initial_epoch.min(opts.epochs) {
                 rng.permutation(n);
             }
         }
+        let mut last_logs = Logs::default();
         for epoch in opts.initial_epoch..opts.epochs {
+            self.each_callback(&mut list, params, &mut stop, |cb, m| {
+                cb.on_epoch_begin(m, epoch)
+            })?;
             let (ex, ey, ew) = if opts.shuffle {
                 let perm = rng.permutation(n);
                 let order = |ts: &[HostTensor]| -> Vec<HostTensor> {
@@ -296,19 +316,11 @@ impl Model {
                 w: ew.iter().map(Cow::Borrowed).collect(),
                 n,
             };
-            let pb = if opts.verbose && rank == 0 {
-                ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr())
-            } else {
-                ProgressBar::hidden()
-            };
-            if let Ok(style) = ProgressStyle::with_template(
-                "Epoch {prefix} [{bar:25.cyan/blue}] {pos}/{len} {elapsed_precise} {msg}",
-            ) {
-                pb.set_style(style.progress_chars("=> "));
-            }
-            pb.set_prefix(format!("{}/{}", epoch + 1, opts.epochs));
             let mut acc = Accumulator::default();
             for s in 0..steps {
+                self.each_callback(&mut list, params, &mut stop, |cb, m| {
+                    cb.on_train_batch_begin(m, s)
+                })?;
                 let start = s * bs;
                 let end = (start + bs).min(n);
                 let logs = if ranks > 1 {
@@ -336,13 +348,9 @@ impl Model {
                 step_count += 1;
                 acc.add(&logs, end - start);
                 let running = acc.mean();
-                pb.set_message(running.render());
-                pb.inc(1);
-                for cb in opts.callbacks.iter_mut() {
-                    if cb.on_batch_end(s, &logs) == Control::Stop {
-                        stop = true;
-                    }
-                }
+                self.each_callback(&mut list, params, &mut stop, |cb, m| {
+                    cb.on_train_batch_end(m, s, &running)
+                })?;
                 if stop {
                     break;
                 }
@@ -369,19 +377,134 @@ impl Model {
                     epoch_logs.set(&format!("val_{k}"), *v);
                 }
             }
-            pb.finish_with_message(epoch_logs.render());
-            for cb in opts.callbacks.iter_mut() {
-                if cb.on_epoch_end(epoch, &epoch_logs) == Control::Stop {
-                    stop = true;
-                }
-            }
-            history.epochs.push(epoch_logs);
-            history.epoch.push(epoch);
+            // Counted before the callbacks: a checkpoint saved at this
+            // epoch's end resumes at the next one.
             self.train.epoch = epoch as u64 + 1;
+            self.each_callback(&mut list, params, &mut stop, |cb, m| {
+                cb.on_epoch_end(m, epoch, &mut epoch_logs)
+            })?;
+            last_logs = epoch_logs;
             if stop {
                 break;
             }
         }
-        Ok(history)
+        self.each_callback(&mut list, params, &mut stop, |cb, m| {
+            cb.on_train_end(m, &last_logs)
+        })?;
+        Ok(list.history)
+    }
+
+    /// Calls `f` on every callback of `list`, in order, with this model as
+    /// their [`ModelHandle`].
+    fn each_callback(
+        &mut self,
+        list: &mut CallbackList,
+        params: FitParams,
+        stop: &mut bool,
+        mut f: impl FnMut(&mut dyn Callback, &mut dyn ModelHandle) -> Result<()>,
+    ) -> Result<()> {
+        let mut handle = FitHandle {
+            model: self,
+            params,
+            stop,
+        };
+        for cb in list.user.iter_mut() {
+            f(cb.as_mut(), &mut handle)?;
+        }
+        f(&mut list.history, &mut handle)?;
+        if let Some(p) = list.progbar.as_mut() {
+            f(p, &mut handle)?;
+        }
+        Ok(())
+    }
+}
+
+/// The callbacks of one `fit`: the user's, then the history it returns,
+/// then the progress printer (Keras appends `History` and `ProgbarLogger`).
+struct CallbackList {
+    user: Vec<Box<dyn Callback>>,
+    history: History,
+    progbar: Option<ProgbarLogger>,
+}
+
+/// The model being fitted, as its callbacks see it.
+struct FitHandle<'a> {
+    model: &'a mut Model,
+    params: FitParams,
+    stop: &'a mut bool,
+}
+
+impl ModelHandle for FitHandle<'_> {
+    fn params(&self) -> FitParams {
+        self.params
+    }
+
+    fn get_weights(&self) -> Vec<(String, HostTensor)> {
+        self.model.get_weights()
+    }
+
+    fn set_weights(&mut self, weights: &[(String, HostTensor)]) -> Result<()> {
+        self.model.set_weights(weights)
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<()> {
+        self.model.save_weights(path)
+    }
+
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.model.save_checkpoint(path)
+    }
+
+    fn learning_rate(&self) -> Result<f32> {
+        let train = &self.model.train;
+        let c = train.compiled.as_ref().ok_or_else(|| Error::NotCompiled {
+            model: self.model.name.clone(),
+            action: "reading the learning rate".into(),
+        })?;
+        Ok(c.optimizer.learning_rate.at(train.iterations))
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::config(
+                "learning rate",
+                format!("{lr} is not a learning rate (a finite value >= 0)"),
+            ));
+        }
+        let name = self.model.name.clone();
+        let c = self
+            .model
+            .train
+            .compiled
+            .as_mut()
+            .ok_or_else(|| Error::NotCompiled {
+                model: name,
+                action: "setting the learning rate".into(),
+            })?;
+        if c.optimizer.learning_rate.constant().is_none() {
+            return Err(Error::config(
+                "learning rate",
+                format!(
+                    "the optimizer was compiled with the schedule {:?}: its rate cannot be set \
+                     (as in Keras); compile with a constant rate to use ReduceLROnPlateau or \
+                     LearningRateScheduler",
+                    c.optimizer.learning_rate
+                ),
+            ));
+        }
+        c.optimizer.learning_rate = LearningRate::Constant(lr);
+        Ok(())
+    }
+
+    fn iterations(&self) -> u64 {
+        self.model.train.iterations
+    }
+
+    fn stop_training(&mut self) {
+        *self.stop = true;
+    }
+
+    fn stop_requested(&self) -> bool {
+        *self.stop
     }
 }

@@ -3,7 +3,7 @@
 //! settings ([`FitOptions`], [`Validation`]).
 
 use super::engine::EnginePolicy;
-use crate::callbacks::Callback;
+use crate::callbacks::{Callback, Verbosity};
 use crate::error::{Error, Result};
 use crate::losses::Loss;
 use crate::metrics::Metric;
@@ -370,9 +370,9 @@ pub struct FitOptions {
     /// Per-class weights of the training data (Keras's `class_weight`; not
     /// together with `sample_weight`).
     pub class_weight: Option<Vec<(usize, f32)>>,
-    /// Show the progress bar.
-    pub verbose: bool,
-    /// Callbacks (early stopping, NaN termination, …).
+    /// What `fit` prints (Keras's `verbose`; default [`Verbosity::Auto`]).
+    pub verbose: Verbosity,
+    /// Callbacks, called in this order (see [`crate::callbacks`]).
     pub callbacks: Vec<Box<dyn Callback>>,
 }
 
@@ -387,7 +387,7 @@ impl Default for FitOptions {
             seed: 0,
             sample_weight: None,
             class_weight: None,
-            verbose: true,
+            verbose: Verbosity::Auto,
             callbacks: Vec::new(),
         }
     }
@@ -450,9 +450,10 @@ impl FitOptions {
             (None, None) => Ok(SampleWeights::None),
         }
     }
-    /// Shows or hides the progress bar.
-    pub fn verbose(mut self, yes: bool) -> FitOptions {
-        self.verbose = yes;
+    /// Sets what `fit` prints: a [`Verbosity`], or `true` for the default
+    /// ([`Verbosity::Auto`]) and `false` for silence.
+    pub fn verbose(mut self, v: impl Into<Verbosity>) -> FitOptions {
+        self.verbose = v.into();
         self
     }
     /// Adds a callback.

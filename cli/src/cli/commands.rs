@@ -191,6 +191,8 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
         return fail("--watchdog must be a positive number of seconds");
     }
     let lead = comm.rank() == 0;
+    // Bad flags and an unwritable log fail before any work.
+    let fit = fit_options(a)?;
     // Refuse an unwritable output before any work, not after training.
     if let (Some(out), true) = (&a.save, lead) {
         if FileKind::of(out)? == FileKind::Json {
@@ -238,15 +240,7 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
     };
     let x = pick("x", &spec.input_names())?;
     let y = pick("y", &spec.output_names())?;
-    let fitted = km.model.fit(
-        &x,
-        &y,
-        lossgraph::FitOptions::new()
-            .epochs(a.epochs)
-            .batch_size(a.batch_size)
-            .shuffle(true, 0)
-            .verbose(true),
-    );
+    let fitted = km.model.fit(&x, &y, fit);
     let h = match fitted {
         // The ranks disagree: every rank knows it, none waits; rank 0's
         // message names the values. Exit normally (no abort that could cut
@@ -268,6 +262,64 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
         println!("saved the trained model to {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `fit` settings and callbacks of `lossgraph train`'s flags.
+fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
+    use lossgraph::callbacks::Mode;
+    use lossgraph::{
+        CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, Validation, Verbosity,
+    };
+    let mut o = lossgraph::FitOptions::new()
+        .epochs(a.epochs)
+        .batch_size(a.batch_size)
+        .shuffle(true, 0)
+        .verbose(Verbosity::from_name(&a.verbose)?);
+    if let Some(f) = a.validation_split {
+        if !(f > 0.0 && f < 1.0) {
+            return fail(format!("--validation-split must be in (0, 1), got {f}"));
+        }
+        o = o.validation(Validation::Split(f));
+    }
+    let monitor = a.monitor.clone().unwrap_or_else(|| {
+        if a.validation_split.is_some() {
+            "val_loss".into()
+        } else {
+            "loss".into()
+        }
+    });
+    let mode = Mode::from_name(&a.mode)?;
+    if let Some(path) = &a.checkpoint {
+        o = o.callback(
+            ModelCheckpoint::new(path.clone())
+                .monitor(&monitor, mode)
+                .save_best_only(a.save_best_only)
+                .save_weights_only(a.save_weights_only),
+        );
+    }
+    if let Some(patience) = a.early_stopping {
+        o = o.callback(
+            EarlyStopping::new(&monitor, patience)
+                .mode(mode)
+                .restore_best_weights(a.restore_best_weights)
+                .verbose(true),
+        );
+    }
+    if let Some(patience) = a.reduce_lr_on_plateau {
+        o = o.callback(
+            ReduceLROnPlateau::new(&monitor)
+                .mode(mode)
+                .factor(a.lr_factor)?
+                .patience(patience)
+                .min_lr(a.min_lr)
+                .verbose(true),
+        );
+    }
+    if let Some(path) = &a.csv_log {
+        lossgraph::io::check_writable(path)?;
+        o = o.callback(CSVLogger::new(path));
+    }
+    Ok(o)
 }
 
 /// `lossgraph convert IN OUT`.

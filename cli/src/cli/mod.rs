@@ -108,6 +108,65 @@ pub struct TrainArgs {
     /// trains on its 1/N of every batch.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub watchdog: f64,
+    /// What to print on stderr, as Keras's `verbose`: 0 nothing, 1 a
+    /// progress bar, 2 one line per epoch; auto is 1 on a terminal, 2
+    /// otherwise (a file or a pipe).
+    #[arg(long, value_name = "0|1|2|auto", default_value = "auto")]
+    pub verbose: String,
+    /// Hold out this fraction of the samples (the last ones, as Keras's
+    /// `validation_split`) and log `val_` values each epoch.
+    #[arg(long, value_name = "FRACTION")]
+    pub validation_split: Option<f32>,
+    /// The value the callbacks below watch (Keras's `monitor`). Default:
+    /// `val_loss` with --validation-split, else `loss`.
+    #[arg(long, value_name = "NAME")]
+    pub monitor: Option<String>,
+    /// Whether lower or higher --monitor values are better (auto: from the name).
+    #[arg(long, value_name = "auto|min|max", default_value = "auto")]
+    pub mode: String,
+    /// Save during training (Keras's ModelCheckpoint) to PATH, formatted
+    /// from `{epoch}` and the logged values (`ckpt-{epoch:02d}-{val_loss:.4f}.safetensors`):
+    /// a checkpoint that resumes training exactly, or the weights with
+    /// --save-weights-only. Every epoch, or with --save-best-only only when
+    /// --monitor improves.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<String>,
+    /// With --checkpoint: save only when --monitor improves.
+    #[arg(long, requires = "checkpoint")]
+    pub save_best_only: bool,
+    /// With --checkpoint: save the weights only (safetensors).
+    #[arg(long, requires = "checkpoint")]
+    pub save_weights_only: bool,
+    /// Stop when --monitor has not improved for PATIENCE epochs (Keras's EarlyStopping).
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
+    /// With --early-stopping: end with the weights of the best epoch.
+    #[arg(long, requires = "early_stopping")]
+    pub restore_best_weights: bool,
+    /// Multiply the learning rate by --lr-factor when --monitor has not
+    /// improved for PATIENCE epochs (Keras's ReduceLROnPlateau; needs a
+    /// constant learning rate).
+    #[arg(long, value_name = "PATIENCE")]
+    pub reduce_lr_on_plateau: Option<usize>,
+    /// With --reduce-lr-on-plateau: the factor, in (0, 1).
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 0.1,
+        requires = "reduce_lr_on_plateau"
+    )]
+    pub lr_factor: f64,
+    /// With --reduce-lr-on-plateau: the rate is never reduced below this.
+    #[arg(
+        long,
+        value_name = "LR",
+        default_value_t = 0.0,
+        requires = "reduce_lr_on_plateau"
+    )]
+    pub min_lr: f64,
+    /// Write one CSV row per epoch to PATH (Keras's CSVLogger).
+    #[arg(long, value_name = "PATH")]
+    pub csv_log: Option<PathBuf>,
 }
 
 /// Arguments of `lossgraph convert`.

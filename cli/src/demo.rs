@@ -12,7 +12,7 @@
 //! training history and the trained weights to an output folder ([`run`]).
 
 use crate::digits::{self, Dataset, CLASSES, FEATURES};
-use crate::plot::{history_svg, image_grid_svg, panels_svg, Panel, Series};
+use crate::plot::{history_panels_svg, image_grid_svg, panels_svg, Panel, Series};
 use lossgraph::layers::{Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D};
 use lossgraph::stages::{self, Stage};
 use lossgraph::{
@@ -314,36 +314,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     let dir = &opts.out;
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let mut files = Vec::new();
-    let get = |n: &str| -> Vec<f64> { history.series(n) };
-    let (loss, val_loss, acc, val_acc) = (
-        get("loss"),
-        get("val_loss"),
-        get("accuracy"),
-        get("val_accuracy"),
-    );
-    let svg = history_svg(
-        &[
-            Series {
-                label: "training loss",
-                values: &loss,
-            },
-            Series {
-                label: "validation loss",
-                values: &val_loss,
-            },
-        ],
-        &[
-            Series {
-                label: "training accuracy",
-                values: &acc,
-            },
-            Series {
-                label: "validation accuracy",
-                values: &val_acc,
-            },
-        ],
-    )
-    .map_err(|m| lossgraph::Error::config("plot", m))?;
+    let svg = history_panels_svg(&history).map_err(|m| lossgraph::Error::config("plot", m))?;
     write(dir, "history.svg", &svg, &mut files)?;
     write_model_artefacts(&model, dir, opts.batch_size, &mut files)?;
 

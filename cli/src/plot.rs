@@ -1,5 +1,7 @@
 //! SVG plots of a training history (plotters' SVG backend; no fonts needed).
 
+use lossgraph::train::logs::EntryKind;
+use lossgraph::History;
 use plotters::prelude::*;
 
 /// One curve: a label and one value per epoch (epoch 1 first).
@@ -16,22 +18,101 @@ pub struct Panel<'a> {
     pub unit_range: bool,
 }
 
-/// Renders two panels, loss (top) and accuracy (bottom), each with its
-/// curves against the epoch number, and returns the SVG document.
-/// Non-finite values are skipped. Fails only if plotters reports an error.
-pub fn history_svg(loss: &[Series<'_>], accuracy: &[Series<'_>]) -> Result<String, String> {
-    panels_svg(&[
-        Panel {
-            title: "loss",
-            series: loss,
+/// The panels of a training history, from what it logged: the total loss
+/// (training and validation), every term of it on its own curve (the
+/// compiled loss, per-output losses and each added loss, training values),
+/// then one panel per metric or other logged value (training and
+/// validation; accuracies on a [0, 1] axis).
+pub fn history_panels_svg(history: &History) -> Result<String, String> {
+    let mut names: Vec<String> = Vec::new();
+    for logs in &history.epochs {
+        for (k, _) in logs.entries() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    let values: Vec<(String, Vec<f64>)> = names
+        .iter()
+        .map(|n| {
+            let v = history
+                .epochs
+                .iter()
+                .map(|l| l.get(n).unwrap_or(f64::NAN))
+                .collect();
+            (n.clone(), v)
+        })
+        .collect();
+    let train = |kind: fn(EntryKind) -> bool| -> Vec<&(String, Vec<f64>)> {
+        values
+            .iter()
+            .filter(|(n, _)| !n.starts_with("val_") && kind(EntryKind::of(n)))
+            .collect()
+    };
+    let val_of = |n: &str| {
+        values
+            .iter()
+            .find(|(v, _)| v.strip_prefix("val_") == Some(n))
+    };
+    let total: Vec<Series<'_>> = train(|k| k == EntryKind::Total)
+        .into_iter()
+        .flat_map(|(n, v)| {
+            let mut s = vec![Series {
+                label: "training",
+                values: v,
+            }];
+            if let Some((_, vv)) = val_of(n) {
+                s.push(Series {
+                    label: "validation",
+                    values: vv,
+                });
+            }
+            s
+        })
+        .collect();
+    let terms: Vec<Series<'_>> = train(|k| k.is_loss() && k != EntryKind::Total)
+        .into_iter()
+        .map(|(n, v)| Series {
+            label: n,
+            values: v,
+        })
+        .collect();
+    let others: Vec<(&String, Vec<Series<'_>>)> = train(|k| !k.is_loss())
+        .into_iter()
+        .map(|(n, v)| {
+            let mut s = vec![Series {
+                label: "training",
+                values: v,
+            }];
+            if let Some((_, vv)) = val_of(n) {
+                s.push(Series {
+                    label: "validation",
+                    values: vv,
+                });
+            }
+            (n, s)
+        })
+        .collect();
+    let mut panels = vec![Panel {
+        title: "total loss",
+        series: &total,
+        unit_range: false,
+    }];
+    if !terms.is_empty() {
+        panels.push(Panel {
+            title: "loss per term (training)",
+            series: &terms,
             unit_range: false,
-        },
-        Panel {
-            title: "accuracy",
-            series: accuracy,
-            unit_range: true,
-        },
-    ])
+        });
+    }
+    for (n, s) in &others {
+        panels.push(Panel {
+            title: n,
+            series: s,
+            unit_range: n.ends_with("accuracy"),
+        });
+    }
+    panels_svg(&panels)
 }
 
 /// Renders `panels` stacked top to bottom (360 px each), each with its
@@ -178,42 +259,55 @@ fn panel(
 mod tests {
     use super::*;
 
+    fn history(rows: &[&[(&str, f64)]]) -> History {
+        let mut h = History::default();
+        for (e, row) in rows.iter().enumerate() {
+            let mut l = lossgraph::Logs::default();
+            for (k, v) in row.iter() {
+                l.insert(k, *v);
+            }
+            h.epochs.push(l);
+            h.epoch.push(e);
+        }
+        h
+    }
+
     #[test]
-    fn svg_has_both_panels_and_labels() {
-        let loss = [1.0, 0.5, 0.25];
-        let val = [1.2, 0.7, f64::NAN];
-        let acc = [0.5, 0.8, 0.9];
-        let svg = history_svg(
-            &[
-                Series {
-                    label: "train loss",
-                    values: &loss,
-                },
-                Series {
-                    label: "val loss",
-                    values: &val,
-                },
-            ],
-            &[Series {
-                label: "val accuracy",
-                values: &acc,
-            }],
-        )
-        .unwrap();
-        assert!(svg.starts_with("<svg"));
-        assert!(svg.trim_end().ends_with("</svg>"));
+    fn history_plot_has_every_loss_term_and_metric() {
+        let row = |s: f64| -> Vec<(&'static str, f64)> {
+            vec![
+                ("loss", 1.0 * s),
+                ("compiled_loss", 0.7 * s),
+                ("custom_dense/add_loss", 0.2 * s),
+                ("hidden/kernel_regularizer", 0.1 * s),
+                ("accuracy", 0.5 / s),
+                ("val_loss", 1.2 * s),
+                ("val_compiled_loss", 0.9 * s),
+                ("val_custom_dense/add_loss", 0.2 * s),
+                ("val_hidden/kernel_regularizer", 0.1 * s),
+                ("val_accuracy", f64::NAN),
+            ]
+        };
+        let (a, b, c) = (row(1.0), row(0.8), row(0.6));
+        let svg = history_panels_svg(&history(&[&a, &b, &c])).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         for text in [
-            "train loss",
-            "val loss",
-            "val accuracy",
-            "epoch",
-            "\nloss\n",
+            "total loss",
+            "loss per term (training)",
+            "\ncompiled_loss\n",
+            "\ncustom_dense/add_loss\n",
+            "\nhidden/kernel_regularizer\n",
+            "\ntraining\n",
+            "\nvalidation\n",
             "\naccuracy\n",
+            "epoch",
         ] {
             assert!(svg.contains(text), "missing {text}");
         }
-        // Three train-loss points + two finite val-loss points + three accuracy points.
-        assert_eq!(svg.matches("<circle").count(), 8);
+        // Three panels, 360 px each.
+        assert!(svg.contains("height=\"1080\""), "{}", &svg[..200]);
+        // Points: total 3 + 3 val, terms 3 × 3, accuracy 3 (val all NaN).
+        assert_eq!(svg.matches("<circle").count(), 6 + 9 + 3);
     }
 
     #[test]
@@ -229,7 +323,7 @@ mod tests {
 
     #[test]
     fn empty_history_still_renders() {
-        let svg = history_svg(&[], &[]).unwrap();
+        let svg = history_panels_svg(&History::default()).unwrap();
         assert!(svg.contains("</svg>"));
     }
 }

@@ -589,7 +589,17 @@ fn run_demo(args: &[&str], tag: &str) -> (String, PathBuf) {
         assert!(d.join(f).is_file(), "{f} missing");
     }
     let svg = std::fs::read_to_string(d.join("history.svg")).unwrap();
-    assert!(svg.contains("<svg") && svg.contains("validation accuracy"));
+    // The total, each loss term on its own curve, and the accuracy.
+    for text in [
+        "<svg",
+        "total loss",
+        "loss per term (training)",
+        "\ncompiled_loss\n",
+        "\naccuracy\n",
+        "\nvalidation\n",
+    ] {
+        assert!(svg.contains(text), "history.svg lacks {text:?}");
+    }
     (out, d)
 }
 

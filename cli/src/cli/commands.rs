@@ -270,11 +270,14 @@ fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
     use lossgraph::{
         CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, Validation, Verbosity,
     };
+    let verbose = Verbosity::from_name(&a.verbose)?;
+    // The callbacks' own messages (early stopping, rate reductions) follow --verbose.
+    let say = verbose != Verbosity::Silent;
     let mut o = lossgraph::FitOptions::new()
         .epochs(a.epochs)
         .batch_size(a.batch_size)
         .shuffle(true, 0)
-        .verbose(Verbosity::from_name(&a.verbose)?);
+        .verbose(verbose);
     if let Some(f) = a.validation_split {
         if !(f > 0.0 && f < 1.0) {
             return fail(format!("--validation-split must be in (0, 1), got {f}"));
@@ -302,7 +305,7 @@ fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
             EarlyStopping::new(&monitor, patience)
                 .mode(mode)
                 .restore_best_weights(a.restore_best_weights)
-                .verbose(true),
+                .verbose(say),
         );
     }
     if let Some(patience) = a.reduce_lr_on_plateau {
@@ -312,7 +315,7 @@ fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
                 .factor(a.lr_factor)?
                 .patience(patience)
                 .min_lr(a.min_lr)
-                .verbose(true),
+                .verbose(say),
         );
     }
     if let Some(path) = &a.csv_log {

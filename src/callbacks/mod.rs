@@ -24,6 +24,51 @@
 //!
 //! This module depends on [`logs`](crate::train::logs) and the error type
 //! only; `fit` implements [`ModelHandle`] for the model it trains.
+//!
+//! ```
+//! use lossgraph::callbacks::ModelHandle;
+//! use lossgraph::layers::{Dense, Input};
+//! use lossgraph::{
+//!     Callback, CompileOptions, EarlyStopping, FitOptions, HostTensor, Logs, Loss, Optimizer,
+//!     ReduceLROnPlateau, Result, Sequential, Validation,
+//! };
+//!
+//! /// Halves the learning rate after every epoch whose loss went up.
+//! struct HalveOnIncrease(Option<f64>);
+//!
+//! impl Callback for HalveOnIncrease {
+//!     fn on_epoch_end(&mut self, m: &mut dyn ModelHandle, _e: usize, logs: &mut Logs) -> Result<()> {
+//!         if matches!(self.0, Some(prev) if logs.loss() > prev) {
+//!             let lr = m.learning_rate()?;
+//!             m.set_learning_rate(lr / 2.0)?;
+//!         }
+//!         self.0 = Some(logs.loss());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<()> {
+//! let mut model = Sequential::new("m").add(Input::new(&[2])).add(Dense::new(1)).build()?;
+//! model.compile(CompileOptions::new(Optimizer::sgd(0.05), Loss::MeanSquaredError))?;
+//! let x = HostTensor::f32(&[8, 2], (0..16).map(|i| i as f32 / 16.0).collect()).unwrap();
+//! let y = HostTensor::f32(&[8, 1], (0..8).map(|i| i as f32 / 8.0).collect()).unwrap();
+//! let history = model.fit(
+//!     &[x],
+//!     &[y],
+//!     FitOptions::new()
+//!         .epochs(20)
+//!         .batch_size(4)
+//!         .validation(Validation::Split(0.25))
+//!         .verbose(false)
+//!         .callback(HalveOnIncrease(None))
+//!         .callback(ReduceLROnPlateau::new("val_loss").factor(0.5)?.patience(2))
+//!         .callback(EarlyStopping::new("val_loss", 4).restore_best_weights(true)),
+//! )?;
+//! // ReduceLROnPlateau logs the rate each epoch trained with.
+//! assert_eq!(history.series("learning_rate").len(), history.epochs.len());
+//! # Ok(())
+//! # }
+//! ```
 
 mod csv_logger;
 mod early_stopping;

@@ -227,6 +227,10 @@ impl Callback for ProgbarLogger {
         match self.verbose {
             Verbosity::ProgressBar => {
                 self.bar.finish_with_message(logs.render());
+                // indicatif leaves the cursor after the finished bar: end its line.
+                if !self.bar.is_hidden() {
+                    eprintln!();
+                }
                 Ok(())
             }
             Verbosity::OneLinePerEpoch => {

@@ -10,8 +10,8 @@ use lossgraph::callbacks::{Mode, ModelHandle};
 use lossgraph::layers::{Dense, Input};
 use lossgraph::{
     CSVLogger, Callback, CompileOptions, EarlyStopping, FitOptions, HostTensor, Init, LearningRate,
-    LearningRateScheduler, Logs, Loss, Model, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
-    Sequential, Validation,
+    LearningRateScheduler, Logs, Loss, Model, ModelCheckpoint, Optimizer, ProgbarLogger,
+    ReduceLROnPlateau, Sequential, Validation, Verbosity,
 };
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -140,6 +140,8 @@ fn the_hand_computed_run() {
 
 #[test]
 fn early_stopping_restores_exactly_the_best_epochs_weights() {
+    let d = scratch("restore");
+    let best = d.join("best.safetensors");
     let (rec, at_end, _) = record();
     let mut m = model(Optimizer::sgd(0.1));
     let h = m
@@ -149,6 +151,11 @@ fn early_stopping_restores_exactly_the_best_epochs_weights() {
             opts()
                 .epochs(10)
                 .callback(rec)
+                .callback(
+                    ModelCheckpoint::new(best.to_str().unwrap())
+                        .save_best_only(true)
+                        .save_weights_only(true),
+                )
                 .callback(EarlyStopping::new("val_loss", 2).restore_best_weights(true)),
         )
         .unwrap();
@@ -158,6 +165,9 @@ fn early_stopping_restores_exactly_the_best_epochs_weights() {
     assert_eq!(at_end.len(), 5);
     close(at_end[2] as f64, 0.976);
     assert_eq!(w(&m).to_bits(), at_end[2].to_bits());
+    // The same weights as the file saved at the best epoch.
+    assert_eq!(m.get_weights(), lossgraph::read_safetensors(&best).unwrap());
+    std::fs::remove_dir_all(&d).unwrap();
     // Without restoring, the last epoch's weights stay.
     let mut m = model(Optimizer::sgd(0.1));
     m.fit(
@@ -350,6 +360,52 @@ fn csv_logger_writes_one_parsable_row_per_epoch() {
     close(rows[1][col("loss")].parse().unwrap(), 4.0);
     close(rows[3][col("val_loss")].parse().unwrap(), 0.000576);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A writer into a shared buffer.
+struct Shared(Rc<RefCell<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn verbose_2_prints_keras_epoch_lines_with_the_hand_values() {
+    let buf = Rc::new(RefCell::new(Vec::new()));
+    let mut m = model(Optimizer::sgd(0.1));
+    m.fit(
+        &one(1.0),
+        &one(2.0),
+        opts().epochs(3).callback(ProgbarLogger::with_writer(
+            Verbosity::OneLinePerEpoch,
+            Box::new(Shared(buf.clone())),
+        )),
+    )
+    .unwrap();
+    let text = String::from_utf8(buf.borrow().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    // Loss (w - 2)² before each step, val_loss (w - 1)² after it.
+    let want = [
+        ("4.0000", "0.3600"),
+        ("2.5600", "0.0784"),
+        ("1.6384", "5.7600e-04"),
+    ];
+    for (e, (loss, val)) in want.iter().enumerate() {
+        assert_eq!(lines[2 * e], format!("Epoch {}/3", e + 1));
+        let l = lines[2 * e + 1];
+        assert!(l.starts_with("1/1 - 0s - "), "{l}");
+        let tail = format!(
+            "/step - loss: {loss} - compiled_loss: {loss} - val_loss: {val} - val_compiled_loss: {val}"
+        );
+        assert!(l.ends_with(&tail), "{l} vs {tail}");
+    }
 }
 
 #[test]

@@ -545,6 +545,58 @@ fn train_callback_flags() {
     assert_user_error(&o, &["'3'", "0, 1, 2, auto"]);
 }
 
+/// A diverging run (SGD at 1e6 blows the L2-regularized weights up to
+/// inf within two epochs) ends `train` with one error line naming the epoch
+/// and batch, and saves nothing; `--no-terminate-on-nan` trains on.
+#[test]
+fn train_fails_at_a_non_finite_loss_unless_told_otherwise() {
+    let c = cases();
+    let case = c.join("p01_relu_l2_l1_huber_sgd");
+    let d = temp_dir("train-nan");
+    let out = d.join("never.safetensors");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            case.join("model.json").to_str().unwrap(),
+            "--weights",
+            case.join("weights.safetensors").to_str().unwrap(),
+            "--data",
+            case.join("data.safetensors").to_str().unwrap(),
+            "--loss",
+            "huber",
+            "--optimizer",
+            "sgd:1e6",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "5",
+            "--verbose",
+            "0",
+            "--save",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[]);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_user_error(&o, &["NaN or Inf loss encountered at batch", "of epoch"]);
+    assert!(!out.exists(), "a diverged model was saved");
+    let a = args(&["--no-terminate-on-nan"]);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fin: f64 = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("final loss: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!fin.is_finite(), "{fin}");
+}
+
 /// The percentage of the demo's `test accuracy: P%` line.
 fn demo_test_accuracy(out: &str) -> f64 {
     let line = out

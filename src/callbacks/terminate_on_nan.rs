@@ -5,15 +5,17 @@ use crate::error::{Error, Result};
 use crate::train::logs::Logs;
 
 /// Keras 3's `TerminateOnNaN`: after each batch, a NaN or infinite `loss`
-/// stops training (printing `Batch N: Invalid loss, terminating training`
-/// on stderr), or, with `raise_error`, ends `fit` with an error naming the
-/// batch and the value.
+/// (the epoch's running mean, so the first bad batch) stops training
+/// (printing `Batch N: Invalid loss, terminating training` on stderr), or,
+/// with `raise_error`, ends `fit` with an error naming the epoch, the batch
+/// and the value.
 #[derive(Clone, Debug, Default)]
 pub struct TerminateOnNaN {
     /// Fail instead of stopping.
     pub raise_error: bool,
     /// The batch at which training was stopped, if it was.
     pub stopped_at: Option<usize>,
+    epoch: usize,
 }
 
 impl TerminateOnNaN {
@@ -30,6 +32,11 @@ impl TerminateOnNaN {
 }
 
 impl Callback for TerminateOnNaN {
+    fn on_epoch_begin(&mut self, _model: &mut dyn ModelHandle, epoch: usize) -> Result<()> {
+        self.epoch = epoch;
+        Ok(())
+    }
+
     fn on_train_batch_end(
         &mut self,
         model: &mut dyn ModelHandle,
@@ -47,8 +54,9 @@ impl Callback for TerminateOnNaN {
             return Err(Error::data(
                 "loss",
                 format!(
-                    "NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. \
-                     Terminating training immediately."
+                    "NaN or Inf loss encountered at batch {batch} of epoch {}. Loss value: {loss}. \
+                     Terminating training immediately.",
+                    self.epoch + 1
                 ),
             ));
         }
@@ -90,11 +98,12 @@ mod tests {
     fn raise_error_fails_naming_batch_and_value() {
         let mut m = FakeModel::new(1);
         let mut t = TerminateOnNaN::new().raise_error(true);
+        t.on_epoch_begin(&mut m, 2).unwrap();
         let e = t
             .on_train_batch_end(&mut m, 7, &logs(&[(LOSS, f64::INFINITY)]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("batch 7") && e.contains("inf"), "{e}");
+        assert!(e.contains("batch 7 of epoch 3") && e.contains("inf"), "{e}");
         assert!(!m.stop);
     }
 }

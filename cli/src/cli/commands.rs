@@ -268,7 +268,8 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
 fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
     use lossgraph::callbacks::Mode;
     use lossgraph::{
-        CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, Validation, Verbosity,
+        CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, Validation,
+        Verbosity,
     };
     let verbose = Verbosity::from_name(&a.verbose)?;
     // The callbacks' own messages (early stopping, rate reductions) follow --verbose.
@@ -292,6 +293,10 @@ fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
         }
     });
     let mode = Mode::from_name(&a.mode)?;
+    // First, so that a non-finite loss fails before any callback saves it.
+    if !a.no_terminate_on_nan {
+        o = o.callback(TerminateOnNaN::new().raise_error(true));
+    }
     if let Some(path) = &a.checkpoint {
         o = o.callback(
             ModelCheckpoint::new(path.clone())

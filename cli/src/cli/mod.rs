@@ -167,6 +167,11 @@ pub struct TrainArgs {
     /// Write one CSV row per epoch to PATH (Keras's CSVLogger).
     #[arg(long, value_name = "PATH")]
     pub csv_log: Option<PathBuf>,
+    /// Keep training through a NaN or infinite loss. By default a
+    /// non-finite loss ends `train` with an error naming the epoch and the
+    /// batch, and nothing is saved (Keras's TerminateOnNaN with raise_error).
+    #[arg(long)]
+    pub no_terminate_on_nan: bool,
 }
 
 /// Arguments of `lossgraph convert`.

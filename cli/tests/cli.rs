@@ -597,6 +597,68 @@ fn train_fails_at_a_non_finite_loss_unless_told_otherwise() {
     assert!(!fin.is_finite(), "{fin}");
 }
 
+/// `--checkpoint` every epoch, then `--resume` from the epoch-2 file to
+/// epoch 4, gives bit-identically the weights of a 4-epoch run.
+#[test]
+fn train_resumes_from_a_checkpoint_bit_identically() {
+    let c = cases();
+    let case = c.join("p01_relu_l2_l1_huber_sgd");
+    let d = temp_dir("train-resume");
+    let train = |epochs: &str, extra: &[String], out: &Path| {
+        let mut a: Vec<String> = [
+            "train",
+            case.join("model.json").to_str().unwrap(),
+            "--weights",
+            case.join("weights.safetensors").to_str().unwrap(),
+            "--data",
+            case.join("data.safetensors").to_str().unwrap(),
+            "--loss",
+            "huber",
+            "--optimizer",
+            "adam:0.01",
+            "--batch-size",
+            "8",
+            "--epochs",
+            epochs,
+            "--verbose",
+            "0",
+            "--save",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().cloned());
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let full = d.join("full.safetensors");
+    train("4", &[], &full);
+    let pattern = d.join("ckpt-{epoch}.safetensors");
+    let first = d.join("first.safetensors");
+    train(
+        "2",
+        &["--checkpoint".into(), pattern.to_str().unwrap().into()],
+        &first,
+    );
+    assert!(d.join("ckpt-1.safetensors").is_file() && d.join("ckpt-2.safetensors").is_file());
+    let resumed = d.join("resumed.safetensors");
+    let ck = d.join("ckpt-2.safetensors");
+    train(
+        "4",
+        &["--resume".into(), ck.to_str().unwrap().into()],
+        &resumed,
+    );
+    let (a, b) = (
+        lossgraph::read_safetensors(&full).unwrap(),
+        lossgraph::read_safetensors(&resumed).unwrap(),
+    );
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "resumed weights differ from the uninterrupted run's");
+    // And the 2-epoch run's weights are not the 4-epoch ones (training moved them).
+    assert_ne!(lossgraph::read_safetensors(&first).unwrap(), a);
+}
+
 /// The percentage of the demo's `test accuracy: P%` line.
 fn demo_test_accuracy(out: &str) -> f64 {
     let line = out

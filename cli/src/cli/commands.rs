@@ -214,6 +214,11 @@ fn train_on(a: &TrainArgs, comm: Arc<dyn Communicator>) -> Result<ExitCode, CliE
             .watchdog(Some(Duration::from_secs_f64(a.watchdog)));
     }
     km.model.compile(options)?;
+    let mut fit = fit;
+    if let Some(ckpt) = &a.resume {
+        let info = km.model.load_checkpoint(ckpt)?;
+        fit = fit.initial_epoch(info.epoch);
+    }
     let tensors = lossgraph::read_safetensors(&a.data)?;
     let pick = |prefix: &str, names: &[String]| -> Result<Vec<lossgraph::HostTensor>, CliError> {
         names

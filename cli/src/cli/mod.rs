@@ -131,6 +131,12 @@ pub struct TrainArgs {
     /// --monitor improves.
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<String>,
+    /// Resume from a checkpoint written by --checkpoint (without
+    /// --save-weights-only): its weights, optimizer state and counters, from
+    /// the epoch after the one it was saved at (Keras's `initial_epoch`), to
+    /// --epochs; the weights are bit-identical to an uninterrupted run's.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume: Option<PathBuf>,
     /// With --checkpoint: save only when --monitor improves.
     #[arg(long, requires = "checkpoint")]
     pub save_best_only: bool,

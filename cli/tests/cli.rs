@@ -444,6 +444,19 @@ fn train_without_a_terminal_prints_one_line_per_epoch() {
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
+    // --verbose 1 without a terminal: the bar's final state, with the loss breakdown.
+    let a = args(Some("1"));
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 6, "{err}");
+    for e in 0..3 {
+        assert_eq!(lines[2 * e], format!("Epoch {}/3", e + 1), "{err}");
+        let l = lines[2 * e + 1];
+        assert!(l.starts_with(&format!("{steps}/{steps} loss ")), "{l}");
+        assert!(l.contains(" = compiled "), "{l}");
+    }
 }
 
 /// The callback flags of `train`: a best-only weights checkpoint, early

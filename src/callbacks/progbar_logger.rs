@@ -14,7 +14,8 @@ pub enum Verbosity {
     /// `0`: nothing.
     Silent,
     /// `1`: a progress bar per epoch with the running loss and its
-    /// breakdown (compiled loss and each added loss).
+    /// breakdown (compiled loss and each added loss); without a terminal
+    /// to draw on, the bar's final state as one line per epoch.
     ProgressBar,
     /// `2`: one line per epoch, as Keras's `verbose=2`.
     OneLinePerEpoch,
@@ -226,11 +227,15 @@ impl Callback for ProgbarLogger {
     ) -> Result<()> {
         match self.verbose {
             Verbosity::ProgressBar => {
+                if self.bar.is_hidden() {
+                    // No terminal to draw on (asked for 1 with stderr in a
+                    // file or pipe): the bar's final state as a line.
+                    let steps = self.steps;
+                    return self.line(&format!("{steps}/{steps} {}", logs.render()));
+                }
                 self.bar.finish_with_message(logs.render());
                 // indicatif leaves the cursor after the finished bar: end its line.
-                if !self.bar.is_hidden() {
-                    eprintln!();
-                }
+                eprintln!();
                 Ok(())
             }
             Verbosity::OneLinePerEpoch => {

@@ -258,6 +258,8 @@ fn vjp(
                     let slope = (&x0 * &x0).neg().exp() * std::f32::consts::FRAC_2_SQRT_PI;
                     cot.times(&slope)
                 }
+                UnaryOp::Sin => cot.times(&x0.cos()),
+                UnaryOp::Cos => cot.times(&x0.sin()).neg(),
                 UnaryOp::Sign => return out,
             };
             push!(0, d);
@@ -300,6 +302,21 @@ fn vjp(
                     }
                     if wanted[0] {
                         push!(0, da);
+                    }
+                }
+                BinaryOp::Pow => {
+                    // JAX's rules (lax.pow's JVPs): dx = y·x^(y−1), but 0 where y = 0
+                    // (so 0^0 has slope 0, not 0·inf); dy = ln(x)·x^y with ln 0 taken
+                    // as 0 (dy = 0 at x = 0). For x < 0, dy is NaN (ln of a negative),
+                    // as in JAX; dx is finite there for integer y.
+                    let (a, c) = (x(0), x(1));
+                    if wanted[0] {
+                        let slope = c.eq(0.0).select(0.0, &c * a.pow(&c - 1.0));
+                        push!(0, cot.times(&slope));
+                    }
+                    if wanted[1] {
+                        let ln = a.eq(0.0).select(1.0, &a).log();
+                        push!(1, cot.times(&(ln * y())));
                     }
                 }
                 BinaryOp::Max | BinaryOp::Min => {

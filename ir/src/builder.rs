@@ -507,6 +507,14 @@ impl Tensor {
     pub fn erf(&self) -> Tensor {
         self.unary(UnaryOp::Erf)
     }
+    /// `sin x` (radians).
+    pub fn sin(&self) -> Tensor {
+        self.unary(UnaryOp::Sin)
+    }
+    /// `cos x` (radians).
+    pub fn cos(&self) -> Tensor {
+        self.unary(UnaryOp::Cos)
+    }
 
     /// Applies a binary op with NumPy broadcasting.
     pub fn binary(&self, op: BinaryOp, other: impl IntoOperand) -> Tensor {
@@ -539,6 +547,13 @@ impl Tensor {
     /// `self / other`, broadcasting.
     pub fn div(&self, other: impl IntoOperand) -> Tensor {
         self.binary(BinaryOp::Div, other)
+    }
+    /// `self ^ other`, broadcasting (Keras `ops.power`; a scalar exponent is
+    /// `x.pow(2.0)`). f32 follows C's `pow`: a negative base needs an integer
+    /// exponent (else NaN), `x^0 = 1`. i32 is exact (wrapping); a negative
+    /// exponent truncates toward zero as division does (see [`BinaryOp::Pow`]).
+    pub fn pow(&self, other: impl IntoOperand) -> Tensor {
+        self.binary(BinaryOp::Pow, other)
     }
     /// Elementwise maximum, broadcasting.
     pub fn maximum(&self, other: impl IntoOperand) -> Tensor {

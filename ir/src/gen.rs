@@ -736,7 +736,8 @@ impl Gen<'_> {
     fn binary(&mut self, op: BinaryOp) {
         let range = op.row().range;
         let cmp = range == BinaryRange::Mask;
-        if range != BinaryRange::Quotient && self.rng.chance(0.25) {
+        let int_rule = !matches!(range, BinaryRange::Quotient | BinaryRange::Power);
+        if int_rule && self.rng.chance(0.25) {
             let a = self.any(DType::I32, 0, false);
             let c = if self.rng.chance(0.2) {
                 a.clone()
@@ -770,7 +771,9 @@ impl Gen<'_> {
                 }
                 BinaryRange::Max => (a.lo.max(c.lo), a.hi.max(c.hi)),
                 BinaryRange::Min => (a.lo.min(c.lo), a.hi.min(c.hi)),
-                BinaryRange::Quotient => panic!("{}: i32 quotients are not generated", op.name()),
+                BinaryRange::Quotient | BinaryRange::Power => {
+                    panic!("{}: range {range:?} is not generated on i32", op.name())
+                }
             };
             self.keep(Self::i32_val(t, lo, hi));
             return;
@@ -789,6 +792,15 @@ impl Gen<'_> {
             BinaryRange::Quotient => {
                 let p = self.positive(&c);
                 Self::f32_val(a.t.binary(op, &p.t), a.bound * 2.0, false)
+            }
+            BinaryRange::Power => {
+                let p = self.positive(&a);
+                let (e, eb) = if c.bound > 2.0 {
+                    (c.t.tanh() * 2.0, 2.0)
+                } else {
+                    (c.t.clone(), c.bound)
+                };
+                Self::f32_val(p.t.binary(op, &e), p.bound.max(2.0).powf(eb), false)
             }
             BinaryRange::Max | BinaryRange::Min => Self::f32_val(
                 a.t.binary(op, &c.t),

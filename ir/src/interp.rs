@@ -475,6 +475,8 @@ fn eval_unary(u: UnaryOp, d: &Data) -> Result<Data, String> {
                     }
                 },
                 UnaryOp::Erf => |x| erf(x as f64) as f32,
+                UnaryOp::Sin => |x| (x as f64).sin() as f32,
+                UnaryOp::Cos => |x| (x as f64).cos() as f32,
             };
             Ok(Data::F32(v.iter().map(|&x| f(x)).collect()))
         }
@@ -490,10 +492,27 @@ fn eval_unary(u: UnaryOp, d: &Data) -> Result<Data, String> {
                 | UnaryOp::Sigmoid
                 | UnaryOp::Sqrt
                 | UnaryOp::Recip
-                | UnaryOp::Erf => return Err(format!("{}: no i32 kernel", u.name())),
+                | UnaryOp::Erf
+                | UnaryOp::Sin
+                | UnaryOp::Cos => return Err(format!("{}: no i32 kernel", u.name())),
             };
             Ok(Data::I32(v.iter().map(|&x| f(x)).collect()))
         }
+    }
+}
+
+/// `x^e` on i32: the wrapping power for `e ≥ 0`; for `e < 0`, `1/xᵉ` truncated
+/// toward zero as integer division truncates (`1` for `x = 1`, `±1` for
+/// `x = -1`, else `0`, including `0^e = 0` as `x/0 = 0`).
+fn int_pow(x: i32, e: i32) -> i32 {
+    if e >= 0 {
+        x.wrapping_pow(e.unsigned_abs())
+    } else if x == 1 || (x == -1 && e % 2 == 0) {
+        1
+    } else if x == -1 {
+        -1
+    } else {
+        0
     }
 }
 
@@ -537,6 +556,9 @@ fn eval_binary(b: BinaryOp, l: &Data, r: &Data) -> Data {
                 BinaryOp::Le => |a, b| bool_f32(a <= b),
                 BinaryOp::Gt => |a, b| bool_f32(a > b),
                 BinaryOp::Ge => |a, b| bool_f32(a >= b),
+                // C's pow on f64 (exact for f32 operands bar one rounding): its
+                // special cases are the op's (see the table row).
+                BinaryOp::Pow => |a, b| (a as f64).powf(b as f64) as f32,
             };
             Data::F32(x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect())
         }
@@ -560,6 +582,7 @@ fn eval_binary(b: BinaryOp, l: &Data, r: &Data) -> Data {
                 BinaryOp::Le => compare(|a, b| a <= b),
                 BinaryOp::Gt => compare(|a, b| a > b),
                 BinaryOp::Ge => compare(|a, b| a >= b),
+                BinaryOp::Pow => arith(int_pow),
             }
         }
         // Unreachable after `infer_type` (operand types are identical); kept total.

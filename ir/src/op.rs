@@ -51,6 +51,8 @@ op_enum! {
         Recip,
         Sign,
         Erf,
+        Sin,
+        Cos,
     }
 }
 
@@ -70,6 +72,7 @@ op_enum! {
         Le,
         Gt,
         Ge,
+        Pow,
     }
 }
 
@@ -432,6 +435,9 @@ pub enum BinaryRange {
     Min,
     /// A 0/1 mask: needs exact operands, exact result.
     Mask,
+    /// `a^c`: needs a positive base (≥ 0.5) and an exponent with `|c| ≤ 2`;
+    /// `|y| ≤ max(bound(a), 2)^bound(c)`. Not generated on i32.
+    Power,
 }
 
 /// The table row of a unary op.
@@ -602,6 +608,32 @@ impl UnaryOp {
                 ],
                 &[],
             ),
+            UnaryOp::Sin => (
+                "sin",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.479_425_538_604_203),
+                    s!(&[-2.0], -0.909_297_426_825_681_7),
+                    s!(&[10.0], -0.544_021_110_889_369_8),
+                ],
+                &[],
+            ),
+            UnaryOp::Cos => (
+                "cos",
+                false,
+                true,
+                Transcendental,
+                R::Unit,
+                &[
+                    s!(&[0.5], 0.877_582_561_890_372_8),
+                    s!(&[2.5], -0.801_143_615_546_933_7),
+                    s!(&[-4.0], -0.653_643_620_863_611_9),
+                ],
+                &[],
+            ),
         };
         UnaryRow {
             name,
@@ -629,7 +661,7 @@ impl BinaryOp {
     /// The op's table row.
     pub const fn row(self) -> BinaryRow {
         use BinaryRange as R;
-        use Cost::{Cheap, Slow};
+        use Cost::{Cheap, Slow, Transcendental};
         // (name, comparison, commutative, grad, cost, range, f32 samples, i32 samples)
         type Cols = (
             &'static str,
@@ -797,6 +829,34 @@ impl BinaryOp {
                         s!(&[1.0, 2.0], 0.0),
                         s!(&[2.0, 2.0], 1.0),
                         s!(&[3.0, 2.0], 1.0),
+                    ],
+                ),
+                // f32: C/IEEE `pow` (jnp.power): `x^0 = 1` and `1^y = 1` for every
+                // operand incl. NaN; `x < 0` needs an integer `y` (else NaN); `±0^y` is
+                // `±0` for `y > 0`, `±inf` for `y < 0` (the sign only for odd `y`).
+                // i32: exact wrapping power; a negative exponent truncates `1/xⁿ`
+                // toward zero as integer division does (`1`, `±1` for `x = -1`, else
+                // `0`; `0^-n = 0` as `x/0 = 0`).
+                BinaryOp::Pow => (
+                    "pow",
+                    false,
+                    false,
+                    true,
+                    Transcendental,
+                    R::Power,
+                    &[
+                        s!(&[2.0, 3.0], 8.0),
+                        s!(&[1.5, 0.5], 1.224_744_871_391_589),
+                        s!(&[4.0, -0.5], 0.5),
+                        s!(&[2.5, 1.5], 3.952_847_075_210_474),
+                    ],
+                    &[
+                        s!(&[3.0, 4.0], 81.0),
+                        s!(&[-2.0, 3.0], -8.0),
+                        s!(&[5.0, 0.0], 1.0),
+                        s!(&[2.0, -1.0], 0.0),
+                        s!(&[-1.0, -3.0], -1.0),
+                        s!(&[1.0, -2.0], 1.0),
                     ],
                 ),
             };

@@ -914,7 +914,9 @@ fn unary(
     x: Value,
     vector: bool,
 ) -> Result<Value, CodegenError> {
-    use crate::clif_math::{emit_erf, emit_exp, emit_log, emit_sigmoid, emit_tanh};
+    use crate::clif_math::{
+        emit_cos, emit_erf, emit_exp, emit_log, emit_sigmoid, emit_sin, emit_tanh,
+    };
     if dt == DType::I32 {
         return match u {
             UnaryOp::Neg => Ok(b.ins().ineg(x)),
@@ -934,7 +936,9 @@ fn unary(
             | UnaryOp::Sigmoid
             | UnaryOp::Sqrt
             | UnaryOp::Recip
-            | UnaryOp::Erf => Err(CodegenError(format!("{}: no i32 lowering", u.name()))),
+            | UnaryOp::Erf
+            | UnaryOp::Sin
+            | UnaryOp::Cos => Err(CodegenError(format!("{}: no i32 lowering", u.name()))),
         };
     }
     // Transcendentals: inline polynomial evaluation from [`crate::clif_math`]
@@ -962,6 +966,8 @@ fn unary(
         UnaryOp::Tanh => emit_tanh(b, x),
         UnaryOp::Sigmoid => emit_sigmoid(b, x),
         UnaryOp::Erf => emit_erf(b, x),
+        UnaryOp::Sin => emit_sin(b, x),
+        UnaryOp::Cos => emit_cos(b, x),
     })
 }
 
@@ -1005,6 +1011,7 @@ fn binary(
             BinaryOp::Le => cmp(b, IntCC::SignedLessThanOrEqual),
             BinaryOp::Gt => cmp(b, IntCC::SignedGreaterThan),
             BinaryOp::Ge => cmp(b, IntCC::SignedGreaterThanOrEqual),
+            BinaryOp::Pow => int_pow(b, x, y),
         };
     }
     let mut cmp = |cc: FloatCC| {
@@ -1022,6 +1029,7 @@ fn binary(
         BinaryOp::Sub => b.ins().fsub(x, y),
         BinaryOp::Mul => b.ins().fmul(x, y),
         BinaryOp::Div => b.ins().fdiv(x, y),
+        BinaryOp::Pow => crate::clif_math::emit_pow(b, x, y),
         // NaN propagates; ties (incl. ±0) give the second operand, like the interpreter.
         BinaryOp::Max | BinaryOp::Min => {
             let cc = if op == BinaryOp::Max {
@@ -1035,6 +1043,35 @@ fn binary(
             fselect(b, xnan, x, r, vector)
         }
     }
+}
+
+/// `x^e` on scalar i32, as the interpreter's kernel: for `e ≥ 0` the wrapping
+/// power by 31 unrolled square-and-multiply steps (branch-free); for `e < 0`
+/// the truncated `1/x^|e|`: `1` for `x = 1`, `±1` for `x = -1` (by the parity
+/// of `e`), else `0`.
+fn int_pow(b: &mut FunctionBuilder, x: Value, e: Value) -> Value {
+    let one = b.ins().iconst(types::I32, 1);
+    let mut acc = one;
+    let mut base = x;
+    for k in 0..31 {
+        let bit = b.ins().ushr_imm_u(e, k);
+        let bit = b.ins().band_imm_u(bit, 1);
+        let factor = b.ins().select(bit, base, one);
+        acc = b.ins().imul(acc, factor);
+        if k < 30 {
+            base = b.ins().imul(base, base);
+        }
+    }
+    let zero = b.ins().iconst(types::I32, 0);
+    let m1 = b.ins().iconst(types::I32, -1);
+    let odd = b.ins().band_imm_u(e, 1);
+    let x_is_one = b.ins().icmp(IntCC::Equal, x, one);
+    let x_is_m1 = b.ins().icmp(IntCC::Equal, x, m1);
+    let m1_pow = b.ins().select(odd, m1, one);
+    let t = b.ins().select(x_is_m1, m1_pow, zero);
+    let neg = b.ins().select(x_is_one, one, t);
+    let e_neg = b.ins().icmp(IntCC::SignedLessThan, e, zero);
+    b.ins().select(e_neg, neg, acc)
 }
 
 /// Inline [`lossgraph_ir::op::random_uniform`]: the same 32-bit hash, bit for bit.

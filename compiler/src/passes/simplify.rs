@@ -128,7 +128,9 @@ fn finite(g: &Graph, id: NodeId, depth: usize) -> bool {
             | UnaryOp::Sign
             | UnaryOp::Tanh
             | UnaryOp::Sigmoid
-            | UnaryOp::Erf,
+            | UnaryOp::Erf
+            | UnaryOp::Sin
+            | UnaryOp::Cos,
         )
         | Op::Binary(BinaryOp::Max | BinaryOp::Min)
         | Op::Broadcast

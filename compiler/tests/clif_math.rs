@@ -30,6 +30,8 @@ enum Fun {
     Tanh,
     Sigmoid,
     Erf,
+    Sin,
+    Cos,
 }
 
 impl Fun {
@@ -40,6 +42,8 @@ impl Fun {
             Fun::Tanh => ctx.tanh(b, x),
             Fun::Sigmoid => ctx.sigmoid(b, x),
             Fun::Erf => ctx.erf(b, x),
+            Fun::Sin => ctx.sin(b, x),
+            Fun::Cos => ctx.cos(b, x),
         }
     }
 
@@ -52,6 +56,8 @@ impl Fun {
             Fun::Tanh => x.tanh(),
             Fun::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Fun::Erf => erf64(x),
+            Fun::Sin => x.sin(),
+            Fun::Cos => x.cos(),
         }) as f32
     }
 
@@ -63,6 +69,8 @@ impl Fun {
             Fun::Tanh => x.tanh(),
             Fun::Sigmoid => (1.0 / (1.0 + (-f64::from(x)).exp())) as f32,
             Fun::Erf => erf64(f64::from(x)) as f32,
+            Fun::Sin => x.sin(),
+            Fun::Cos => x.cos(),
         }
     }
 }
@@ -394,9 +402,21 @@ fn inputs(fun: Fun) -> Vec<f32> {
             run_of(0.87, 100_000, &mut v);
             run_of(3.85, 100_000, &mut v);
         }
+        Fun::Sin | Fun::Cos => {
+            sweep(-SINCOS_ACCURATE, SINCOS_ACCURATE, 2_000_000, &mut v);
+            sweep(-7.0, 7.0, 400_000, &mut v);
+            run_of(std::f32::consts::PI - 1e-4, 100_000, &mut v); // around a zero of sin
+            run_of(std::f32::consts::FRAC_PI_2 - 1e-4, 100_000, &mut v); // of cos
+            run_of(1e-30, 100_000, &mut v);
+            // The accurate reduction range only (plus ±inf and NaN): see `sincos_wide_range`.
+            v.retain(|x| x.is_infinite() || !(x.abs() > SINCOS_ACCURATE));
+        }
     }
     v
 }
+
+/// sin/cos: the range of the exact Cody–Waite products (2¹³·π/2, rounded down).
+const SINCOS_ACCURATE: f32 = 12_867.0;
 
 struct Report {
     max_ulp: u64,
@@ -491,6 +511,63 @@ fn sigmoid_accuracy() {
 #[test]
 fn erf_accuracy() {
     check(Fun::Erf, 2);
+}
+
+/// Absolute error against f64 over the accurate range; the ulp error is reported by
+/// `check` (large relative error only near the function's zeros, where the reduced
+/// argument's absolute error ~2⁻⁵⁶·|j| is divided by a tiny result).
+fn abs_error(fun: Fun, xs: &[f32]) -> (f64, f32) {
+    let c = compile(fun, MathCtx::host(), true);
+    let ys = run(&c, xs);
+    let mut worst = (0.0f64, 0.0f32);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let want = match fun {
+            Fun::Sin => f64::from(x).sin(),
+            _ => f64::from(x).cos(),
+        };
+        let e = (f64::from(y) - want).abs();
+        if e > worst.0 {
+            worst = (e, x);
+        }
+    }
+    worst
+}
+
+#[test]
+fn sin_accuracy() {
+    check(Fun::Sin, 2);
+    let xs: Vec<f32> = inputs(Fun::Sin).into_iter().filter(|x| x.is_finite()).collect();
+    let (e, at) = abs_error(Fun::Sin, &xs);
+    println!("Sin: max absolute error {e:e} at x = {at:e} on |x| <= {SINCOS_ACCURATE}");
+    assert!(e < 1.2e-7, "sin: absolute error {e:e} at {at:e}");
+}
+
+#[test]
+fn cos_accuracy() {
+    check(Fun::Cos, 2);
+    let xs: Vec<f32> = inputs(Fun::Cos).into_iter().filter(|x| x.is_finite()).collect();
+    let (e, at) = abs_error(Fun::Cos, &xs);
+    println!("Cos: max absolute error {e:e} at x = {at:e} on |x| <= {SINCOS_ACCURATE}");
+    assert!(e < 1.2e-7, "cos: absolute error {e:e} at {at:e}");
+}
+
+/// Beyond the accurate range: the absolute error grows with |x| (reported per decade);
+/// beyond 2²² the result is NaN by design.
+#[test]
+fn sincos_wide_range() {
+    for fun in [Fun::Sin, Fun::Cos] {
+        for (lo, hi) in [(12_867.0f32, 1e5f32), (1e5, 1e6), (1e6, 4_194_304.0)] {
+            let mut xs = Vec::new();
+            sweep(lo, hi, 200_000, &mut xs);
+            let (e, at) = abs_error(fun, &xs);
+            println!("{fun:?}: max absolute error {e:e} at x = {at:e} on [{lo:e}, {hi:e}]");
+            // Bounded by the input's own spacing (an f32 near x is only known to ±ulp(x)/2).
+            assert!(e < f64::from(hi) * 2e-7, "{fun:?}: {e:e} at {at:e}");
+        }
+        let c = compile(fun, MathCtx::host(), true);
+        let ys = run(&c, &[4_194_305.0, -1e7, 1e30, f32::MAX]);
+        assert!(ys.iter().all(|y| y.is_nan()), "{fun:?}: {ys:?}");
+    }
 }
 
 /// Hand-checked special values through the public free functions (host options).

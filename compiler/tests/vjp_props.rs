@@ -89,6 +89,8 @@ proptest! {
             UnaryOp::Recip => x.recip(),
             UnaryOp::Sign => x.sign(),
             UnaryOp::Erf => x.erf(),
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
         };
         check(&b, &y, &["x"], &feeds(vec![("x", t(&shape, v))]));
     }
@@ -109,6 +111,9 @@ proptest! {
         let (va, vb) = if kinked {
             // a on the grid 0.25 + 0.5k, b on 0.5k: |a - b| ≥ 0.25 everywhere.
             (grid(&mut rng, numel(&sa), 0.25), grid(&mut rng, numel(&sb), 0.0))
+        } else if bop == BinaryOp::Pow {
+            // A positive base (ln x in the exponent's gradient).
+            (rng.vec(numel(&sa), 0.5, 2.0), rng.vec(numel(&sb), -2.0, 2.0))
         } else if bop == BinaryOp::Div {
             (rng.vec(numel(&sa), -2.0, 2.0), rng.away_from_zero(numel(&sb), 0.5, 2.0))
         } else {

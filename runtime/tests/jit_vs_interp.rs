@@ -178,7 +178,9 @@ fn f32t(shape: &[usize]) -> TensorType {
 #[test]
 fn unary_ops_all_shapes() {
     use lossgraph_ir::UnaryOp::*;
-    for u in [Neg, Exp, Log, Tanh, Sigmoid, Abs, Sqrt, Recip, Sign, Erf] {
+    for u in [
+        Neg, Exp, Log, Tanh, Sigmoid, Abs, Sqrt, Recip, Sign, Erf, Sin, Cos,
+    ] {
         for shape in [&[][..], &[1], &[3], &[4], &[7], &[3, 5], &[2, 3, 9]] {
             let b = Builder::new("u");
             let x = b.input("x", f32t(shape));
@@ -193,6 +195,8 @@ fn unary_ops_all_shapes() {
                 Recip => x.recip(),
                 Sign => x.sign(),
                 Erf => x.erf(),
+                Sin => x.sin(),
+                Cos => x.cos(),
             };
             b.output("y", &y);
             // A second use keeps `y` stored and chains another op after it.
@@ -216,6 +220,7 @@ fn int_ops() {
     b.output("div", &x.div(&y)); // includes division by zero
     b.output("max", &x.maximum(&y));
     b.output("min", &x.minimum(&y));
+    b.output("pow", &x.pow(&y)); // negative exponents and bases included
     for (n, t) in [
         ("eq", x.eq(&y)),
         ("ne", x.ne(&y)),
@@ -229,6 +234,22 @@ fn int_ops() {
     b.output("cast", &x.cast(DType::F32));
     b.output("rmax", &x.max(&[1], false));
     check(&b.finish().unwrap(), EXACT);
+}
+
+/// `pow` on inputs in [-2, 2]: negative bases with non-integer exponents give NaN on
+/// both engines; integer exponents (a constant row) keep the sign of odd powers.
+#[test]
+fn pow_with_broadcasting() {
+    for shape in [[3usize, 5], [1, 9], [5, 1]] {
+        let b = Builder::new("p");
+        let x = b.input("x", f32t(&shape));
+        let row = b.input("row", f32t(&shape[1..]));
+        b.output("pos", &(x.abs() + 0.25).pow(&row));
+        b.output("any", &x.pow(&row));
+        b.output("int", &x.pow(3.0));
+        b.output("sq", &x.pow(-2.0));
+        check(&b.finish().unwrap(), TRANS);
+    }
 }
 
 #[test]

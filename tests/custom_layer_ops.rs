@@ -59,10 +59,15 @@ fn custom_layer_with_sin_and_pow_matches_hand_values_and_gradient() {
         Loss::MeanSquaredError,
     ))
     .unwrap();
-    let logs = m.train_on_batch(&[xs], &[ht(&[1, 2], &[0.0, 0.0])]).unwrap();
+    let logs = m
+        .train_on_batch(&[xs], &[ht(&[1, 2], &[0.0, 0.0])])
+        .unwrap();
     let loss = (want[0] * want[0] + want[1] * want[1]) / 2.0;
     let got_loss = logs.get("loss").unwrap();
-    assert!((got_loss - loss).abs() < 1e-5, "loss {got_loss}, want {loss}");
+    assert!(
+        (got_loss - loss).abs() < 1e-5,
+        "loss {got_loss}, want {loss}"
+    );
     let w1 = m.get_weight("wave/w").unwrap();
     let w1 = w1.as_f32().unwrap();
     for i in 0..2 {

@@ -536,7 +536,10 @@ fn abs_error(fun: Fun, xs: &[f32]) -> (f64, f32) {
 #[test]
 fn sin_accuracy() {
     check(Fun::Sin, 2);
-    let xs: Vec<f32> = inputs(Fun::Sin).into_iter().filter(|x| x.is_finite()).collect();
+    let xs: Vec<f32> = inputs(Fun::Sin)
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .collect();
     let (e, at) = abs_error(Fun::Sin, &xs);
     println!("Sin: max absolute error {e:e} at x = {at:e} on |x| <= {SINCOS_ACCURATE}");
     assert!(e < 1.2e-7, "sin: absolute error {e:e} at {at:e}");
@@ -545,7 +548,10 @@ fn sin_accuracy() {
 #[test]
 fn cos_accuracy() {
     check(Fun::Cos, 2);
-    let xs: Vec<f32> = inputs(Fun::Cos).into_iter().filter(|x| x.is_finite()).collect();
+    let xs: Vec<f32> = inputs(Fun::Cos)
+        .into_iter()
+        .filter(|x| x.is_finite())
+        .collect();
     let (e, at) = abs_error(Fun::Cos, &xs);
     println!("Cos: max absolute error {e:e} at x = {at:e} on |x| <= {SINCOS_ACCURATE}");
     assert!(e < 1.2e-7, "cos: absolute error {e:e} at {at:e}");

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::initializers::{Init, Rng};
 use crate::regularizers::Regularizer;
 use crate::sublayer::Sublayer;
+use lossgraph_ir::names::SHARD_WEIGHT_INPUT;
 use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
 use lossgraph_runtime::VariableStore;
 use std::collections::{HashMap, HashSet};
@@ -452,6 +453,10 @@ pub(crate) struct TraceState {
     pub calls: HashMap<String, u32>,
     pub fallback: Tensor,
     pub rng_step: Option<Tensor>,
+    /// The ranks a data-parallel training step runs on (1 otherwise).
+    pub replicas: usize,
+    /// The `shard_weight` input of this trace, created on first use.
+    pub shard_weight: Option<Tensor>,
     /// Full names of the state variables among `params`.
     pub state: HashSet<String>,
     /// Full names of the trainable variables among `params`.
@@ -602,6 +607,40 @@ impl CallCtx<'_> {
             })
             .peekable();
         weights.peek().is_none() || weights.any(|k| self.st.trainable.contains(k))
+    }
+
+    /// The number of ranks this trace's step runs on: more than 1 for a
+    /// training step compiled [`distributed`](crate::CompileOptions::distributed),
+    /// 1 otherwise (Keras's `num_replicas_in_sync`).
+    pub fn replicas(&self) -> usize {
+        self.st.replicas
+    }
+
+    /// The mean over the whole global batch of a statistic that `local` holds
+    /// as a mean over this rank's samples (each sample counting alike): on
+    /// more than one replica, `all_reduce_mean(shard_weight · local)` —
+    /// rank `r`'s `shard_weight` is `N·n_r/B`, so the result is
+    /// `Σ_r n_r·local_r / B` on every rank, and a rank that runs a padding
+    /// sample at weight 0 adds nothing; on one replica `local` itself. The
+    /// collective is differentiated like any op (its VJP is the mean of the
+    /// cotangents), so the gradient of a loss that reads the global
+    /// statistic reaches every rank's samples.
+    pub fn global_batch_mean(&mut self, local: &Tensor) -> Tensor {
+        if self.st.replicas <= 1 {
+            return local.clone();
+        }
+        let w = match &self.st.shard_weight {
+            Some(w) => w.clone(),
+            None => {
+                let b = &self.st.b;
+                let prev = b.set_scope("");
+                let w = b.input(SHARD_WEIGHT_INPUT, TensorType::scalar());
+                b.set_scope(prev);
+                self.st.shard_weight = Some(w.clone());
+                w
+            }
+        };
+        (local * &w).all_reduce_mean()
     }
 
     /// The batch size of this trace.

@@ -715,6 +715,8 @@ pub(crate) fn new_trace_state(b: &Builder, training: bool, batch: usize) -> Trac
         calls: HashMap::new(),
         fallback,
         rng_step: None,
+        replicas: 1,
+        shard_weight: None,
         state: HashSet::new(),
         trainable: HashSet::new(),
         updates: Vec::new(),
@@ -880,6 +882,9 @@ impl Model {
             if training { "train" } else { "infer" }
         ));
         let mut st = new_trace_state(&b, training, batch);
+        if training {
+            st.replicas = self.ranks();
+        }
         let params = bind_variables(&mut st, &self.vars);
         b.set_scope("");
         let mut inputs = Vec::new();

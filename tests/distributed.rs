@@ -11,7 +11,7 @@
 //! typically), and after `s` SGD steps the weights by `≲ s·lr·γ_B·Σ|g_i|`,
 //! far below 1e-6 of the weights here (batch 16, 8 steps).
 
-use lossgraph::layers::{Dense, Input};
+use lossgraph::layers::{BatchNormalization, Dense, Input};
 use lossgraph::{
     Communicator, CompileOptions, Error, FitOptions, HostTensor, Loss, Metric, Model, Optimizer,
     Sequential,
@@ -155,36 +155,38 @@ fn fit_options(batch: usize) -> FitOptions {
         .verbose(false)
 }
 
-/// (weight name, values) of every trainable weight, in order.
-fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
-    m.trainable_weight_names()
-        .into_iter()
-        .map(|n| {
-            let v = m.get_weight(&n).unwrap().as_f32().unwrap().to_vec();
-            (n, v)
+/// (name, values) of every variable (weights and state), in order.
+fn variables(m: &Model) -> Vec<(String, Vec<f32>)> {
+    m.variables()
+        .iter()
+        .map(|v| {
+            let t = m.get_weight(&v.path).unwrap();
+            (v.path.clone(), t.as_f32().unwrap().to_vec())
         })
         .collect()
 }
 
-/// Trains `model(units[r])` on every rank of a thread group of
-/// `units.len()` ranks; returns each rank's fit result, losses and weights.
+/// Trains `make(r)` on every rank `r` of a thread group of `ranks` ranks;
+/// returns each rank's fit result, losses and variables.
 #[allow(clippy::type_complexity)]
 fn fit_on_threads(
-    units: &[usize],
+    ranks: usize,
+    make: impl Fn(usize) -> Model + Sync,
     batch: usize,
 ) -> Vec<Result<(Vec<f64>, Vec<(String, Vec<f32>)>), Error>> {
-    let comms = thread_group(units.len());
+    let comms = thread_group(ranks);
+    let make = &make;
     std::thread::scope(|s| {
         let hs: Vec<_> = comms
             .into_iter()
-            .zip(units)
-            .map(|(comm, &u)| {
+            .enumerate()
+            .map(|(r, comm)| {
                 s.spawn(move || {
-                    let mut m = model(u);
+                    let mut m = make(r);
                     m.compile(options().distributed(comm))?;
                     let (x, y) = data();
                     let h = m.fit(&[x], &[y], fit_options(batch))?;
-                    Ok((h.series("loss"), weights(&m)))
+                    Ok((h.series("loss"), variables(&m)))
                 })
             })
             .collect();
@@ -210,10 +212,13 @@ fn two_ranks_on_half_batches_match_one_process_on_full_batches() {
         single.compile(options()).unwrap();
         let (x, y) = data();
         let h = single.fit(&[x], &[y], fit_options(batch)).unwrap();
-        let (want, want_loss) = (weights(&single), h.series("loss"));
+        let (want, want_loss) = (variables(&single), h.series("loss"));
         // Training moved the weights (the comparison is not between initial values).
-        assert!(max_rel(&want[0].1, &weights(&model(8))[0].1) > 1e-3);
-        for (r, res) in fit_on_threads(&[8, 8], batch).into_iter().enumerate() {
+        assert!(max_rel(&want[0].1, &variables(&model(8))[0].1) > 1e-3);
+        for (r, res) in fit_on_threads(2, |_| model(8), batch)
+            .into_iter()
+            .enumerate()
+        {
             let (loss, got) = res.unwrap();
             // Uneven shards also round the weight N·n_r/B (7·2/13) and
             // its product with every gradient: a few ulp more.
@@ -244,8 +249,8 @@ fn a_batch_smaller_than_the_ranks_still_trains() {
     single.compile(options()).unwrap();
     let (x, y) = data();
     single.fit(&[x], &[y], fit_options(3)).unwrap();
-    let want = weights(&single);
-    for res in fit_on_threads(&[4, 4, 4, 4], 3) {
+    let want = variables(&single);
+    for res in fit_on_threads(4, |_| model(4), 3) {
         let (_, got) = res.unwrap();
         for ((n, w), (_, g)) in want.iter().zip(&got) {
             let e = max_rel(g, w);
@@ -256,7 +261,7 @@ fn a_batch_smaller_than_the_ranks_still_trains() {
 
 #[test]
 fn mismatched_models_are_an_error_on_every_rank() {
-    let res = fit_on_threads(&[8, 9], 16);
+    let res = fit_on_threads(2, |r| model(8 + r), 16);
     let msgs: Vec<String> = res
         .into_iter()
         .map(|r| match r {
@@ -291,4 +296,159 @@ fn the_train_step_holds_one_all_reduce_per_gradient() {
     m.compile(options()).unwrap();
     let text = lossgraph::ir::text::print(&m.graph(lossgraph::Purpose::Train, 8).unwrap());
     assert!(!text.contains("all_reduce_mean") && !text.contains("shard_weight"));
+}
+
+/// Input(5) → Dense(8) without bias (a bias before BatchNormalization has
+/// gradient 0 up to rounding noise, so comparing it would compare noise)
+/// → BatchNormalization "bn" (momentum 0.8) → Dense(1) tanh;
+/// `synchronized` as given.
+fn bn_model(synchronized: bool) -> Model {
+    Sequential::new("bn_mlp")
+        .seed(11)
+        .add(Input::new(&[5]))
+        .add(Dense::new(8).use_bias(false))
+        .add(
+            BatchNormalization::new()
+                .momentum(0.8)
+                .synchronized(synchronized)
+                .name("bn"),
+        )
+        .add(Dense::new(1).activation("tanh"))
+        .build()
+        .unwrap()
+}
+
+/// Trains `make()` in one process on full batches; its variables.
+fn fit_single(make: impl Fn() -> Model, batch: usize) -> Vec<(String, Vec<f32>)> {
+    let mut m = make();
+    m.compile(options()).unwrap();
+    let (x, y) = data();
+    m.fit(&[x], &[y], fit_options(batch)).unwrap();
+    variables(&m)
+}
+
+/// The largest relative error of `got` against `want`, variable by variable.
+fn worst(want: &[(String, Vec<f32>)], got: &[(String, Vec<f32>)]) -> (String, f64) {
+    assert_eq!(want.len(), got.len());
+    want.iter()
+        .zip(got)
+        .map(|((n, w), (m, g))| {
+            assert_eq!(n, m);
+            (n.clone(), max_rel(g, w))
+        })
+        .fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+#[test]
+fn synchronized_batch_norm_on_two_ranks_matches_one_process() {
+    // The statistics of the global batch (8 + 8, and 7 + 6 weighted by the
+    // shard weights) are the full batch's: weights and moving statistics
+    // agree to the rounding of the reordered sums (see the module docs).
+    for batch in [16, 13] {
+        let want = fit_single(|| bn_model(true), batch);
+        let tol = if batch % 2 == 0 { 1e-6 } else { 1e-5 };
+        for (r, res) in fit_on_threads(2, |_| bn_model(true), batch)
+            .into_iter()
+            .enumerate()
+        {
+            let (n, e) = worst(&want, &res.unwrap().1);
+            eprintln!("synchronized, batch {batch}, rank {r}: worst {n} {e:e}");
+            assert!(
+                e <= tol,
+                "batch {batch}, rank {r}: {n} relative error {e:e}"
+            );
+        }
+    }
+    // One process: the one-pass E[x²] − mean² agrees with the default
+    // two-pass variance to f32 rounding here (|mean| ≲ std).
+    let (n, e) = worst(
+        &fit_single(|| bn_model(false), 16),
+        &fit_single(|| bn_model(true), 16),
+    );
+    assert!(e <= 1e-5, "one process, synchronized vs not: {n} {e:e}");
+}
+
+#[test]
+fn per_rank_batch_norm_statistics_differ_from_the_global_batch() {
+    // synchronized = false (Keras's default): each rank normalizes with,
+    // and moves its averages towards, its own half-batch's statistics.
+    let want = fit_single(|| bn_model(false), 16);
+    let res = fit_on_threads(2, |_| bn_model(false), 16);
+    let ranks: Vec<Vec<(String, Vec<f32>)>> = res.into_iter().map(|r| r.unwrap().1).collect();
+    for (r, got) in ranks.iter().enumerate() {
+        for name in ["bn/moving_mean", "bn/moving_variance"] {
+            let w = &want.iter().find(|v| v.0 == name).unwrap().1;
+            let g = &got.iter().find(|v| v.0 == name).unwrap().1;
+            let e = max_rel(g, w);
+            assert!(
+                e > 1e-3,
+                "rank {r}: {name} matches the global batch ({e:e})"
+            );
+        }
+    }
+    let mm = |r: usize| {
+        ranks[r]
+            .iter()
+            .find(|v| v.0 == "bn/moving_mean")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(
+        max_rel(&mm(0), &mm(1)) > 1e-3,
+        "the ranks' moving means agree"
+    );
+}
+
+/// A Keras 3 `Sequential` JSON: Dense(8) without bias → BatchNormalization
+/// (`synchronized` as given, momentum 0.8) → Dense(1) tanh.
+fn bn_json(synchronized: bool) -> String {
+    let dense = |name: &str, units: usize, act: &str, bias: bool, fan_in: usize| {
+        format!(
+            r#"{{"module": "keras.layers", "class_name": "Dense", "config": {{"name": "{name}",
+            "trainable": true, "units": {units}, "activation": "{act}", "use_bias": {bias},
+            "kernel_initializer": {{"module": "keras.initializers", "class_name": "GlorotUniform",
+            "config": {{"seed": null}}, "registered_name": null}},
+            "bias_initializer": {{"module": "keras.initializers", "class_name": "Zeros",
+            "config": {{}}, "registered_name": null}}, "kernel_regularizer": null,
+            "bias_regularizer": null, "kernel_constraint": null, "bias_constraint": null}},
+            "registered_name": null, "build_config": {{"input_shape": [null, {fan_in}]}}}}"#
+        )
+    };
+    format!(
+        r#"{{"module": "keras", "class_name": "Sequential", "config": {{"name": "seq",
+        "trainable": true, "layers": [
+        {{"module": "keras.layers", "class_name": "InputLayer", "config": {{"batch_shape":
+        [null, 5], "dtype": "float32", "sparse": false, "name": "seq_input"}},
+        "registered_name": null}},
+        {d1},
+        {{"module": "keras.layers", "class_name": "BatchNormalization", "config": {{"name": "bn",
+        "trainable": true, "axis": -1, "momentum": 0.8, "epsilon": 0.001, "center": true,
+        "scale": true, "synchronized": {synchronized}}}, "registered_name": null,
+        "build_config": {{"input_shape": [null, 8]}}}},
+        {d2}]}}, "registered_name": null}}"#,
+        d1 = dense("dense", 8, "linear", false, 5),
+        d2 = dense("dense_1", 1, "tanh", true, 8),
+    )
+}
+
+#[test]
+fn the_keras_importer_reads_synchronized() {
+    use lossgraph::keras::build::build_model;
+    use lossgraph::keras::ModelSpec;
+    let import = |synchronized: bool| {
+        let spec = ModelSpec::from_json_str(&bn_json(synchronized), "bn.json").unwrap();
+        build_model(&spec, 5).unwrap()
+    };
+    // Synchronized: two ranks give the one-process result; not: they do not.
+    for synchronized in [true, false] {
+        let want = fit_single(|| import(synchronized), 16);
+        let res = fit_on_threads(2, |_| import(synchronized), 16);
+        let (n, e) = worst(&want, &res.into_iter().next().unwrap().unwrap().1);
+        if synchronized {
+            assert!(e <= 1e-6, "synchronized: {n} relative error {e:e}");
+        } else {
+            assert!(e > 1e-3, "not synchronized: {n} matches ({e:e})");
+        }
+    }
 }

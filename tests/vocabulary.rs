@@ -838,3 +838,36 @@ fn inputs_targets_and_sample_weights_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn crossentropy_from_large_logits_is_accurate() {
+    // Dense(3) with the identity kernel and no bias passes the logits
+    // through; the compiled (JIT) evaluate is checked against f64:
+    // −log softmax(z)[k] = ln Σ exp(z − max) − (z_k − max).
+    let mut m = Sequential::new("logits")
+        .add(Input::new(&[3]))
+        .add(Dense::new(3).use_bias(false).name("id"))
+        .build()
+        .unwrap();
+    let eye = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+    m.set_weight("id/kernel", host(&[3, 3], &eye)).unwrap();
+    m.compile(CompileOptions::new(
+        Optimizer::sgd(0.0),
+        Loss::CategoricalCrossentropy { from_logits: true },
+    ))
+    .unwrap();
+    let z = [1e4, 9999.0, 9998.0];
+    for k in 0..3 {
+        let mut t = [0.0; 3];
+        t[k] = 1.0;
+        let got = m
+            .evaluate(&[host(&[1, 3], &z)], &[host(&[1, 3], &t)], 1)
+            .unwrap()
+            .loss();
+        let lse = z.iter().map(|v| (v - 1e4).exp()).sum::<f64>().ln();
+        let want = lse - (z[k] - 1e4);
+        let e = (got - want).abs() / want;
+        // Keras's tolerance for these cases is 1e-4; this is f32 rounding.
+        assert!(e <= 1e-6, "class {k}: {got} vs {want} (relative {e:e})");
+    }
+}

@@ -1704,6 +1704,40 @@ mod tests {
         assert_eq!(vf(&vals[&x.id()]), vec![1.5, -2.0]);
     }
 
+    /// log_softmax of large logits keeps its relative precision: the f64
+    /// reference is `(x − max) − ln Σ exp(x − max)` evaluated in f64.
+    #[test]
+    fn log_softmax_of_large_logits_matches_f64() {
+        let rows: [[f64; 3]; 3] = [
+            [1e4, 9999.0, 9998.0],
+            [-3e4, -3e4, -3.0001e4],
+            [0.5, 0.0, -0.25],
+        ];
+        let b = Builder::new("lsm");
+        let x = b.input("x", TensorType::f32([3, 3]));
+        b.output("y", &nn::log_softmax(&x, -1));
+        let g = b.finish().unwrap();
+        let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+        let feeds = HashMap::from([("x".to_string(), f(&[3, 3], &flat))]);
+        let out = interpret(&g, &feeds).unwrap();
+        let got = vf(&out[0].1);
+        for (r, row) in rows.iter().enumerate() {
+            // The f32 inputs, widened: the reference sees what the graph sees.
+            let xs: Vec<f64> = row.iter().map(|&v| v as f32 as f64).collect();
+            let m = xs.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = xs.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            for (j, v) in xs.iter().enumerate() {
+                let want = (v - m) - lse;
+                let e = (got[3 * r + j] as f64 - want).abs() / want.abs();
+                assert!(
+                    e <= 1e-6,
+                    "row {r} col {j}: {} vs {want} (rel {e:e})",
+                    got[3 * r + j]
+                );
+            }
+        }
+    }
+
     // A one-layer MLP with softmax crossentropy and an L2 kernel regulariser.
     //
     // x = [[1, 0, -1], [0.5, 1, 0]], W = [[1,-1],[0,1],[1,0]], b = [0.5,-0.5],

@@ -501,7 +501,7 @@ fn parse_batch_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
         cfg,
         &["beta_constraint", "gamma_constraint", "renorm_clipping"],
     )?;
-    cfg.only("synchronized", &[json!(false)])?;
+    let synchronized = cfg.bool_or("synchronized", false)?;
     cfg.only("renorm", &[json!(false)])?;
     cfg.ignore(&["renorm_momentum"]);
     Ok(LayerKind::BatchNormalization {
@@ -516,6 +516,7 @@ fn parse_batch_normalization(cfg: &mut Cfg<'_>) -> Result<LayerKind> {
         moving_variance_initializer,
         beta_regularizer,
         gamma_regularizer,
+        synchronized,
     })
 }
 
@@ -532,11 +533,13 @@ fn build_batch_normalization(kind: &LayerKind, name: &str) -> Option<Box<dyn Lay
         moving_variance_initializer,
         beta_regularizer,
         gamma_regularizer,
+        synchronized,
     } = kind
     else {
         return None;
     };
     let mut l = layers::BatchNormalization::new()
+        .synchronized(*synchronized)
         .axis(*axis as isize)
         .momentum(*momentum)
         .epsilon(*epsilon)

@@ -142,6 +142,8 @@ pub enum LayerKind {
         moving_variance_initializer: InitializerSpec,
         beta_regularizer: Option<RegularizerSpec>,
         gamma_regularizer: Option<RegularizerSpec>,
+        /// Statistics over the global batch of a data-parallel step.
+        synchronized: bool,
     },
     /// Per-sample normalization over `axis` (a list in the JSON).
     LayerNormalization {

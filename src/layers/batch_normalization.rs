@@ -18,6 +18,16 @@ use lossgraph_ir::Tensor;
 /// - inference, or a layer with `trainable = false` even in training: the
 ///   same formula with `moving_mean`, `moving_variance`.
 ///
+/// `synchronized(true)` (Keras's `synchronized=True`) computes the training
+/// statistics over the global batch of a data-parallel step as Keras's
+/// TensorFlow backend does: `mean = E[x]`, `var = max(E[x²] − mean², 0)`
+/// with both expectations averaged over the ranks
+/// ([`CallCtx::global_batch_mean`], one `all_reduce_mean` each; on one rank
+/// no collective, the same one-pass formula). The one-pass variance loses
+/// relative precision where `mean² ≫ var` (cancellation of order
+/// `ε_f32·mean²/var`), which is why the default two-pass `E[(x − mean)²]`
+/// is kept for per-rank statistics.
+///
 /// Variables in Keras's order: `gamma` (if `scale`), `beta` (if `center`),
 /// `moving_mean`, `moving_variance` — the last two are state (never trained).
 #[derive(Clone, Debug)]
@@ -34,6 +44,7 @@ pub struct BatchNormalization {
     beta_regularizer: Option<Regularizer>,
     gamma_regularizer: Option<Regularizer>,
     trainable: bool,
+    synchronized: bool,
     name: Option<String>,
     /// The resolved feature axis (batch axis 0 included), set by `build`.
     resolved: usize,
@@ -61,6 +72,7 @@ impl BatchNormalization {
             beta_regularizer: None,
             gamma_regularizer: None,
             trainable: true,
+            synchronized: false,
             name: None,
             resolved: 0,
         }
@@ -98,6 +110,12 @@ impl BatchNormalization {
     /// frozen only by this flag.
     pub fn trainable(mut self, yes: bool) -> Self {
         self.trainable = yes;
+        self
+    }
+    /// `true`: training statistics over the global batch of a
+    /// data-parallel step (see the type's docs); default `false`, per-rank.
+    pub fn synchronized(mut self, yes: bool) -> Self {
+        self.synchronized = yes;
         self
     }
 }
@@ -151,9 +169,16 @@ impl Layer for BatchNormalization {
         let along = |t: &Tensor| t.reshape(&bshape);
         let (mean, var) = if ctx.training() && self.trainable && ctx.trainable() {
             let axes: Vec<isize> = (0..rank).filter(|&i| i != a).map(|i| i as isize).collect();
-            let mean = x.mean(&axes, true);
-            let d = x - &mean;
-            let var = (&d * &d).mean(&axes, true);
+            let (mean, var) = if self.synchronized {
+                let mean = ctx.global_batch_mean(&x.mean(&axes, true));
+                let ex2 = ctx.global_batch_mean(&(x * x).mean(&axes, true));
+                (mean.clone(), (ex2 - &mean * &mean).maximum(0.0))
+            } else {
+                let mean = x.mean(&axes, true);
+                let d = x - &mean;
+                let var = (&d * &d).mean(&axes, true);
+                (mean, var)
+            };
             let m = self.momentum;
             let mm = ctx.weight("moving_mean").clone();
             let mv = ctx.weight("moving_variance").clone();
@@ -181,8 +206,15 @@ impl Layer for BatchNormalization {
     }
     fn describe(&self) -> String {
         format!(
-            "axis={}, momentum={}, epsilon={}",
-            self.axis, self.momentum, self.epsilon
+            "axis={}, momentum={}, epsilon={}{}",
+            self.axis,
+            self.momentum,
+            self.epsilon,
+            if self.synchronized {
+                ", synchronized"
+            } else {
+                ""
+            }
         )
     }
 }

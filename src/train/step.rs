@@ -126,10 +126,15 @@ impl Step {
             .loss
             .ok_or_else(|| self.err("the gradients stage needs the losses stage"))?;
         if ranks > 1 {
+            // A synchronized BatchNormalization's trace may have read it.
+            let fed = self.g.input(SHARD_WEIGHT_INPUT);
             let b = Builder::from_graph(std::mem::take(&mut self.g));
             b.set_scope("");
             b.set_role(Role::Gradient);
-            let w = b.input(SHARD_WEIGHT_INPUT, TensorType::scalar());
+            let w = match fed {
+                Some(id) => b.tensor(id),
+                None => b.input(SHARD_WEIGHT_INPUT, TensorType::scalar()),
+            };
             loss = (b.tensor(loss) * &w).id();
             self.restore(b)?;
         }

@@ -47,6 +47,12 @@ pub enum Error {
     /// collective outside the step failed.
     #[error("data-parallel training: {0}")]
     Distributed(String),
+    /// A training step produced a NaN or infinity under
+    /// [`FitOptions::check_numerics`](crate::FitOptions::check_numerics):
+    /// the message names the step, the loss terms and the first
+    /// non-finite node (layer and role).
+    #[error("check_numerics: {message}")]
+    NonFinite { message: String },
     /// The runtime failed to build or run a program.
     #[error("runtime ({purpose}): {source}")]
     Runtime {

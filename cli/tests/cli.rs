@@ -598,6 +598,15 @@ fn train_fails_at_a_non_finite_loss_unless_told_otherwise() {
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_user_error(&o, &["NaN or Inf loss encountered at batch", "of epoch"]);
     assert!(!out.exists(), "a diverged model was saved");
+    // --check-numerics names the step and where the value first went
+    // non-finite (a layer or the loss, by role).
+    let a = args(&["--check-numerics"]);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_user_error(
+        &o,
+        &["check_numerics: training step", "first non-finite value", "role"],
+    );
+    assert!(!out.exists(), "a diverged model was saved");
     let a = args(&["--no-terminate-on-nan"]);
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));

@@ -2,6 +2,7 @@
 //! `train_on_batch`.
 
 use super::distributed::{check_ranks_agree, checksum, global_logs, shard, Watchdog};
+use super::numerics::StepPlace;
 use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
 use super::options::{CompileOptions, FitOptions, Purpose, SampleWeights, Validation};
@@ -323,6 +324,11 @@ impl Model {
                 })?;
                 let start = s * bs;
                 let end = (start + bs).min(n);
+                let place = opts.check_numerics.then_some(StepPlace {
+                    step: step_count,
+                    epoch,
+                    batch: s,
+                });
                 let logs = if ranks > 1 {
                     let part = shard(start, end, rank, ranks);
                     let local = part.end - part.start;
@@ -333,7 +339,7 @@ impl Model {
                     if let Some(w) = watchdog {
                         w.arm(step_count);
                     }
-                    let logs = self.run_prepared(key, &feeds)?;
+                    let logs = self.run_train_step(key, &feeds, place)?;
                     let logs = global_logs(comm, &logs, part.counted)?;
                     if let Some(w) = watchdog {
                         w.disarm();
@@ -343,7 +349,7 @@ impl Model {
                     let key = data.key(Purpose::Train, end - start);
                     self.prepare(key)?;
                     let feeds = self.feeds(&data, start, end);
-                    self.run_prepared(key, &feeds)?
+                    self.run_train_step(key, &feeds, place)?
                 };
                 step_count += 1;
                 acc.add(&logs, end - start);

@@ -23,11 +23,13 @@
 //! - `fit`: `compile`, `fit`, `evaluate`, `predict`, `train_on_batch`;
 //! - `custom_loop`: `compute_gradients`, `apply_gradients`;
 //! - [`checkpoint`]: `save_checkpoint`, `load_checkpoint` (exact resume);
-//! - `distributed`: data-parallel `fit` (shards, mean logs, start-up check, watchdog).
+//! - `distributed`: data-parallel `fit` (shards, mean logs, start-up check, watchdog);
+//! - `numerics`: `fit`'s opt-in per-step NaN/Inf check and its report.
 
 pub mod checkpoint;
 mod custom_loop;
 mod distributed;
+mod numerics;
 mod engine;
 mod fit;
 pub mod logs;

@@ -374,6 +374,9 @@ pub struct FitOptions {
     pub verbose: Verbosity,
     /// Callbacks, called in this order (see [`crate::callbacks`]).
     pub callbacks: Vec<Box<dyn Callback>>,
+    /// Check every training step for NaN and infinity (see
+    /// [`check_numerics`](Self::check_numerics)); default off.
+    pub check_numerics: bool,
 }
 
 impl Default for FitOptions {
@@ -389,6 +392,7 @@ impl Default for FitOptions {
             class_weight: None,
             verbose: Verbosity::Auto,
             callbacks: Vec::new(),
+            check_numerics: false,
         }
     }
 }
@@ -454,6 +458,18 @@ impl FitOptions {
     /// ([`Verbosity::Auto`]) and `false` for silence.
     pub fn verbose(mut self, v: impl Into<Verbosity>) -> FitOptions {
         self.verbose = v.into();
+        self
+    }
+    /// `true`: after every training step, every loss term and every
+    /// variable (weights, state, optimiser slots) must be finite, as with
+    /// `jax.debug_nans`; at the first step where one is not, `fit` puts back
+    /// the variables from before that step and fails with
+    /// [`Error::NonFinite`](crate::Error::NonFinite), naming the step, the
+    /// non-finite loss terms and the first node (layer and role) whose value
+    /// went non-finite, found by replaying the step in the interpreter.
+    /// Costs a copy of the variables per step.
+    pub fn check_numerics(mut self, yes: bool) -> FitOptions {
+        self.check_numerics = yes;
         self
     }
     /// Adds a callback.

@@ -302,6 +302,7 @@ fn fit_options(a: &TrainArgs) -> Result<lossgraph::FitOptions, CliError> {
     if !a.no_terminate_on_nan {
         o = o.callback(TerminateOnNaN::new().raise_error(true));
     }
+    o = o.check_numerics(a.check_numerics);
     if let Some(path) = &a.checkpoint {
         o = o.callback(
             ModelCheckpoint::new(path.clone())

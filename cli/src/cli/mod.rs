@@ -178,6 +178,14 @@ pub struct TrainArgs {
     /// batch, and nothing is saved (Keras's TerminateOnNaN with raise_error).
     #[arg(long)]
     pub no_terminate_on_nan: bool,
+    /// Check every training step for NaN and infinity (like
+    /// jax.debug_nans): the first step that produces one ends `train` with
+    /// an error naming the step, the non-finite loss terms and the first
+    /// layer and node (scope, role) where a value went non-finite; the
+    /// weights stay those from before that step and nothing is saved.
+    /// Costs a copy of the weights per step.
+    #[arg(long)]
+    pub check_numerics: bool,
 }
 
 /// Arguments of `lossgraph convert`.

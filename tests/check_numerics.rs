@@ -4,7 +4,9 @@
 //! as they were before that step.
 
 use lossgraph::layers::{Dense, Input};
-use lossgraph::{CompileOptions, Error, FitOptions, HostTensor, Loss, Model, Optimizer, Sequential};
+use lossgraph::{
+    CompileOptions, Error, FitOptions, HostTensor, Loss, Model, Optimizer, Sequential,
+};
 
 /// Input(4) → Dense(3) "hidden" (`act`) → Dense(1) "out", Adam, MSE.
 fn mlp(act: &str) -> Model {
@@ -25,7 +27,9 @@ fn mlp(act: &str) -> Model {
 
 /// 16 samples; sample `huge` (if any) has x = 1e30 in every feature.
 fn data(huge: Option<usize>) -> (HostTensor, HostTensor) {
-    let mut x: Vec<f32> = (0..64).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5).collect();
+    let mut x: Vec<f32> = (0..64)
+        .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5)
+        .collect();
     if let Some(h) = huge {
         x[4 * h..4 * h + 4].fill(1e30);
     }

@@ -604,7 +604,11 @@ fn train_fails_at_a_non_finite_loss_unless_told_otherwise() {
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_user_error(
         &o,
-        &["check_numerics: training step", "first non-finite value", "role"],
+        &[
+            "check_numerics: training step",
+            "first non-finite value",
+            "role",
+        ],
     );
     assert!(!out.exists(), "a diverged model was saved");
     let a = args(&["--no-terminate-on-nan"]);

@@ -2,9 +2,9 @@
 //! `train_on_batch`.
 
 use super::distributed::{check_ranks_agree, checksum, global_logs, shard, Watchdog};
-use super::numerics::StepPlace;
 use super::engine::InterpreterFallback;
 use super::logs::{Accumulator, History, Logs};
+use super::numerics::StepPlace;
 use super::options::{CompileOptions, FitOptions, Purpose, SampleWeights, Validation};
 use super::run::{gather, slice_samples, Prepared};
 use crate::callbacks::{Callback, FitParams, ModelHandle, ProgbarLogger, Verbosity};

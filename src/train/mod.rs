@@ -29,10 +29,10 @@
 pub mod checkpoint;
 mod custom_loop;
 mod distributed;
-mod numerics;
 mod engine;
 mod fit;
 pub mod logs;
+mod numerics;
 pub mod options;
 mod run;
 pub(crate) mod session;

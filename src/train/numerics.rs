@@ -151,7 +151,10 @@ impl Model {
             message.push_str(&format!("\n  after the step, variable '{v}' is not finite"));
         }
         let (g, _) = self.build_graph_with(key, false)?;
-        message.push_str(&format!("\n  {}", self.first_non_finite_node(&g, feeds, &pre)?));
+        message.push_str(&format!(
+            "\n  {}",
+            self.first_non_finite_node(&g, feeds, &pre)?
+        ));
         Err(Error::NonFinite { message })
     }
 
@@ -228,9 +231,11 @@ impl Model {
                 node.role
             ));
         }
-        Ok("the interpreter's replay of the step is finite everywhere (the compiled \
+        Ok(
+            "the interpreter's replay of the step is finite everywhere (the compiled \
             step and the interpreter differ: please report this)"
-            .into())
+                .into(),
+        )
     }
 }
 

@@ -278,7 +278,11 @@ impl Model {
     }
 
     /// Runs the stages of `key.purpose` in order ([`Purpose::stages`]).
-    pub(super) fn build_graph_with(&self, key: ProgramKey, optimize: bool) -> Result<(Graph, ProgramInfo)> {
+    pub(super) fn build_graph_with(
+        &self,
+        key: ProgramKey,
+        optimize: bool,
+    ) -> Result<(Graph, ProgramInfo)> {
         let ProgramKey {
             purpose,
             batch,

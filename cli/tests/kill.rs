@@ -97,7 +97,11 @@ fn sigkill_during_repeated_saves_leaves_a_valid_file() {
     std::fs::write(dir.join("model.json"), model_json()).unwrap();
     let x = HostTensor::f32(&[32, 256], noise(32 * 256, 1)).unwrap();
     let y = HostTensor::f32(&[32, 8], noise(32 * 8, 2)).unwrap();
-    write_safetensors(dir.join("data.safetensors"), &[("x".into(), x), ("y".into(), y)]).unwrap();
+    write_safetensors(
+        dir.join("data.safetensors"),
+        &[("x".into(), x), ("y".into(), y)],
+    )
+    .unwrap();
     let out = dir.join("weights.safetensors");
     // A valid file to save over, and the time a run of 3 epochs takes.
     let t = Instant::now();

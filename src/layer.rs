@@ -25,7 +25,7 @@ use crate::regularizers::Regularizer;
 use crate::sublayer::Sublayer;
 use lossgraph_ir::names::SHARD_WEIGHT_INPUT;
 use lossgraph_ir::{Builder, DType, HostTensor, IrError, LossReason, Role, Tensor, TensorType};
-use lossgraph_runtime::VariableStore;
+use lossgraph_runtime::{budget, VariableStore};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -282,10 +282,11 @@ impl BuildCtx<'_> {
                 format!("weight '{name}' is created twice"),
             ));
         }
-        let values = init.sample(shape, self.rng);
+        let ty = TensorType::new(DType::F32, shape);
+        self.reserve(name, &ty)?;
         let value = HostTensor {
-            ty: TensorType::new(DType::F32, shape),
-            data: lossgraph_ir::Data::F32(values),
+            data: lossgraph_ir::Data::F32(init.sample(shape, self.rng)),
+            ty,
         };
         self.store
             .register(&path, &value.ty)
@@ -306,6 +307,30 @@ impl BuildCtx<'_> {
             path,
             shape: shape.to_vec(),
         })
+    }
+
+    /// Checks that weight `name` of type `ty` can be stored: its size does
+    /// not overflow and the variables declared so far plus twice its bytes
+    /// (its initial values are drawn on the host, then copied into the
+    /// store) stay within the memory budget ([`lossgraph_runtime::budget`]).
+    /// Runs before anything is allocated.
+    fn reserve(&self, name: &str, ty: &TensorType) -> Result<()> {
+        let fail = |m: String| Error::layer(&self.path, format!("weight '{name}' {ty}: {m}"));
+        let bytes = ty
+            .checked_bytes()
+            .ok_or_else(|| fail("its size overflows (too many elements)".into()))?;
+        let budget = budget::memory_budget().map_err(|m| Error::config("memory budget", m))?;
+        let before = self.store.bytes() as u64;
+        if before.saturating_add(2 * bytes as u64) > budget {
+            return Err(fail(format!(
+                "needs {} (twice that while it is initialised), which with the {} of the variables before it exceeds the memory budget of {} (set {} to change it)",
+                budget::fmt_bytes(bytes as u64),
+                budget::fmt_bytes(before),
+                budget::fmt_bytes(budget),
+                budget::BUDGET_ENV
+            )));
+        }
+        Ok(())
     }
 
     /// A noise seed for this layer, derived from the model's seeded
@@ -344,6 +369,7 @@ impl BuildCtx<'_> {
                 format!("weight '{}' is created twice", v.path),
             ));
         }
+        self.reserve(&v.path, &v.ty)?;
         self.store
             .register(&path, &v.ty)
             .and_then(|_| self.store.set(&path, value))

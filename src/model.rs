@@ -480,6 +480,11 @@ impl Functional {
                 b.input(&format!("in{i}"), TensorType::f32(&full))
             })
             .collect();
+        // A layer computes on its input shapes: refuse oversized ones first.
+        b.check().map_err(|e| Error::Ir {
+            layer: self.layers[li].name.clone(),
+            source: e,
+        })?;
         st.build = Some(std::mem::replace(
             &mut self.res,
             BuildResources::new(DEFAULT_SEED),

@@ -20,10 +20,17 @@ fn cases() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lossgraph"))
-        .args(args)
-        .output()
-        .expect("the lossgraph binary runs")
+    run_with_budget(None, args)
+}
+
+/// [`run`] with `LOSSGRAPH_MEMORY_BUDGET` set to `budget` (removed when `None`).
+fn run_with_budget(budget: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lossgraph"));
+    match budget {
+        Some(b) => c.env("LOSSGRAPH_MEMORY_BUDGET", b),
+        None => c.env_remove("LOSSGRAPH_MEMORY_BUDGET"),
+    };
+    c.args(args).output().expect("the lossgraph binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -856,6 +863,160 @@ fn bad_model_files_give_one_line_errors() {
     assert_user_error(
         &run(&["dump-ir", &good, "--batch-size", "0"]),
         &["batch-size"],
+    );
+}
+
+/// A Sequential `Input([null, width])` → `Dense(units)` named `dense`.
+fn dense_model(width: &str, units: &str) -> String {
+    format!(
+        r#"{{"class_name": "Sequential", "config": {{"name": "m", "layers": [
+  {{"class_name": "InputLayer", "config": {{"batch_shape": [null, {width}], "name": "x"}}}},
+  {{"class_name": "Dense", "config": {{"name": "dense", "units": {units}}}}}]}}}}"#
+    )
+}
+
+/// Sizes from the model file and the flags are checked before anything is
+/// allocated: a kernel beyond the memory budget (it aborted the process in
+/// `summary`, `train` and `check`), a kernel or an input whose element count
+/// wraps (a panic, or `Total params: 35`), a batch size whose values cannot
+/// be addressed (a panic in `dump-ir`) and an arena beyond the budget are
+/// one-line errors naming the layer or input, the shape and the bytes.
+#[test]
+fn absurd_sizes_are_refused_before_allocation() {
+    let d = temp_dir("sizes");
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let data = d.join("data.safetensors");
+    write_safetensors(
+        &data,
+        &[
+            (
+                "x".to_string(),
+                HostTensor::f32(&[2, 3], vec![0.0; 6]).unwrap(),
+            ),
+            (
+                "y".to_string(),
+                HostTensor::f32(&[2, 1], vec![0.0; 2]).unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
+    // 3 × 10⁹ f32 = 12 GB, against a 1 GiB budget.
+    let big = write("big.json", &dense_model("3", "1000000000"));
+    let want = [
+        "layer 'dense'",
+        "weight 'kernel' f32[3,1000000000]",
+        "needs 12000000000 bytes",
+        "memory budget of 1073741824 bytes",
+        "LOSSGRAPH_MEMORY_BUDGET",
+    ];
+    assert_user_error(&run_with_budget(Some("1G"), &["summary", &big]), &want);
+    assert_user_error(
+        &run_with_budget(
+            Some("1G"),
+            &[
+                "train",
+                &big,
+                "--data",
+                data,
+                "--loss",
+                "mse",
+                "--optimizer",
+                "sgd:0.1",
+            ],
+        ),
+        &want,
+    );
+    // Wrapping element counts, whatever the budget.
+    let units = write("units.json", &dense_model("3", "4611686018427387904"));
+    assert_user_error(
+        &run(&["summary", &units]),
+        &["layer 'dense'", "f32[3,4611686018427387904]", "overflows"],
+    );
+    let wide = write("wide.json", &dense_model("4611686018427387904", "4"));
+    assert_user_error(
+        &run(&["summary", &wide]),
+        &["layer 'dense'", "f32[4611686018427387904,4]", "overflows"],
+    );
+    // A batch of 2⁶³ samples: the input cannot be addressed.
+    let small = write("small.json", &dense_model("3", "2"));
+    for stage in ["forward", "clif"] {
+        assert_user_error(
+            &run(&[
+                "dump-ir",
+                &small,
+                "--stage",
+                stage,
+                "--batch-size",
+                "9223372036854775808",
+            ]),
+            &["input 'x'", "f32[9223372036854775808,3]", "larger than"],
+        );
+    }
+    // 10⁶ samples fit in memory but not in a 1 MiB budget: the arena is
+    // refused before it is allocated, naming its largest value.
+    assert_user_error(
+        &run_with_budget(
+            Some("1M"),
+            &[
+                "dump-ir",
+                &small,
+                "--stage",
+                "clif",
+                "--batch-size",
+                "1000000",
+            ],
+        ),
+        &[
+            "memory budget",
+            "arena",
+            "largest value",
+            "f32[1000000,3] (12000000 bytes",
+            "memory budget of 1048576 bytes",
+        ],
+    );
+    assert_user_error(
+        &run_with_budget(Some("lots"), &["summary", &small]),
+        &["LOSSGRAPH_MEMORY_BUDGET='lots' is not a byte count"],
+    );
+}
+
+/// Numbers of the model file that do not fit their field are errors naming
+/// the layer and the key, never a wrap or a truncation.
+#[test]
+fn out_of_range_config_numbers_name_the_key() {
+    let d = temp_dir("numbers");
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    for units in ["-1", "1.5", "1e30", "18446744073709551616"] {
+        let m = write("units.json", &dense_model("3", units));
+        assert_user_error(
+            &run(&["summary", &m]),
+            &["'dense'", "units", "non-negative integer"],
+        );
+    }
+    for width in ["-3", "2.5", "0"] {
+        let m = write("width.json", &dense_model(width, "2"));
+        assert_user_error(&run(&["summary", &m]), &["'x'", "batch_shape"]);
+    }
+    let dropout = write(
+        "seed.json",
+        &dense_model("3", "2").replace(
+            r#"{"class_name": "Dense""#,
+            r#"{"class_name": "Dropout", "config": {"name": "drop", "rate": 0.5, "seed": 1099511627776}},
+  {"class_name": "Dense""#,
+        ),
+    );
+    assert_user_error(
+        &run(&["summary", &dropout]),
+        &["'drop'", "seed", "1099511627776", "32 bits"],
     );
 }
 

@@ -179,14 +179,17 @@ impl fmt::Display for GradCheckReport {
             },
             self.step
         )?;
-        let width = self.vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
+        // Padded by hand: a format width is limited to u16::MAX, a name is not.
+        let width = self.vars.iter().map(|v| v.name.chars().count()).max();
         for v in &self.vars {
             let ty = TensorType::new(DType::F32, &v.shape);
+            let pad = width.unwrap_or(0) - v.name.chars().count();
             write!(
                 f,
-                "  {:<width$}  {:<12} {:>5} checked  worst rel err {:.2e} at {:?} \
+                "  {}{}  {:<12} {:>5} checked  worst rel err {:.2e} at {:?} \
                  (analytic {:.6e}, numeric {:.6e})",
                 v.name,
+                " ".repeat(pad),
                 ty.to_string(),
                 v.checked,
                 v.worst_rel_error,

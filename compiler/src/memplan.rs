@@ -84,6 +84,20 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
     let mut region = vec![None; n];
     let mut top = 0usize;
     let bytes_of = |id: NodeId| g.node(id).ty.numel() * 4;
+    // Every offset below is at most the sum of all padded buffers and fault
+    // slots: checking that sum once keeps the layout free of overflow (each
+    // node of a verified graph has at most `MAX_TENSOR_BYTES` bytes).
+    (0..n)
+        .try_fold(ALIGN, |sum: usize, i| {
+            sum.checked_add(padded(bytes_of(NodeId::new(i))))?
+                .checked_add(FAULT_SLOT_BYTES)
+        })
+        .ok_or_else(|| {
+            CodegenError(format!(
+                "graph '{}': the arena size of its {n} values overflows",
+                g.name
+            ))
+        })?;
     for i in 0..n {
         let id = NodeId::new(i);
         if let Op::Param { .. } = g.node(id).op {

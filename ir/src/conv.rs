@@ -128,7 +128,7 @@ pub fn conv(
     if kernel.rank() != r + 2
         || groups == 0
         || !c.is_multiple_of(groups)
-        || ks[r] * groups != c
+        || ks[r].checked_mul(groups) != Some(c)
         || !ks[r + 1].is_multiple_of(groups)
     {
         return Err(format!(

@@ -1476,7 +1476,9 @@ pub fn infer_type(
                         "concat operands disagree off axis {axis}: {first} and {t}"
                     ));
                 }
-                shape[*axis] += t.shape[*axis];
+                shape[*axis] = shape[*axis]
+                    .checked_add(t.shape[*axis])
+                    .ok_or_else(|| format!("concat extent along axis {axis} overflows"))?;
             }
             TensorType {
                 dtype: first.dtype,
@@ -1577,6 +1579,16 @@ pub fn infer_type(
             TensorType::f32([*rows, values.shape[ids.rank()]])
         }
     };
+    if inferred.checked_bytes().is_none() {
+        let what = match op {
+            Op::Input { name } | Op::Param { name } => format!("{} '{name}'", op.name()),
+            _ => op.name().to_string(),
+        };
+        return Err(format!(
+            "{what} yields {inferred}, larger than {} bytes",
+            crate::types::MAX_TENSOR_BYTES
+        ));
+    }
     if let Some(d) = declared {
         if *d != inferred {
             return Err(format!(
@@ -1743,6 +1755,25 @@ mod tests {
 
     fn f(shape: &[usize]) -> TensorType {
         TensorType::f32(shape)
+    }
+
+    #[test]
+    fn oversized_results_are_refused() {
+        let big = 1usize << 62;
+        let input = Op::Input { name: "x".into() };
+        let e = infer_type(&input, &[], Some(&f(&[2, big]))).unwrap_err();
+        assert!(
+            e.contains("input 'x' yields f32[2,4611686018427387904]"),
+            "{e}"
+        );
+        assert!(infer_type(&input, &[], Some(&f(&[2, 1 << 40]))).is_ok());
+        // Two halves whose concatenation does not fit, and an extent sum that wraps.
+        let half = f(&[1, 1 << 61]);
+        let e = infer_type(&Op::Concat { axis: 1 }, &[&half, &half], None).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        let edge = f(&[0, usize::MAX]);
+        let e = infer_type(&Op::Concat { axis: 1 }, &[&edge, &edge], None).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
     }
 
     #[test]

@@ -81,9 +81,20 @@ impl TensorType {
         self.shape.len()
     }
 
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar), saturating at `usize::MAX`. A
+    /// type that passed [`crate::op::infer_type`] (every node of a built or
+    /// verified graph) has at most [`MAX_TENSOR_BYTES`] bytes, so this is
+    /// exact for it; use [`TensorType::checked_bytes`] on unchecked types.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1, |n, &d| n.saturating_mul(d))
+    }
+
+    /// Bytes of a value of this type, `None` when the element count or the
+    /// byte size overflows or exceeds [`MAX_TENSOR_BYTES`].
+    pub fn checked_bytes(&self) -> Option<usize> {
+        checked_numel(&self.shape)?
+            .checked_mul(self.dtype.size_bytes())
+            .filter(|&b| b <= MAX_TENSOR_BYTES)
     }
 
     /// Same shape, another element type.
@@ -106,6 +117,19 @@ impl fmt::Display for TensorType {
         }
         f.write_str("]")
     }
+}
+
+/// The largest value a tensor may take, in bytes: Rust's allocation limit
+/// (`isize::MAX`). Shape inference refuses larger types.
+pub const MAX_TENSOR_BYTES: usize = isize::MAX as usize;
+
+/// The product of the extents (1 for `[]`), `None` on `usize` overflow (an
+/// extent 0 makes it 0 whatever the others are).
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// Formats a shape as `[a,b,c]`.
@@ -178,5 +202,22 @@ mod tests {
         assert_eq!(TensorType::i32([]).to_string(), "i32[]");
         assert_eq!(strides(&[2, 3, 4]).as_slice(), &[12, 4, 1]);
         assert_eq!(strides(&[]).as_slice(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let big = 1usize << 62;
+        assert_eq!(checked_numel(&[3, 4]), Some(12));
+        assert_eq!(checked_numel(&[]), Some(1));
+        assert_eq!(checked_numel(&[big, 4]), None);
+        assert_eq!(checked_numel(&[big, big, 0]), Some(0));
+        assert_eq!(TensorType::f32([big, 4]).numel(), usize::MAX);
+        assert_eq!(TensorType::f32([3, 5]).checked_bytes(), Some(60));
+        // 2^61 elements fit in usize, 2^63 bytes do not fit in isize.
+        assert_eq!(TensorType::f32([1usize << 61]).checked_bytes(), None);
+        assert_eq!(
+            TensorType::i32([1usize << 60]).checked_bytes(),
+            Some(1 << 62)
+        );
     }
 }

@@ -13,6 +13,10 @@ pub enum RuntimeError {
     /// The engine failed while running the graph.
     #[error("execution failed: {0}")]
     Exec(String),
+    /// A program or model would exceed the memory budget ([`crate::budget`]),
+    /// or its size overflows.
+    #[error("memory budget: {0}")]
+    Budget(String),
     /// Compilation to native code failed.
     #[error("compilation failed: {0}")]
     Compile(String),

@@ -9,6 +9,7 @@
 //! when the memory plan proved it safe, else by a copy into the slot after
 //! the steps). Outputs are read as views; nothing is allocated per run.
 
+use crate::budget;
 use crate::collective::Communicator;
 use crate::error::RuntimeError;
 use crate::jit::{
@@ -199,6 +200,69 @@ fn call_buf(
     })
 }
 
+/// Refuses a program whose arena (`arena_bytes`) plus the variables of
+/// `store` and the ones it would register there exceed the memory budget
+/// ([`crate::budget`]); the error names the largest new variable and the
+/// largest value of the graph, with their shapes and bytes.
+fn check_budget(
+    graph: &Graph,
+    store: &VariableStore,
+    arena_bytes: usize,
+) -> Result<(), RuntimeError> {
+    let budget = budget::memory_budget().map_err(RuntimeError::Budget)?;
+    let bytes = |n: NodeId| graph.node(n).ty.numel() as u64 * 4;
+    let new_vars: Vec<(String, NodeId)> = graph
+        .params()
+        .into_iter()
+        .filter(|(name, _)| !store.contains(name))
+        .collect();
+    let new_bytes: u64 = new_vars.iter().map(|(_, p)| bytes(*p)).sum();
+    let total = (store.bytes() as u64)
+        .saturating_add(new_bytes)
+        .saturating_add(arena_bytes as u64);
+    if total <= budget {
+        return Ok(());
+    }
+    let describe = |n: NodeId| {
+        let node = graph.node(n);
+        let scope = if node.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" @{}", node.scope)
+        };
+        format!(
+            "%{} {}{scope} {} ({})",
+            n.index(),
+            node.op.name(),
+            node.ty,
+            budget::fmt_bytes(bytes(n))
+        )
+    };
+    let largest_var = new_vars
+        .iter()
+        .max_by_key(|(_, p)| bytes(*p))
+        .map_or(String::new(), |(name, p)| {
+            format!("; largest new variable '{name}': {}", describe(*p))
+        });
+    let largest_value = (0..graph.len())
+        .map(NodeId::new)
+        .filter(|&n| !matches!(graph.node(n).op, Op::Param { .. }))
+        .max_by_key(|&n| bytes(n))
+        .map_or(String::new(), |n| {
+            format!("; largest value {}", describe(n))
+        });
+    Err(RuntimeError::Budget(format!(
+        "graph '{}' needs {}: variables {} already stored + {} new (optimiser slots, state), arena {}{largest_var}{largest_value}; that exceeds the memory budget of {} (set {} to change it)",
+        graph.name,
+        budget::fmt_bytes(total),
+        budget::fmt_bytes(store.bytes() as u64),
+        budget::fmt_bytes(new_bytes),
+        budget::fmt_bytes(arena_bytes as u64),
+        budget::fmt_bytes(budget),
+        budget::BUDGET_ENV
+    )))
+}
+
 impl JitProgram {
     /// Compiles a verified graph whose variables live in `store` (registered
     /// there now if new) and whose `all_reduce_mean` nodes reduce over `comm`.
@@ -259,9 +323,21 @@ impl JitProgram {
             ws_stride = ws_stride.max(part.div_ceil(16) * 16);
             ws_shared = ws_shared.max(shared);
         }
-        let ws_bytes = (ws_stride * threads).max(ws_shared) * 4;
         let ws_off = mem.size.div_ceil(64) * 64;
-        let mut arena = Arena::new(ws_off + ws_bytes).map_err(RuntimeError::Compile)?;
+        let overflow = || {
+            RuntimeError::Budget(format!(
+                "graph '{}': the workspace size overflows",
+                plan.graph.name
+            ))
+        };
+        let ws_bytes = ws_stride
+            .checked_mul(threads)
+            .map(|w| w.max(ws_shared))
+            .and_then(|w| w.checked_mul(4))
+            .ok_or_else(overflow)?;
+        let arena_bytes = ws_off.checked_add(ws_bytes).ok_or_else(overflow)?;
+        check_budget(&plan.graph, store, arena_bytes)?;
+        let mut arena = Arena::new(arena_bytes).map_err(RuntimeError::Compile)?;
         let mut var_off = vec![0usize; plan.graph.len()];
         for (name, p) in plan.graph.params() {
             var_off[p.index()] = store.register(&name, &plan.graph.node(p).ty)?;
@@ -527,7 +603,7 @@ impl JitProgram {
                 bytes: g.node(p).ty.numel() * 4,
             });
         }
-        stats.arena_bytes = ws_off + ws_bytes;
+        stats.arena_bytes = arena_bytes;
         stats.scratch_bytes = mem.scratch;
         stats.in_place_updates = mem.in_place.len();
         stats.copied_updates = mem.copies.len();

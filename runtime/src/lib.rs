@@ -10,6 +10,7 @@
 //! variable `<var>` of the store.
 
 // The kernels are AVX-512 (x86-64); callers check `sgemm::available()`.
+pub mod budget;
 pub mod collective;
 #[cfg(target_arch = "x86_64")]
 #[allow(dead_code)] // registered as external calls once the executor has them

@@ -124,7 +124,12 @@ impl VariableStore {
             return Ok(s.off);
         }
         let off = self.used;
-        let end = off + padded(ty.numel() * 4);
+        let end = ty
+            .checked_bytes()
+            .and_then(|b| off.checked_add(padded(b)))
+            .ok_or_else(|| {
+                RuntimeError::Budget(format!("variable {name} {ty}: the store's size overflows"))
+            })?;
         self.mem.resize(end).map_err(RuntimeError::Exec)?;
         self.used = end;
         self.index.insert(name.to_string(), self.slots.len());

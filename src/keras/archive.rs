@@ -81,7 +81,9 @@ fn in_member(file: &str, member: &str, e: KerasError) -> KerasError {
     }
 }
 
-/// Reads member `name` (at most `limit` bytes) from the archive.
+/// Reads member `name` (at most `limit` bytes, and at most the memory
+/// budget, checked against its declared size before anything is allocated)
+/// from the archive.
 fn member<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     file: &str,
@@ -116,13 +118,19 @@ fn member<R: Read + std::io::Seek>(
         }
     };
     let size = m.size();
+    let budget = lossgraph_runtime::budget::memory_budget()
+        .map_err(|e| in_member(file, name, KerasError::invalid("memory budget", e)))?;
+    let limit = limit.min(budget);
     if size > limit {
         return Err(in_member(
             file,
             name,
             KerasError::invalid(
                 "zip",
-                format!("declares {size} bytes, more than the {limit}-byte limit"),
+                format!(
+                    "declares {size} bytes, more than the {limit}-byte limit (the memory budget, {}, caps it)",
+                    lossgraph_runtime::budget::BUDGET_ENV
+                ),
             ),
         ));
     }

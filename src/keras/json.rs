@@ -175,6 +175,20 @@ impl<'a> Cfg<'a> {
         }
     }
 
+    /// An optional layer noise seed: null or an integer in `[0, 2³²)` (the
+    /// layers draw from 32-bit seeds; a larger one is an error, not a wrap).
+    pub(crate) fn seed32(&mut self, key: &str) -> Result<Option<u32>> {
+        match self.seed(key)? {
+            None => Ok(None),
+            Some(s) => u32::try_from(s).map(Some).map_err(|_| {
+                self.err(
+                    key,
+                    format!("seed {s} does not fit in 32 bits (at most {})", u32::MAX),
+                )
+            }),
+        }
+    }
+
     /// A key that is accepted only when absent or equal to one of `allowed`
     /// (for example a constraint that must be `null`); anything else is unsupported.
     pub(crate) fn only(&mut self, key: &str, allowed: &[Value]) -> Result<()> {

@@ -101,7 +101,7 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
             if !(0.0..1.0).contains(&rate) {
                 return Err(cfg.err("rate", format!("must be in [0, 1), got {rate}")));
             }
-            let seed = cfg.seed("seed")?;
+            let seed = cfg.seed32("seed")?;
             cfg.only("noise_shape", &[Value::Null])?;
             Ok(LayerKind::Dropout { rate, seed })
         },
@@ -109,7 +109,7 @@ pub const LAYER_CLASSES: &[LayerClass] = &[
             LayerKind::Dropout { rate, seed } => {
                 let mut d = layers::Dropout::new(*rate).name(n);
                 if let Some(s) = seed {
-                    d = d.seed(*s as u32);
+                    d = d.seed(*s);
                 }
                 Some(Box::new(d))
             }
@@ -753,7 +753,7 @@ fn parse_noise(cfg: &mut Cfg<'_>, key: &str, rate: bool) -> Result<LayerKind> {
         let want = if rate { "in [0, 1)" } else { "≥ 0" };
         return Err(cfg.err(key, format!("must be {want}, got {amount}")));
     }
-    let seed = cfg.seed("seed")?;
+    let seed = cfg.seed32("seed")?;
     Ok(LayerKind::Noise { amount, seed })
 }
 
@@ -769,7 +769,7 @@ fn noise<L: Layer + 'static>(
     };
     let l = make(*amount);
     Some(Box::new(match seed {
-        Some(s) => with_seed(l, *s as u32),
+        Some(s) => with_seed(l, *s),
         None => l,
     }))
 }

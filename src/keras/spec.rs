@@ -108,7 +108,7 @@ pub enum LayerKind {
     /// Training-only inverted dropout.
     Dropout {
         rate: f32,
-        seed: Option<u64>,
+        seed: Option<u32>,
     },
     /// Identity plus an activity loss `L1L2(l1, l2)` on its output.
     ActivityRegularization {
@@ -184,7 +184,7 @@ pub enum LayerKind {
     /// `GaussianDropout`, `SpatialDropout1D/2D`, `AlphaDropout` (`amount` = rate).
     Noise {
         amount: f32,
-        seed: Option<u64>,
+        seed: Option<u32>,
     },
 }
 

@@ -350,11 +350,29 @@ fn read_dataset(
             format!("element type {h5type:?}, the model expects {dtype}"),
         ));
     }
+    let ty = TensorType::new(dtype, &shape);
+    let budget =
+        lossgraph_runtime::budget::memory_budget().map_err(|e| KerasError::invalid(&at, e))?;
+    match ty.checked_bytes() {
+        Some(b) if b as u64 <= budget => {}
+        size => {
+            let message = match size {
+                None => format!("shape {shape:?}: its size overflows"),
+                Some(b) => format!(
+                    "shape {shape:?} needs {}, more than the memory budget of {} (set {} to change it)",
+                    lossgraph_runtime::budget::fmt_bytes(b as u64),
+                    lossgraph_runtime::budget::fmt_bytes(budget),
+                    lossgraph_runtime::budget::BUDGET_ENV
+                ),
+            };
+            return Err(KerasError::invalid(at, message));
+        }
+    }
     let data = match dtype {
         DType::F32 => Data::F32(ds.read_f32().map_err(|e| h5_err(file, path, e))?),
         DType::I32 => Data::I32(ds.read_i32().map_err(|e| h5_err(file, path, e))?),
     };
-    let n: usize = shape.iter().product();
+    let n = ty.numel();
     let len = match &data {
         Data::F32(v) => v.len(),
         Data::I32(v) => v.len(),
@@ -365,10 +383,7 @@ fn read_dataset(
             format!("holds {len} values for shape {shape:?}"),
         ));
     }
-    Ok(HostTensor {
-        ty: TensorType::new(dtype, &shape),
-        data,
-    })
+    Ok(HostTensor { ty, data })
 }
 
 /// Every group path under `path` (recursively), for the unused-group check.

@@ -72,13 +72,15 @@ impl Layer for Reshape {
         self.name.as_deref()
     }
     fn build(&mut self, ctx: &mut BuildCtx<'_>, input_shape: &[usize]) -> Result<()> {
-        let n: usize = input_shape.iter().product();
+        // Sizes from a model file: a product that overflows is an error.
+        let count = lossgraph_ir::types::checked_numel(input_shape);
         let unknown = self.target.iter().filter(|&&d| d == -1).count();
         let bad = || {
             Error::layer(
                 ctx.path(),
                 format!(
-                    "cannot reshape samples of shape {input_shape:?} ({n} elements) to {:?}",
+                    "cannot reshape samples of shape {input_shape:?} ({} elements) to {:?}",
+                    count.map_or("too many".into(), |n| n.to_string()),
                     self.target
                 ),
             )
@@ -86,19 +88,21 @@ impl Layer for Reshape {
         if unknown > 1 || self.target.iter().any(|&d| d < -1 || d == 0) {
             return Err(bad());
         }
-        let known: usize = self
+        let positive: Vec<usize> = self
             .target
             .iter()
             .filter(|&&d| d > 0)
-            .map(|&d| d as usize)
-            .product();
+            .map(|&d| d.unsigned_abs())
+            .collect();
+        let known = lossgraph_ir::types::checked_numel(&positive).ok_or_else(bad)?;
+        let n = count.ok_or_else(bad)?;
         if known == 0 || !n.is_multiple_of(known) || (unknown == 0 && known != n) {
             return Err(bad());
         }
         self.resolved = self
             .target
             .iter()
-            .map(|&d| if d == -1 { n / known } else { d as usize })
+            .map(|&d| if d == -1 { n / known } else { d.unsigned_abs() })
             .collect();
         Ok(())
     }

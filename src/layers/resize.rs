@@ -181,7 +181,8 @@ impl Layer for Resize {
                 for i in 0..r {
                     split.extend([shape[1 + i], 1]);
                     wide.extend([shape[1 + i], s[i]]);
-                    out.push(shape[1 + i] * s[i]);
+                    // Saturates: the broadcast before refuses an oversized result.
+                    out.push(shape[1 + i].saturating_mul(s[i]));
                 }
                 let c = shape[r + 1];
                 split.push(c);

@@ -1580,9 +1580,10 @@ pub fn infer_type(
         }
     };
     if inferred.checked_bytes().is_none() {
-        let what = match op {
-            Op::Input { name } | Op::Param { name } => format!("{} '{name}'", op.name()),
-            _ => op.name().to_string(),
+        let what = if let Op::Input { name } | Op::Param { name } = op {
+            format!("{} '{name}'", op.name())
+        } else {
+            op.name().to_string()
         };
         return Err(format!(
             "{what} yields {inferred}, larger than {} bytes",

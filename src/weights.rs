@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::model::Model;
 use lossgraph_ir::{DType, Data, HostTensor, TensorType};
+use lossgraph_runtime::budget;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,9 +18,28 @@ fn st_err(file: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Reads every tensor of a safetensors file, in file order. Supports F32 and
-/// I32; F64 and I64 are narrowed to F32 and I32.
+/// I32; F64 and I64 are narrowed to F32 and I32. A file larger than the
+/// memory budget ([`lossgraph_runtime::budget`]) is refused before it is read.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTensor)>> {
     let path = path.as_ref();
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::Io {
+            file: path.display().to_string(),
+            source: e,
+        })?
+        .len();
+    let budget = budget::memory_budget().map_err(|m| Error::config("memory budget", m))?;
+    if len > budget {
+        return Err(st_err(
+            path,
+            format!(
+                "the file holds {}, more than the memory budget of {} (set {} to change it)",
+                budget::fmt_bytes(len),
+                budget::fmt_bytes(budget),
+                budget::BUDGET_ENV
+            ),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
         file: path.display().to_string(),
         source: e,
@@ -125,7 +145,11 @@ impl Model {
         self.set_weights_from("<memory>", weights)
     }
 
-    fn set_weights_from(&mut self, file: &str, weights: &[(String, HostTensor)]) -> Result<()> {
+    pub(crate) fn set_weights_from(
+        &mut self,
+        file: &str,
+        weights: &[(String, HostTensor)],
+    ) -> Result<()> {
         let mut missing = Vec::new();
         let mut wrong = Vec::new();
         for v in &self.vars {

@@ -985,6 +985,120 @@ fn absurd_sizes_are_refused_before_allocation() {
     );
 }
 
+/// A safetensors weights file is read, and its size checked against the
+/// memory budget, before the model is built: a truncated file is reported
+/// even for a model whose kernel alone is over the budget, and a file over
+/// the budget is refused before it is read.
+#[test]
+fn weights_files_are_checked_before_the_model_is_built() {
+    let d = temp_dir("early-weights");
+    let big = d.join("big.json");
+    std::fs::write(&big, dense_model("3", "1000000000")).unwrap();
+    let small = d.join("small.json");
+    std::fs::write(&small, dense_model("3", "2")).unwrap();
+    let weights = d.join("w.safetensors");
+    write_safetensors(
+        &weights,
+        &[
+            (
+                "dense/kernel".to_string(),
+                HostTensor::f32(&[3, 2], vec![0.5; 6]).unwrap(),
+            ),
+            (
+                "dense/bias".to_string(),
+                HostTensor::f32(&[2], vec![0.0; 2]).unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    let bytes = std::fs::read(&weights).unwrap();
+    let cut = d.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = d.join("out.safetensors");
+    let args = |model: &Path, w: &Path| {
+        vec![
+            "convert".to_string(),
+            model.to_str().unwrap().to_string(),
+            out.to_str().unwrap().to_string(),
+            "--weights".to_string(),
+            w.to_str().unwrap().to_string(),
+        ]
+    };
+    let run_args = |budget: &str, a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_with_budget(Some(budget), &a)
+    };
+    let o = run_args("1G", args(&big, &cut));
+    assert_user_error(&o, &["cut.safetensors"]);
+    assert!(!stderr(&o).contains("'dense'"), "{}", stderr(&o));
+    let limit = (bytes.len() - 1).to_string();
+    assert_user_error(
+        &run_args(&limit, args(&small, &weights)),
+        &[
+            "w.safetensors",
+            &format!("the file holds {} bytes", bytes.len()),
+            "memory budget",
+        ],
+    );
+    let o = run_args("1G", args(&small, &weights));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved = lossgraph::read_safetensors(&out).unwrap();
+    let k = saved.iter().find(|t| t.0 == "dense/kernel").unwrap();
+    assert_eq!(k.1, HostTensor::f32(&[3, 2], vec![0.5; 6]).unwrap());
+}
+
+/// `summary` lays out any name and any number of inputs: a 70,000-character
+/// layer name and a Concatenate of 14,000 inputs (format widths past
+/// u16::MAX panicked) print a table.
+#[test]
+fn summary_handles_huge_names_and_fan_in() {
+    let d = temp_dir("summary-sizes");
+    let name = "n".repeat(70_000);
+    let long = d.join("long.json");
+    std::fs::write(
+        &long,
+        dense_model("3", "2").replace(r#""name": "dense""#, &format!(r#""name": "{name}""#)),
+    )
+    .unwrap();
+    let o = run(&["summary", long.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Total params: 8 "), "{}", stdout(&o));
+    let n = 14_000;
+    let tensor = |l: &str| {
+        format!(
+            r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{l}", 0, 0]}}}}"#
+        )
+    };
+    let mut layers = vec![format!(
+        r#"{{"class_name": "InputLayer", "name": "x", "config": {{"batch_shape": [null, 1], "name": "x"}}, "inbound_nodes": []}}"#
+    )];
+    for i in 0..n {
+        layers.push(format!(
+            r#"{{"class_name": "Dense", "name": "d{i}", "config": {{"name": "d{i}", "units": 1}}, "inbound_nodes": [{{"args": [{}], "kwargs": {{}}}}]}}"#,
+            tensor("x")
+        ));
+    }
+    let parts: Vec<String> = (0..n).map(|i| tensor(&format!("d{i}"))).collect();
+    layers.push(format!(
+        r#"{{"class_name": "Concatenate", "name": "cat", "config": {{"name": "cat", "axis": -1}}, "inbound_nodes": [{{"args": [[{}]], "kwargs": {{}}}}]}}"#,
+        parts.join(", ")
+    ));
+    let model = format!(
+        r#"{{"class_name": "Functional", "config": {{"name": "f", "layers": [{}], "input_layers": [["x", 0, 0]], "output_layers": [["cat", 0, 0]]}}}}"#,
+        layers.join(", ")
+    );
+    let cat = d.join("cat.json");
+    std::fs::write(&cat, model).unwrap();
+    let o = run(&["summary", cat.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 14,000 kernels and biases of one element each.
+    assert!(
+        stdout(&o).contains("Total params: 28,000 "),
+        "{}",
+        stdout(&o)
+    );
+}
+
 /// Numbers of the model file that do not fit their field are errors naming
 /// the layer and the key, never a wrap or a truncation.
 #[test]

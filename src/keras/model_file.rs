@@ -58,6 +58,14 @@ impl FileKind {
 /// they replace the archive's). A JSON model without a weights file keeps
 /// its initial values (seeded by `seed`).
 pub fn load(model: &Path, weights: Option<&Path>, seed: u64) -> Result<KerasModel> {
+    // A safetensors file is read (and its size checked) before the model is
+    // built, so a bad one fails before any initialiser runs.
+    let early = match weights {
+        Some(w) if FileKind::of(w)? == FileKind::Safetensors => {
+            Some((w, crate::read_safetensors(w)?))
+        }
+        _ => None,
+    };
     let mut km = match FileKind::of(model)? {
         FileKind::Keras => archive::load_keras(model, seed)?,
         FileKind::Json => {
@@ -87,8 +95,12 @@ pub fn load(model: &Path, weights: Option<&Path>, seed: u64) -> Result<KerasMode
             ))
         }
     };
-    if let Some(w) = weights {
-        load_weights(&mut km, w)?;
+    match (early, weights) {
+        (Some((w, tensors)), _) => km
+            .model
+            .set_weights_from(&w.display().to_string(), &tensors)?,
+        (None, Some(w)) => load_weights(&mut km, w)?,
+        (None, None) => {}
     }
     Ok(km)
 }

@@ -366,6 +366,35 @@ fn batch_tensor(batch: usize, shape: &[usize], dtype: DType, data: Data) -> Host
     }
 }
 
+/// Refuses a batch size whose [`N_BATCHES`] generated batches (inputs of
+/// per-sample shapes `inputs`, one f32 or i32 target per output element)
+/// overflow or exceed the memory budget, before any is drawn.
+pub fn check_batch_memory(
+    batch: usize,
+    inputs: &[Vec<usize>],
+    outputs: &[Vec<usize>],
+) -> Result<()> {
+    let per_sample = inputs.iter().chain(outputs).try_fold(0usize, |sum, s| {
+        lossgraph_ir::types::checked_numel(s).and_then(|n| sum.checked_add(n))
+    });
+    let bytes = per_sample
+        .and_then(|n| n.checked_mul(batch))
+        .and_then(|n| n.checked_mul(4 * N_BATCHES));
+    let budget = lossgraph_runtime::budget::memory_budget().map_err(BenchError::Invalid)?;
+    match bytes {
+        Some(b) if b as u64 <= budget => Ok(()),
+        None => Err(BenchError::Invalid(format!(
+            "--batch {batch}: the size of the {N_BATCHES} generated batches overflows"
+        ))),
+        Some(b) => Err(BenchError::Invalid(format!(
+            "--batch {batch}: the {N_BATCHES} generated batches need {}, more than the memory budget of {} (set {} to change it)",
+            lossgraph_runtime::budget::fmt_bytes(b as u64),
+            lossgraph_runtime::budget::fmt_bytes(budget),
+            lossgraph_runtime::budget::BUDGET_ENV
+        ))),
+    }
+}
+
 /// Draws [`N_BATCHES`] batches of `batch` samples from `rng`: per batch, every
 /// input (per-sample shapes `inputs`) in order, then the targets of every
 /// output (per-sample shape and [`TargetKind`]) in order.
@@ -689,6 +718,7 @@ impl Session {
 
     /// [`Session::new`] with every engine setting of `opts`.
     pub fn tuned(w: &Workload, opts: &BenchOptions) -> Result<Session> {
+        check_batch_memory(w.batch, &[w.input_shape()], &[vec![w.classes()]])?;
         let mut rng = SplitMix64::new(SEED);
         let (kernels, batches) = generate(w, &mut rng);
         let model = build_model(w, &kernels)?;

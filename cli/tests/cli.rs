@@ -1099,6 +1099,34 @@ fn summary_handles_huge_names_and_fan_in() {
     );
 }
 
+/// `bench --batch` is checked against the memory budget before any batch is drawn.
+#[test]
+fn bench_refuses_batches_beyond_the_budget() {
+    // tiny (8 → 32 → 32 → 1, mse): 8 inputs + 1 target of 4 bytes per sample, 4 batches of 10⁹.
+    assert_user_error(
+        &run_with_budget(
+            Some("1G"),
+            &["bench", "tiny", "--batch", "1000000000", "--steps", "1"],
+        ),
+        &[
+            "--batch 1000000000",
+            "need 144000000000 bytes",
+            "memory budget of 1073741824 bytes",
+        ],
+    );
+    assert_user_error(
+        &run(&[
+            "bench",
+            "tiny",
+            "--batch",
+            "9223372036854775808",
+            "--steps",
+            "1",
+        ]),
+        &["--batch 9223372036854775808", "overflows"],
+    );
+}
+
 /// Numbers of the model file that do not fit their field are errors naming
 /// the layer and the key, never a wrap or a truncation.
 #[test]

@@ -15,7 +15,9 @@
 //!   counted.
 
 use super::SEED;
-use super::{generate_batches, BenchError, BenchOptions, Result, Session, TargetKind};
+use super::{
+    check_batch_memory, generate_batches, BenchError, BenchOptions, Result, Session, TargetKind,
+};
 use lossgraph::keras::{self, LossKind, LossSpec, OptimizerSpec};
 use lossgraph::Model;
 use lossgraph_ir::rng::SplitMix64;
@@ -189,6 +191,7 @@ impl ModelBench {
             .into_iter()
             .map(|s| (s, kind))
             .collect();
+        check_batch_memory(self.batch, &model.input_shapes(), &model.output_shapes())?;
         let batches = generate_batches(
             self.batch,
             &model.input_shapes(),

@@ -16,11 +16,13 @@
 //! - transcendentals: rtol 1e-5, atol 1e-6 (f32 functions vs f64 rounded once).
 
 mod common;
+mod diff;
 
 use common::{mlp_step, Act, Loss, Opt};
+use diff::{check_values, close, configs, random_graph_matches, Tol, REDUCE};
 use lossgraph_ir::rng::SplitMix64;
 use lossgraph_ir::{Builder, DType, Graph, HostTensor, Literal, TensorType};
-use lossgraph_runtime::{Engine, Feed, GemmImpl, JitOptions, Program};
+use lossgraph_runtime::{Engine, Feed, JitOptions, Program};
 
 fn random_tensor(ty: &TensorType, rng: &mut SplitMix64) -> HostTensor {
     let n = ty.numel();
@@ -34,67 +36,14 @@ fn random_tensor(ty: &TensorType, rng: &mut SplitMix64) -> HostTensor {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Tol {
-    rtol: f64,
-    atol: f64,
-}
 const EXACT: Tol = Tol {
     rtol: 1e-6,
     atol: 1e-6,
-};
-const REDUCE: Tol = Tol {
-    rtol: 1e-4,
-    atol: 1e-4,
 };
 const TRANS: Tol = Tol {
     rtol: 1e-5,
     atol: 1e-6,
 };
-
-fn close(what: &str, got: &[f64], want: &[f64], tol: Tol) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
-    }
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= tol.atol + tol.rtol * w.abs()
-        };
-        if !ok {
-            return Err(format!("{what}[{i}]: jit {g} vs interpreter {w}"));
-        }
-    }
-    Ok(())
-}
-
-fn configs() -> Vec<(&'static str, JitOptions)> {
-    let base = JitOptions::default();
-    let mut unfused = base;
-    unfused.fusion.fuse = false;
-    unfused.simd = false;
-    unfused.threads = 1;
-    unfused.body.inline_matmul_max = 0; // every matmul a GEMM call
-    unfused.gemm = GemmImpl::Crate;
-    let mut gemm2 = base;
-    gemm2.body.inline_matmul_max = 0; // every matmul on lossgraph's GEMM,
-    gemm2.threads = 2; // split across both threads
-    gemm2.gemm_min_flops = 0;
-    let mut threaded = base;
-    threaded.body.inline_matmul_max = usize::MAX; // every matmul as JIT loops
-    threaded.threads = 2;
-    threaded.split_min_work = 0;
-    threaded.gemm_min_flops = 0;
-    vec![
-        ("fused", base),
-        ("unfused", unfused),
-        ("gemm2", gemm2),
-        ("threads2", threaded),
-    ]
-}
 
 /// Runs `g` for two steps on the interpreter and every JIT configuration and
 /// compares every output and variable.
@@ -111,58 +60,6 @@ fn check_with_vars(g: &Graph, tol: Tol, seed: u64) -> Result<(), String> {
         .map(|(n, id)| (n, random_tensor(&g.node(id).ty, &mut rng)))
         .collect();
     check_values(g, tol, &feeds, &vars)
-}
-
-/// Like [`check_with_vars`] with given input and variable values.
-fn check_values(
-    g: &Graph,
-    tol: Tol,
-    feeds: &[(String, HostTensor)],
-    vars: &[(String, HostTensor)],
-) -> Result<(), String> {
-    let feed_refs: Vec<(&str, Feed<'_>)> = feeds
-        .iter()
-        .map(|(n, t)| (n.as_str(), Feed::of(t)))
-        .collect();
-    let mut reference = Program::new(g.clone(), Engine::Interpreter).map_err(|e| e.to_string())?;
-    for (n, v) in vars {
-        reference.set_var(n, v).map_err(|e| e.to_string())?;
-    }
-    let mut progs = Vec::new();
-    for (name, opts) in configs() {
-        let mut p = Program::new_jit(g.clone(), &opts).map_err(|e| format!("{name}: {e}"))?;
-        for (n, v) in vars {
-            p.set_var(n, v).map_err(|e| e.to_string())?;
-        }
-        progs.push((name, p));
-    }
-    for step in 0..2 {
-        reference.run(&feed_refs).map_err(|e| e.to_string())?;
-        for (name, p) in &mut progs {
-            p.run(&feed_refs).map_err(|e| format!("{name}: {e}"))?;
-            for (out, _) in g.outputs() {
-                let want = reference.output(out).unwrap().to_host().to_f64();
-                let got = p
-                    .output(out)
-                    .ok_or_else(|| format!("{name}: no output {out}"))?
-                    .to_host()
-                    .to_f64();
-                close(
-                    &format!("{name} step {step} output {out}"),
-                    &got,
-                    &want,
-                    tol,
-                )
-                .map_err(|e| format!("{e}\nplan:\n{}", p.plan_text().unwrap_or_default()))?;
-            }
-            for (v, _) in vars {
-                let want = reference.var(v).unwrap().to_host().to_f64();
-                let got = p.var(v).unwrap().to_host().to_f64();
-                close(&format!("{name} step {step} var {v}"), &got, &want, tol)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn check(g: &Graph, tol: Tol) {
@@ -492,7 +389,6 @@ fn autodiff_training_steps() {
 /// `PROPTEST_CASES=2000 cargo test -p lossgraph-runtime --test jit_vs_interp`.
 mod random_graphs {
     use super::*;
-    use lossgraph_ir::gen::{random_feeds, random_graph, GenConfig};
     use proptest::prelude::*;
 
     /// `PROPTEST_CASES` when set, else `default`.
@@ -503,51 +399,11 @@ mod random_graphs {
             .unwrap_or(default)
     }
 
-    fn run(seed: u64, nodes: usize, extent: usize) -> Result<(), String> {
-        let cfg = GenConfig {
-            max_nodes: nodes,
-            max_extent: extent,
-            ..GenConfig::default()
-        };
-        let g = random_graph(seed, &cfg);
-        // An `update/<var>` of another element count or type is not a valid
-        // training step: both engines must reject it (the JIT at compile time).
-        let bad_update = g.outputs().iter().any(|(name, id)| {
-            name.strip_prefix("update/")
-                .and_then(|v| g.param(v))
-                .is_some_and(|p| {
-                    let (pt, ut) = (&g.node(p).ty, &g.node(*id).ty);
-                    pt.dtype != ut.dtype || pt.numel() != ut.numel()
-                })
-        });
-        if bad_update {
-            return match Program::new(g, Engine::Jit) {
-                Err(_) => Ok(()),
-                Ok(_) => Err(format!("seed {seed}: JIT accepted an ill-typed update")),
-            };
-        }
-        let values = random_feeds(&g, seed ^ 0x5EED);
-        let mut feeds = Vec::new();
-        let mut vars = Vec::new();
-        for (name, _) in g.inputs() {
-            feeds.push((name.clone(), values[&name].clone()));
-        }
-        for (name, _) in g.params() {
-            vars.push((name.clone(), values[&name].clone()));
-        }
-        check_values(&g, REDUCE, &feeds, &vars).map_err(|e| {
-            format!(
-                "seed {seed}: {e}\ngraph:\n{}",
-                lossgraph_ir::text::print(&g)
-            )
-        })
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(cases(192)))]
         #[test]
         fn jit_matches_interpreter(seed in any::<u64>(), nodes in 4usize..48, extent in 1usize..9) {
-            let r = run(seed, nodes, extent);
+            let r = random_graph_matches(seed, nodes, extent);
             prop_assert!(r.is_ok(), "{}", r.unwrap_err());
         }
     }
@@ -557,7 +413,7 @@ mod random_graphs {
         /// Larger graphs and extents: long vector loops with tails, split kernels.
         #[test]
         fn jit_matches_interpreter_large(seed in any::<u64>(), nodes in 20usize..100, extent in 5usize..21) {
-            let r = run(seed, nodes, extent);
+            let r = random_graph_matches(seed, nodes, extent);
             prop_assert!(r.is_ok(), "{}", r.unwrap_err());
         }
     }
@@ -566,7 +422,7 @@ mod random_graphs {
     #[test]
     fn fixed_seeds() {
         for seed in 0..128u64 {
-            if let Err(e) = run(seed, 40, 6) {
+            if let Err(e) = random_graph_matches(seed, 40, 6) {
                 panic!("{e}");
             }
         }

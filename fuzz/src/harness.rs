@@ -78,7 +78,7 @@ fn first_own_frame() -> String {
     bt.lines()
         .filter_map(|l| l.trim().strip_prefix("at "))
         .filter_map(|l| l.strip_prefix("./").or_else(|| l.strip_prefix(&root)))
-        .find(|l| !l.contains("fuzz/src/harness.rs"))
+        .find(|l| !l.contains("src/harness.rs:"))
         .map(|l| l.trim_start_matches('/').to_string())
         .unwrap_or_else(|| "?".into())
 }
@@ -162,7 +162,9 @@ impl State {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(State { ptr: ptr as *mut u8 })
+        Ok(State {
+            ptr: ptr as *mut u8,
+        })
     }
 
     fn word(&self, at: usize) -> &AtomicU64 {
@@ -249,7 +251,14 @@ pub fn worker(
             "panic" => msg.split(": ").next().unwrap_or_default().to_string(),
             _ => key_of(&msg),
         };
-        let file = save(target, kind, &key, &input, &msg, state.parent().expect("state in a folder"));
+        let file = save(
+            target,
+            kind,
+            &key,
+            &input,
+            &msg,
+            state.parent().expect("state in a folder"),
+        );
         println!(
             "FINDING {kind}\t{key}\t{}\t{}",
             file.display(),
@@ -283,8 +292,9 @@ fn key_of(msg: &str) -> String {
 }
 
 fn fnv(b: &[u8]) -> u64 {
-    b.iter()
-        .fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Saves the first input of each key as `<dir>/<target>/<kind>-<hash>.bin`

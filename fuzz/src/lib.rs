@@ -3,6 +3,6 @@
 //! that run one input each, and a harness that runs a target in a worker
 //! process under a memory limit with a per-input timeout, restarting it
 //! after an abort and saving every crashing input.
-pub mod mutate;
 pub mod harness;
+pub mod mutate;
 pub mod targets;

@@ -66,7 +66,11 @@ fn real_main() -> Result<ExitCode, String> {
                 }
                 println!("{f}: {out:?}");
             }
-            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Some("run") => {
             let t = target(args.get(1))?;
@@ -103,9 +107,16 @@ fn real_main() -> Result<ExitCode, String> {
                 r.findings.len()
             );
             for (key, (kind, n, file, msg)) in &r.findings {
-                println!("  {kind} ×{n}: {key}\n    input {}\n    {msg}", file.display());
+                println!(
+                    "  {kind} ×{n}: {key}\n    input {}\n    {msg}",
+                    file.display()
+                );
             }
-            Ok(if r.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if r.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         _ => Err("usage: lossgraph-fuzz run TARGET [flags] | replay TARGET FILE...".into()),
     }

@@ -41,7 +41,14 @@ pub const NUMBERS: [&str; 22] = [
 
 /// Strings a number or a name is replaced by.
 const STRINGS: [&str; 8] = [
-    "NaN", "Infinity", "-Infinity", "nan", "", "1e9", "null", "ünï/../x",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "nan",
+    "",
+    "1e9",
+    "null",
+    "ünï/../x",
 ];
 
 /// Picks one of `v` (which must not be empty).
@@ -181,6 +188,11 @@ fn number(text: &str) -> Value {
         .unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
+/// One of [`NUMBERS`] as a JSON number (a string if JSON cannot hold it).
+fn any_number(rng: &mut Rng) -> Value {
+    number(NUMBERS[rng.below(NUMBERS.len())])
+}
+
 /// 1 to 3 semantic mutations of `v` in place: a random node's number
 /// becomes an interesting number or a NaN string, a value takes the wrong
 /// type, an object loses or gains a key, an array element is dropped or
@@ -206,7 +218,7 @@ fn json_once(rng: &mut Rng, root: &mut Value) {
             *node = if rng.below(5) == 0 {
                 Value::String(pick(rng, &STRINGS).to_string())
             } else {
-                number(*pick(rng, &NUMBERS))
+                any_number(rng)
             };
         }
         Value::Object(m) if !m.is_empty() && rng.below(2) == 0 => {
@@ -260,7 +272,7 @@ fn json_once(rng: &mut Rng, root: &mut Value) {
                 2 => Value::Object(Map::new()),
                 3 => Value::String("x".into()),
                 4 => Value::Bool(true),
-                5 => number(*pick(rng, &NUMBERS)),
+                5 => any_number(rng),
                 6 => Value::Array(vec![node.clone(), node.clone()]),
                 _ => donor,
             }
@@ -323,9 +335,9 @@ pub fn safetensors(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
                         match rng.below(3) {
                             0 if !s.is_empty() => {
                                 let i = rng.below(s.len());
-                                s[i] = number(*pick(rng, &NUMBERS));
+                                s[i] = any_number(rng);
                             }
-                            1 => s.push(number(*pick(rng, &["1", "2", "0", "3"]))),
+                            1 => s.push(number(["1", "2", "0", "3"][rng.below(4)])),
                             _ => {
                                 s.pop();
                             }
@@ -333,7 +345,12 @@ pub fn safetensors(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
                     }
                 }
                 1 => {
-                    let dt = *pick(rng, &["F16", "BF16", "F64", "I64", "I32", "F32", "BOOL", "U8", "I8"]);
+                    let dt = *pick(
+                        rng,
+                        &[
+                            "F16", "BF16", "F64", "I64", "I32", "F32", "BOOL", "U8", "I8",
+                        ],
+                    );
                     if let Some(o) = t.as_object_mut() {
                         o.insert("dtype".into(), Value::String(dt.into()));
                     }
@@ -342,7 +359,7 @@ pub fn safetensors(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
                     if let Some(o) = t.get_mut("data_offsets").and_then(Value::as_array_mut) {
                         if !o.is_empty() {
                             let i = rng.below(o.len());
-                            o[i] = number(*pick(rng, &NUMBERS));
+                            o[i] = any_number(rng);
                         }
                     }
                 }
@@ -373,7 +390,16 @@ pub fn safetensors(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
             let n = u64::from_le_bytes(out[..8].try_into().expect("8 bytes"));
             let lie = *pick(
                 rng,
-                &[0, 1, n.wrapping_sub(1), n + 1, n + 8, u32::MAX as u64, 1 << 62, u64::MAX],
+                &[
+                    0,
+                    1,
+                    n.wrapping_sub(1),
+                    n + 1,
+                    n + 8,
+                    u32::MAX as u64,
+                    1 << 62,
+                    u64::MAX,
+                ],
             );
             out[..8].copy_from_slice(&lie.to_le_bytes());
             out
@@ -382,7 +408,10 @@ pub fn safetensors(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
             // Special floats (and their i32 bit patterns) in the data.
             for _ in 0..1 + rng.below(4) {
                 let i = rng.below(data.len() / 4) * 4;
-                let v: f32 = *pick(rng, &[f32::NAN, f32::INFINITY, -f32::INFINITY, f32::MAX, -1.0, 1e9]);
+                let v: f32 = *pick(
+                    rng,
+                    &[f32::NAN, f32::INFINITY, -f32::INFINITY, f32::MAX, -1.0, 1e9],
+                );
                 data[i..i + 4].copy_from_slice(&v.to_le_bytes());
             }
             join_safetensors(&header, &data)
@@ -409,8 +438,8 @@ pub fn unzip(input: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 /// its first member only).
 pub fn zip(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut seen = std::collections::HashSet::new();
     for (name, data) in members.iter().filter(|(n, _)| seen.insert(n.clone())) {
         w.start_file(name.as_str(), opts).expect("in-memory zip");
@@ -474,7 +503,8 @@ mod tests {
 
     #[test]
     fn safetensors_split_and_join_invert() {
-        let header = serde_json::json!({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}});
+        let header =
+            serde_json::json!({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}});
         let file = join_safetensors(&header, &1.5f32.to_le_bytes());
         let (h, d) = split_safetensors(&file).unwrap();
         assert_eq!(h, header);
@@ -484,7 +514,10 @@ mod tests {
 
     #[test]
     fn zip_and_unzip_invert() {
-        let m = vec![("a.json".to_string(), b"{}".to_vec()), ("b".into(), vec![0, 1, 2])];
+        let m = vec![
+            ("a.json".to_string(), b"{}".to_vec()),
+            ("b".into(), vec![0, 1, 2]),
+        ];
         assert_eq!(unzip(&zip(&m)).unwrap(), m);
     }
 

@@ -216,7 +216,11 @@ impl Ctx {
             Target::KerasArchive => mutate::archive(rng, x, corpus),
             Target::Safetensors => {
                 let (k, body) = x.split_first().map_or((0, &[][..]), |(k, b)| (*k, b));
-                let k = if rng.below(50) == 0 { rng.next_u64() as u8 } else { k };
+                let k = if rng.below(50) == 0 {
+                    rng.next_u64() as u8
+                } else {
+                    k
+                };
                 [vec![k], mutate::safetensors(rng, body, corpus)].concat()
             }
             Target::Jit => {

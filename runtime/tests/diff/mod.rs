@@ -46,7 +46,6 @@ pub fn close(what: &str, got: &[f64], want: &[f64], tol: Tol) -> Result<(), Stri
     Ok(())
 }
 
-
 /// The JIT configurations every graph runs on.
 pub fn configs() -> Vec<(&'static str, JitOptions)> {
     let base = JitOptions::default();
@@ -72,7 +71,6 @@ pub fn configs() -> Vec<(&'static str, JitOptions)> {
         ("threads2", threaded),
     ]
 }
-
 
 /// Runs `g` for two steps on the interpreter and every JIT configuration
 /// with the given input and variable values and compares every output and
@@ -127,7 +125,6 @@ pub fn check_values(
     }
     Ok(())
 }
-
 
 /// Generates [`random_graph`] `seed` (at most `nodes` nodes, extents at most
 /// `extent`) and checks the JIT against the interpreter on

@@ -87,7 +87,9 @@ fn jit_against_interpreter() {
 }
 
 fn files(folder: &str, target: &str) -> Vec<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder).join(target);
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(folder)
+        .join(target);
     let mut v: Vec<PathBuf> = std::fs::read_dir(d)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -107,7 +109,10 @@ fn replay(folder: &str) -> Vec<String> {
         }
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -v {} && exec timeout 60 \"$0\" \"$@\"", 2 << 20))
+            .arg(format!(
+                "ulimit -v {} && exec timeout 60 \"$0\" \"$@\"",
+                2 << 20
+            ))
             .arg(env!("CARGO_BIN_EXE_lossgraph-fuzz"))
             .args(["replay", target])
             .args(&files)

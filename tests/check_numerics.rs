@@ -49,16 +49,6 @@ fn opts() -> FitOptions {
         .check_numerics(true)
 }
 
-fn values(m: &Model) -> Vec<(String, Vec<f32>)> {
-    m.variables()
-        .iter()
-        .map(|v| {
-            let t = m.get_weight(&v.path).unwrap();
-            (v.path.clone(), t.as_f32().unwrap().to_vec())
-        })
-        .collect()
-}
-
 fn non_finite_message(r: lossgraph::Result<lossgraph::History>) -> String {
     match r {
         Err(e @ Error::NonFinite { .. }) => e.to_string(),
@@ -73,7 +63,7 @@ fn a_nan_planted_in_a_weight_is_named_with_its_layer() {
     let mut k = m.get_weight("hidden/kernel").unwrap();
     k.as_f32_mut().unwrap()[4] = f32::NAN; // row 1, column 1 of f32[4, 3]
     m.set_weight("hidden/kernel", k.clone()).unwrap();
-    let before = values(&m);
+    let before = variables(&m);
     let (x, y) = data(None);
     let msg = non_finite_message(m.fit(&[x], &[y], opts()));
     eprintln!("{msg}");
@@ -84,7 +74,7 @@ fn a_nan_planted_in_a_weight_is_named_with_its_layer() {
         "{msg}"
     );
     // The variables (the planted NaN included) are those from before the step.
-    let after = values(&m);
+    let after = variables(&m);
     for ((n, a), (_, b)) in before.iter().zip(&after) {
         assert_eq!(a.len(), b.len());
         for (p, q) in a.iter().zip(b) {
@@ -121,7 +111,7 @@ fn an_overflow_in_the_third_step_keeps_the_second_steps_weights() {
             .verbose(false),
     )
     .unwrap();
-    let (got, want) = (values(&m), values(&two));
+    let (got, want) = (variables(&m), variables(&two));
     assert_eq!(got.len(), want.len());
     for ((n, a), (_, b)) in got.iter().zip(&want) {
         assert!(

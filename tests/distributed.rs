@@ -18,6 +18,13 @@ use lossgraph::{
 };
 use std::sync::{Arc, Barrier, Mutex};
 
+#[path = "common/noise.rs"]
+mod noise;
+#[path = "common/variables.rs"]
+mod variables;
+use noise::noise;
+use variables::variables;
+
 /// `n` ranks as threads: each rank's buffers meet in `slots`.
 #[derive(Debug)]
 struct ThreadGroup {
@@ -106,19 +113,6 @@ impl Communicator for ThreadRank {
     }
 }
 
-/// Deterministic values in [-1, 1) (an LCG, independent of the library).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
-
 const N: usize = 64;
 
 fn data() -> (HostTensor, HostTensor) {
@@ -153,17 +147,6 @@ fn fit_options(batch: usize) -> FitOptions {
         .batch_size(batch)
         .shuffle(true, 5)
         .verbose(false)
-}
-
-/// (name, values) of every variable (weights and state), in order.
-fn variables(m: &Model) -> Vec<(String, Vec<f32>)> {
-    m.variables()
-        .iter()
-        .map(|v| {
-            let t = m.get_weight(&v.path).unwrap();
-            (v.path.clone(), t.as_f32().unwrap().to_vec())
-        })
-        .collect()
 }
 
 /// Trains `make(r)` on every rank `r` of a thread group of `ranks` ranks;

@@ -7,6 +7,9 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod common;
+#[path = "common/noise.rs"]
+mod noise;
+use noise::noise;
 
 use common::CustomDenseLayer;
 use lossgraph::layers::{Concatenate, Dense, Dropout, Input};
@@ -18,21 +21,6 @@ use lossgraph::{
 
 fn ht(shape: &[usize], v: Vec<f32>) -> HostTensor {
     HostTensor::f32(shape, v).unwrap()
-}
-
-/// Deterministic pseudo-random values in [-1, 1) (an LCG; independent of the library's PRNG).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
 }
 
 /// Three-feature, two-class data: class 1 when x0 + x1 - x2 > 0.

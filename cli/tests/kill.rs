@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/common/noise.rs"]
+mod noise;
+use noise::noise;
+
 /// A Keras 3 `Sequential` JSON: Input(256) → Dense(1024) relu → Dense(1024)
 /// relu → Dense(8): 1.32 M weights, a 5.3 MB weights file, so that a good
 /// share of every epoch is spent writing it.
@@ -47,19 +51,6 @@ const WEIGHTS: [(&str, &[usize]); 6] = [
     ("out/kernel", &[1024, 8]),
     ("out/bias", &[8]),
 ];
-
-/// Deterministic values in [-1, 1) (an LCG).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
 
 /// `path` holds every weight of the model, with its shape and finite values.
 fn check_valid(path: &Path, kill: usize) {

@@ -8,6 +8,10 @@ use lossgraph::{
     CompileOptions, Error, FitOptions, HostTensor, Loss, Model, Optimizer, Sequential,
 };
 
+#[path = "common/variables.rs"]
+mod variables;
+use variables::variables;
+
 /// Input(4) → Dense(3) "hidden" (`act`) → Dense(1) "out", Adam, MSE.
 fn mlp(act: &str) -> Model {
     let mut m = Sequential::new("mlp")

@@ -429,7 +429,10 @@ fn the_keras_importer_reads_synchronized() {
         let res = fit_on_threads(2, |_| import(synchronized), 16);
         let (n, e) = worst(&want, &res.into_iter().next().unwrap().unwrap().1);
         if synchronized {
-            assert!(e <= 1e-6, "synchronized: {n} relative error {e:e}");
+            // The point is the gap to the unsynchronized run (> 1e-3); the
+            // rounding bound is the module's, relative to each tensor's
+            // largest value, which for `bn/beta` (from 0) is small: 1.5e-6.
+            assert!(e <= 1e-5, "synchronized: {n} relative error {e:e}");
         } else {
             assert!(e > 1e-3, "not synchronized: {n} matches ({e:e})");
         }

@@ -36,7 +36,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-
 /// Whether this host runs lossgraph's GEMM (AVX-512F).
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -86,6 +86,60 @@ fn num(v: &Value, ctx: &str, key: &str) -> Result<f64> {
         .ok_or_else(|| KerasError::invalid(ctx, format!("'{key}' must be a number")))
 }
 
+/// A count (`train.batch_size`, `train.steps`): an integer from 1 to
+/// `u32::MAX`; a fraction, a negative or absurd value is an error naming the key.
+fn count(v: &Value, ctx: &str, key: &str) -> Result<usize> {
+    let x = v.get(key);
+    x.and_then(|x| x.as_u64())
+        .filter(|&n| (1..=u64::from(u32::MAX)).contains(&n))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            KerasError::invalid(
+                ctx,
+                format!(
+                    "'{key}' must be an integer from 1 to {}, got {}",
+                    u32::MAX,
+                    x.map_or("nothing".to_string(), |x| x.to_string())
+                ),
+            )
+        })
+}
+
+/// A tolerance (`rtol`, `atol`): a finite number ≥ 0.
+fn tolerance(v: &Value, ctx: &str, key: &str) -> Result<f64> {
+    let x = num(v, ctx, key)?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(KerasError::invalid(
+            ctx,
+            format!("'{key}' must be a finite number ≥ 0, got {x}"),
+        ))
+    }
+}
+
+/// The numbers of an object keyed by `keys`, in that order: a missing key,
+/// a key not in `keys` or a value that is not a number is an error naming it.
+fn keyed_numbers(v: &Value, ctx: &str, keys: &[String]) -> Result<Vec<(String, f64)>> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| KerasError::invalid(ctx, format!("must be an object keyed by {keys:?}")))?;
+    if let Some(k) = m.keys().find(|k| !keys.contains(k)) {
+        return Err(KerasError::invalid(
+            ctx,
+            format!("unexpected key '{k}' (the keys are {keys:?})"),
+        ));
+    }
+    keys.iter()
+        .map(|k| match m.get(k) {
+            Some(x) => x.as_f64().map(|x| (k.clone(), x)).ok_or_else(|| {
+                KerasError::invalid(ctx, format!("'{k}' must be a number, got {x}"))
+            }),
+            None => Err(KerasError::invalid(ctx, format!("missing '{k}'"))),
+        })
+        .collect()
+}
+
 fn obj<'a>(v: &'a Value, ctx: &str, key: &str) -> Result<&'a Value> {
     v.get(key)
         .filter(|x| x.is_object())
@@ -145,12 +199,13 @@ impl Case {
         let outputs = spec.output_names();
         let compile = CompileSpec::from_value(obj(&v, &cp, "compile")?, &outputs, &cp)?;
         let train = obj(&v, &cp, "train")?;
-        let batch_size = num(train, &cp, "batch_size")? as usize;
-        let steps = num(train, &cp, "steps")? as usize;
-        if batch_size == 0 || steps == 0 {
+        let ctx_t = format!("{cp}: train");
+        let batch_size = count(train, &ctx_t, "batch_size")?;
+        let steps = count(train, &ctx_t, "steps")?;
+        if batch_size.checked_mul(steps).is_none_or(|n| n > u32::MAX as usize) {
             return Err(KerasError::invalid(
-                &cp,
-                "train.batch_size and train.steps must be positive",
+                &ctx_t,
+                format!("batch_size × steps ({batch_size} × {steps}) is more than {} samples", u32::MAX),
             ));
         }
         if train.get("shuffle").and_then(|s| s.as_bool()) == Some(true) {
@@ -162,23 +217,11 @@ impl Case {
         let e = obj(&v, &cp, "expected")?;
         let init = obj(e, &cp, "initial")?;
         let ctx_i = format!("{cp}: expected.initial");
-        let per_output = match init.get("compiled_loss_per_output") {
-            Some(Value::Object(m)) => outputs
-                .iter()
-                .map(|o| {
-                    m.get(o)
-                        .and_then(|x| x.as_f64())
-                        .map(|x| (o.clone(), x))
-                        .ok_or_else(|| {
-                            KerasError::invalid(
-                                &ctx_i,
-                                format!("compiled_loss_per_output has no number for '{o}'"),
-                            )
-                        })
-                })
-                .collect::<Result<_>>()?,
-            _ => Vec::new(),
-        };
+        let per_output = keyed_numbers(
+            init.get("compiled_loss_per_output").unwrap_or(&Value::Null),
+            &format!("{ctx_i}.compiled_loss_per_output"),
+            &outputs,
+        )?;
         let regs = init
             .get("regularization_losses")
             .and_then(|r| r.as_array())
@@ -193,7 +236,19 @@ impl Case {
                 .to_string();
             let source = match r.get("kind").and_then(|k| k.as_str()) {
                 Some("activity") => RegSource::Activity {
-                    call_index: r.get("call_index").and_then(|x| x.as_u64()).unwrap_or(0) as u32,
+                    call_index: r
+                        .get("call_index")
+                        .and_then(|x| x.as_u64())
+                        .and_then(|x| u32::try_from(x).ok())
+                        .ok_or_else(|| {
+                            KerasError::invalid(
+                                &c,
+                                format!(
+                                    "'call_index' must be an integer from 0 to {}",
+                                    u32::MAX
+                                ),
+                            )
+                        })?,
                 },
                 Some("weight") => RegSource::Weight {
                     variable: r
@@ -231,26 +286,39 @@ impl Case {
                 ),
             ));
         }
+        let step_keys: Vec<String> = outputs.iter().map(|o| format!("{o}_loss")).collect();
         let per_step_output_losses = match e.get("per_step_output_losses") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(a)) => Some(
+            None | Some(Value::Null) if outputs.len() == 1 => None,
+            None | Some(Value::Null) => {
+                return Err(KerasError::invalid(
+                    &cp,
+                    format!(
+                        "expected.per_step_output_losses is missing: a model with {} outputs needs {steps} entries of {step_keys:?}",
+                        outputs.len()
+                    ),
+                ))
+            }
+            Some(Value::Array(a)) if a.len() == steps => Some(
                 a.iter()
-                    .map(|step| {
-                        step.as_object()
-                            .map(|m| {
-                                m.iter()
-                                    .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
-                                    .collect::<Vec<_>>()
-                            })
-                            .ok_or_else(|| {
-                                KerasError::invalid(
-                                    &cp,
-                                    "per_step_output_losses entries must be objects",
-                                )
-                            })
+                    .enumerate()
+                    .map(|(i, step)| {
+                        keyed_numbers(
+                            step,
+                            &format!("{cp}: expected.per_step_output_losses[{i}]"),
+                            &step_keys,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?,
             ),
+            Some(Value::Array(a)) => {
+                return Err(KerasError::invalid(
+                    &cp,
+                    format!(
+                        "expected.per_step_output_losses has {} entries for {steps} steps",
+                        a.len()
+                    ),
+                ))
+            }
             Some(_) => {
                 return Err(KerasError::invalid(
                     &cp,
@@ -259,6 +327,7 @@ impl Case {
             }
         };
         let tol = obj(e, &cp, "tolerance")?;
+        let ctx_tol = format!("{cp}: expected.tolerance");
         let expected = Expected {
             total_loss: num(init, &ctx_i, "total_loss")?,
             compiled_loss: num(init, &ctx_i, "compiled_loss")?,
@@ -269,10 +338,13 @@ impl Case {
             per_step_output_losses,
             fit_epoch_loss: num(e, &cp, "fit_epoch_loss")?,
             tolerance: Tolerance {
-                rtol: num(tol, &cp, "rtol")?,
-                atol: num(tol, &cp, "atol")?,
+                rtol: tolerance(tol, &ctx_tol, "rtol")?,
+                atol: tolerance(tol, &ctx_tol, "atol")?,
             },
         };
+        let data_path = dir.join("data.safetensors");
+        let data = read_tensors(&data_path)?;
+        check_data(&data, &data_path, &spec, batch_size * steps)?;
         Ok(Case {
             dir: dir.to_path_buf(),
             name,
@@ -283,7 +355,7 @@ impl Case {
             expected,
             files,
             weights,
-            data: read_tensors(&dir.join("data.safetensors"))?,
+            data,
             tensors: read_tensors(&dir.join("expected.safetensors"))?,
         })
     }
@@ -344,6 +416,44 @@ impl Case {
     }
 }
 
+/// Checks that `data` (read from `path`) holds exactly one array per input
+/// (`x`, `x/<input>`) and per output (`y`, `y/<output>`) of `spec`, each of
+/// `samples` rows: a missing, extra or short array is an error naming it.
+fn check_data(
+    data: &[(String, HostTensor)],
+    path: &Path,
+    spec: &ModelSpec,
+    samples: usize,
+) -> Result<()> {
+    let file = path.display().to_string();
+    let (inputs, outputs) = (spec.input_names(), spec.output_names());
+    let keys: Vec<String> = inputs
+        .iter()
+        .map(|n| data_key("x", &inputs, n))
+        .chain(outputs.iter().map(|n| data_key("y", &outputs, n)))
+        .collect();
+    if let Some((extra, _)) = data.iter().find(|(k, _)| !keys.contains(k)) {
+        return Err(KerasError::invalid(
+            &file,
+            format!("unexpected tensor '{extra}' (the model's data are {keys:?})"),
+        ));
+    }
+    for key in &keys {
+        let t = Case::tensor(data, key, &file)?;
+        let n = t.shape().first().copied();
+        if n != Some(samples) {
+            return Err(KerasError::invalid(
+                &file,
+                format!(
+                    "'{key}' has shape {:?}: the case needs batch_size × steps = {samples} rows",
+                    t.shape()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The key of the array of input or output `name` in a data file: `prefix`
 /// alone when `names` (all inputs, or all outputs) has one entry, else
 /// `prefix/name` (`x`, `y`, `x/left`, `y/score`).
@@ -388,21 +498,50 @@ pub struct Comparison {
     pub detail: String,
 }
 
-/// Compares values element by element with `tol`.
+impl Tolerance {
+    /// True when both are finite and ≥ 0 (a negative bound would pass anything).
+    pub fn is_valid(&self) -> bool {
+        [self.rtol, self.atol]
+            .iter()
+            .all(|t| t.is_finite() && *t >= 0.0)
+    }
+}
+
+fn failed(what: &str, detail: String) -> Comparison {
+    Comparison {
+        what: what.into(),
+        passed: false,
+        worst_rel: f64::INFINITY,
+        worst_ratio: f64::INFINITY,
+        detail,
+    }
+}
+
+/// Compares values element by element with `tol`. Different lengths, an
+/// invalid tolerance ([`Tolerance::is_valid`]) and any non-finite
+/// difference (NaN on either side) fail.
 pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Comparison {
+    if !tol.is_valid() {
+        return failed(
+            what,
+            format!(
+                "invalid tolerance rtol {} atol {} (each must be finite and ≥ 0)",
+                tol.rtol, tol.atol
+            ),
+        );
+    }
     if got.len() != want.len() {
-        return Comparison {
-            what: what.into(),
-            passed: false,
-            worst_rel: f64::INFINITY,
-            worst_ratio: f64::INFINITY,
-            detail: format!("got {} values, want {}", got.len(), want.len()),
-        };
+        return failed(
+            what,
+            format!("got {} values, want {}", got.len(), want.len()),
+        );
     }
     let (mut worst_rel, mut worst_ratio, mut at) = (0.0f64, 0.0f64, None);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
-        let (rel, ratio) = if d.is_finite() {
+        let (rel, ratio) = if d == 0.0 {
+            (0.0, 0.0)
+        } else if d.is_finite() {
             (
                 d / w.abs().max(tol.atol),
                 d / (tol.atol + tol.rtol * w.abs()),
@@ -427,6 +566,72 @@ pub fn compare(what: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Compari
         worst_rel,
         worst_ratio,
         detail,
+    }
+}
+
+/// [`compare`] on tensors: a different shape fails, naming both.
+pub fn compare_tensors(
+    what: &str,
+    got: &HostTensor,
+    want: &HostTensor,
+    tol: Tolerance,
+) -> Comparison {
+    if got.shape() != want.shape() {
+        return failed(
+            what,
+            format!("got shape {:?}, want {:?}", got.shape(), want.shape()),
+        );
+    }
+    compare(what, &got.to_f64(), &want.to_f64(), tol)
+}
+
+/// The tensors of `expected.safetensors`, marking each one looked up, so that
+/// an entry nothing compares is reported instead of skipped.
+struct ExpectedTensors<'a> {
+    list: &'a [(String, HostTensor)],
+    file: String,
+    used: Vec<bool>,
+}
+
+impl<'a> ExpectedTensors<'a> {
+    fn new(case: &'a Case) -> Self {
+        ExpectedTensors {
+            list: &case.tensors,
+            file: format!("{}/expected.safetensors", case.dir.display()),
+            used: vec![false; case.tensors.len()],
+        }
+    }
+
+    /// The entry `name`, if the file has one.
+    fn find(&mut self, name: &str) -> Option<&'a HostTensor> {
+        let i = self.list.iter().position(|t| t.0 == name)?;
+        self.used[i] = true;
+        Some(&self.list[i].1)
+    }
+
+    /// The entry `name`; its absence is an error naming it and the file.
+    fn get(&mut self, name: &str) -> Result<&'a HostTensor> {
+        self.find(name).ok_or_else(|| {
+            KerasError::invalid(&self.file, format!("no tensor named '{name}'"))
+        })
+    }
+
+    /// A failed comparison per entry never looked up.
+    fn unused(&self) -> Vec<Comparison> {
+        self.list
+            .iter()
+            .zip(&self.used)
+            .filter(|(_, used)| !**used)
+            .map(|((name, _), _)| {
+                failed(
+                    name,
+                    format!(
+                        "{} holds '{name}', which is no value of the model (grad/<trainable variable>, final/<variable>, output, inference_output)",
+                        self.file
+                    ),
+                )
+            })
+            .collect()
     }
 }
 
@@ -456,10 +661,6 @@ impl CaseReport {
     }
 }
 
-fn f64s(t: &HostTensor) -> Vec<f64> {
-    t.to_f64()
-}
-
 fn reg_label(l: &crate::AddedLoss) -> String {
     match &l.variable {
         Some(v) => format!("weight {v}"),
@@ -483,11 +684,16 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
     let tol = case.expected.tolerance;
     let exp = &case.expected;
     let b = case.batch_size;
-    let expected_file = format!("{}/expected.safetensors", case.dir.display());
+    let mut want_t = ExpectedTensors::new(case);
     let mut cmp: Vec<Comparison> = Vec::new();
     macro_rules! push {
         ($what:expr, $got:expr, $want:expr) => {
             cmp.push(compare($what, $got, $want, tol))
+        };
+    }
+    macro_rules! push_tensor {
+        ($what:expr, $got:expr, $want:expr) => {
+            cmp.push(compare_tensors($what, $got, $want, tol))
         };
     }
 
@@ -587,24 +793,8 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
         }
     }
     for (name, grad) in &g.grads {
-        let want = Case::tensor(
-            &case.tensors,
-            &lossgraph_ir::names::grad(name),
-            &expected_file,
-        )?;
-        push!(&lossgraph_ir::names::grad(name), &f64s(grad), &f64s(want));
-    }
-    let n_grads = case
-        .tensors
-        .iter()
-        .filter(|t| lossgraph_ir::names::grad_variable(&t.0).is_some())
-        .count();
-    if n_grads != g.grads.len() {
-        push!(
-            "number of gradients",
-            &[g.grads.len() as f64],
-            &[n_grads as f64]
-        );
+        let key = lossgraph_ir::names::grad(name);
+        push_tensor!(&key, grad, want_t.get(&key)?);
     }
 
     // Predictions on batch 0: `output` in training mode (the gradient
@@ -620,17 +810,13 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
             }
         };
         let (train_out, infer_out) = (&g.outputs[i], &preds[i]);
-        let want = Case::tensor(&case.tensors, &key("output"), &expected_file)?;
-        push!(&key("output"), &f64s(train_out), &f64s(want));
-        checksum += f64s(train_out).iter().sum::<f64>();
+        let want = want_t.get(&key("output"))?;
+        push_tensor!(&key("output"), train_out, want);
+        checksum += train_out.to_f64().iter().sum::<f64>();
         let inference = key("inference_output");
-        match case.tensors.iter().find(|t| t.0 == inference) {
-            Some((_, want)) => push!(&inference, &f64s(infer_out), &f64s(want)),
-            None => push!(
-                &format!("{inference} (= output)"),
-                &f64s(infer_out),
-                &f64s(want)
-            ),
+        match want_t.find(&inference) {
+            Some(want) => push_tensor!(&inference, infer_out, want),
+            None => push_tensor!(&format!("{inference} (= output)"), infer_out, want),
         }
     }
     push!(
@@ -656,19 +842,23 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
         }
     }
     push!("per_step_loss", &step_losses, &exp.per_step_loss);
-    let check_final = |m: &Model, prefix: &str, cmp: &mut Vec<Comparison>| -> Result<()> {
+    let check_final = |m: &Model,
+                       prefix: &str,
+                       cmp: &mut Vec<Comparison>,
+                       want_t: &mut ExpectedTensors|
+     -> Result<()> {
         for (name, w) in m.get_weights() {
-            let want = Case::tensor(&case.tensors, &format!("final/{name}"), &expected_file)?;
-            cmp.push(compare(
-                &format!("{prefix}final/{name}"),
-                &f64s(&w),
-                &f64s(want),
+            let key = format!("final/{name}");
+            cmp.push(compare_tensors(
+                &format!("{prefix}{key}"),
+                &w,
+                want_t.get(&key)?,
                 tol,
             ));
         }
         Ok(())
     };
-    check_final(&model, "", &mut cmp)?;
+    check_final(&model, "", &mut cmp, &mut want_t)?;
 
     // fit for one epoch, unshuffled, on a fresh model.
     let mut fresh = make()?;
@@ -689,7 +879,8 @@ pub fn run_case_with(case: &Case, make: impl Fn() -> Result<Model>) -> Result<Ca
         &[exp.fit_epoch_loss],
         tol,
     ));
-    check_final(&fresh, "fit ", &mut cmp)?;
+    check_final(&fresh, "fit ", &mut cmp, &mut want_t)?;
+    cmp.extend(want_t.unused());
 
     Ok(CaseReport {
         name: case.name.clone(),

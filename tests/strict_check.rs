@@ -4,15 +4,19 @@
 //! a failed comparison naming the entry, never a silent pass. Each test
 //! mutates one thing in a copy of a public case (the unmutated copy passes).
 
+use lossgraph::ir::TensorType;
 use lossgraph::keras::case::{compare, run_case, Case, Tolerance};
 use lossgraph::{read_safetensors, write_safetensors, HostTensor};
-use lossgraph::ir::TensorType;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn shared_case(name: &str) -> PathBuf {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/keras-cases")).join(name);
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/keras-cases"
+    ))
+    .join(name);
     assert!(p.is_dir(), "{} is missing", p.display());
     p
 }
@@ -116,7 +120,10 @@ fn negative_or_non_numeric_tolerances_are_errors() {
     let text = text.replacen(&format!("\"rtol\": {rtol}"), "\"rtol\": 1e999", 1);
     assert!(text.contains("1e999"), "{text}");
     std::fs::write(&p, text).unwrap();
-    assert_has(&load_error(&d), &["case.json: malformed JSON: number out of range"]);
+    assert_has(
+        &load_error(&d),
+        &["case.json: malformed JSON: number out of range"],
+    );
     // A string ("NaN", "inf": what JSON has instead of non-finite numbers).
     let d = copy_case(P01);
     edit_case_json(&d, |v| v["expected"]["tolerance"]["atol"] = json!("NaN"));
@@ -208,11 +215,17 @@ fn missing_or_extra_data_arrays_are_errors() {
     });
     assert_has(
         &load_error(&d),
-        &["data.safetensors", "unexpected tensor 'y/extra' (the model's data are [\"x\", \"y\"])"],
+        &[
+            "data.safetensors",
+            "unexpected tensor 'y/extra' (the model's data are [\"x\", \"y\"])",
+        ],
     );
     let d = copy_case(P01);
     edit_tensors(&d, "data.safetensors", |t| t.retain(|t| t.0 != "y"));
-    assert_has(&load_error(&d), &["data.safetensors", "no tensor named 'y'"]);
+    assert_has(
+        &load_error(&d),
+        &["data.safetensors", "no tensor named 'y'"],
+    );
 }
 
 #[test]
@@ -288,7 +301,9 @@ fn per_step_output_losses_must_cover_every_step_and_output() {
         &["case.json: expected.per_step_output_losses has 2 entries for 3 steps"],
     );
     let d = copy_case(P06);
-    edit_case_json(&d, |v| v["expected"]["per_step_output_losses"] = Value::Null);
+    edit_case_json(&d, |v| {
+        v["expected"]["per_step_output_losses"] = Value::Null
+    });
     assert_has(
         &load_error(&d),
         &["case.json: expected.per_step_output_losses is missing: a model with 2 outputs needs 3 entries of [\"out_reg_loss\", \"out_cls_loss\"]"],
@@ -316,7 +331,11 @@ fn expected_shapes_are_compared() {
     // The same 40 values as (8, 5) instead of the kernel's (5, 8).
     let d = copy_case(P01);
     edit_tensors(&d, "expected.safetensors", |t| {
-        let g = &mut t.iter_mut().find(|t| t.0 == "grad/dense_1/kernel").unwrap().1;
+        let g = &mut t
+            .iter_mut()
+            .find(|t| t.0 == "grad/dense_1/kernel")
+            .unwrap()
+            .1;
         assert_eq!(g.shape(), [5, 8]);
         g.ty = TensorType::f32([8, 5]);
     });
@@ -350,7 +369,11 @@ fn expected_shapes_are_compared() {
 fn a_short_expected_tensor_fails() {
     let d = copy_case(P01);
     edit_tensors(&d, "expected.safetensors", |t| {
-        let b = &mut t.iter_mut().find(|t| t.0 == "final/dense_1/bias").unwrap().1;
+        let b = &mut t
+            .iter_mut()
+            .find(|t| t.0 == "final/dense_1/bias")
+            .unwrap()
+            .1;
         *b = HostTensor::f32(&[3], b.as_f32().unwrap()[..3].to_vec()).unwrap();
     });
     let f = failures(&d);
@@ -380,7 +403,12 @@ fn missing_expected_entries_are_errors_naming_them() {
 fn extra_expected_entries_fail_naming_them() {
     let d = copy_case(P01);
     edit_tensors(&d, "expected.safetensors", |t| {
-        let k = t.iter().find(|t| t.0 == "grad/dense_1/kernel").unwrap().1.clone();
+        let k = t
+            .iter()
+            .find(|t| t.0 == "grad/dense_1/kernel")
+            .unwrap()
+            .1
+            .clone();
         t.push(("grad/ghost/kernel".into(), k.clone()));
         t.push(("final/dense_1/ghost".into(), k.clone()));
         t.push(("outputs".into(), k));
@@ -393,7 +421,8 @@ fn extra_expected_entries_fail_naming_them() {
         .zip(["final/dense_1/ghost", "grad/ghost/kernel", "outputs"])
     {
         assert!(
-            got.starts_with(&format!("{name}: ")) && got.contains(&format!("holds '{name}', which is no value of the model")),
+            got.starts_with(&format!("{name}: "))
+                && got.contains(&format!("holds '{name}', which is no value of the model")),
             "{got}"
         );
     }

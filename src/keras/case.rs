@@ -202,10 +202,16 @@ impl Case {
         let ctx_t = format!("{cp}: train");
         let batch_size = count(train, &ctx_t, "batch_size")?;
         let steps = count(train, &ctx_t, "steps")?;
-        if batch_size.checked_mul(steps).is_none_or(|n| n > u32::MAX as usize) {
+        if batch_size
+            .checked_mul(steps)
+            .is_none_or(|n| n > u32::MAX as usize)
+        {
             return Err(KerasError::invalid(
                 &ctx_t,
-                format!("batch_size × steps ({batch_size} × {steps}) is more than {} samples", u32::MAX),
+                format!(
+                    "batch_size × steps ({batch_size} × {steps}) is more than {} samples",
+                    u32::MAX
+                ),
             ));
         }
         if train.get("shuffle").and_then(|s| s.as_bool()) == Some(true) {
@@ -243,10 +249,7 @@ impl Case {
                         .ok_or_else(|| {
                             KerasError::invalid(
                                 &c,
-                                format!(
-                                    "'call_index' must be an integer from 0 to {}",
-                                    u32::MAX
-                                ),
+                                format!("'call_index' must be an integer from 0 to {}", u32::MAX),
                             )
                         })?,
                 },
@@ -611,9 +614,8 @@ impl<'a> ExpectedTensors<'a> {
 
     /// The entry `name`; its absence is an error naming it and the file.
     fn get(&mut self, name: &str) -> Result<&'a HostTensor> {
-        self.find(name).ok_or_else(|| {
-            KerasError::invalid(&self.file, format!("no tensor named '{name}'"))
-        })
+        self.find(name)
+            .ok_or_else(|| KerasError::invalid(&self.file, format!("no tensor named '{name}'")))
     }
 
     /// A failed comparison per entry never looked up.

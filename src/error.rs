@@ -95,5 +95,17 @@ impl Error {
     }
 }
 
+/// Where element `k` (row-major) of an array of `shape` is, for errors:
+/// `row r` for one value per row, else `row r, element e` (`e` counted
+/// within the row).
+pub(crate) fn position(shape: &[usize], k: usize) -> String {
+    let per: usize = shape.iter().skip(1).product();
+    if shape.len() <= 1 || per == 1 {
+        format!("row {k}")
+    } else {
+        format!("row {}, element {}", k / per, k % per)
+    }
+}
+
 /// Result alias for the front end.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

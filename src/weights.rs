@@ -2,7 +2,7 @@
 //! `<layer>/<variable>` (the Keras reference cases use the same names), plus
 //! helpers to read and write any safetensors file of f32/i32 tensors.
 
-use crate::error::{Error, Result};
+use crate::error::{position, Error, Result};
 use crate::model::Model;
 use lossgraph_ir::{DType, Data, HostTensor, TensorType};
 use lossgraph_runtime::budget;
@@ -18,7 +18,9 @@ fn st_err(file: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Reads every tensor of a safetensors file, in file order. Supports F32 and
-/// I32; F64 and I64 are narrowed to F32 and I32. A file larger than the
+/// I32; F64 and I64 are narrowed to F32 and I32, and a value the narrow type
+/// cannot hold (an i64 outside the i32 range, a finite f64 beyond the f32
+/// range) is an error naming the tensor, the row and the value. A file larger than the
 /// memory budget ([`lossgraph_runtime::budget`]) is refused before it is read.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTensor)>> {
     let path = path.as_ref();
@@ -57,29 +59,52 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTenso
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             ),
-            Dtype::F64 => Data::F32(
-                raw.chunks_exact(8)
-                    .map(|c| {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(c);
-                        f64::from_le_bytes(a) as f32
-                    })
-                    .collect(),
-            ),
+            Dtype::F64 => {
+                let mut v = Vec::with_capacity(raw.len() / 8);
+                for (k, c) in raw.chunks_exact(8).enumerate() {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(c);
+                    let x = f64::from_le_bytes(a);
+                    let y = x as f32;
+                    if x.is_finite() && !y.is_finite() {
+                        return Err(st_err(
+                            path,
+                            format!(
+                                "tensor '{name}': {} holds {x:e}, beyond the f32 range lossgraph reads f64 into",
+                                position(&shape, k)
+                            ),
+                        ));
+                    }
+                    v.push(y);
+                }
+                Data::F32(v)
+            }
             Dtype::I32 => Data::I32(
                 raw.chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             ),
-            Dtype::I64 => Data::I32(
-                raw.chunks_exact(8)
-                    .map(|c| {
-                        let mut a = [0u8; 8];
-                        a.copy_from_slice(c);
-                        i64::from_le_bytes(a) as i32
-                    })
-                    .collect(),
-            ),
+            Dtype::I64 => {
+                let mut v = Vec::with_capacity(raw.len() / 8);
+                for (k, c) in raw.chunks_exact(8).enumerate() {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(c);
+                    let x = i64::from_le_bytes(a);
+                    let y = i32::try_from(x).map_err(|_| {
+                        st_err(
+                            path,
+                            format!(
+                                "tensor '{name}': {} holds {x}, outside the i32 range lossgraph reads i64 into ({} to {})",
+                                position(&shape, k),
+                                i32::MIN,
+                                i32::MAX
+                            ),
+                        )
+                    })?;
+                    v.push(y);
+                }
+                Data::I32(v)
+            }
             other => {
                 return Err(st_err(
                     path,

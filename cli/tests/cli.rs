@@ -330,6 +330,214 @@ fn check_reports_a_missing_case_file() {
     assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
 }
 
+/// A copy of public case p01 in a fresh directory, with `edit` applied to its `case.json`.
+fn p01_with_case_json(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let d = temp_dir(tag).join("p01");
+    copy_dir(&cases().join("p01_relu_l2_l1_huber_sgd"), &d);
+    let path = d.join("case.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+    d
+}
+
+/// `check DIR` failed with `FAIL p01: …` holding every needle, then `0 passed, 1 failed`.
+fn assert_check_fails(dir: &Path, needles: &[&str]) {
+    let o = run(&["check", dir.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL p01: "))
+        .unwrap_or_else(|| panic!("no FAIL line: {out}"));
+    for n in needles {
+        assert!(line.contains(n), "'{n}' missing from: {line}");
+    }
+    assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+/// The mutation campaign's silent acceptances of `check` (issue 15): each
+/// now fails, naming the file and the key or the entry.
+#[test]
+fn check_refuses_bad_tolerances_counts_and_expected_tensors() {
+    let d = p01_with_case_json("tol", |v| v["expected"]["tolerance"]["rtol"] = (-1e-4).into());
+    assert_check_fails(
+        &d,
+        &["case.json: expected.tolerance: 'rtol' must be a finite number ≥ 0, got -0.0001"],
+    );
+    let d = p01_with_case_json("frac", |v| v["train"]["batch_size"] = 7.5.into());
+    assert_check_fails(
+        &d,
+        &["case.json: train: 'batch_size' must be an integer from 1 to 4294967295, got 7.5"],
+    );
+    // An expected kernel with its axes swapped (same values): a shape mismatch.
+    let d = p01_with_case_json("shape", |_| {});
+    let path = d.join("expected.safetensors");
+    let mut t = lossgraph::read_safetensors(&path).unwrap();
+    let k = &mut t.iter_mut().find(|t| t.0 == "final/dense_2/kernel").unwrap().1;
+    assert_eq!(k.shape(), [8, 3]);
+    *k = HostTensor::f32(&[3, 8], k.as_f32().unwrap().to_vec()).unwrap();
+    write_safetensors(&path, &t).unwrap();
+    assert_check_fails(
+        &d,
+        &["2 of", "first: final/dense_2/kernel (got shape [8, 3], want [3, 8])"],
+    );
+    // An extra entry is a failure naming it; a missing one an error naming it.
+    let d = p01_with_case_json("extra", |_| {});
+    let path = d.join("expected.safetensors");
+    let mut t = lossgraph::read_safetensors(&path).unwrap();
+    let b = t.iter().find(|t| t.0 == "final/dense_2/bias").unwrap().1.clone();
+    t.push(("final/dense_2/beta".into(), b));
+    t.retain(|t| t.0 != "grad/dense_1/bias");
+    write_safetensors(&path, &t).unwrap();
+    assert_check_fails(&d, &["expected.safetensors: no tensor named 'grad/dense_1/bias'"]);
+    t.push((
+        "grad/dense_1/bias".into(),
+        lossgraph::read_safetensors(cases().join("p01_relu_l2_l1_huber_sgd/expected.safetensors"))
+            .unwrap()
+            .into_iter()
+            .find(|t| t.0 == "grad/dense_1/bias")
+            .unwrap()
+            .1,
+    ));
+    write_safetensors(&path, &t).unwrap();
+    assert_check_fails(
+        &d,
+        &["1 of", "first: final/dense_2/beta", "holds 'final/dense_2/beta', which is no value of the model"],
+    );
+}
+
+const SPARSE_MODEL: &str = r#"{"class_name": "Sequential", "config": {"name": "sparse", "layers": [
+  {"class_name": "InputLayer", "config": {"batch_shape": [null, 3], "dtype": "float32", "name": "x"}},
+  {"class_name": "Dense", "config": {"name": "probs", "units": 7, "activation": "softmax"}}]}}"#;
+
+/// A safetensors file written by hand (so that i64 and f64 tensors, which
+/// the library never writes, can be made): `(name, dtype, shape, bytes)`.
+fn raw_safetensors(path: &Path, tensors: &[(&str, &str, &[usize], Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
+        data.extend_from_slice(bytes);
+    }
+    let h = serde_json::Value::Object(header).to_string();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// `train` of [`SPARSE_MODEL`] on `data` (sparse crossentropy, batch 2).
+fn train_sparse(dir: &Path, data: &Path) -> Output {
+    let m = dir.join("model.json");
+    std::fs::write(&m, SPARSE_MODEL).unwrap();
+    run(&[
+        "train",
+        m.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--loss",
+        "sparse_categorical_crossentropy",
+        "--optimizer",
+        "sgd",
+        "--batch-size",
+        "2",
+    ])
+}
+
+fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+#[test]
+fn train_refuses_wrapping_i64_and_out_of_range_labels() {
+    let d = temp_dir("labels");
+    let data = d.join("data.safetensors");
+    let x = le(&[0.5f32; 12], f32::to_le_bytes);
+    // In-range i64 labels are read as i32 and train.
+    raw_safetensors(
+        &data,
+        &[
+            ("x", "F32", &[4, 3], x.clone()),
+            ("y", "I64", &[4], le(&[0i64, 6, 3, 1], i64::to_le_bytes)),
+        ],
+    );
+    let o = train_sparse(&d, &data);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 2^32 + 1 would wrap to the valid label 1.
+    raw_safetensors(
+        &data,
+        &[
+            ("x", "F32", &[4, 3], x.clone()),
+            ("y", "I64", &[4], le(&[0i64, 6, 4_294_967_297, 1], i64::to_le_bytes)),
+        ],
+    );
+    assert_user_error(
+        &train_sparse(&d, &data),
+        &[
+            "data.safetensors",
+            "tensor 'y': row 2 holds 4294967297, outside the i32 range lossgraph reads i64 into (-2147483648 to 2147483647)",
+        ],
+    );
+    // Labels outside [0, 7).
+    for (labels, row, value) in [([0, -1, 2, 3], 1, "-1"), ([7, 0, 2, 3], 0, "7"), ([0, 1, 2, i32::MAX], 3, "2147483647")] {
+        raw_safetensors(
+            &data,
+            &[
+                ("x", "F32", &[4, 3], x.clone()),
+                ("y", "I32", &[4], le(&labels, i32::to_le_bytes)),
+            ],
+        );
+        assert_user_error(
+            &train_sparse(&d, &data),
+            &[&format!(
+                "data 'y': row {row} holds the label {value}, outside [0, 7): output 'probs' has 7 classes"
+            )],
+        );
+    }
+    // NaN float labels do not become class 0.
+    raw_safetensors(
+        &data,
+        &[
+            ("x", "F32", &[4, 3], x.clone()),
+            ("y", "F32", &[4], le(&[0.0f32, 1.0, f32::NAN, 2.0], f32::to_le_bytes)),
+        ],
+    );
+    assert_user_error(
+        &train_sparse(&d, &data),
+        &["data 'y': row 2 holds NaN: this array must hold integers"],
+    );
+    // A rank-3 x for a rank-2 input.
+    raw_safetensors(
+        &data,
+        &[
+            ("x", "F32", &[4, 3, 1], x.clone()),
+            ("y", "I32", &[4], le(&[0, 1, 2, 3], i32::to_le_bytes)),
+        ],
+    );
+    assert_user_error(
+        &train_sparse(&d, &data),
+        &["data 'x': expected 4 samples of shape [3] (an array of shape [4, 3]), got an array of shape [4, 3, 1]"],
+    );
+    // An f64 beyond the f32 range is not read as infinity.
+    raw_safetensors(
+        &data,
+        &[
+            ("x", "F64", &[4, 3], le(&[0.5f64, 0.5, 0.5, 0.5, 1e300, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], f64::to_le_bytes)),
+            ("y", "I32", &[4], le(&[0, 1, 2, 3], i32::to_le_bytes)),
+        ],
+    );
+    assert_user_error(
+        &train_sparse(&d, &data),
+        &["tensor 'x': row 1, element 1 holds 1e300, beyond the f32 range"],
+    );
+}
+
 #[test]
 fn train_runs_and_saves_weights() {
     let c = cases();

@@ -370,7 +370,11 @@ fn read_dataset(
     }
     let data = match dtype {
         DType::F32 => Data::F32(ds.read_f32().map_err(|e| h5_err(file, path, e))?),
-        DType::I32 => Data::I32(ds.read_i32().map_err(|e| h5_err(file, path, e))?),
+        DType::I32 => Data::I32(if matches!(h5type, H5Type::U32 | H5Type::U64) {
+            narrow_to_i32(&at, &shape, ds.read_u64().map_err(|e| h5_err(file, path, e))?)?
+        } else {
+            narrow_to_i32(&at, &shape, ds.read_i64().map_err(|e| h5_err(file, path, e))?)?
+        }),
     };
     let n = ty.numel();
     let len = match &data {
@@ -384,6 +388,31 @@ fn read_dataset(
         ));
     }
     Ok(HostTensor { ty, data })
+}
+
+/// Integers read wide (`i64`/`u64`, so that nothing wraps on the way) as
+/// `i32`: a value outside the `i32` range is an error naming the dataset
+/// (`at`), the row and the value.
+fn narrow_to_i32<T: Copy + std::fmt::Display>(at: &str, shape: &[usize], v: Vec<T>) -> Result<Vec<i32>>
+where
+    i32: TryFrom<T>,
+{
+    v.into_iter()
+        .enumerate()
+        .map(|(k, x)| {
+            i32::try_from(x).map_err(|_| {
+                KerasError::invalid(
+                    at,
+                    format!(
+                        "{} holds {x}, outside the i32 range ({} to {})",
+                        crate::error::position(shape, k),
+                        i32::MIN,
+                        i32::MAX
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Every group path under `path` (recursively), for the unused-group check.

@@ -276,6 +276,11 @@ impl Model {
                 ],
             )?;
         }
+        // Validation data is checked once, before any training.
+        let val = match &val {
+            Some((vx, vy)) => Some(self.prepare_data(vx, Some(vy))?),
+            None => None,
+        };
         let mut rng = Rng::new(opts.seed);
         let mut step_count = 0u64;
         let verbose = opts.verbose.resolve_for_stderr();
@@ -362,23 +367,8 @@ impl Model {
                 }
             }
             let mut epoch_logs = acc.mean();
-            if let Some((vx, vy)) = &val {
-                let vdata = self.prepare_data(vx, Some(vy))?;
-                let vdata = Prepared {
-                    x: vdata
-                        .x
-                        .into_iter()
-                        .map(|c| Cow::Owned(c.into_owned()))
-                        .collect(),
-                    y: vdata
-                        .y
-                        .into_iter()
-                        .map(|c| Cow::Owned(c.into_owned()))
-                        .collect(),
-                    w: Vec::new(),
-                    n: vdata.n,
-                };
-                let vlogs = self.evaluate_prepared(&vdata, bs)?;
+            if let Some(vdata) = &val {
+                let vlogs = self.evaluate_prepared(vdata, bs)?;
                 for (k, v) in vlogs.entries() {
                     epoch_logs.set(&format!("val_{k}"), *v);
                 }

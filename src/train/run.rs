@@ -4,7 +4,8 @@
 
 use super::logs::Logs;
 use super::options::{Compiled, ProgramKey, Purpose, SampleWeights};
-use crate::error::{Error, Result};
+use crate::error::{position, Error, Result};
+use crate::losses::Loss;
 use crate::model::Model;
 use lossgraph_ir::{DType, Data, HostTensor, TensorType};
 use lossgraph_runtime::Feed;
@@ -36,15 +37,86 @@ fn per_sample(t: &HostTensor) -> usize {
     t.shape().iter().skip(1).product()
 }
 
-fn convert(t: &HostTensor, dtype: DType) -> HostTensor {
+/// The largest magnitude below which every integer is an exact `f32` (2^24).
+const F32_EXACT_INT: i32 = 1 << 24;
+
+/// `t` (the array fed as `name`) as `dtype`. `f32` → `i32` takes integral
+/// values in the `i32` range only, `i32` → `f32` integers of magnitude at
+/// most 2^24 (exact in `f32`); anything else is an error naming the array,
+/// the row and the value.
+fn convert(name: &str, t: &HostTensor, dtype: DType) -> Result<HostTensor> {
     let data = match (&t.data, dtype) {
-        (Data::F32(v), DType::I32) => Data::I32(v.iter().map(|x| *x as i32).collect()),
-        (Data::I32(v), DType::F32) => Data::F32(v.iter().map(|x| *x as f32).collect()),
-        (d, _) => d.clone(),
+        (Data::F32(v), DType::I32) => {
+            // Every integer-valued f32 in [-2^31, 2^31) is an i32.
+            let fits = |x: f32| x.fract() == 0.0 && (-2_147_483_648.0..2_147_483_648.0).contains(&x);
+            if let Some(k) = v.iter().position(|&x| !fits(x)) {
+                return Err(Error::data(
+                    name,
+                    format!(
+                        "{} holds {}: this array must hold integers (i32, from -2147483648 to 2147483647)",
+                        position(t.shape(), k),
+                        v[k]
+                    ),
+                ));
+            }
+            Data::I32(v.iter().map(|&x| x as i32).collect())
+        }
+        (Data::I32(v), DType::F32) => {
+            if let Some(k) = v.iter().position(|x| x.unsigned_abs() > F32_EXACT_INT as u32) {
+                return Err(Error::data(
+                    name,
+                    format!(
+                        "{} holds {}: an f32 array takes integers of magnitude at most {F32_EXACT_INT} exactly",
+                        position(t.shape(), k),
+                        v[k]
+                    ),
+                ));
+            }
+            Data::F32(v.iter().map(|&x| x as f32).collect())
+        }
+        (d @ Data::F32(_), DType::F32) | (d @ Data::I32(_), DType::I32) => d.clone(),
     };
-    HostTensor {
+    Ok(HostTensor {
         ty: t.ty.with_dtype(dtype),
         data,
+    })
+}
+
+/// Whether `got` is the shape of `n` targets of sample shape `want`, as
+/// Keras's `squeeze_or_expand_to_same_rank` lets them be: exactly, with an
+/// extra trailing axis of 1 (`[n, 1]` labels for `[n]`), or without the
+/// trailing axis of 1 the sample shape ends with (`[n]` for `[n, 1]`).
+fn target_shape_fits(got: &[usize], n: usize, want: &[usize]) -> bool {
+    let Some((&first, g)) = got.split_first() else {
+        return false;
+    };
+    let squeezed = |long: &[usize], short: &[usize]| {
+        long.len() == short.len() + 1 && long.last() == Some(&1) && long[..short.len()] == *short
+    };
+    first == n && (g == want || squeezed(g, want) || squeezed(want, g))
+}
+
+/// Checks sparse class labels (the `i32` targets `t`, fed as `name`, of
+/// output `output`): every one in `[0, classes)`, else an error naming the
+/// row and the label (an out-of-range label would one-hot to a zero row and
+/// train with a zero loss).
+fn check_labels(name: &str, t: &HostTensor, classes: usize, output: &str) -> Result<()> {
+    let Some(v) = t.as_i32() else {
+        return Ok(());
+    };
+    match v
+        .iter()
+        .position(|&c| usize::try_from(c).map_or(true, |c| c >= classes))
+    {
+        Some(k) => Err(Error::data(
+            name,
+            format!(
+                "{} holds the label {}, outside [0, {classes}): output '{output}' has {classes} classes (sparse_categorical_crossentropy)",
+                position(t.shape(), k),
+                v[k]
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -168,6 +240,18 @@ fn class_sample_weights(y: &HostTensor, classes: &[(usize, f32)]) -> Result<Host
     }
     let n = y.shape().first().copied().unwrap_or(0);
     let per = per_sample(y);
+    if let Some(v) = y.as_f32() {
+        if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::data(
+                "class_weight",
+                format!(
+                    "the targets' {} holds {}, which is no class",
+                    position(y.shape(), k),
+                    v[k]
+                ),
+            ));
+        }
+    }
     let class_of = |r: usize| -> Option<usize> {
         match &y.data {
             Data::I32(v) => usize::try_from(v[r * per]).ok(),
@@ -183,7 +267,7 @@ fn class_sample_weights(y: &HostTensor, classes: &[(usize, f32)]) -> Result<Host
                     Some(best)
                 } else {
                     let x = row[0].round();
-                    (x >= 0.0 && x.is_finite()).then_some(x as usize)
+                    (x >= 0.0).then_some(x as usize)
                 }
             }
         }
@@ -374,14 +458,15 @@ impl Model {
             .unwrap_or(0);
         let mut xs = Vec::new();
         for (i, t) in x.iter().enumerate() {
-            let want: usize = self.values[self.inputs[i].value].shape.iter().product();
+            let sample = &self.values[self.inputs[i].value].shape;
             let name = self.input_feed_name(i);
-            if t.shape().first() != Some(&n) || per_sample(t) != want {
+            if t.shape().first() != Some(&n) || t.shape()[1..] != sample[..] {
+                let mut want = vec![n];
+                want.extend_from_slice(sample);
                 return Err(Error::data(
                     name,
                     format!(
-                        "expected {n} samples of shape {:?}, got an array of shape {:?}",
-                        self.values[self.inputs[i].value].shape,
+                        "expected {n} samples of shape {sample:?} (an array of shape {want:?}), got an array of shape {:?}",
                         t.shape()
                     ),
                 ));
@@ -390,7 +475,7 @@ impl Model {
             let t = if t.ty.dtype == dtype {
                 Cow::Borrowed(t)
             } else {
-                Cow::Owned(convert(t, dtype))
+                Cow::Owned(convert(&name, t, dtype)?)
             };
             self.check_ids(i, &t)?;
             xs.push(t);
@@ -421,24 +506,31 @@ impl Model {
                 let mut pshape = vec![1];
                 pshape.extend_from_slice(&self.values[self.outputs[i].1].shape);
                 let tty = loss.target_type(&TensorType::f32(&pshape));
-                let want = tty.numel();
-                if t.shape().first() != Some(&n) || per_sample(t) != want {
+                let sample = tty.shape.get(1..).unwrap_or(&[]);
+                let name = self.target_feed_name(i);
+                let output = &self.outputs[i].0;
+                if !target_shape_fits(t.shape(), n, sample) {
+                    let mut want = vec![n];
+                    want.extend_from_slice(sample);
                     return Err(Error::data(
-                        self.target_feed_name(i),
+                        name,
                         format!(
-                            "expected {n} targets of {} element(s) each for output '{}' ({}), got an array of shape {:?}",
-                            want,
-                            self.outputs[i].0,
+                            "expected {n} targets of shape {sample:?} for output '{output}' ({}): an array of shape {want:?} (or with a trailing axis of 1 added or removed), got an array of shape {:?}",
                             loss.name(),
                             t.shape()
                         ),
                     ));
                 }
-                ys.push(if t.ty.dtype == tty.dtype {
+                let t = if t.ty.dtype == tty.dtype {
                     Cow::Borrowed(t)
                 } else {
-                    Cow::Owned(convert(t, tty.dtype))
-                });
+                    Cow::Owned(convert(&name, t, tty.dtype)?)
+                };
+                if let Loss::SparseCategoricalCrossentropy { .. } = loss {
+                    let classes = pshape.last().copied().unwrap_or(1);
+                    check_labels(&name, &t, classes, output)?;
+                }
+                ys.push(t);
             }
         }
         if n == 0 {

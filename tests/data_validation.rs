@@ -36,9 +36,13 @@ fn x(n: usize) -> HostTensor {
 }
 
 fn fit(m: &mut Model, x: HostTensor, y: HostTensor) -> Result<(), String> {
-    m.fit(&[x], &[y], FitOptions::new().epochs(1).batch_size(2).verbose(false))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    m.fit(
+        &[x],
+        &[y],
+        FitOptions::new().epochs(1).batch_size(2).verbose(false),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn fit_err(m: &mut Model, x: HostTensor, y: HostTensor) -> String {
@@ -84,7 +88,10 @@ fn out_of_range_sparse_labels_are_errors_naming_row_and_value() {
         .evaluate(&[x(2)], &[i32s(&[2], vec![-5, 0])], 2)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("row 0 holds the label -5, outside [0, 7)"), "{e}");
+    assert!(
+        e.contains("row 0 holds the label -5, outside [0, 7)"),
+        "{e}"
+    );
 }
 
 #[test]

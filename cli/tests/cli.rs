@@ -362,7 +362,9 @@ fn assert_check_fails(dir: &Path, needles: &[&str]) {
 /// now fails, naming the file and the key or the entry.
 #[test]
 fn check_refuses_bad_tolerances_counts_and_expected_tensors() {
-    let d = p01_with_case_json("tol", |v| v["expected"]["tolerance"]["rtol"] = (-1e-4).into());
+    let d = p01_with_case_json("tol", |v| {
+        v["expected"]["tolerance"]["rtol"] = (-1e-4).into()
+    });
     assert_check_fails(
         &d,
         &["case.json: expected.tolerance: 'rtol' must be a finite number ≥ 0, got -0.0001"],
@@ -376,23 +378,38 @@ fn check_refuses_bad_tolerances_counts_and_expected_tensors() {
     let d = p01_with_case_json("shape", |_| {});
     let path = d.join("expected.safetensors");
     let mut t = lossgraph::read_safetensors(&path).unwrap();
-    let k = &mut t.iter_mut().find(|t| t.0 == "final/dense_2/kernel").unwrap().1;
+    let k = &mut t
+        .iter_mut()
+        .find(|t| t.0 == "final/dense_2/kernel")
+        .unwrap()
+        .1;
     assert_eq!(k.shape(), [8, 3]);
     *k = HostTensor::f32(&[3, 8], k.as_f32().unwrap().to_vec()).unwrap();
     write_safetensors(&path, &t).unwrap();
     assert_check_fails(
         &d,
-        &["2 of", "first: final/dense_2/kernel (got shape [8, 3], want [3, 8])"],
+        &[
+            "2 of",
+            "first: final/dense_2/kernel (got shape [8, 3], want [3, 8])",
+        ],
     );
     // An extra entry is a failure naming it; a missing one an error naming it.
     let d = p01_with_case_json("extra", |_| {});
     let path = d.join("expected.safetensors");
     let mut t = lossgraph::read_safetensors(&path).unwrap();
-    let b = t.iter().find(|t| t.0 == "final/dense_2/bias").unwrap().1.clone();
+    let b = t
+        .iter()
+        .find(|t| t.0 == "final/dense_2/bias")
+        .unwrap()
+        .1
+        .clone();
     t.push(("final/dense_2/beta".into(), b));
     t.retain(|t| t.0 != "grad/dense_1/bias");
     write_safetensors(&path, &t).unwrap();
-    assert_check_fails(&d, &["expected.safetensors: no tensor named 'grad/dense_1/bias'"]);
+    assert_check_fails(
+        &d,
+        &["expected.safetensors: no tensor named 'grad/dense_1/bias'"],
+    );
     t.push((
         "grad/dense_1/bias".into(),
         lossgraph::read_safetensors(cases().join("p01_relu_l2_l1_huber_sgd/expected.safetensors"))
@@ -405,7 +422,11 @@ fn check_refuses_bad_tolerances_counts_and_expected_tensors() {
     write_safetensors(&path, &t).unwrap();
     assert_check_fails(
         &d,
-        &["1 of", "first: final/dense_2/beta", "holds 'final/dense_2/beta', which is no value of the model"],
+        &[
+            "1 of",
+            "first: final/dense_2/beta",
+            "holds 'final/dense_2/beta', which is no value of the model",
+        ],
     );
 }
 
@@ -474,7 +495,12 @@ fn train_refuses_wrapping_i64_and_out_of_range_labels() {
         &data,
         &[
             ("x", "F32", &[4, 3], x.clone()),
-            ("y", "I64", &[4], le(&[0i64, 6, 4_294_967_297, 1], i64::to_le_bytes)),
+            (
+                "y",
+                "I64",
+                &[4],
+                le(&[0i64, 6, 4_294_967_297, 1], i64::to_le_bytes),
+            ),
         ],
     );
     assert_user_error(
@@ -485,7 +511,11 @@ fn train_refuses_wrapping_i64_and_out_of_range_labels() {
         ],
     );
     // Labels outside [0, 7).
-    for (labels, row, value) in [([0, -1, 2, 3], 1, "-1"), ([7, 0, 2, 3], 0, "7"), ([0, 1, 2, i32::MAX], 3, "2147483647")] {
+    for (labels, row, value) in [
+        ([0, -1, 2, 3], 1, "-1"),
+        ([7, 0, 2, 3], 0, "7"),
+        ([0, 1, 2, i32::MAX], 3, "2147483647"),
+    ] {
         raw_safetensors(
             &data,
             &[
@@ -505,7 +535,12 @@ fn train_refuses_wrapping_i64_and_out_of_range_labels() {
         &data,
         &[
             ("x", "F32", &[4, 3], x.clone()),
-            ("y", "F32", &[4], le(&[0.0f32, 1.0, f32::NAN, 2.0], f32::to_le_bytes)),
+            (
+                "y",
+                "F32",
+                &[4],
+                le(&[0.0f32, 1.0, f32::NAN, 2.0], f32::to_le_bytes),
+            ),
         ],
     );
     assert_user_error(
@@ -528,7 +563,17 @@ fn train_refuses_wrapping_i64_and_out_of_range_labels() {
     raw_safetensors(
         &data,
         &[
-            ("x", "F64", &[4, 3], le(&[0.5f64, 0.5, 0.5, 0.5, 1e300, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], f64::to_le_bytes)),
+            (
+                "x",
+                "F64",
+                &[4, 3],
+                le(
+                    &[
+                        0.5f64, 0.5, 0.5, 0.5, 1e300, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5,
+                    ],
+                    f64::to_le_bytes,
+                ),
+            ),
             ("y", "I32", &[4], le(&[0, 1, 2, 3], i32::to_le_bytes)),
         ],
     );

@@ -371,9 +371,17 @@ fn read_dataset(
     let data = match dtype {
         DType::F32 => Data::F32(ds.read_f32().map_err(|e| h5_err(file, path, e))?),
         DType::I32 => Data::I32(if matches!(h5type, H5Type::U32 | H5Type::U64) {
-            narrow_to_i32(&at, &shape, ds.read_u64().map_err(|e| h5_err(file, path, e))?)?
+            narrow_to_i32(
+                &at,
+                &shape,
+                ds.read_u64().map_err(|e| h5_err(file, path, e))?,
+            )?
         } else {
-            narrow_to_i32(&at, &shape, ds.read_i64().map_err(|e| h5_err(file, path, e))?)?
+            narrow_to_i32(
+                &at,
+                &shape,
+                ds.read_i64().map_err(|e| h5_err(file, path, e))?,
+            )?
         }),
     };
     let n = ty.numel();
@@ -393,7 +401,11 @@ fn read_dataset(
 /// Integers read wide (`i64`/`u64`, so that nothing wraps on the way) as
 /// `i32`: a value outside the `i32` range is an error naming the dataset
 /// (`at`), the row and the value.
-fn narrow_to_i32<T: Copy + std::fmt::Display>(at: &str, shape: &[usize], v: Vec<T>) -> Result<Vec<i32>>
+fn narrow_to_i32<T: Copy + std::fmt::Display>(
+    at: &str,
+    shape: &[usize],
+    v: Vec<T>,
+) -> Result<Vec<i32>>
 where
     i32: TryFrom<T>,
 {

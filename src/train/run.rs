@@ -48,7 +48,8 @@ fn convert(name: &str, t: &HostTensor, dtype: DType) -> Result<HostTensor> {
     let data = match (&t.data, dtype) {
         (Data::F32(v), DType::I32) => {
             // Every integer-valued f32 in [-2^31, 2^31) is an i32.
-            let fits = |x: f32| x.fract() == 0.0 && (-2_147_483_648.0..2_147_483_648.0).contains(&x);
+            let fits =
+                |x: f32| x.fract() == 0.0 && (-2_147_483_648.0..2_147_483_648.0).contains(&x);
             if let Some(k) = v.iter().position(|&x| !fits(x)) {
                 return Err(Error::data(
                     name,
@@ -62,7 +63,10 @@ fn convert(name: &str, t: &HostTensor, dtype: DType) -> Result<HostTensor> {
             Data::I32(v.iter().map(|&x| x as i32).collect())
         }
         (Data::I32(v), DType::F32) => {
-            if let Some(k) = v.iter().position(|x| x.unsigned_abs() > F32_EXACT_INT as u32) {
+            if let Some(k) = v
+                .iter()
+                .position(|x| x.unsigned_abs() > F32_EXACT_INT as u32)
+            {
                 return Err(Error::data(
                     name,
                     format!(

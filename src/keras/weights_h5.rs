@@ -687,3 +687,30 @@ impl Node {
         g.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::narrow_to_i32;
+
+    #[test]
+    fn integers_narrow_to_i32_without_wrapping() {
+        let at = "w.h5: dataset optimizer/vars/0";
+        assert_eq!(
+            narrow_to_i32(at, &[3], vec![-2_147_483_648i64, 0, 2_147_483_647]).unwrap(),
+            [i32::MIN, 0, i32::MAX]
+        );
+        // 2^32 + 1 would wrap to 1, 2^64 − 1 (u64) to −1.
+        let e = narrow_to_i32(at, &[2, 2], vec![0i64, 1, 2, 4_294_967_297])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "w.h5: dataset optimizer/vars/0: row 1, element 1 holds 4294967297, outside the i32 range (-2147483648 to 2147483647)"
+        );
+        let e = narrow_to_i32(at, &[], vec![u64::MAX]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "w.h5: dataset optimizer/vars/0: row 0 holds 18446744073709551615, outside the i32 range (-2147483648 to 2147483647)"
+        );
+    }
+}

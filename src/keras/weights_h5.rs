@@ -707,7 +707,9 @@ mod tests {
             e,
             "w.h5: dataset optimizer/vars/0: row 1, element 1 holds 4294967297, outside the i32 range (-2147483648 to 2147483647)"
         );
-        let e = narrow_to_i32(at, &[], vec![u64::MAX]).unwrap_err().to_string();
+        let e = narrow_to_i32(at, &[], vec![u64::MAX])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "w.h5: dataset optimizer/vars/0: row 0 holds 18446744073709551615, outside the i32 range (-2147483648 to 2147483647)"

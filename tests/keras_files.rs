@@ -410,6 +410,28 @@ fn weights_of_another_model_are_refused() {
     assert!(e.contains("'probs'") && e.contains("'renamed'"), "{e}");
 }
 
+#[test]
+fn a_group_linking_to_its_ancestor_is_refused() {
+    // mlp.weights.h5 plus a hard link `layers/dense/loop` to `layers`
+    // (h5py: `f["layers/dense/loop"] = f["layers"]`): walking every
+    // group path used to recurse without end (stack overflow).
+    let mut mlp = load_keras(&data("mlp.keras"), 0).expect("mlp").model;
+    let before = mlp.get_weights();
+    let e = load_weights_h5(&mut mlp, None, &data("mlp_cyclic.weights.h5"))
+        .expect_err("a weights file with a looping group must be refused")
+        .to_string();
+    assert!(
+        e.contains("mlp_cyclic.weights.h5: layers/dense/loop")
+            && e.contains("belongs to no layer"),
+        "{e}"
+    );
+    same_weights(
+        &mlp.get_weights(),
+        &before,
+        "unchanged after a refused load",
+    );
+}
+
 // ---- writing ---------------------------------------------------------------
 
 #[test]

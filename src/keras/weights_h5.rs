@@ -427,23 +427,38 @@ where
         .collect()
 }
 
-/// Every group path under `path` (recursively), for the unused-group check.
-fn all_groups(file: &str, f: &hdf5_pure::File, path: &str, out: &mut Vec<String>) -> Result<()> {
-    let g = if path.is_empty() {
-        f.root()
-    } else {
-        f.group(path).map_err(|e| h5_err(file, path, e))?
+/// The first group of the file that belongs to nothing read (is neither in
+/// `seen` nor a parent of a path in it), walking from the root. Only groups
+/// that belong are entered, so the walk ends even when a group links to one
+/// of its ancestors: the looping link is itself a group that belongs to
+/// nothing.
+fn first_unused_group(file: &str, f: &hdf5_pure::File, seen: &[String]) -> Result<Option<String>> {
+    let used = |p: &str| {
+        seen.iter()
+            .any(|s| s == p || s.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
     };
-    for sub in g.groups().map_err(|e| h5_err(file, path, e))? {
-        let p = if path.is_empty() {
-            sub
+    let mut stack = vec![String::new()];
+    while let Some(path) = stack.pop() {
+        let g = if path.is_empty() {
+            f.root()
         } else {
-            format!("{path}/{sub}")
+            f.group(&path).map_err(|e| h5_err(file, &path, e))?
         };
-        out.push(p.clone());
-        all_groups(file, f, &p, out)?;
+        let subs = g.groups().map_err(|e| h5_err(file, &path, e))?;
+        // Pushed in reverse so that groups are visited in the file's order.
+        for sub in subs.into_iter().rev() {
+            let p = if path.is_empty() {
+                sub
+            } else {
+                format!("{path}/{sub}")
+            };
+            if !used(&p) {
+                return Ok(Some(p));
+            }
+            stack.push(p);
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Reads a Keras weights file (the bytes of `model.weights.h5` or a
@@ -554,26 +569,19 @@ pub fn read_weights(
     };
     // Every group of the file must belong to something read above: a group
     // no layer maps to means the file is for another architecture.
-    let mut present = Vec::new();
-    all_groups(file, &f, "", &mut present)?;
-    for p in &present {
-        let used = seen
-            .iter()
-            .any(|s| s == p || s.starts_with(&format!("{p}/")));
-        if !used {
-            return Err(KerasError::invalid(
-                format!("{file}: {p}"),
-                format!(
-                    "group belongs to no layer of model '{}' (layers: {})",
-                    model.name,
-                    groups
-                        .iter()
-                        .map(|g| format!("{} -> {}", g.layer, g.vars))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
+    if let Some(p) = first_unused_group(file, &f, &seen)? {
+        return Err(KerasError::invalid(
+            format!("{file}: {p}"),
+            format!(
+                "group belongs to no layer of model '{}' (layers: {})",
+                model.name,
+                groups
+                    .iter()
+                    .map(|g| format!("{} -> {}", g.layer, g.vars))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     let weights = model
         .vars

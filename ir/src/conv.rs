@@ -83,6 +83,19 @@ fn pad_spatial(x: &Tensor, lo: &[usize], hi: &[usize], value: f32) -> Tensor {
     x.pad(&wrap(lo), &wrap(hi), value)
 }
 
+/// The product of `dims` (what it counts named in the error) when it fits
+/// in `usize`.
+fn product(what: &str, dims: &[usize]) -> Result<usize, String> {
+    crate::types::checked_numel(dims).ok_or_else(|| format!("{what} {dims:?}: the product overflows"))
+}
+
+/// The error the builder recorded while this function added its ops, if
+/// any: an op that fails gives a placeholder whose shape no geometry may be
+/// computed from.
+fn built(what: &str, x: &Tensor) -> Result<(), String> {
+    x.builder().check().map_err(|e| format!("{what}: {e}"))
+}
+
 fn check_geometry(
     what: &str,
     x: &Tensor,
@@ -144,29 +157,32 @@ pub fn conv(
     let window = &ks[..r];
     let f = ks[r + 1];
     let p = pad_spatial(x, lo, hi, 0.0).unfold(window, strides, dilation);
+    built("conv", x)?;
     let n = x.shape()[0];
     let out: Vec<usize> = p.shape()[1..=r].to_vec();
-    let rows: usize = n * out.iter().product::<usize>();
-    let taps: usize = window.iter().product();
     let mut yshape = vec![n];
     yshape.extend_from_slice(&out);
     yshape.push(f);
-    if groups == 1 {
-        let y = p
-            .reshape(&[rows, taps * c])
-            .matmul(&kernel.reshape(&[taps * c, f]));
-        return Ok(y.reshape(&yshape));
-    }
+    let rows = product("conv: output rows (batch × output extents)", &yshape[..=r])?;
+    let taps = product("conv: window", window)?;
     let (cg, fg) = (c / groups, f / groups);
-    let pg = p
-        .reshape(&[rows, taps, groups, cg])
-        .transpose(&[2, 0, 1, 3])
-        .reshape(&[groups, rows, taps * cg]);
-    let kg = kernel
-        .reshape(&[taps, cg, groups, fg])
-        .transpose(&[2, 0, 1, 3])
-        .reshape(&[groups, taps * cg, fg]);
-    let y = pg.matmul(&kg).transpose(&[1, 0, 2]).reshape(&yshape);
+    let tc = product("conv: window × input channels per group", &[taps, cg])?;
+    let y = if groups == 1 {
+        p.reshape(&[rows, tc])
+            .matmul(&kernel.reshape(&[tc, f]))
+            .reshape(&yshape)
+    } else {
+        let pg = p
+            .reshape(&[rows, taps, groups, cg])
+            .transpose(&[2, 0, 1, 3])
+            .reshape(&[groups, rows, tc]);
+        let kg = kernel
+            .reshape(&[taps, cg, groups, fg])
+            .transpose(&[2, 0, 1, 3])
+            .reshape(&[groups, tc, fg]);
+        pg.matmul(&kg).transpose(&[1, 0, 2]).reshape(&yshape)
+    };
+    built("conv", x)?;
     Ok(y)
 }
 
@@ -183,17 +199,20 @@ pub fn max_pool(
     let r = check_geometry("max_pool", x, window, strides, lo, hi)?;
     let ones = vec![1; r];
     let p = pad_spatial(x, lo, hi, f32::NEG_INFINITY).unfold(window, strides, &ones);
+    built("max_pool", x)?;
     // [N, O.., K.., C] → [N, O.., C, ΠK]: the window on the last axis.
     let mut perm: Vec<usize> = (0..=r).collect();
     perm.push(2 * r + 1);
     perm.extend(r + 1..=2 * r);
     let mut flat: Vec<usize> = p.shape()[..=r].to_vec();
     flat.push(x.shape()[r + 1]);
-    let taps: usize = window.iter().product();
+    let taps = product("max_pool: window", window)?;
     flat.push(taps);
     let w = p.transpose(&perm).reshape(&flat);
     let first = w.argmax(-1).one_hot(taps);
-    Ok(first.select(&w, 0.0).sum(&[-1], false))
+    let y = first.select(&w, 0.0).sum(&[-1], false);
+    built("max_pool", x)?;
+    Ok(y)
 }
 
 /// Mean over windows of `window` cells with `strides` after zero padding
@@ -209,47 +228,55 @@ pub fn avg_pool(
     let r = check_geometry("avg_pool", x, window, strides, lo, hi)?;
     let ones = vec![1; r];
     let p = pad_spatial(x, lo, hi, 0.0).unfold(window, strides, &ones);
+    built("avg_pool", x)?;
     let axes: Vec<isize> = (r + 1..=2 * r).map(|a| a as isize).collect();
     let sums = p.sum(&axes, false);
     let out: Vec<usize> = p.shape()[1..=r].to_vec();
-    // Real cells per window: a product over axes of the in-range taps.
-    let per_axis: Vec<Vec<usize>> = (0..r)
-        .map(|i| {
-            let n = x.shape()[1 + i];
-            (0..out[i])
-                .map(|o| {
-                    (0..window[i])
-                        .filter(|&k| {
-                            let at = o * strides[i] + k;
-                            at >= lo[i] && at < lo[i] + n
-                        })
-                        .count()
-                })
-                .collect()
-        })
-        .collect();
-    let total: usize = out.iter().product();
-    let mut counts = Vec::with_capacity(total);
-    for flat in 0..total {
-        let (mut rest, mut cnt) = (flat, 1usize);
-        for i in (0..r).rev() {
-            cnt *= per_axis[i][rest % out[i]];
-            rest /= out[i];
-        }
-        if cnt == 0 {
+    // Real cells per window: the product over the axes of the real cells
+    // each axis's window covers, counted in the graph (so nothing of the
+    // output's size is built here) by the same pooling of a padded
+    // `[1, .., S_i, .., 1]` of ones along axis i alone; constant folding
+    // turns small counts into a constant.
+    let b = x.builder();
+    let mut counts: Option<Tensor> = None;
+    for i in 0..r {
+        let (n, k, s) = (x.shape()[1 + i], window[i], strides[i]);
+        // Windows move right over one run of real cells, so only the first
+        // or the last can lie wholly in the padding.
+        let real = |o: usize| {
+            let start = o.saturating_mul(s);
+            let stop = start.saturating_add(k).min(lo[i].saturating_add(n));
+            stop.saturating_sub(start.max(lo[i]))
+        };
+        let last = out[i].saturating_sub(1);
+        if out[i] == 0 || real(0) == 0 || real(last) == 0 {
             return Err(format!(
-                "avg_pool: window {flat} of {} lies wholly in the padding {lo:?}/{hi:?}",
+                "avg_pool: a window {window:?} at strides {strides:?} of {} lies wholly in the padding {lo:?}/{hi:?} on spatial axis {i}",
                 x.ty()
             ));
         }
-        counts.push(cnt as f32);
+        if k.min(n) > 1 << 24 {
+            return Err(format!(
+                "avg_pool: a window of {k} cells over extent {n} on spatial axis {i} may hold more than 2^24 real cells, beyond f32's exact counts"
+            ));
+        }
+        let (mut shape, mut w, mut st) = (vec![1; r + 2], ones.clone(), ones.clone());
+        let (mut l, mut h) = (vec![0; r], vec![0; r]);
+        (shape[1 + i], w[i], st[i], l[i], h[i]) = (n, k, s, lo[i], hi[i]);
+        let c = pad_spatial(&b.full(1.0, &shape), &l, &h, 0.0)
+            .unfold(&w, &st, &ones)
+            .sum(&axes, false);
+        counts = Some(match counts {
+            None => c,
+            Some(t) => &t * &c,
+        });
     }
-    let mut cshape = vec![1];
-    cshape.extend_from_slice(&out);
-    cshape.push(1);
-    let b = x.builder();
-    let counts = b.constant(crate::Literal::F32(counts), crate::TensorType::f32(&cshape));
-    Ok(&sums / &counts)
+    let y = match counts {
+        Some(c) => &sums / &c,
+        None => sums,
+    };
+    built("avg_pool", x)?;
+    Ok(y)
 }
 
 /// Transposed convolution (the gradient of [`conv`] with respect to its
@@ -288,24 +315,27 @@ pub fn conv_transpose(
     let c = x.shape()[r + 1];
     let n = x.shape()[0];
     let spatial: Vec<usize> = x.shape()[1..=r].to_vec();
-    let taps: usize = window.iter().product();
-    let rows: usize = n * spatial.iter().product::<usize>();
+    let taps = product("conv_transpose: window", window)?;
+    let rows = product("conv_transpose: input rows (batch × extents)", &x.shape()[..=r])?;
+    let tf = product("conv_transpose: window × filters", &[taps, f])?;
+    let mut full = vec![n];
+    for i in 0..r {
+        let extent = transpose_extent(spatial[i], window[i], strides[i], dilation[i])
+            .map_err(|m| format!("conv_transpose on spatial axis {i}: {m}"))?;
+        full.push(extent);
+    }
+    full.push(f);
     // [K.., F, C] → [C, K.., F] → [C, ΠK·F].
     let mut perm = vec![r + 1];
     perm.extend(0..=r);
-    let kt = kernel.transpose(&perm).reshape(&[c, taps * f]);
+    let kt = kernel.transpose(&perm).reshape(&[c, tf]);
     let mut cols_shape = vec![n];
     cols_shape.extend_from_slice(&spatial);
     cols_shape.extend_from_slice(window);
     cols_shape.push(f);
     let cols = x.reshape(&[rows, c]).matmul(&kt).reshape(&cols_shape);
-    let mut full = vec![n];
-    for i in 0..r {
-        let span = (window[i] - 1) * dilation[i] + 1;
-        full.push((spatial[i] - 1) * strides[i] + span);
-    }
-    full.push(f);
     let mut y = cols.fold(&full, window, strides, dilation);
+    built("conv_transpose", x)?;
     for i in 0..r {
         let len = full[1 + i];
         let keep_end = if end[i] < 0 {
@@ -324,11 +354,31 @@ pub fn conv_transpose(
         }
         if end[i] > 0 {
             let mut hi = vec![0; r + 2];
-            hi[1 + i] = end[i] as usize;
+            hi[1 + i] = end[i].unsigned_abs();
             y = y.pad(&vec![0; r + 2], &hi, 0.0);
         }
     }
+    built("conv_transpose", x)?;
     Ok(y)
+}
+
+/// The extent `(n-1)·stride + (k-1)·dilation + 1` of one axis of a
+/// transposed convolution's full output (before cropping), for an input
+/// extent `n` and a window of `k` cells; an error when `n` or `k` is 0 or
+/// the extent overflows.
+pub fn transpose_extent(n: usize, k: usize, stride: usize, dilation: usize) -> Result<usize, String> {
+    n.checked_sub(1)
+        .zip(k.checked_sub(1))
+        .and_then(|(n1, k1)| {
+            n1.checked_mul(stride)?
+                .checked_add(k1.checked_mul(dilation)?)?
+                .checked_add(1)
+        })
+        .ok_or_else(|| {
+            format!(
+                "input extent {n}, kernel size {k}, stride {stride} and dilation {dilation} give no output extent (zero or overflowing)"
+            )
+        })
 }
 
 /// Keras's `Conv*Transpose` geometry for one axis: `(crop, end)` for
@@ -346,21 +396,42 @@ pub fn keras_transpose_geometry(
     dilation: usize,
     padding: Padding,
     output_padding: Option<usize>,
-) -> (usize, isize) {
-    let span = (k - 1) * dilation + 1;
+) -> Result<(usize, isize), String> {
+    let overflow = || {
+        format!(
+            "kernel size {k}, stride {stride}, dilation {dilation} and output_padding {output_padding:?} overflow the transposed geometry"
+        )
+    };
+    if k == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel size {k}, stride {stride} and dilation {dilation} must be ≥ 1"
+        ));
+    }
+    let span = (k - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(overflow)?;
     let (left, right) = match padding {
         Padding::Valid => {
             let extra = output_padding.unwrap_or(span.max(stride) - span);
-            (span - 1, span - 1 + extra)
+            (span - 1, (span - 1).checked_add(extra).ok_or_else(overflow)?)
         }
         Padding::Same => {
+            // Both sums are at least 2 (stride, span ≥ 1; span + span % 2 ≥ 2).
             let len = match output_padding {
-                None => stride + span - 2,
-                Some(p) => span + span % 2 - 2 + p,
-            };
+                None => stride.checked_add(span),
+                Some(p) => span.checked_add(span % 2).and_then(|v| v.checked_add(p)),
+            }
+            .ok_or_else(overflow)?
+                - 2;
             let left = (len / 2 + len % 2).min(span - 1);
             (left, len - left)
         }
     };
-    (span - 1 - left, right as isize - (span as isize - 1))
+    let end = isize::try_from(right)
+        .ok()
+        .zip(isize::try_from(span - 1).ok())
+        .map(|(r, s)| r - s)
+        .ok_or_else(overflow)?;
+    Ok((span - 1 - left, end))
 }

@@ -128,7 +128,13 @@ fn tuple_or(cfg: &mut Cfg<'_>, key: &str, rank: usize, default: usize) -> Result
     }
 }
 
-/// An int or a list of `rank` ints, each ≥ `min` (0 or 1).
+/// The largest window size, stride, dilation, output padding or upsampling
+/// factor imported: Keras's backends hold them as 32-bit ints, and anything
+/// larger only overflows the geometry.
+pub(super) const MAX_TUPLE_ENTRY: usize = i32::MAX as usize;
+
+/// An int or a list of `rank` ints, each ≥ `min` (0 or 1) and at most
+/// [`MAX_TUPLE_ENTRY`].
 pub(super) fn tuple_min(
     cfg: &mut Cfg<'_>,
     key: &str,
@@ -146,11 +152,16 @@ pub(super) fn tuple_min(
     };
     let what = if min == 0 { "non-negative" } else { "positive" };
     parsed
-        .filter(|t| t.len() == rank && t.iter().all(|&x| x >= min))
+        .filter(|t| {
+            t.len() == rank && t.iter().all(|&x| (min..=MAX_TUPLE_ENTRY).contains(&x))
+        })
         .ok_or_else(|| {
             cfg.err(
                 key,
-                format!("expected {rank} {what} integer(s), got {}", show(v)),
+                format!(
+                    "expected {rank} {what} integer(s) of at most {MAX_TUPLE_ENTRY}, got {}",
+                    show(v)
+                ),
             )
         })
 }

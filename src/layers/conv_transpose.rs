@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::initializers::Init;
 use crate::layer::{BuildCtx, CallCtx, Layer};
 use crate::regularizers::Regularizer;
-use lossgraph_ir::conv::{self, keras_transpose_geometry, Padding};
+use lossgraph_ir::conv::{self, keras_transpose_geometry, transpose_extent, Padding};
 use lossgraph_ir::Tensor;
 
 /// A transposed convolution over `rank` spatial axes: output extent
@@ -145,17 +145,31 @@ impl Layer for ConvTranspose {
                 ));
             }
         }
-        let (crop, end): (Vec<usize>, Vec<isize>) = (0..self.rank)
-            .map(|i| {
-                keras_transpose_geometry(
-                    self.kernel_size[i],
-                    self.strides[i],
-                    self.dilation_rate[i],
-                    self.padding,
-                    self.output_padding.as_ref().map(|p| p[i]),
+        let (mut crop, mut end) = (Vec::new(), Vec::new());
+        for i in 0..self.rank {
+            let (k, s, d) = (self.kernel_size[i], self.strides[i], self.dilation_rate[i]);
+            let (c, e) = transpose_extent(input_shape[i], k, s, d)
+                .and_then(|_| {
+                    keras_transpose_geometry(
+                        k,
+                        s,
+                        d,
+                        self.padding,
+                        self.output_padding.as_ref().map(|p| p[i]),
+                    )
+                })
+                .map_err(|m| {
+                Error::layer(
+                    &path,
+                    format!(
+                        "{class} on spatial axis {i} (kernel_size {:?}, strides {:?}, dilation_rate {:?}): {m}",
+                        self.kernel_size, self.strides, self.dilation_rate
+                    ),
                 )
-            })
-            .unzip();
+            })?;
+            crop.push(c);
+            end.push(e);
+        }
         self.geometry = (crop, end);
         let mut kshape = self.kernel_size.clone();
         kshape.push(self.filters);

@@ -1,23 +1,18 @@
 //! A short run of every fuzz target with a fixed seed (2,000 inputs each;
-//! 12 random graphs for the JIT, each compiled four ways), and replays of
-//! the saved crashers: `fuzz/crashers/<target>/` (fixed: must not panic,
-//! abort or hang) and `fuzz/crashers-known/<target>/` (not fixed yet).
+//! 12 random graphs for the JIT, each compiled four ways), and a replay of
+//! the saved crashers of `fuzz/crashers/<target>/` (found by campaigns and
+//! fixed: they must not panic, abort or hang).
 //!
-//! A smoke run fails on any finding except those of [`KNOWN`]: classes the
-//! fuzzer found whose fix belongs to the size checks of issue 15; an entry
-//! must leave the list (and its crashers move to `crashers/`) when the fix
-//! lands.
+//! A smoke run fails on any finding except those of [`KNOWN`]: classes a
+//! campaign found whose fix has not landed yet (none at present); an entry
+//! must leave the list when its fix lands, and its crashers go to
+//! `crashers/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Substrings of the finding keys still expected (see the module docs).
-const KNOWN: [&str; 2] = [
-    // A Conv2DTranspose kernel size of 2^64-1 or stride of 2^63 overflows
-    // the transpose-conv geometry (`keras_transpose_geometry`, `conv_transpose`).
-    "ir/src/conv.rs",
-    "src/layers/conv_transpose.rs",
-];
+const KNOWN: [&str; 0] = [];
 
 fn out_dir(target: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -129,20 +124,14 @@ fn replay(folder: &str) -> Vec<String> {
     bad
 }
 
-/// The crashers found so far whose fix has landed run without a panic, an
-/// abort or a hang (shape products and concat extents that overflowed,
-/// Dense/Conv/Reshape sizes that reached an allocation of 20–309 GB).
+/// Every crasher found so far runs without a panic, an abort or a hang:
+/// shape products and concat extents that overflowed, Dense/Conv/Reshape
+/// sizes that reached an allocation of 20–309 GB, transposed-conv geometry
+/// overflows, a 10 s AveragePooling2D of 2³¹, an 8 GiB average-pool count
+/// table for a 2³¹-row input, a weights file whose group links to an
+/// ancestor (stack overflow).
 #[test]
 fn fixed_crashers_do_not_crash() {
     let bad = replay("crashers");
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
-}
-
-/// The crashers not fixed yet: Conv2DTranspose geometry overflows, and an
-/// AveragePooling2D with a pool of 2^31 on a 5×5 input that takes 10 s.
-#[test]
-#[ignore = "not fixed yet (transpose-conv geometry overflow, slow 2^31 pool)"]
-fn known_crashers_do_not_crash() {
-    let bad = replay("crashers-known");
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

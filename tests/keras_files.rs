@@ -421,8 +421,7 @@ fn a_group_linking_to_its_ancestor_is_refused() {
         .expect_err("a weights file with a looping group must be refused")
         .to_string();
     assert!(
-        e.contains("mlp_cyclic.weights.h5: layers/dense/loop")
-            && e.contains("belongs to no layer"),
+        e.contains("mlp_cyclic.weights.h5: layers/dense/loop") && e.contains("belongs to no layer"),
         "{e}"
     );
     same_weights(

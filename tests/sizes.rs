@@ -143,7 +143,11 @@ fn transposed_conv_geometry_that_overflows_names_layer_and_keys() {
         .build());
     assert_has(
         &e,
-        &["layer 'up'", "strides [9223372036854775808, 2]", "overflowing"],
+        &[
+            "layer 'up'",
+            "strides [9223372036854775808, 2]",
+            "overflowing",
+        ],
     );
     // On a 1-cell axis the extent fits, but the end padding span − 1 +
     // output_padding (2⁶³) is no isize (a subtract-overflow panic).
@@ -219,7 +223,11 @@ fn a_pool_window_larger_than_the_input_costs_nothing_to_build() {
             .build());
         assert_has(
             &e,
-            &["layer 'pool'", "2147483648", "larger than the input extent 5"],
+            &[
+                "layer 'pool'",
+                "2147483648",
+                "larger than the input extent 5",
+            ],
         );
     }
 }

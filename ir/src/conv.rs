@@ -86,7 +86,8 @@ fn pad_spatial(x: &Tensor, lo: &[usize], hi: &[usize], value: f32) -> Tensor {
 /// The product of `dims` (what it counts named in the error) when it fits
 /// in `usize`.
 fn product(what: &str, dims: &[usize]) -> Result<usize, String> {
-    crate::types::checked_numel(dims).ok_or_else(|| format!("{what} {dims:?}: the product overflows"))
+    crate::types::checked_numel(dims)
+        .ok_or_else(|| format!("{what} {dims:?}: the product overflows"))
 }
 
 /// The error the builder recorded while this function added its ops, if
@@ -316,7 +317,10 @@ pub fn conv_transpose(
     let n = x.shape()[0];
     let spatial: Vec<usize> = x.shape()[1..=r].to_vec();
     let taps = product("conv_transpose: window", window)?;
-    let rows = product("conv_transpose: input rows (batch × extents)", &x.shape()[..=r])?;
+    let rows = product(
+        "conv_transpose: input rows (batch × extents)",
+        &x.shape()[..=r],
+    )?;
     let tf = product("conv_transpose: window × filters", &[taps, f])?;
     let mut full = vec![n];
     for i in 0..r {
@@ -366,7 +370,12 @@ pub fn conv_transpose(
 /// transposed convolution's full output (before cropping), for an input
 /// extent `n` and a window of `k` cells; an error when `n` or `k` is 0 or
 /// the extent overflows.
-pub fn transpose_extent(n: usize, k: usize, stride: usize, dilation: usize) -> Result<usize, String> {
+pub fn transpose_extent(
+    n: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+) -> Result<usize, String> {
     n.checked_sub(1)
         .zip(k.checked_sub(1))
         .and_then(|(n1, k1)| {
@@ -414,7 +423,10 @@ pub fn keras_transpose_geometry(
     let (left, right) = match padding {
         Padding::Valid => {
             let extra = output_padding.unwrap_or(span.max(stride) - span);
-            (span - 1, (span - 1).checked_add(extra).ok_or_else(overflow)?)
+            (
+                span - 1,
+                (span - 1).checked_add(extra).ok_or_else(overflow)?,
+            )
         }
         Padding::Same => {
             // Both sums are at least 2 (stride, span ≥ 1; span + span % 2 ≥ 2).

@@ -152,9 +152,7 @@ pub(super) fn tuple_min(
     };
     let what = if min == 0 { "non-negative" } else { "positive" };
     parsed
-        .filter(|t| {
-            t.len() == rank && t.iter().all(|&x| (min..=MAX_TUPLE_ENTRY).contains(&x))
-        })
+        .filter(|t| t.len() == rank && t.iter().all(|&x| (min..=MAX_TUPLE_ENTRY).contains(&x)))
         .ok_or_else(|| {
             cfg.err(
                 key,

@@ -2,7 +2,7 @@
 //! with moving statistics at inference.
 
 use super::norm_axis;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::initializers::Init;
 use crate::layer::{BuildCtx, CallCtx, Layer};
 use crate::regularizers::Regularizer;
@@ -46,8 +46,10 @@ pub struct BatchNormalization {
     trainable: bool,
     synchronized: bool,
     name: Option<String>,
-    /// The resolved feature axis (batch axis 0 included), set by `build`.
+    /// The resolved feature axis (batch axis 0 included) and the input
+    /// shape (batch axis 0 included) with its extent there, set by `build`.
     resolved: usize,
+    built: (usize, usize),
 }
 
 impl Default for BatchNormalization {
@@ -75,6 +77,7 @@ impl BatchNormalization {
             synchronized: false,
             name: None,
             resolved: 0,
+            built: (0, 0),
         }
     }
 
@@ -133,6 +136,7 @@ impl Layer for BatchNormalization {
         let axis = norm_axis(ctx.path(), self.axis, input_shape)?;
         self.resolved = axis;
         let c = [input_shape[axis - 1]];
+        self.built = (input_shape.len() + 1, c[0]);
         if self.scale {
             ctx.add_weight_with(
                 "gamma",
@@ -162,7 +166,18 @@ impl Layer for BatchNormalization {
     fn call(&self, ctx: &mut CallCtx<'_>, x: &Tensor) -> Result<Tensor> {
         let rank = x.rank();
         let a = self.resolved;
-        let c = x.shape()[a];
+        // A layer (or a nested model holding it) called again on another
+        // shape than it was built for: Keras's input spec refuses it too.
+        let (built_rank, c) = self.built;
+        if rank != built_rank || x.shape()[a] != c {
+            return Err(Error::layer(
+                ctx.path(),
+                format!(
+                    "BatchNormalization was built for rank-{built_rank} inputs with {c} features on axis {a}, called on {}",
+                    x.ty()
+                ),
+            ));
+        }
         // The `(C,)` variables reshaped to broadcast along axis `a`.
         let mut bshape = vec![1usize; rank];
         bshape[a] = c;

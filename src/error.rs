@@ -107,5 +107,17 @@ pub(crate) fn position(shape: &[usize], k: usize) -> String {
     }
 }
 
+/// `v` narrowed to `i32`, or the index and value of its first element
+/// outside the `i32` range (the readers name it with [`position`]).
+pub(crate) fn narrow_to_i32<T: Copy>(v: &[T]) -> std::result::Result<Vec<i32>, (usize, T)>
+where
+    i32: TryFrom<T>,
+{
+    v.iter()
+        .enumerate()
+        .map(|(k, &x)| i32::try_from(x).map_err(|_| (k, x)))
+        .collect()
+}
+
 /// Result alias for the front end.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! `<layer>/<variable>` (the Keras reference cases use the same names), plus
 //! helpers to read and write any safetensors file of f32/i32 tensors.
 
-use crate::error::{position, Error, Result};
+use crate::error::{narrow_to_i32, position, Error, Result};
 use crate::model::Model;
 use lossgraph_ir::{DType, Data, HostTensor, TensorType};
 use lossgraph_runtime::budget;
@@ -85,25 +85,25 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<(String, HostTenso
                     .collect(),
             ),
             Dtype::I64 => {
-                let mut v = Vec::with_capacity(raw.len() / 8);
-                for (k, c) in raw.chunks_exact(8).enumerate() {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(c);
-                    let x = i64::from_le_bytes(a);
-                    let y = i32::try_from(x).map_err(|_| {
-                        st_err(
-                            path,
-                            format!(
-                                "tensor '{name}': {} holds {x}, outside the i32 range lossgraph reads i64 into ({} to {})",
-                                position(&shape, k),
-                                i32::MIN,
-                                i32::MAX
-                            ),
-                        )
-                    })?;
-                    v.push(y);
-                }
-                Data::I32(v)
+                let wide: Vec<i64> = raw
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        i64::from_le_bytes(a)
+                    })
+                    .collect();
+                Data::I32(narrow_to_i32(&wide).map_err(|(k, x)| {
+                    st_err(
+                        path,
+                        format!(
+                            "tensor '{name}': {} holds {x}, outside the i32 range lossgraph reads i64 into ({} to {})",
+                            position(&shape, k),
+                            i32::MIN,
+                            i32::MAX
+                        ),
+                    )
+                })?)
             }
             other => {
                 return Err(st_err(

@@ -409,22 +409,17 @@ fn narrow_to_i32<T: Copy + std::fmt::Display>(
 where
     i32: TryFrom<T>,
 {
-    v.into_iter()
-        .enumerate()
-        .map(|(k, x)| {
-            i32::try_from(x).map_err(|_| {
-                KerasError::invalid(
-                    at,
-                    format!(
-                        "{} holds {x}, outside the i32 range ({} to {})",
-                        crate::error::position(shape, k),
-                        i32::MIN,
-                        i32::MAX
-                    ),
-                )
-            })
-        })
-        .collect()
+    crate::error::narrow_to_i32(&v).map_err(|(k, x)| {
+        KerasError::invalid(
+            at,
+            format!(
+                "{} holds {x}, outside the i32 range ({} to {})",
+                crate::error::position(shape, k),
+                i32::MIN,
+                i32::MAX
+            ),
+        )
+    })
 }
 
 /// The first group of the file that belongs to nothing read (is neither in

@@ -185,6 +185,17 @@ fn arena_off(
     }
 }
 
+/// Writes `n` copies of `value` at byte offset `off`, a block at a time
+/// (no buffer of the constant's size); false if out of range.
+fn fill_splat<T: Copy>(arena: &mut Arena, off: usize, value: T, n: usize) -> bool {
+    const BLOCK: usize = 1024;
+    let block = [value; BLOCK];
+    (0..n).step_by(BLOCK).all(|start| {
+        let len = BLOCK.min(n - start);
+        arena.write(off + start * 4, &block[..len])
+    })
+}
+
 /// A GEMM operand or result as an external-call buffer (its whole storage).
 fn call_buf(
     mem: &MemoryPlan,
@@ -551,15 +562,18 @@ impl JitProgram {
         let g = &plan.graph;
         for id in g.node_ids() {
             if let Op::Const(lit) = &g.node(id).op {
+                if mem.location[id.index()].is_none() {
+                    continue; // read only as an immediate
+                }
                 let off = arena_off(&mem, &var_off, &plan, id)?;
                 let n = g.node(id).ty.numel();
                 let ok = match lit {
                     lossgraph_ir::Literal::F32(v) if v.len() == 1 => {
-                        arena.write(off, &vec![v[0]; n])
+                        fill_splat(&mut arena, off, v[0], n)
                     }
                     lossgraph_ir::Literal::F32(v) => arena.write(off, v),
                     lossgraph_ir::Literal::I32(v) if v.len() == 1 => {
-                        arena.write(off, &vec![v[0]; n])
+                        fill_splat(&mut arena, off, v[0], n)
                     }
                     lossgraph_ir::Literal::I32(v) => arena.write(off, v),
                 };

@@ -25,7 +25,11 @@ fn a_splat_read_only_as_an_immediate_has_no_buffer_and_a_matmul_operand_has_one(
         .collect::<Result<_, _>>()
         .unwrap();
     let mem = plan_memory(&plan, &bodies).unwrap();
-    assert_eq!(mem.location[zeros.index()], None, "the splat read as an immediate");
+    assert_eq!(
+        mem.location[zeros.index()],
+        None,
+        "the splat read as an immediate"
+    );
     assert!(
         matches!(mem.location[ones.index()], Some(Location::Arena(_))),
         "the matmul operand: {:?}",
@@ -33,5 +37,9 @@ fn a_splat_read_only_as_an_immediate_has_no_buffer_and_a_matmul_operand_has_one(
     );
     // x, ones, e and m: four 16 KiB buffers (plus alignment), not five.
     let buf = 64 * 64 * 4;
-    assert!(mem.size >= 4 * buf && mem.size < 5 * buf, "arena {} bytes", mem.size);
+    assert!(
+        mem.size >= 4 * buf && mem.size < 5 * buf,
+        "arena {} bytes",
+        mem.size
+    );
 }

@@ -105,25 +105,36 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
             region[i] = Some(Region::Param);
         }
     }
-    // A constant gets a buffer only when a kernel or call reads it from
-    // memory, or an output is it: nests inline a splat as an immediate, and
-    // materialising every broadcast zero of a convnet's gradient cost
-    // `cnn` 30 MB of its 83 MB arena (and the pages to fill them).
-    let mut read_from_memory = vec![false; n];
-    for body in bodies {
-        for (s, _) in body.reads() {
-            read_from_memory[s.index()] = true;
+    // Which kernel last reads each storage (outputs: never freed), and
+    // whether any kernel or call reads it from memory at all.
+    let mut last_read = vec![0usize; n];
+    let mut read = vec![false; n];
+    // Every read of each variable: (kernel, counter), in kernel order.
+    let mut var_reads: Vec<Vec<(usize, Option<&Counter>)>> = vec![Vec::new(); n];
+    for (k, body) in bodies.iter().enumerate() {
+        for (s, c) in body.reads() {
+            last_read[s.index()] = last_read[s.index()].max(k);
+            read[s.index()] = true;
+            if region[s.index()] == Some(Region::Param) {
+                var_reads[s.index()].push((k, c));
+            }
         }
     }
+    let mut pinned = vec![false; n];
     for (_, o) in g.outputs() {
-        read_from_memory[plan.storage_of(*o).index()] = true;
+        pinned[plan.storage_of(*o).index()] = true;
     }
+
+    // A constant gets a buffer only when something reads it from memory or
+    // an output is it: nests inline a splat as an immediate, and
+    // materialising every broadcast zero of a convnet's gradient cost
+    // `cnn` 30 MB of its 83 MB arena (and the pages to fill them).
     for (want, reg) in [(1, Region::Input), (2, Region::Const)] {
         for i in 0..n {
             let id = NodeId::new(i);
             let kind = match g.node(id).op {
                 Op::Input { .. } => 1,
-                Op::Const(_) if read_from_memory[i] => 2,
+                Op::Const(_) if read[i] || pinned[i] => 2,
                 _ => continue,
             };
             if kind == want {
@@ -134,23 +145,6 @@ pub fn plan_memory(plan: &Plan, bodies: &[KernelBody]) -> Result<MemoryPlan, Cod
         }
     }
     let scratch_base = top;
-
-    // Which kernel last reads each storage (outputs: never freed).
-    let mut last_read = vec![0usize; n];
-    // Every read of each variable: (kernel, counter), in kernel order.
-    let mut var_reads: Vec<Vec<(usize, Option<&Counter>)>> = vec![Vec::new(); n];
-    for (k, body) in bodies.iter().enumerate() {
-        for (s, c) in body.reads() {
-            last_read[s.index()] = last_read[s.index()].max(k);
-            if region[s.index()] == Some(Region::Param) {
-                var_reads[s.index()].push((k, c));
-            }
-        }
-    }
-    let mut pinned = vec![false; n];
-    for (_, o) in g.outputs() {
-        pinned[plan.storage_of(*o).index()] = true;
-    }
 
     // In-place variable updates.
     let mut in_place = Vec::new();

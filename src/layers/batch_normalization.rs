@@ -46,8 +46,9 @@ pub struct BatchNormalization {
     trainable: bool,
     synchronized: bool,
     name: Option<String>,
-    /// The resolved feature axis (batch axis 0 included) and the input
-    /// shape (batch axis 0 included) with its extent there, set by `build`.
+    /// Set by `build`: the resolved feature axis (batch axis 0 included),
+    /// and the input's rank (batch axis included) with its extent on that
+    /// axis, which every call must match.
     resolved: usize,
     built: (usize, usize),
 }
